@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build the control-plane binaries the cluster test tier runs (kube-apiserver,
+# kube-controller-manager, kube-scheduler, etcd, kwok) from their Go modules and
+# cache them outside the repository. Idempotent: a complete cache is reused as is.
+#
+#   scripts/build-control-plane.sh            build or reuse, print the bin dir
+#   KUBE_VERSION=1.34.4 scripts/...           choose another Kubernetes release
+#
+# Why a wrapper module: k8s.io/kubernetes requires its staging modules at v0.0.0 and
+# only its own replace directives (ignored in a dependency) resolve them, so
+# `go install ...@version` cannot work. We pin every staging module to v0.<minor>.<patch>.
+set -euo pipefail
+
+KUBE_VERSION=${KUBE_VERSION:-1.34.4}
+KWOK_VERSION=${KWOK_VERSION:-0.7.0}
+CACHE_ROOT=${BIGFLEET_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bigfleet/control-plane}
+OUT="$CACHE_ROOT/v$KUBE_VERSION"
+BINS=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+
+complete() { for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
+if complete; then echo "$OUT"; exit 0; fi
+
+command -v go >/dev/null || { echo "go toolchain not found: install Go >= 1.24" >&2; exit 1; }
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+minor=$(cut -d. -f2 <<<"$KUBE_VERSION")
+staging="0.${KUBE_VERSION#1.}"
+mkdir -p "$OUT"
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+log() { echo "[build-control-plane] $*" >&2; }
+
+build_kube() {
+  [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/kube-scheduler" ] && return
+  log "building Kubernetes v$KUBE_VERSION (cold builds take 10-25 minutes on 2 cores)"
+  mkdir -p "$work/kube" && cd "$work/kube"
+  go mod init local.build/kube >/dev/null 2>&1
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local args=("-require=k8s.io/kubernetes@v$KUBE_VERSION")
+  for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u); do
+    args+=("-require=$m@v$staging" "-replace=$m=$m@v$staging")
+  done
+  local godebug; godebug=$(awk '$1 == "godebug" {print $2}' "$gomod")
+  [ -n "$godebug" ] && args+=("-godebug=$godebug")
+  go mod edit "${args[@]}"
+  local pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler"
+  # shellcheck disable=SC2046
+  go get $(for p in $pkgs; do printf '%s@v%s ' "$p" "$KUBE_VERSION"; done)
+  local ld="-s -w"
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $v.gitVersion=v$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+  done
+  # shellcheck disable=SC2086
+  go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$OUT/" $pkgs
+  # Remember which etcd this release was tested with.
+  go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3 > "$OUT/.etcd-version"
+}
+
+build_etcd() {
+  [ -x "$OUT/etcd" ] && return
+  local ver; ver=$(cat "$OUT/.etcd-version" 2>/dev/null || echo v3.6.4)
+  log "building etcd $ver"
+  mkdir -p "$work/etcd" && cd "$work/etcd"
+  go mod init local.build/etcd >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@$ver"
+  go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kwok() {
+  [ -x "$OUT/kwok" ] && return
+  log "building kwok v$KWOK_VERSION"
+  GOBIN="$OUT" go install "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+}
+
+start=$(date +%s)
+build_kube
+build_etcd
+build_kwok
+"$OUT/kube-apiserver" --version >&2
+"$OUT/etcd" --version | head -1 >&2
+log "done in $(( $(date +%s) - start ))s"
+echo "$OUT"
