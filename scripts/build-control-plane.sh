@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries the cluster test tier runs (kube-apiserver,
-# kube-controller-manager, kube-scheduler, etcd, kwok) from their Go modules and
+# kube-controller-manager, kube-scheduler, a matching kubectl, etcd, kwok) from their Go modules and
 # cache them outside the repository. Idempotent: a complete cache is reused as is.
 #
 #   scripts/build-control-plane.sh            build or reuse, print the bin dir
@@ -15,7 +15,8 @@ KUBE_VERSION=${KUBE_VERSION:-1.34.4}
 KWOK_VERSION=${KWOK_VERSION:-0.7.0}
 CACHE_ROOT=${BIGFLEET_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bigfleet/control-plane}
 OUT="$CACHE_ROOT/v$KUBE_VERSION"
-BINS=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINS=("${KUBE_BINS[@]}" etcd kwok)
 
 complete() { for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
 if complete; then echo "$OUT"; exit 0; fi
@@ -29,7 +30,8 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 log() { echo "[build-control-plane] $*" >&2; }
 
 build_kube() {
-  [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] && [ -x "$OUT/kube-scheduler" ] && return
+  local missing=0; for b in "${KUBE_BINS[@]}"; do [ -x "$OUT/$b" ] || missing=1; done
+  [ "$missing" = 0 ] && return
   log "building Kubernetes v$KUBE_VERSION (cold builds take 10-25 minutes on 2 cores)"
   mkdir -p "$work/kube" && cd "$work/kube"
   go mod init local.build/kube >/dev/null 2>&1
@@ -42,7 +44,7 @@ build_kube() {
   local godebug; godebug=$(awk '$1 == "godebug" {print $2}' "$gomod")
   [ -n "$godebug" ] && args+=("-godebug=$godebug")
   go mod edit "${args[@]}"
-  local pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler"
+  local pkgs; pkgs=$(printf "k8s.io/kubernetes/cmd/%s " "${KUBE_BINS[@]}")
   # shellcheck disable=SC2046
   go get $(for p in $pkgs; do printf '%s@v%s ' "$p" "$KUBE_VERSION"; done)
   local ld="-s -w"

@@ -1,0 +1,95 @@
+"""The `bigfleet` command: one binary, a subcommand per component.
+
+The composition root: the only module that may import components, and it
+does so inside the command that runs them, so `bigfleet --help` stays fast
+and a component's dependencies load only when that component runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bigfleet import __version__, logs
+from bigfleet.crd import crd_dir
+
+# Subcommands that later work fills in, with the issue that builds each.
+# They refuse to run rather than pretend.
+PLANNED: dict[str, tuple[str, int]] = {
+    "sim": ("Run simulator scenarios on the engine and the fake provider", 3),
+    "provider": ("Serve a capacity provider (`provider fake`)", 3),
+    "conformance": ("Run the provider conformance suite against HOST:PORT", 3),
+    "shard": ("Run a shard: Session server, decision engine, provider reconcile", 4),
+    "operator": ("Run the per-cluster operator", 5),
+    "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
+    "coordinator": ("Run a coordinator replica on etcd", 6),
+    "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
+    "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
+    "bench": ("Run a benchmark and write its figures as JSON", 3),
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bigfleet")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Lowest level of JSON log lines written to stderr.",
+)
+def main(log_level: str) -> None:
+    """BigFleet: a fleet-level infrastructure autoscaler for many Kubernetes clusters.
+
+    Commands marked [not built yet] exist so the layout is visible; they exit
+    with status 2 and name the issue that builds them.
+    """
+    logs.configure(log_level)
+
+
+@main.command()
+@click.option(
+    "--crds",
+    "crds_path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of CRD manifests to check (default: the ones shipped with bigfleet).",
+)
+def selfcheck(crds_path: Path | None) -> None:
+    """Check offline that this build matches the wire contract and the CRDs.
+
+    Compares every compiled protobuf message, field number, type, enum value
+    and RPC with the contract; checks each CRD schema against its typed model;
+    decodes the example objects. Exits 1 on any difference.
+    """
+    from bigfleet import selfcheck as checks
+
+    results = checks.run(crds_path or crd_dir())
+    for result in results:
+        click.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.summary}")
+        for problem in result.problems:
+            click.echo(f"     - {problem}")
+    passed = sum(r.ok for r in results)
+    click.echo(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if passed == len(results) else 1)
+
+
+def _planned(name: str, summary: str, issue: int) -> click.Command:
+    @click.command(
+        name,
+        help=f"[not built yet: issue #{issue}] {summary}.",
+        short_help=f"[not built yet] {summary}",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+    def command() -> None:
+        click.echo(f"bigfleet {name}: not built yet; issue #{issue} builds it.", err=True)
+        sys.exit(2)
+
+    return command
+
+
+for _name, (_summary, _issue) in PLANNED.items():
+    main.add_command(_planned(_name, _summary, _issue))

@@ -1,0 +1,191 @@
+"""LocalControlPlane: etcd and kube-apiserver on free loopback ports, with a kubeconfig.
+
+Same surface as a kind cluster in the e2e tier (`kubeconfig_path`, `kubectl()`,
+`delete()`), so tests do not care which one they got.
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from bigfleet.controlplane.binaries import find_binaries
+from bigfleet.controlplane.pki import Pki, make_pki
+from bigfleet.crd.manifests import load_crds
+from bigfleet.controlplane.process import ManagedProcess, free_port
+
+_ETCD_READY_S = 30.0
+# Two cores and a cold page cache: kube-apiserver needs a while for its post-start hooks.
+_APISERVER_READY_S = 90.0
+
+
+class KubectlFailed(RuntimeError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+
+class LocalControlPlane:
+    def __init__(self, work_dir: Path, bin_dir: Path | None = None) -> None:
+        self.bin_dir = find_binaries(bin_dir)
+        self.work_dir = work_dir
+        self.kubeconfig_path = work_dir / "admin.kubeconfig"
+        self.apiserver_url = ""
+        self._pki: Pki | None = None
+        self._processes: list[ManagedProcess] = []
+
+    @property
+    def pki(self) -> Pki:
+        if self._pki is None:
+            raise RuntimeError("control plane not started")
+        return self._pki
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._pki = make_pki(self.work_dir / "pki")
+        try:
+            self._start_etcd()
+            self._start_apiserver()
+        except BaseException:
+            self.delete()
+            raise
+        self._write_kubeconfig()
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        etcd = ManagedProcess(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                f"--data-dir={self.work_dir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                # Test data is thrown away at the end; fsync only slows the suite.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            self.work_dir / "etcd.log",
+        )
+        self._launch(etcd, lambda: _http_ok(f"{self.etcd_url}/health"), _ETCD_READY_S)
+
+    def _start_apiserver(self) -> None:
+        port = free_port()
+        self.apiserver_url = f"https://127.0.0.1:{port}"
+        pki = self.pki
+        apiserver = ManagedProcess(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                # A loopback advertise address cannot be written into the
+                # `kubernetes` Endpoints, so do not try.
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.work_dir / 'apiserver'}",
+                f"--tls-cert-file={pki.server_cert}",
+                f"--tls-private-key-file={pki.server_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-account-key-file={pki.service_account_pub}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # No controller-manager creates `default` ServiceAccounts here.
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-bootstrap-token-auth=true",
+            ],
+            self.work_dir / "kube-apiserver.log",
+        )
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        self._launch(
+            apiserver,
+            lambda: _http_ok(f"{self.apiserver_url}/readyz", context),
+            _APISERVER_READY_S,
+        )
+
+    def _launch(
+        self, process: ManagedProcess, probe: Callable[[], bool], timeout_s: float
+    ) -> None:
+        self._processes.append(process)
+        process.start()
+        process.wait_ready(probe, timeout_s)
+
+    def _write_kubeconfig(self) -> None:
+        pki = self.pki
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "bigfleet-local",
+                    "cluster": {
+                        "server": self.apiserver_url,
+                        "certificate-authority": str(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "bigfleet-admin",
+                    "user": {
+                        "client-certificate": str(pki.admin_cert),
+                        "client-key": str(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "bigfleet-local",
+                    "context": {"cluster": "bigfleet-local", "user": "bigfleet-admin"},
+                }
+            ],
+            "current-context": "bigfleet-local",
+        }
+        self.kubeconfig_path.write_text(yaml.safe_dump(config))
+        self.kubeconfig_path.chmod(0o600)
+
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the matching kubectl against this control plane; with `check`, fail on its stderr."""
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig_path}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if check and result.returncode != 0:
+            raise KubectlFailed(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def apply_crds(self, crd_dir: Path) -> None:
+        """Apply every CRD in `crd_dir` and wait until the API server serves them."""
+        self.kubectl("apply", "--server-side", "-f", str(crd_dir))
+        names = [f"crd/{crd['metadata']['name']}" for crd in load_crds(crd_dir).values()]
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+
+    def delete(self) -> None:
+        """Stop every process, newest first."""
+        while self._processes:
+            self._processes.pop().stop()
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

@@ -1,0 +1,31 @@
+"""The /metrics endpoint every long-running binary serves (one port each).
+
+Metric objects live in each component's own metrics module; this only serves
+the registry.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """"HOST:PORT" or ":PORT" (all interfaces) to (host, port); "0" disables the listener."""
+    if address == "0":
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"metrics address {address!r} is not HOST:PORT, :PORT or 0")
+    return host or "0.0.0.0", int(port)
+
+
+def serve(address: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer | None:
+    """Serve `registry` on `address` in a background thread; None when disabled by "0"."""
+    parsed = parse_address(address)
+    if parsed is None:
+        return None
+    host, port = parsed
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
