@@ -47,8 +47,9 @@ class FenceBook:
         mark = self._marks.get(key)
         if mark is not None and not token.newer_than(mark):
             raise StaleFencingToken(
-                f"machine {machine_id}: token (epoch {token.epoch}, seq {token.sequence}) of "
-                f"shard {token.shard_id} is not newer than (epoch {mark.epoch}, seq {mark.sequence})"
+                f"machine {machine_id}: token (epoch {token.epoch}, seq {token.sequence}) "
+                f"of shard {token.shard_id} is not newer than "
+                f"(epoch {mark.epoch}, seq {mark.sequence})"
             )
         self._marks[key] = token
 

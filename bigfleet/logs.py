@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -20,7 +21,9 @@ from pythonjsonlogger.json import JsonFormatter
 # The ids a record may carry; the glossary names them.
 CONTEXT_KEYS = ("cluster", "shard_id", "epoch", "machine_id", "operation_id")
 
-_context: ContextVar[Mapping[str, object]] = ContextVar("bigfleet_log_context", default={})
+_context: ContextVar[Mapping[str, object]] = ContextVar(
+    "bigfleet_log_context", default=MappingProxyType({})
+)
 
 
 @contextmanager

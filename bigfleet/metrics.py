@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
-    """"HOST:PORT" or ":PORT" (all interfaces) to (host, port); "0" disables the listener."""
+    """ "HOST:PORT" or ":PORT" (all interfaces) to (host, port); "0" disables the listener."""
     if address == "0":
         return None
     host, sep, port = address.rpartition(":")

@@ -17,13 +17,15 @@ class BinariesMissing(RuntimeError):
 
 def default_bin_dir() -> Path:
     cache = os.environ.get("BIGFLEET_BIN_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bigfleet" / "control-plane"
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "bigfleet"
+        / "control-plane"
     )
     return Path(cache) / f"v{KUBE_VERSION}"
 
 
 def find_binaries(bin_dir: Path | None = None) -> Path:
-    """The directory holding every required binary, from the argument, the environment or the cache."""
+    """The directory with every required binary: argument, else environment, else cache."""
     env = os.environ.get(BIN_DIR_ENV)
     directory = bin_dir or (Path(env) if env else default_bin_dir())
     missing = [name for name in REQUIRED if not os.access(directory / name, os.X_OK)]

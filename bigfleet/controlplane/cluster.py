@@ -17,8 +17,8 @@ import yaml
 
 from bigfleet.controlplane.binaries import find_binaries
 from bigfleet.controlplane.pki import Pki, make_pki
-from bigfleet.crd.manifests import load_crds
 from bigfleet.controlplane.process import ManagedProcess, free_port
+from bigfleet.crd.manifests import load_crds
 
 _ETCD_READY_S = 30.0
 # Two cores and a cold page cache: kube-apiserver needs a while for its post-start hooks.
@@ -115,9 +115,7 @@ class LocalControlPlane:
             _APISERVER_READY_S,
         )
 
-    def _launch(
-        self, process: ManagedProcess, probe: Callable[[], bool], timeout_s: float
-    ) -> None:
+    def _launch(self, process: ManagedProcess, probe: Callable[[], bool], timeout_s: float) -> None:
         self._processes.append(process)
         process.start()
         process.wait_ready(probe, timeout_s)

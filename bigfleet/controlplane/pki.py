@@ -86,12 +86,19 @@ def make_pki(directory: Path) -> Pki:
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _issue(
-        _name("kube-apiserver"), server_key, ca.subject, ca_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans,
+        _name("kube-apiserver"),
+        server_key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=sans,
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin = _issue(
-        _name("bigfleet-admin", "system:masters"), admin_key, ca.subject, ca_key,
+        _name("bigfleet-admin", "system:masters"),
+        admin_key,
+        ca.subject,
+        ca_key,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
     # Service-account tokens are signed with RSA, which every consumer accepts.

@@ -1,4 +1,4 @@
-"""One control-plane process: started with its log in a file, probed until ready, stopped politely."""
+"""One control-plane process: logged to a file, probed until ready, stopped politely."""
 
 from __future__ import annotations
 

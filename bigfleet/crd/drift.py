@@ -33,10 +33,14 @@ def compare_model(model: type[BaseModel], schema: dict[str, Any], path: str) -> 
     """Every property that the model and the object schema do not both have, recursively."""
     properties: dict[str, Any] = schema.get("properties", {})
     fields = {(info.alias or name): info for name, info in model.model_fields.items()}
-    problems = [f"{path}.{p}: in the CRD schema, not in {model.__name__}"
-                for p in sorted(properties.keys() - fields.keys())]
-    problems += [f"{path}.{f}: in {model.__name__}, not in the CRD schema"
-                 for f in sorted(fields.keys() - properties.keys())]
+    problems = [
+        f"{path}.{p}: in the CRD schema, not in {model.__name__}"
+        for p in sorted(properties.keys() - fields.keys())
+    ]
+    problems += [
+        f"{path}.{f}: in {model.__name__}, not in the CRD schema"
+        for f in sorted(fields.keys() - properties.keys())
+    ]
     for name in sorted(properties.keys() & fields.keys()):
         inner_model = _nested_model(fields[name].annotation)
         inner_schema = _object_schema(properties[name])

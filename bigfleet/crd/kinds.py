@@ -7,7 +7,7 @@ and `status_model()` decode the object's current raw dict into them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from kr8s.asyncio.objects import APIObject
 
@@ -18,7 +18,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-class _BigFleetObject(APIObject):  # type: ignore[misc]
+class _BigFleetObject(APIObject):
     version = API_VERSION
     spec_type: ClassVar[type[models.Model]]
     status_type: ClassVar[type[models.Model] | None]
@@ -45,11 +45,15 @@ class _BigFleetObject(APIObject):  # type: ignore[misc]
             "spec": spec.to_object(),
         }
 
+    def _section(self, key: str) -> dict[str, Any] | None:
+        raw = cast(dict[str, Any], self.raw)
+        return raw.get(key)
+
     def spec_model(self) -> models.Model:
-        return self.spec_type.from_object(self.raw.get("spec"))
+        return self.spec_type.from_object(self._section("spec"))
 
     def status_model(self) -> models.Model | None:
-        status = self.raw.get("status")
+        status = self._section("status")
         if self.status_type is None or not status:
             return None
         return self.status_type.from_object(status)

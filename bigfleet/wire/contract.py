@@ -450,6 +450,8 @@ def _type_of(field: FieldDescriptor) -> str:
     if field.type in _SCALARS:
         return _SCALARS[field.type]
     target = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else field.enum_type
+    if target is None:
+        raise ValueError(f"field {field.full_name} has type {field.type} but no target")
     return _local(target.full_name)
 
 
@@ -491,40 +493,39 @@ def _reserved_numbers(message: Descriptor) -> tuple[int, ...]:
     return tuple(n for r in proto.reserved_range for n in range(r.start, r.end))
 
 
-def _diff(kind: str, expected: Mapping[str, object], actual: Mapping[str, object]) -> list[str]:
+def _diff(label: str, expected: Mapping[str, object], actual: Mapping[str, object]) -> list[str]:
+    """Differences between two name -> value tables, each line starting with label + name."""
     problems = []
     for name in sorted(expected.keys() - actual.keys()):
-        problems.append(f"{kind} {name}: missing (want {expected[name]!r})")
+        problems.append(f"{label}{name}: missing (want {expected[name]!r})")
     for name in sorted(actual.keys() - expected.keys()):
-        problems.append(f"{kind} {name}: not in the contract (have {actual[name]!r})")
+        problems.append(f"{label}{name}: not in the contract (have {actual[name]!r})")
     for name in sorted(expected.keys() & actual.keys()):
         if expected[name] != actual[name]:
-            problems.append(f"{kind} {name}: want {expected[name]!r}, have {actual[name]!r}")
+            problems.append(f"{label}{name}: want {expected[name]!r}, have {actual[name]!r}")
     return problems
 
 
 def compare(files: Iterable[FileDescriptor]) -> list[str]:
     """Every difference between the compiled files and the contract; empty when compatible."""
     files = list(files)
-    problems = _diff("file", {f: PACKAGE for f in FILES}, {f.name: f.package for f in files})
+    problems = _diff("file ", {f: PACKAGE for f in FILES}, {f.name: f.package for f in files})
 
     messages = {
         _local(m.full_name): m
         for f in files
         for m in _walk_messages(f.message_types_by_name.values())
     }
-    problems += _diff("message", dict.fromkeys(MESSAGES, True), dict.fromkeys(messages, True))
+    problems += _diff("message ", dict.fromkeys(MESSAGES, True), dict.fromkeys(messages, True))
     for name in sorted(MESSAGES.keys() & messages.keys()):
         actual = {fld.name: render_field(fld) for fld in messages[name].fields}
         problems += _diff(f"field {name}.", MESSAGES[name], actual)
         problems += _diff(
-            "reserved", {name: RESERVED.get(name, ())}, {name: _reserved_numbers(messages[name])}
+            "reserved ", {name: RESERVED.get(name, ())}, {name: _reserved_numbers(messages[name])}
         )
 
-    enums = {
-        _local(e.full_name): {v.name: v.number for v in e.values} for e in _walk_enums(files)
-    }
-    problems += _diff("enum", ENUMS, enums)
+    enums = {_local(e.full_name): {v.name: v.number for v in e.values} for e in _walk_enums(files)}
+    problems += _diff("enum ", ENUMS, enums)
 
     services = {
         s.name: {
@@ -537,5 +538,5 @@ def compare(files: Iterable[FileDescriptor]) -> list[str]:
         for f in files
         for s in f.services_by_name.values()
     }
-    problems += _diff("service", SERVICES, services)
+    problems += _diff("service ", SERVICES, services)
     return problems

@@ -48,9 +48,7 @@ def test_kubectl_explain_shows_our_descriptions(control_plane: LocalControlPlane
     assert "execute nothing" in text
 
 
-def test_example_objects_apply_cleanly(
-    control_plane: LocalControlPlane, crds_path: Path
-) -> None:
+def test_example_objects_apply_cleanly(control_plane: LocalControlPlane, crds_path: Path) -> None:
     examples = crds_path / "examples"
     result = control_plane.kubectl("apply", "--dry-run=server", "-f", str(examples))
     assert result.stdout.count("created (server dry run)") == len(list(examples.glob("*.yaml")))

@@ -15,14 +15,20 @@ NOW = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
 def _capacity_request_spec() -> m.CapacityRequestSpec:
     return m.CapacityRequestSpec(
         requirements=(
-            m.NodeSelectorRequirement(key="topology.kubernetes.io/zone", operator="In",
-                                      values=("zone-a", "zone-b")),
+            m.NodeSelectorRequirement(
+                key="topology.kubernetes.io/zone", operator="In", values=("zone-a", "zone-b")
+            ),
             m.NodeSelectorRequirement(key="gpu", operator="DoesNotExist"),
         ),
         resources={"cpu": "1500m", "memory": "6Gi", "nvidia.com/gpu": "0"},
         priority=-5,
-        topology_spread=(m.TopologySpread(topology_key="topology.kubernetes.io/zone",
-                                          max_skew=2, when_unsatisfiable="DoNotSchedule"),),
+        topology_spread=(
+            m.TopologySpread(
+                topology_key="topology.kubernetes.io/zone",
+                max_skew=2,
+                when_unsatisfiable="DoNotSchedule",
+            ),
+        ),
         co_location=m.CoLocation(
             topology_key="rack",
             label_selector=m.LabelSelector(match_labels={"gang": "g1"}),
@@ -89,12 +95,16 @@ async def test_available_capacity_round_trips(api: kr8s.asyncio.Api) -> None:
 
 
 async def test_shard_defaults_fill_unset_controls(api: kr8s.asyncio.Api) -> None:
-    await Shard({"apiVersion": Shard.version, "kind": "Shard",
-                 "metadata": {"name": "shard-defaults"}}, api=api).create()
+    await Shard(
+        {"apiVersion": Shard.version, "kind": "Shard", "metadata": {"name": "shard-defaults"}},
+        api=api,
+    ).create()
     fetched = await Shard.get("shard-defaults", api=api)
     # The API server applied the schema defaults: a new Shard runs, acquires and reclaims.
     assert fetched.raw["spec"] == {
-        "pauseAcquisitions": False, "pauseReclaims": False, "dryRun": False,
+        "pauseAcquisitions": False,
+        "pauseReclaims": False,
+        "dryRun": False,
         "cycleIntervalSeconds": 10,
     }
     assert fetched.spec_model() == m.ShardSpec()
@@ -115,13 +125,25 @@ async def test_shard_status_round_trips(api: kr8s.asyncio.Api) -> None:
         inventory=m.ShardInventory(total=10, idle=4, configured=6),
         demand=m.ShardDemand(needs=7, clusters=2),
         shortfall_count=1,
-        shortfalls=(m.ShardShortfall(cluster="c1", requirements="zone in (a)", priority=100,
-                                     deficit={"cpu": "4"}, age_cycles=3),),
+        shortfalls=(
+            m.ShardShortfall(
+                cluster="c1",
+                requirements="zone in (a)",
+                priority=100,
+                deficit={"cpu": "4"},
+                age_cycles=3,
+            ),
+        ),
         connected_clusters=("c1", "c2"),
         connected_cluster_count=2,
         conditions=(
-            m.Condition(type="Ready", status="True", last_transition_time=NOW,
-                        reason="CycleCompleted", message="last cycle 31ms"),
+            m.Condition(
+                type="Ready",
+                status="True",
+                last_transition_time=NOW,
+                reason="CycleCompleted",
+                message="last cycle 31ms",
+            ),
         ),
     )
     await shard.patch({"status": status.to_object()}, subresource="status")

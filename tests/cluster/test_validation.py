@@ -41,39 +41,95 @@ BAD_CAPACITY_REQUESTS = [
     ("missing priority", _without("priority"), "spec.priority", "Required value"),
     ("priority not an integer", _with(priority="high"), "spec.priority", "integer"),
     ("priority beyond int32", _with(priority=2**31), "spec.priority", "less than or equal"),
-    ("negative cpu", _with(resources={"cpu": "-1"}), "spec.resources[cpu]", "non-negative quantity"),
-    ("negative integer memory", _with(resources={"memory": -5}), "spec.resources[memory]",
-     "non-negative quantity"),
-    ("garbage quantity", _with(resources={"cpu": "lots"}), "spec.resources[cpu]",
-     "non-negative quantity"),
+    (
+        "negative cpu",
+        _with(resources={"cpu": "-1"}),
+        "spec.resources[cpu]",
+        "non-negative quantity",
+    ),
+    (
+        "negative integer memory",
+        _with(resources={"memory": -5}),
+        "spec.resources[memory]",
+        "non-negative quantity",
+    ),
+    (
+        "garbage quantity",
+        _with(resources={"cpu": "lots"}),
+        "spec.resources[cpu]",
+        "non-negative quantity",
+    ),
     ("empty resources", _with(resources={}), "spec.resources", "at least 1"),
-    ("negative interruption penalty", _with(interruptionPenalty="-3"),
-     "spec.interruptionPenalty", "non-negative quantity"),
-    ("negative reclamation penalty", _with(reclamationPenalty=-1),
-     "spec.reclamationPenalty", "non-negative quantity"),
-    ("unknown requirement operator",
-     _with(requirements=[{"key": "zone", "operator": "Near", "values": ["a"]}]),
-     "spec.requirements[0].operator", "Unsupported value"),
-    ("wire-only Same operator",
-     _with(requirements=[{"key": "rack", "operator": "Same"}]),
-     "spec.requirements[0].operator", "Unsupported value"),
-    ("requirement without key", _with(requirements=[{"operator": "Exists"}]),
-     "spec.requirements[0].key", "Required value"),
-    ("In without values", _with(requirements=[{"key": "zone", "operator": "In"}]),
-     "spec.requirements[0]", "values must be non-empty"),
-    ("Exists with values",
-     _with(requirements=[{"key": "zone", "operator": "Exists", "values": ["a"]}]),
-     "spec.requirements[0]", "values must be non-empty"),
-    ("unknown whenUnsatisfiable",
-     _with(topologySpread=[{"topologyKey": "zone", "maxSkew": 1, "whenUnsatisfiable": "Maybe"}]),
-     "spec.topologySpread[0].whenUnsatisfiable", "Unsupported value"),
-    ("zero maxSkew",
-     _with(topologySpread=[{"topologyKey": "z", "maxSkew": 0, "whenUnsatisfiable": "DoNotSchedule"}]),
-     "spec.topologySpread[0].maxSkew", "greater than or equal to 1"),
-    ("coLocation without topologyKey", _with(coLocation={}),
-     "spec.coLocation.topologyKey", "Required value"),
-    ("requirements not a list", _with(requirements={"key": "zone"}),
-     "spec.requirements", "must be of type array"),
+    (
+        "negative interruption penalty",
+        _with(interruptionPenalty="-3"),
+        "spec.interruptionPenalty",
+        "non-negative quantity",
+    ),
+    (
+        "negative reclamation penalty",
+        _with(reclamationPenalty=-1),
+        "spec.reclamationPenalty",
+        "non-negative quantity",
+    ),
+    (
+        "unknown requirement operator",
+        _with(requirements=[{"key": "zone", "operator": "Near", "values": ["a"]}]),
+        "spec.requirements[0].operator",
+        "Unsupported value",
+    ),
+    (
+        "wire-only Same operator",
+        _with(requirements=[{"key": "rack", "operator": "Same"}]),
+        "spec.requirements[0].operator",
+        "Unsupported value",
+    ),
+    (
+        "requirement without key",
+        _with(requirements=[{"operator": "Exists"}]),
+        "spec.requirements[0].key",
+        "Required value",
+    ),
+    (
+        "In without values",
+        _with(requirements=[{"key": "zone", "operator": "In"}]),
+        "spec.requirements[0]",
+        "values must be non-empty",
+    ),
+    (
+        "Exists with values",
+        _with(requirements=[{"key": "zone", "operator": "Exists", "values": ["a"]}]),
+        "spec.requirements[0]",
+        "values must be non-empty",
+    ),
+    (
+        "unknown whenUnsatisfiable",
+        _with(topologySpread=[{"topologyKey": "zone", "maxSkew": 1, "whenUnsatisfiable": "Maybe"}]),
+        "spec.topologySpread[0].whenUnsatisfiable",
+        "Unsupported value",
+    ),
+    (
+        "zero maxSkew",
+        _with(
+            topologySpread=[
+                {"topologyKey": "z", "maxSkew": 0, "whenUnsatisfiable": "DoNotSchedule"}
+            ]
+        ),
+        "spec.topologySpread[0].maxSkew",
+        "greater than or equal to 1",
+    ),
+    (
+        "coLocation without topologyKey",
+        _with(coLocation={}),
+        "spec.coLocation.topologyKey",
+        "Required value",
+    ),
+    (
+        "requirements not a list",
+        _with(requirements={"key": "zone"}),
+        "spec.requirements",
+        "must be of type array",
+    ),
 ]
 
 
@@ -85,7 +141,10 @@ def _error_text(err: kr8s.ServerError) -> str:
 
 @pytest.mark.parametrize(
     ("spec", "field", "phrase"),
-    [pytest.param(spec, field, phrase, id=case) for case, spec, field, phrase in BAD_CAPACITY_REQUESTS],
+    [
+        pytest.param(spec, field, phrase, id=case)
+        for case, spec, field, phrase in BAD_CAPACITY_REQUESTS
+    ],
 )
 async def test_bad_capacity_request_is_refused_naming_the_field(
     api: kr8s.asyncio.Api, namespace: str, spec: dict[str, Any], field: str, phrase: str
@@ -107,24 +166,35 @@ async def test_bad_capacity_request_is_refused_naming_the_field(
 
 async def test_the_valid_baseline_is_accepted(api: kr8s.asyncio.Api, namespace: str) -> None:
     # Guards the table above: each bad case differs from this accepted spec in one way.
-    manifest = {"apiVersion": API_VERSION, "kind": "CapacityRequest",
-                "metadata": {"name": "good", "namespace": namespace}, "spec": VALID_SPEC}
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": "CapacityRequest",
+        "metadata": {"name": "good", "namespace": namespace},
+        "spec": VALID_SPEC,
+    }
     await CapacityRequest(manifest, api=api).create()
 
 
 async def test_a_capacity_request_without_spec_is_refused(
     api: kr8s.asyncio.Api, namespace: str
 ) -> None:
-    manifest = {"apiVersion": API_VERSION, "kind": "CapacityRequest",
-                "metadata": {"name": "nospec", "namespace": namespace}}
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": "CapacityRequest",
+        "metadata": {"name": "nospec", "namespace": namespace},
+    }
     with pytest.raises(kr8s.ServerError) as caught:
         await CapacityRequest(manifest, api=api).create()
     assert "spec: Required value" in _error_text(caught.value)
 
 
 async def test_unknown_status_phase_is_refused(api: kr8s.asyncio.Api, namespace: str) -> None:
-    manifest = {"apiVersion": API_VERSION, "kind": "CapacityRequest",
-                "metadata": {"name": "phase", "namespace": namespace}, "spec": VALID_SPEC}
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": "CapacityRequest",
+        "metadata": {"name": "phase", "namespace": namespace},
+        "spec": VALID_SPEC,
+    }
     request = CapacityRequest(manifest, api=api)
     await request.create()
     with pytest.raises(kr8s.ServerError) as caught:
@@ -137,26 +207,53 @@ async def test_unknown_status_phase_is_refused(api: kr8s.asyncio.Api, namespace:
 @pytest.mark.parametrize(
     ("kind", "name", "spec", "field"),
     [
-        pytest.param(UpcomingNode, "un-bad", {"resources": {}, "taints": [
-            {"key": "k", "effect": "Sometimes"}]}, "spec.taints[0].effect", id="taint-effect"),
-        pytest.param(UpcomingNode, "un-bad", {"labels": {}}, "spec.resources",
-                     id="upcoming-without-resources"),
-        pytest.param(AvailableCapacity, "ac-bad", {"resources": {}, "availableCount": -1,
-                     "availability": "High", "cost": "1"}, "spec.availableCount",
-                     id="negative-available-count"),
-        pytest.param(AvailableCapacity, "ac-bad", {"resources": {}, "availableCount": 1,
-                     "availability": "Plenty", "cost": "1"}, "spec.availability",
-                     id="unknown-availability"),
-        pytest.param(Shard, "shard-bad", {"cycleIntervalSeconds": 0},
-                     "spec.cycleIntervalSeconds", id="zero-cycle-interval"),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {}, "taints": [{"key": "k", "effect": "Sometimes"}]},
+            "spec.taints[0].effect",
+            id="taint-effect",
+        ),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"labels": {}},
+            "spec.resources",
+            id="upcoming-without-resources",
+        ),
+        pytest.param(
+            AvailableCapacity,
+            "ac-bad",
+            {"resources": {}, "availableCount": -1, "availability": "High", "cost": "1"},
+            "spec.availableCount",
+            id="negative-available-count",
+        ),
+        pytest.param(
+            AvailableCapacity,
+            "ac-bad",
+            {"resources": {}, "availableCount": 1, "availability": "Plenty", "cost": "1"},
+            "spec.availability",
+            id="unknown-availability",
+        ),
+        pytest.param(
+            Shard,
+            "shard-bad",
+            {"cycleIntervalSeconds": 0},
+            "spec.cycleIntervalSeconds",
+            id="zero-cycle-interval",
+        ),
         pytest.param(Shard, "shard-bad", {"dryRun": "yes"}, "spec.dryRun", id="dry-run-not-bool"),
     ],
 )
 async def test_bad_cluster_scoped_objects_are_refused(
     api: kr8s.asyncio.Api, kind: type[Shard], name: str, spec: dict[str, Any], field: str
 ) -> None:
-    manifest = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": {"name": name},
-                "spec": spec}
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": kind.kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
     with pytest.raises(kr8s.ServerError) as caught:
         await kind(manifest, api=api).create()
     assert field in _error_text(caught.value)

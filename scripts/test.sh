@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything and run the whole test suite: lint, types, unit tier and the
+# cluster tier against a real kube-apiserver + etcd. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v go >/dev/null || {
+  echo "the cluster tier builds kube-apiserver and etcd from Go modules: install Go >= 1.24" >&2
+  exit 1
+}
+
+scripts/setup.sh test
+# Builds on a cache miss only (minutes), else returns at once.
+BIGFLEET_CONTROL_PLANE_BIN=$(scripts/build-control-plane.sh)
+export BIGFLEET_CONTROL_PLANE_BIN
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"

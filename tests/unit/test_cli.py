@@ -1,0 +1,59 @@
+"""`bigfleet` lists every subcommand, runs the built ones and refuses the planned ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from bigfleet.cli import PLANNED, main
+from bigfleet.crd import crd_dir
+
+
+def test_help_lists_every_subcommand_and_marks_the_unbuilt_ones() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    # Command rows start with two spaces then the name; wrapped text is indented deeper.
+    lines = {
+        line.split()[0]: line
+        for line in result.output.splitlines()
+        if line.startswith("  ") and line[2] not in " -"
+    }
+    for name in PLANNED:
+        assert "[not built yet]" in lines[name]
+    assert "[not built yet]" not in lines["selfcheck"]
+
+
+def test_a_planned_subcommand_refuses_to_run_and_names_its_issue() -> None:
+    result = CliRunner().invoke(main, ["shard", "--id", "shard-0"])
+    assert result.exit_code == 2
+    assert "not built yet; issue #4 builds it" in result.output
+
+
+def test_selfcheck_passes_on_this_build() -> None:
+    result = CliRunner().invoke(main, ["selfcheck"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "3 passed, 0 failed"
+
+
+def test_selfcheck_fails_on_a_crd_that_drifted_from_its_model(tmp_path: Path) -> None:
+    broken = tmp_path / "crds"
+    shutil.copytree(crd_dir(), broken)
+    path = broken / "bigfleet.lucy.sh_shards.yaml"
+    crd = yaml.safe_load(path.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec["properties"]["dryRun"]
+    path.write_text(yaml.safe_dump(crd))
+
+    result = CliRunner().invoke(main, ["selfcheck", "--crds", str(broken)])
+    assert result.exit_code == 1
+    assert "FAIL crds" in result.output
+    assert "Shard spec.dryRun: in ShardSpec, not in the CRD schema" in result.output
+    assert result.output.splitlines()[-1] == "2 passed, 1 failed"
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.output.strip() == "bigfleet, version 0.1.0"
