@@ -34,6 +34,7 @@ class LocalControlPlane:
         self.bin_dir = find_binaries(bin_dir)
         self.work_dir = work_dir
         self.kubeconfig_path = work_dir / "admin.kubeconfig"
+        self.etcd_url = ""
         self.apiserver_url = ""
         self._pki: Pki | None = None
         self._processes: list[ManagedProcess] = []
