@@ -133,6 +133,17 @@ BAD_CAPACITY_REQUESTS = [
 ]
 
 
+def _request(name: str, namespace: str, spec: dict[str, Any] | None) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "CapacityRequest",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+    if spec is not None:
+        manifest["spec"] = spec
+    return manifest
+
+
 def _error_text(err: kr8s.ServerError) -> str:
     assert err.response is not None
     assert err.response.status_code == 422, err.response.text
@@ -149,12 +160,7 @@ def _error_text(err: kr8s.ServerError) -> str:
 async def test_bad_capacity_request_is_refused_naming_the_field(
     api: kr8s.asyncio.Api, namespace: str, spec: dict[str, Any], field: str, phrase: str
 ) -> None:
-    manifest = {
-        "apiVersion": API_VERSION,
-        "kind": "CapacityRequest",
-        "metadata": {"name": "bad", "namespace": namespace},
-        "spec": spec,
-    }
+    manifest = _request("bad", namespace, spec)
     with pytest.raises(kr8s.ServerError) as caught:
         await CapacityRequest(manifest, api=api).create()
     message = _error_text(caught.value)
@@ -166,35 +172,21 @@ async def test_bad_capacity_request_is_refused_naming_the_field(
 
 async def test_the_valid_baseline_is_accepted(api: kr8s.asyncio.Api, namespace: str) -> None:
     # Guards the table above: each bad case differs from this accepted spec in one way.
-    manifest = {
-        "apiVersion": API_VERSION,
-        "kind": "CapacityRequest",
-        "metadata": {"name": "good", "namespace": namespace},
-        "spec": VALID_SPEC,
-    }
+    manifest = _request("good", namespace, VALID_SPEC)
     await CapacityRequest(manifest, api=api).create()
 
 
 async def test_a_capacity_request_without_spec_is_refused(
     api: kr8s.asyncio.Api, namespace: str
 ) -> None:
-    manifest = {
-        "apiVersion": API_VERSION,
-        "kind": "CapacityRequest",
-        "metadata": {"name": "nospec", "namespace": namespace},
-    }
+    manifest = _request("nospec", namespace, None)
     with pytest.raises(kr8s.ServerError) as caught:
         await CapacityRequest(manifest, api=api).create()
     assert "spec: Required value" in _error_text(caught.value)
 
 
 async def test_unknown_status_phase_is_refused(api: kr8s.asyncio.Api, namespace: str) -> None:
-    manifest = {
-        "apiVersion": API_VERSION,
-        "kind": "CapacityRequest",
-        "metadata": {"name": "phase", "namespace": namespace},
-        "spec": VALID_SPEC,
-    }
+    manifest = _request("phase", namespace, VALID_SPEC)
     request = CapacityRequest(manifest, api=api)
     await request.create()
     with pytest.raises(kr8s.ServerError) as caught:
