@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _STOP_GRACE_S = 10.0
 _PROBE_INTERVAL_S = 0.2
+
+
+def _die_with_parent() -> None:
+    """Linux only: have the kernel SIGTERM the child when its parent dies.
+
+    A test run killed outright (a CI timeout, SIGKILL) skips every teardown;
+    without this, its etcd and kube-apiserver would outlive it.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class ProcessFailed(RuntimeError):
@@ -36,7 +51,11 @@ class ManagedProcess:
         with self.log_path.open("ab") as log:
             # A session of its own, so a Ctrl-C aimed at pytest does not kill it mid-teardown.
             self._proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self, lines: int = 30) -> str:

@@ -26,11 +26,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCon
         cluster = LocalControlPlane(tmp_path_factory.mktemp("control-plane"))
     except BinariesMissing as err:
         pytest.fail(f"cluster tier needs the control-plane binaries: {err}", pytrace=False)
-    cluster.start()
-    cluster.apply_crds(crd_dir())
     previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
     try:
+        cluster.start()
+        cluster.apply_crds(crd_dir())
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
         yield cluster
     finally:
         if previous is None:
