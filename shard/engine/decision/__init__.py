@@ -1,0 +1,1 @@
+"""The three phases and the formulas they share (cost.py)."""

@@ -1,0 +1,303 @@
+"""Phase 1: assign supply to demand.
+
+First every need is credited with the supply already bound to its cluster
+(Configured, Configuring, and its own in-flight Creating machines), highest
+priority first. Needs with a residual then acquire, highest precedence first:
+Idle machines (price asc) strictly before Speculative slots (effective cost
+asc). Co-location (Same) needs pick one topology domain in the credit pass
+and stay inside it; strict spread balances across domains.
+
+This is the deterministic sequential equivalent of the reference's optimistic
+concurrent Phase 1 (engine.md §2.3): needs are processed in precedence order,
+so a later need never outranks an earlier claim and nothing is displaced.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from shard.engine import resources as rv
+from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from shard.engine.decision.cost import effective_cost
+from shard.engine.inventory import Inventory
+from shard.engine.machine import Machine, MachineState
+from shard.engine.needs import Need
+from shard.engine.profile import Spread
+
+S = MachineState
+
+
+@dataclass(frozen=True, slots=True)
+class Phase1Result:
+    actions: list[Action]
+    unsatisfied: list[Unsatisfied]
+    claimed: dict[str, Need]  # machine id -> need: the engine's only supply attribution
+    acquired: dict[int, int]  # demand index -> Idle/Speculative machines claimed
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Supply of one Same domain value for one need."""
+
+    value: str
+    count: int = 0
+    total: dict[str, int] = field(default_factory=dict)
+    creditable_total: dict[str, int] = field(default_factory=dict)
+    own_total: dict[str, int] = field(default_factory=dict)
+    members: list[Machine] = field(default_factory=list)
+    acquirable: list[Machine] = field(default_factory=list)
+
+
+def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
+    """Sum over wanted dimensions of have/want, each ratio capped at 1 when `capped`."""
+    score = 0.0
+    for name, want in deficit.items():
+        if want > 0:
+            ratio = total.get(name, 0) / want
+            score += min(ratio, 1.0) if capped else ratio
+    return score
+
+
+def _same_bucket_rank(b: _Bucket, deficit: rv.Vector) -> tuple[object, ...]:
+    """Sort key implementing engine.md §2.6 rules 1-6; the smallest key wins."""
+    creditable = coverage(b.creditable_total, deficit, capped=True)
+    if rv.covers(b.total, deficit):
+        own = coverage(b.own_total, deficit, capped=True)
+        # satisfiable: most already credited, most own-gang, least over-commit
+        return (
+            0,
+            -creditable,
+            -own,
+            coverage(b.total, deficit, capped=False),
+            0.0,
+            -b.count,
+            b.value,
+        )
+    # unsatisfiable: most covering, then stay where the assembly is
+    return (1, 0.0, 0.0, -coverage(b.total, deficit, capped=True), -creditable, -b.count, b.value)
+
+
+def choose_same_bucket(buckets: dict[str, _Bucket], deficit: rv.Vector) -> _Bucket | None:
+    ranked = [b for b in buckets.values() if b.count > 0]
+    if not ranked:
+        return None
+    return min(ranked, key=lambda b: _same_bucket_rank(b, deficit))
+
+
+class _Phase1:
+    def __init__(self, inventory: Inventory, demand: list[Need]) -> None:
+        self.inv = inventory
+        self.demand = demand
+        self.remaining = [dict(n.aggregate) for n in demand]
+        self.claimed: dict[str, int] = {}
+        self.consumed: set[str] = set()  # acquirables reserved by Same seeding
+        self.domain: dict[int, str] = {}
+        self.satisfiable: dict[int, bool] = {}
+        self.acquired: dict[int, int] = defaultdict(int)
+        self.actions: list[Action] = []
+        self._pools: dict[tuple[object, ...], list[Machine]] = {}
+        self._cursor: dict[int, int] = {}
+
+    # -- supply views -------------------------------------------------------------------------
+
+    def _creditable(self, need: Need) -> Iterator[Machine]:
+        yield from self.inv.keep_order(need.cluster, S.CONFIGURED)
+        yield from self.inv.keep_order(need.cluster, S.CONFIGURING)
+        for m in self.inv.in_state(S.CREATING):  # only our own attributed provisions
+            if m.assigned_group == need.group and m.assigned_need_fingerprint == need.fingerprint:
+                yield m
+
+    def _pool(self, need: Need, state: MachineState) -> list[Machine]:
+        """Idle by price, Speculative by effective cost for this need's interruption bucket."""
+        types = need.profile.pinned_types
+        bucket = need.profile.interruption_bucket if state == S.SPECULATIVE else -1
+        key = (state, types, bucket)
+        pool = self._pools.get(key)
+        if pool is None:
+            base = self.inv.in_state_of_types(state, types) if types else self.inv.in_state(state)
+            if state == S.SPECULATIVE:
+                base = sorted(base, key=lambda m: (effective_cost(m, bucket), m.id))
+            pool = self._pools[key] = base
+        return pool
+
+    def _unclaimed(self, pool: list[Machine]) -> Iterator[Machine]:
+        """The pool from its first unclaimed machine; the claimed head is skipped for good."""
+        start = self._cursor.get(id(pool), 0)
+        while start < len(pool) and pool[start].id in self.claimed:
+            start += 1
+        self._cursor[id(pool)] = start
+        for m in pool[start:]:
+            if m.id not in self.claimed:
+                yield m
+
+    def _eligible(self, need: Need, m: Machine) -> bool:
+        return need.profile.matches(m) and rv.covers(m.alloc, need.min_unit)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def _credit(self, index: int, m: Machine) -> None:
+        self.claimed[m.id] = index
+        self.remaining[index] = rv.sub(self.remaining[index], m.alloc)
+
+    def _acquire(self, index: int, m: Machine) -> None:
+        need = self.demand[index]
+        self._credit(index, m)
+        self.acquired[index] += 1
+        idle = m.state == S.IDLE
+        self.actions.append(
+            Action(
+                kind=ActionKind.BOOTSTRAP if idle else ActionKind.PROVISION,
+                machine_id=m.id,
+                cluster=need.cluster,
+                reason="phase1.idle" if idle else "phase1.speculative",
+                need=need,
+            )
+        )
+
+    # -- (a) credit pass ----------------------------------------------------------------------
+
+    def credit_bound_supply(self) -> None:
+        for index in sorted(range(len(self.demand)), key=lambda i: -self.demand[i].priority):
+            need = self.demand[index]
+            if need.profile.same is not None:
+                self._seed_same(index, need)
+                continue
+            for m in self._creditable(need):
+                if rv.is_zero(self.remaining[index]):
+                    break
+                if m.id not in self.claimed and self._eligible(need, m):
+                    self._credit(index, m)
+
+    def _seed_same(self, index: int, need: Need) -> None:
+        same = need.profile.same
+        assert same is not None
+        buckets: dict[str, _Bucket] = {}
+        own_key = (need.group, need.fingerprint)
+        for m in self._creditable(need):
+            if m.id in self.claimed or not self._eligible(need, m):
+                continue
+            value = m.attribute(same.key) or ""
+            b = buckets.setdefault(value, _Bucket(value))
+            b.count += 1
+            b.total = rv.add(b.total, m.alloc)
+            b.creditable_total = rv.add(b.creditable_total, m.alloc)
+            if (m.assigned_group, m.assigned_need_fingerprint) == own_key:
+                b.own_total = rv.add(b.own_total, m.alloc)
+            b.members.append(m)
+        if not need.parked:
+            for state in (S.IDLE, S.SPECULATIVE):
+                for m in self._unclaimed(self._pool(need, state)):
+                    if m.id in self.consumed or not self._eligible(need, m):
+                        continue
+                    value = m.attribute(same.key) or ""
+                    b = buckets.setdefault(value, _Bucket(value))
+                    b.count += 1
+                    b.total = rv.add(b.total, m.alloc)
+                    b.acquirable.append(m)
+        best = choose_same_bucket(buckets, need.aggregate)
+        if best is None:
+            return
+        self.domain[index] = best.value
+        self.satisfiable[index] = rv.covers(best.total, need.aggregate)
+        own_first = sorted(
+            best.members,
+            key=lambda m: (m.assigned_group, m.assigned_need_fingerprint) != own_key,
+        )
+        for m in own_first:
+            if rv.is_zero(self.remaining[index]):
+                break
+            self._credit(index, m)
+        if not need.parked:
+            reserve = dict(self.remaining[index])
+            for m in best.acquirable:
+                if rv.is_zero(reserve):
+                    break
+                self.consumed.add(m.id)
+                reserve = rv.sub(reserve, m.alloc)
+
+    # -- (b) acquisition ----------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        residual = [i for i, r in enumerate(self.remaining) if not rv.is_zero(r)]
+        residual.sort(key=lambda i: tuple(-x for x in self.demand[i].profile.precedence))
+        for index in residual:
+            need = self.demand[index]
+            if need.parked:
+                continue
+            for state in (S.IDLE, S.SPECULATIVE):
+                if rv.is_zero(self.remaining[index]):
+                    break
+                pool = self._pool(need, state)
+                spread = need.profile.strict_spread
+                if need.profile.same is not None:
+                    self._take_same(index, need, pool)
+                elif spread is not None:
+                    self._take_spread(index, need, pool, spread)
+                else:
+                    self._take_basic(index, need, pool)
+
+    def _take_basic(self, index: int, need: Need, pool: list[Machine]) -> None:
+        for m in self._unclaimed(pool):
+            if rv.is_zero(self.remaining[index]):
+                return
+            if self._eligible(need, m):
+                self._acquire(index, m)
+
+    def _take_same(self, index: int, need: Need, pool: list[Machine]) -> None:
+        domain = self.domain.get(index)
+        same = need.profile.same
+        if domain is None or same is None:
+            return  # no domain had any supply when the need was seeded
+        for m in self._unclaimed(pool):
+            if rv.is_zero(self.remaining[index]):
+                return
+            if m.attribute(same.key) == domain and self._eligible(need, m):
+                self._acquire(index, m)
+
+    def _take_spread(self, index: int, need: Need, pool: list[Machine], spread: Spread) -> None:
+        by_value: dict[str, list[Machine]] = defaultdict(list)
+        for m in self._unclaimed(pool):
+            value = m.attribute(spread.topology_key)
+            if value is not None and self._eligible(need, m):
+                by_value[value].append(m)
+        taken = dict.fromkeys(by_value, 0)
+        heads = dict.fromkeys(by_value, 0)
+        allowance = max(1, spread.max_skew) - 1
+        while not rv.is_zero(self.remaining[index]):
+            floor = min(taken.values(), default=0)
+            open_values = [
+                v for v in by_value if heads[v] < len(by_value[v]) and taken[v] <= floor + allowance
+            ]
+            if not open_values:
+                return
+            value = min(open_values, key=lambda v: (by_value[v][heads[v]].price_per_hour, v))
+            self._acquire(index, by_value[value][heads[value]])
+            heads[value] += 1
+            taken[value] += 1
+
+    # -- (c) results --------------------------------------------------------------------------
+
+    def result(self) -> Phase1Result:
+        unsatisfied = [
+            Unsatisfied(
+                need=need,
+                deficit=self.remaining[i],
+                same_domain=self.domain.get(i, ""),
+                same_satisfiable=self.satisfiable.get(i, False),
+                acquired=self.acquired.get(i, 0),
+            )
+            for i, need in enumerate(self.demand)
+            if not rv.is_zero(self.remaining[i])
+        ]
+        claimed = {mid: self.demand[i] for mid, i in self.claimed.items()}
+        return Phase1Result(self.actions, unsatisfied, claimed, dict(self.acquired))
+
+
+def run(inventory: Inventory, demand: list[Need]) -> Phase1Result:
+    """Phase 1 over one snapshot of inventory and (normalised) demand."""
+    phase = _Phase1(inventory, demand)
+    phase.credit_bound_supply()
+    phase.acquire()
+    return phase.result()

@@ -1,0 +1,105 @@
+"""Phase 2: resolve priority inversions by preempting strictly lower-priority machines.
+
+Victims come from one scored pool per (profile fingerprint, preemptor
+priority), built once per cycle and shared by every need with that key, and
+walked from the head: no need scans every machine. A pool is not even built
+when no Configured machine of the candidate types has a lower priority. The
+victim drains to Idle; the next cycle's Phase 1 acquires it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from shard.engine import resources as rv
+from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from shard.engine.decision.cost import drain_grace_seconds, victim_score
+from shard.engine.inventory import Inventory
+from shard.engine.machine import Machine, MachineState
+from shard.engine.needs import Need
+
+S = MachineState
+
+
+@dataclass(frozen=True, slots=True)
+class Phase2Result:
+    actions: list[Action]
+    unresolved: list[Unsatisfied]
+
+
+class _VictimPools:
+    def __init__(self, inventory: Inventory) -> None:
+        self.inv = inventory
+        self._pools: dict[tuple[str, int], list[Machine]] = {}
+        self._floor: dict[tuple[str, ...], int | None] = {}
+
+    def _candidates(self, need: Need) -> list[Machine]:
+        types = need.profile.pinned_types
+        if types:
+            return self.inv.in_state_of_types(S.CONFIGURED, types)
+        return self.inv.in_state(S.CONFIGURED)
+
+    def _lowest_priority(self, need: Need) -> int | None:
+        key = need.profile.pinned_types
+        if key not in self._floor:
+            self._floor[key] = min(
+                (m.assigned_priority for m in self._candidates(need)), default=None
+            )
+        return self._floor[key]
+
+    def pool(self, need: Need) -> list[Machine]:
+        key = (need.fingerprint, need.priority)
+        pool = self._pools.get(key)
+        if pool is None:
+            floor = self._lowest_priority(need)
+            if floor is None or floor >= need.priority:
+                pool = []
+            else:
+                victims = [
+                    m
+                    for m in self._candidates(need)
+                    if m.assigned_priority < need.priority and need.profile.matches(m)
+                ]
+                victims.sort(key=lambda m: (-victim_score(need.priority, m), m.id))
+                pool = victims
+            self._pools[key] = pool
+        return pool
+
+
+def run(inventory: Inventory, unsatisfied: list[Unsatisfied]) -> Phase2Result:
+    pools = _VictimPools(inventory)
+    taken: set[str] = set()
+    actions: list[Action] = []
+    unresolved: list[Unsatisfied] = []
+    for u in sorted(unsatisfied, key=lambda u: -u.need.priority):
+        need = u.need
+        same = need.profile.same
+        if need.parked or (same is not None and not u.same_domain):
+            unresolved.append(u)
+            continue
+        remaining = dict(u.deficit)
+        picks: list[Machine] = []
+        for victim in pools.pool(need):
+            if rv.is_zero(remaining):
+                break
+            if victim.id in taken or not rv.covers(victim.alloc, need.min_unit):
+                continue
+            if same is not None and victim.attribute(same.key) != u.same_domain:
+                continue
+            picks.append(victim)
+            taken.add(victim.id)
+            remaining = rv.sub(remaining, victim.alloc)
+        for victim in picks:
+            actions.append(
+                Action(
+                    kind=ActionKind.PREEMPT,
+                    machine_id=victim.id,
+                    cluster=victim.cluster,
+                    reason="phase2.inversion",
+                    grace_seconds=drain_grace_seconds(need.priority, victim.assigned_priority),
+                    preemptor_priority=need.priority,
+                )
+            )
+        if not rv.is_zero(remaining):
+            unresolved.append(replace(u, deficit=remaining, preempted=bool(picks)))
+    return Phase2Result(actions, unresolved)

@@ -1,0 +1,65 @@
+"""Phase 3: give back what demand no longer claims.
+
+Reclaim is shrinkage only: a Configured machine that Phase 1 did not claim
+for any need of its cluster is drained, once the cluster has sent its first
+roll-up since this process started. Idle machines nobody claimed return to
+quota slots after a hold that depends on their capacity type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from shard.engine.decision.actions import Action, ActionKind
+from shard.engine.decision.cost import RECLAIM_GRACE_S
+from shard.engine.inventory import Inventory
+from shard.engine.machine import CapacityType, MachineState
+
+S = MachineState
+
+# Seconds an unclaimed Idle machine is held before release; absent types are never released.
+IDLE_HOLD_S: Mapping[CapacityType, float] = {
+    CapacityType.ON_DEMAND: 600.0,
+    CapacityType.SPOT: 60.0,
+}
+
+
+def reclaims(
+    inventory: Inventory, claimed: Collection[str], reported: Collection[str]
+) -> list[Action]:
+    """Configured machines no need claims, per cluster in keep order (the expensive tail)."""
+    actions = []
+    for cluster in inventory.clusters_with(S.CONFIGURED):
+        if cluster not in reported:
+            continue  # never reclaim before the cluster said what it wants
+        for m in inventory.keep_order(cluster, S.CONFIGURED):
+            if m.id not in claimed:
+                actions.append(
+                    Action(
+                        kind=ActionKind.RECLAIM,
+                        machine_id=m.id,
+                        cluster=cluster,
+                        reason="phase3.excess",
+                        grace_seconds=RECLAIM_GRACE_S,
+                    )
+                )
+    return actions
+
+
+def releases(
+    inventory: Inventory,
+    claimed: Collection[str],
+    now: float,
+    holds: Mapping[CapacityType, float] = IDLE_HOLD_S,
+) -> list[Action]:
+    """Idle machines held past their capacity type's hold, in id order."""
+    actions = []
+    for m in sorted(inventory.in_state(S.IDLE), key=lambda m: m.id):
+        hold = holds.get(m.capacity_type)
+        since = inventory.idle_since(m.id)
+        if m.id in claimed or hold is None or since is None or now - since < hold:
+            continue
+        actions.append(
+            Action(kind=ActionKind.DELETE, machine_id=m.id, cluster="", reason="phase3.release")
+        )
+    return actions

@@ -1,0 +1,147 @@
+"""Inventory: every machine a shard owns, with the orderings the engine reads each cycle.
+
+The single writer is `upsert`/`remove`, which validate the record and keep the
+indexes: by state; by (state, instance type); by (cluster, state); and the
+idle-since stamps that drive release holds. Sorted views are cached per index
+bucket and rebuilt only for buckets that changed, so a quiet cycle costs
+little.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shard.engine.machine import Machine, MachineState, check
+
+S = MachineState
+
+
+def _price_order(m: Machine) -> tuple[float, str]:
+    return (m.price_per_hour, m.id)
+
+
+def _keep_order(m: Machine) -> tuple[float, float, str]:
+    # Cheapest first, then the most valuable to keep: the unclaimed tail is what goes.
+    return (m.price_per_hour, -m.assigned_reclamation_penalty, m.id)
+
+
+class _SortedBuckets:
+    """Machines grouped by a key, each group sorted on demand and cached until it changes."""
+
+    def __init__(self, order: Callable[[Machine], Any]) -> None:
+        self._order = order
+        self._members: dict[Any, dict[str, Machine]] = defaultdict(dict)
+        self._sorted: dict[Any, list[Machine]] = {}
+
+    def put(self, key: Any, machine: Machine) -> None:
+        self._members[key][machine.id] = machine
+        self._sorted.pop(key, None)
+
+    def drop(self, key: Any, machine_id: str) -> None:
+        members = self._members.get(key)
+        if members is not None and members.pop(machine_id, None) is not None:
+            self._sorted.pop(key, None)
+            if not members:
+                del self._members[key]
+
+    def sorted(self, key: Any) -> list[Machine]:
+        cached = self._sorted.get(key)
+        if cached is None:
+            cached = sorted(self._members.get(key, {}).values(), key=self._order)
+            self._sorted[key] = cached
+        return cached
+
+    def groups(self) -> Iterable[Any]:
+        return self._members.keys()
+
+    def count(self, key: Any) -> int:
+        return len(self._members.get(key, ()))
+
+
+class Inventory:
+    def __init__(self) -> None:
+        self._machines: dict[str, Machine] = {}
+        self._by_state_type = _SortedBuckets(_price_order)
+        self._by_state = _SortedBuckets(_price_order)
+        self._by_cluster_state = _SortedBuckets(_keep_order)
+        self._idle_since: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._machines)
+
+    def __contains__(self, machine_id: object) -> bool:
+        return machine_id in self._machines
+
+    def get(self, machine_id: str) -> Machine | None:
+        return self._machines.get(machine_id)
+
+    def all(self) -> list[Machine]:
+        """Every machine in id order."""
+        return [self._machines[k] for k in sorted(self._machines)]
+
+    def upsert(self, machine: Machine, now: float) -> None:
+        """Insert or replace a machine; InvalidMachine leaves the inventory untouched."""
+        check(machine)
+        previous = self._machines.get(machine.id)
+        if previous is not None:
+            self._unindex(previous)
+        self._machines[machine.id] = machine
+        self._index(machine)
+        if machine.state == S.IDLE:
+            if previous is None or previous.state != S.IDLE:
+                self._idle_since[machine.id] = now  # entry into Idle; Idle->Idle keeps the stamp
+        else:
+            self._idle_since.pop(machine.id, None)
+
+    def remove(self, machine_id: str) -> None:
+        machine = self._machines.pop(machine_id, None)
+        if machine is not None:
+            self._unindex(machine)
+            self._idle_since.pop(machine_id, None)
+
+    def _index(self, m: Machine) -> None:
+        self._by_state.put(m.state, m)
+        self._by_state_type.put((m.state, m.instance_type), m)
+        if m.cluster:
+            self._by_cluster_state.put((m.cluster, m.state), m)
+
+    def _unindex(self, m: Machine) -> None:
+        self._by_state.drop(m.state, m.id)
+        self._by_state_type.drop((m.state, m.instance_type), m.id)
+        if m.cluster:
+            self._by_cluster_state.drop((m.cluster, m.state), m.id)
+
+    def idle_since(self, machine_id: str) -> float | None:
+        return self._idle_since.get(machine_id)
+
+    def in_state(self, state: MachineState) -> list[Machine]:
+        """Machines in `state`, price asc then id asc."""
+        return self._by_state.sorted(state)
+
+    def in_state_of_types(self, state: MachineState, types: Iterable[str]) -> list[Machine]:
+        """Machines in `state` of the given instance types, price asc then id asc."""
+        pools = [self._by_state_type.sorted((state, t)) for t in sorted(set(types))]
+        if len(pools) == 1:
+            return pools[0]
+        return sorted((m for pool in pools for m in pool), key=_price_order)
+
+    def keep_order(self, cluster: str, state: MachineState) -> list[Machine]:
+        """A cluster's machines in `state`: price asc, reclamation penalty desc, id asc."""
+        return self._by_cluster_state.sorted((cluster, state))
+
+    def count(self, state: MachineState) -> int:
+        return self._by_state.count(state)
+
+    def clusters_with(self, state: MachineState) -> list[str]:
+        return sorted(c for c, s in self._by_cluster_state.groups() if s == state)
+
+    def count_by_state(self) -> dict[MachineState, int]:
+        return {s: n for s in MachineState if (n := self._by_state.count(s))}
+
+    def configured_per_cluster(self) -> dict[str, int]:
+        return {
+            c: self._by_cluster_state.count((c, S.CONFIGURED))
+            for c in self.clusters_with(S.CONFIGURED)
+        }

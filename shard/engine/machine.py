@@ -1,0 +1,144 @@
+"""Machine: one unit of capacity in every state from quota slot to joined node.
+
+A Machine is an immutable record; a change is a new record through
+`transition` (legal edges only) or `dataclasses.replace` for field updates.
+`check` enforces the per-state invariants that every inventory write and
+every provider record must satisfy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any
+
+from shard.engine.resources import Vector
+
+INSTANCE_TYPE_KEY = "node.kubernetes.io/instance-type"
+ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+class MachineState(IntEnum):
+    """Numbers equal the wire enum MachineState."""
+
+    UNSPECIFIED = 0
+    SPECULATIVE = 1
+    CREATING = 2
+    IDLE = 3
+    CONFIGURING = 4
+    CONFIGURED = 5
+    DRAINING = 6
+    DELETING = 7
+    FAILED = 8
+
+    @property
+    def title(self) -> str:
+        """ "Idle", "Configured"...: the spelling traces and dashboards use."""
+        return self.name.capitalize()
+
+
+class CapacityType(IntEnum):
+    """Numbers equal the wire enum CapacityType."""
+
+    UNSPECIFIED = 0
+    BARE_METAL = 1
+    RESERVED = 2
+    ON_DEMAND = 3
+    SPOT = 4
+
+
+S = MachineState
+STABLE = frozenset({S.SPECULATIVE, S.IDLE, S.CONFIGURED})
+LEGAL_TRANSITIONS: dict[MachineState, frozenset[MachineState]] = {
+    S.UNSPECIFIED: frozenset(),
+    S.SPECULATIVE: frozenset({S.CREATING}),
+    S.CREATING: frozenset({S.IDLE, S.FAILED}),
+    S.IDLE: frozenset({S.CONFIGURING, S.DELETING}),
+    # CONFIGURING -> IDLE is the shard-local rollback of an abandoned bootstrap.
+    S.CONFIGURING: frozenset({S.CONFIGURED, S.FAILED, S.IDLE}),
+    S.CONFIGURED: frozenset({S.DRAINING}),
+    S.DRAINING: frozenset({S.IDLE, S.FAILED}),
+    S.DELETING: frozenset({S.SPECULATIVE, S.FAILED}),
+    S.FAILED: frozenset(),
+}
+_NO_HOST = frozenset({S.SPECULATIVE, S.CREATING})
+_BOUND = frozenset({S.CONFIGURED, S.DRAINING})
+
+
+class InvalidMachine(ValueError):
+    """A record that breaks a machine invariant; `reason` is a metric label."""
+
+    def __init__(self, machine_id: str, reason: str, detail: str) -> None:
+        super().__init__(f"machine {machine_id}: {detail}")
+        self.reason = reason
+
+
+class IllegalTransition(ValueError):
+    """A state change the lifecycle does not allow."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Machine:
+    id: str
+    state: MachineState
+    host: str = ""  # "<provider>/<ref>"; empty while SPECULATIVE or CREATING
+    cluster: str = ""
+    instance_type: str = ""
+    zone: str = ""
+    capacity_type: CapacityType = CapacityType.UNSPECIFIED
+    resources: Vector = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    allocatable: Vector = field(default_factory=dict)
+    price_per_hour: float = 0.0
+    interruption_probability: float = 0.0
+    last_error: str = ""
+    assigned_priority: int = 0
+    assigned_interruption_penalty: float = 0.0
+    assigned_reclamation_penalty: float = 0.0
+    assigned_need_fingerprint: str = ""
+    assigned_group: str = ""
+
+    @property
+    def alloc(self) -> Vector:
+        """Effective allocatable: what supply math counts."""
+        return self.allocatable or self.resources
+
+    def attribute(self, key: str) -> str | None:
+        """The value a selector key reads on this machine, None when absent."""
+        if key == INSTANCE_TYPE_KEY and self.instance_type:
+            return self.instance_type
+        if key == ZONE_KEY and self.zone:
+            return self.zone
+        return self.labels.get(key)
+
+
+def check(machine: Machine) -> None:
+    """Raise InvalidMachine unless the record satisfies its state's invariants."""
+    m = machine
+    if m.state == S.UNSPECIFIED:
+        raise InvalidMachine(m.id, "structural", "state is unspecified")
+    if math.isnan(m.price_per_hour) or m.price_per_hour < 0:
+        raise InvalidMachine(m.id, "price", f"price {m.price_per_hour} is not >= 0")
+    p = m.interruption_probability
+    if math.isnan(p) or not 0 <= p <= 1:
+        raise InvalidMachine(m.id, "interruption_probability", f"probability {p} not in [0, 1]")
+    if m.state == S.FAILED:
+        if not m.last_error:
+            raise InvalidMachine(m.id, "structural", "failed without last_error")
+        return
+    if m.state in _NO_HOST and (m.host or m.cluster):
+        raise InvalidMachine(m.id, "structural", f"{m.state.title} with a host or cluster")
+    if m.state not in _NO_HOST and not m.host:
+        raise InvalidMachine(m.id, "structural", f"{m.state.title} without a host")
+    if m.state in _BOUND and not m.cluster:
+        raise InvalidMachine(m.id, "structural", f"{m.state.title} without a cluster")
+
+
+def transition(machine: Machine, to: MachineState, **changes: Any) -> Machine:
+    """The machine in state `to` with `changes` applied; only legal edges, invariants kept."""
+    if to not in LEGAL_TRANSITIONS[machine.state]:
+        raise IllegalTransition(f"machine {machine.id}: {machine.state.title} -> {to.title}")
+    moved = replace(machine, state=to, **changes)
+    check(moved)
+    return moved

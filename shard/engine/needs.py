@@ -1,0 +1,63 @@
+"""Need and NeedsTable: the demand a shard serves, one full replacement per cluster.
+
+A Need is one aggregated row: a Profile, the total resources wanted within it
+and the largest indivisible unit. The table swaps a cluster's whole
+contribution atomically and never merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shard.engine.profile import Profile
+from shard.engine.resources import Vector
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Need:
+    cluster: str
+    profile: Profile
+    aggregate: Vector
+    min_unit: Vector = field(default_factory=dict)
+    group: str = ""
+    arrival: int = 0  # unix nanoseconds, earliest arrival of the folded requests
+    parked: bool = False  # acquisition parking, shard-local
+
+    @property
+    def fingerprint(self) -> str:
+        return self.profile.fingerprint
+
+    @property
+    def priority(self) -> int:
+        return self.profile.priority
+
+
+def demand_order(need: Need) -> tuple[int, int, str]:
+    """Priority desc, arrival asc, cluster asc."""
+    return (-need.priority, need.arrival, need.cluster)
+
+
+class NeedsTable:
+    def __init__(self) -> None:
+        self._by_cluster: dict[str, tuple[Need, ...]] = {}
+
+    def replace(self, cluster: str, needs: list[Need]) -> None:
+        """Swap the cluster's whole demand; an empty list withdraws it."""
+        if any(n.cluster != cluster for n in needs):
+            raise ValueError(f"roll-up for {cluster} carries another cluster's need")
+        if needs:
+            self._by_cluster[cluster] = tuple(needs)
+        else:
+            self._by_cluster.pop(cluster, None)
+
+    def rows(self, cluster: str) -> tuple[Need, ...]:
+        return self._by_cluster.get(cluster, ())
+
+    def clusters(self) -> list[str]:
+        return sorted(self._by_cluster)
+
+    def snapshot(self) -> list[Need]:
+        """Every need, ordered priority desc, arrival asc, cluster asc (stable otherwise)."""
+        return sorted(
+            (n for c in sorted(self._by_cluster) for n in self._by_cluster[c]), key=demand_order
+        )

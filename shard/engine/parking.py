@@ -1,0 +1,50 @@
+"""Acquisition parking of co-location needs that cannot make progress (engine.md §2.7).
+
+A Same need that stays unsatisfied, acquires nothing and has no satisfiable
+domain ages by one per cycle; any progress resets it; classes not seen are
+forgotten. Old classes are parked: they keep what they assembled but stop
+acquiring and preempting, except on a periodic re-probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from shard.engine.decision.actions import Unsatisfied
+from shard.engine.decision.cost import same_parked
+from shard.engine.needs import Need
+
+ClassKey = tuple[str, str, str]
+
+
+def class_key(need: Need) -> ClassKey:
+    return (need.cluster, need.group, need.fingerprint)
+
+
+class ParkingLedger:
+    def __init__(self) -> None:
+        self._ages: dict[ClassKey, int] = {}
+
+    def stamp(self, demand: list[Need]) -> list[Need]:
+        """Demand with `parked` set on the Same needs whose class is old enough."""
+        return [
+            replace(n, parked=True)
+            if n.profile.same is not None and same_parked(self._ages.get(class_key(n), 0))
+            else n
+            for n in demand
+        ]
+
+    def update(self, demand: list[Need], unsatisfied: list[Unsatisfied]) -> None:
+        stuck = {
+            class_key(u.need)
+            for u in unsatisfied
+            if u.need.profile.same is not None and u.acquired == 0 and not u.same_satisfiable
+        }
+        self._ages = {
+            key: self._ages.get(key, 0) + 1
+            for key in {class_key(n) for n in demand if n.profile.same is not None}
+            if key in stuck
+        }
+
+    def age(self, need: Need) -> int:
+        return self._ages.get(class_key(need), 0)
