@@ -35,3 +35,33 @@ class CorruptEpochFile(BigFleetError):
     """The persisted shard epoch cannot be read; starting would risk reusing an old epoch."""
 
     code = grpc.StatusCode.DATA_LOSS
+
+
+class InvalidRequest(BigFleetError):
+    """A request with a missing or malformed argument; nothing was applied."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class MachineNotFound(BigFleetError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidTransition(BigFleetError):
+    """An out-of-position lifecycle call. Never FAILED_PRECONDITION: that code means fencing."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class Unsupported(BigFleetError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def from_status(code: grpc.StatusCode, message: str) -> BigFleetError:
+    """The named error for a status a peer returned, for `except StaleFencingToken` callers."""
+    for cls in (StaleFencingToken, InvalidRequest, MachineNotFound, InvalidTransition, Unsupported):
+        if cls.code == code:
+            return cls(message)
+    error = BigFleetError(message)
+    error.code = code
+    return error

@@ -1,4 +1,6 @@
 """The in-memory fake CapacityProvider, a test and demo fixture served over gRPC.
 
-Arrives with issue #3. Imports the shared kernel `bigfleet` only.
+`fleet` holds machines and their lifecycle (no I/O), `server` serves it as
+CapacityProvider on grpc.aio, `config` builds one from YAML or quick flags.
+Imports the shared kernel `bigfleet` only.
 """

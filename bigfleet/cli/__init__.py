@@ -1,6 +1,6 @@
 """The `bigfleet` command: one binary, a subcommand per component.
 
-The composition root: the only module that may import components, and it
+The composition root: the only package that may import components, and it
 does so inside the command that runs them, so `bigfleet --help` stays fast
 and a component's dependencies load only when that component runs.
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 import click
 
 from bigfleet import __version__, logs
+from bigfleet.cli.conformance import conformance
+from bigfleet.cli.provider import provider
 from bigfleet.crd import crd_dir
 
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
     "sim": ("Run simulator scenarios on the engine and the fake provider", 3),
-    "provider": ("Serve a capacity provider (`provider fake`)", 3),
-    "conformance": ("Run the provider conformance suite against HOST:PORT", 3),
     "shard": ("Run a shard: Session server, decision engine, provider reconcile", 4),
     "operator": ("Run the per-cluster operator", 5),
     "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
@@ -93,3 +93,6 @@ def _planned(name: str, summary: str, issue: int) -> click.Command:
 
 for _name, (_summary, _issue) in PLANNED.items():
     main.add_command(_planned(_name, _summary, _issue))
+
+main.add_command(provider)
+main.add_command(conformance)

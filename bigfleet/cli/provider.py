@@ -1,0 +1,75 @@
+"""`bigfleet provider fake`: serve the in-memory fake CapacityProvider."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+@click.group()
+def provider() -> None:
+    """Serve a capacity provider."""
+
+
+@provider.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:7800",
+    show_default=True,
+    help="HOST:PORT to serve CapacityProvider on (port 0 picks a free one).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML fleet: pools, latency, faults, seed.",
+)
+@click.option(
+    "--idle",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed this many Idle machines of the default shape (8 CPU / 32Gi, "
+    "on-demand, $0.40/h, zone-a).",
+)
+@click.option(
+    "--speculative",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed this many Speculative quota slots of the default shape.",
+)
+def fake(listen: str, config_path: Path | None, idle: int, speculative: int) -> None:
+    """Serve the fake provider: a test and demo fixture, never for production.
+
+    Transitions are asynchronous with the configured per-state latency;
+    stale fencing tokens are refused with FAILED_PRECONDITION.
+    """
+    from providers_fake.config import FleetConfig
+    from providers_fake.server import start
+
+    config = FleetConfig.load(config_path) if config_path else FleetConfig()
+    fleet = config.with_quick_seeds(idle, speculative).build(time.monotonic)
+
+    async def serve() -> None:
+        server, port = await start(fleet, listen)
+        host = listen.rpartition(":")[0] or "0.0.0.0"
+        log.info(
+            "fake provider serving", extra={"address": f"{host}:{port}", "machines": len(fleet)}
+        )
+        click.echo(f"fake provider on {host}:{port} with {len(fleet)} machines", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop(grace=2)
+
+    asyncio.run(serve())

@@ -1,0 +1,438 @@
+"""Every conformance check, by category (validation.md §3), registered in order.
+
+A check gets a Target, raises CheckFailed (or lets an unexpected RPC error
+escape) when the provider breaks the contract, and returns when it holds.
+FAILED_PRECONDITION is reserved for fencing: every other refusal must use
+another code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from bigfleet.wire import provider_pb2 as pb
+from conformance.target import CheckFailed, Target, Token, expect, status_of
+
+S = pb.MachineState
+Code = grpc.StatusCode
+FP = Code.FAILED_PRECONDITION
+SPEC, IDLE, CONFIGURED = (
+    S.MACHINE_STATE_SPECULATIVE,
+    S.MACHINE_STATE_IDLE,
+    S.MACHINE_STATE_CONFIGURED,
+)
+FAILED = S.MACHINE_STATE_FAILED
+
+
+@dataclass(frozen=True)
+class Check:
+    category: str
+    name: str
+    summary: str
+    run: Callable[[Target], Awaitable[None]]
+
+    @property
+    def id(self) -> str:
+        return f"{self.category}/{self.name}"
+
+
+CHECKS: list[Check] = []
+
+
+def check(
+    category: str, name: str, summary: str
+) -> Callable[[Callable[[Target], Awaitable[None]]], Callable[[Target], Awaitable[None]]]:
+    def register(fn: Callable[[Target], Awaitable[None]]) -> Callable[[Target], Awaitable[None]]:
+        CHECKS.append(Check(category, name, summary, fn))
+        return fn
+
+    return register
+
+
+def refused_without_fencing_code(code: grpc.StatusCode, what: str) -> None:
+    expect(code != Code.OK, f"{what} was accepted")
+    expect(code != FP, f"{what} answered FAILED_PRECONDITION, which is reserved for fencing")
+
+
+# -- lifecycle -------------------------------------------------------------------------------------
+
+
+@check(
+    "lifecycle",
+    "round-trip",
+    "Speculative -> Idle -> Configured -> Idle -> Speculative with operation ids",
+)
+async def lifecycle_round_trip(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    for call, settled in ((t.create, IDLE), (t.configure, CONFIGURED), (t.drain, IDLE)):
+        ack = await call(mid)
+        expect(bool(ack.operation_id), f"{call.__name__} returned no operation id")
+        await t.settle(mid, {settled})
+    code = await status_of(t.delete(mid))
+    if code == Code.UNIMPLEMENTED:
+        return  # bare metal cannot give machines back
+    expect(code == Code.OK, f"delete of an Idle machine failed with {code.name}")
+    await t.settle(mid, {SPEC})
+
+
+@check("lifecycle", "legal-edges", "a polled lifecycle shows only legal adjacent states (B105)")
+async def lifecycle_legal_edges(t: Target) -> None:
+    legal = {
+        (SPEC, S.MACHINE_STATE_CREATING),
+        (S.MACHINE_STATE_CREATING, IDLE),
+        (SPEC, IDLE),
+        (IDLE, S.MACHINE_STATE_CONFIGURING),
+        (S.MACHINE_STATE_CONFIGURING, CONFIGURED),
+        (IDLE, CONFIGURED),
+        (CONFIGURED, S.MACHINE_STATE_DRAINING),
+        (S.MACHINE_STATE_DRAINING, IDLE),
+        (CONFIGURED, IDLE),
+    }
+    mid = await t.fresh(SPEC)
+    seen = [SPEC]
+    for call, target in ((t.create, IDLE), (t.configure, CONFIGURED), (t.drain, IDLE)):
+        await call(mid)
+        while seen[-1] != target:
+            state = (await t.get(mid)).state
+            if state != seen[-1]:
+                seen.append(state)
+            expect(len(seen) < 50, "machine never settled")
+            await asyncio.sleep(0.005)
+    for a, b in itertools.pairwise(seen):
+        expect((a, b) in legal, f"illegal observed edge {S.Name(a)} -> {S.Name(b)}")
+
+
+# -- idempotency -----------------------------------------------------------------------------------
+
+
+async def _repeat_same_id(
+    t: Target, call: Callable[[str], Awaitable[pb.TransitionAck]], mid: str
+) -> None:
+    first = await call(mid)
+    second = await call(mid)
+    expect(bool(first.operation_id), "no operation id")
+    expect(
+        first.operation_id == second.operation_id,
+        f"repeat returned {second.operation_id!r}, first was {first.operation_id!r}",
+    )
+
+
+@check("idempotency", "create", "a repeated Create returns the same operation id")
+async def idempotent_create(t: Target) -> None:
+    await _repeat_same_id(t, t.create, await t.fresh(SPEC))
+
+
+@check("idempotency", "configure", "a repeated Configure returns the same operation id")
+async def idempotent_configure(t: Target) -> None:
+    await _repeat_same_id(t, t.configure, await t.fresh(IDLE))
+
+
+@check("idempotency", "drain", "a repeated Drain returns the same operation id")
+async def idempotent_drain(t: Target) -> None:
+    await _repeat_same_id(t, t.drain, await t.fresh(CONFIGURED))
+
+
+@check("idempotency", "delete", "a repeated Delete returns the same id (or is unimplemented)")
+async def idempotent_delete(t: Target) -> None:
+    mid = await t.fresh(IDLE)
+    if await status_of(t.delete(mid)) == Code.UNIMPLEMENTED:
+        return
+    first = (await t.get(mid)).state
+    expect(first in (S.MACHINE_STATE_DELETING, SPEC), "Delete did not start")
+    await _repeat_same_id(t, t.delete, mid)
+
+
+@check("idempotency", "new-transition-new-id", "a new transition mints a new id (B214)")
+async def new_transition_new_id(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    create = await t.create(mid)
+    await t.settle(mid, {IDLE})
+    configure = await t.configure(mid)
+    expect(create.operation_id != configure.operation_id, "Configure reused Create's id")
+
+
+@check("idempotency", "parallel-creates", "parallel identical Creates share one id (B401)")
+async def parallel_creates(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    acks = await asyncio.gather(*(t.create(mid) for _ in range(8)))
+    expect(len({a.operation_id for a in acks}) == 1, "parallel Creates got different ids")
+    await t.settle(mid, {IDLE})
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+@check("errors", "get-unknown", "Get of an unknown id is NOT_FOUND")
+async def get_unknown(t: Target) -> None:
+    code = await status_of(t.get("conformance-no-such-machine"))
+    expect(code == Code.NOT_FOUND, f"got {code.name}")
+
+
+@check("errors", "delete-unknown", "Delete of an unknown id is NOT_FOUND or UNIMPLEMENTED")
+async def delete_unknown(t: Target) -> None:
+    code = await status_of(t.delete("conformance-no-such-machine"))
+    expect(code in (Code.NOT_FOUND, Code.UNIMPLEMENTED), f"got {code.name}")
+
+
+@check("errors", "drain-speculative", "Drain of a Speculative machine is refused, not with FP")
+async def drain_speculative(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    refused_without_fencing_code(await status_of(t.drain(mid)), "Drain on Speculative")
+    expect((await t.get(mid)).state == SPEC, "the machine moved")
+
+
+@check("errors", "delete-configured", "Delete of a Configured machine is refused, not with FP")
+async def delete_configured(t: Target) -> None:
+    mid = await t.fresh(CONFIGURED)
+    refused_without_fencing_code(await status_of(t.delete(mid)), "Delete on Configured")
+    expect((await t.get(mid)).state == CONFIGURED, "the machine left Configured")
+
+
+@check("errors", "configure-speculative", "Configure of a Speculative machine is refused (B202)")
+async def configure_speculative(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    refused_without_fencing_code(await status_of(t.configure(mid)), "Configure on Speculative")
+
+
+@check("errors", "empty-id", "an empty machine id is INVALID_ARGUMENT (B208)")
+async def empty_id(t: Target) -> None:
+    for name, call in (("Create", t.create("")), ("Get", t.get(""))):
+        code = await status_of(call)
+        expect(code == Code.INVALID_ARGUMENT, f"{name} with an empty id got {code.name}")
+
+
+@check(
+    "errors",
+    "negative-arguments",
+    "a negative grace, epoch or sequence is INVALID_ARGUMENT (B210, B211)",
+)
+async def negative_arguments(t: Target) -> None:
+    mid = await t.fresh(CONFIGURED)
+    code = await status_of(t.drain(mid, grace=-1))
+    expect(code == Code.INVALID_ARGUMENT, f"negative grace got {code.name}")
+    code = await status_of(t.drain(mid, token=Token(t.shard_id, -1, 1)))
+    expect(code == Code.INVALID_ARGUMENT, f"negative epoch got {code.name}")
+
+
+# -- list and revision ------------------------------------------------------------------------
+
+
+@check("list", "state-filter", "a state filter returns exactly machines in those states")
+async def list_state_filter(t: Target) -> None:
+    await t.fresh(IDLE)
+    listing = await t.list((IDLE,))
+    expect(len(listing.machines) > 0, "no Idle machine listed")
+    expect(all(m.state == IDLE for m in listing.machines), "filter let other states through")
+
+
+@check("list", "max-results", "max_results caps the page; 0 means no cap")
+async def list_max_results(t: Target) -> None:
+    everything = await t.list()
+    expect(len(everything.machines) >= 2, "need at least two machines to check paging")
+    for cap in (1, 2):
+        page = await t.list(max_results=cap)
+        expect(len(page.machines) == cap, f"max_results {cap} gave {len(page.machines)}")
+
+
+@check("list", "revision-advances", "a non-empty revision changes after a mutation")
+async def revision_advances(t: Target) -> None:
+    before = (await t.list()).revision
+    if not before:
+        return  # cursors are optional
+    mid = await t.fresh(SPEC)
+    await t.create(mid)
+    await t.settle(mid, {IDLE})
+    after = (await t.list()).revision
+    expect(after != before, "revision did not change after Create")
+    delta = await t.list(since=before)
+    expect(mid in {m.id for m in delta.machines}, "delta since the old cursor lacks the machine")
+
+
+@check("list", "garbage-cursor", "a malformed cursor returns the full list (B906)")
+async def garbage_cursor(t: Target) -> None:
+    full = {m.id for m in (await t.list()).machines}
+    garbage = {m.id for m in (await t.list(since=b"\xff not a cursor")).machines}
+    expect(garbage == full, "a malformed cursor did not give the full list")
+
+
+# -- field shape ----------------------------------------------------------------------------------
+
+
+@check("field-shape", "identity", "every machine has an instance type and a real state")
+async def field_identity(t: Target) -> None:
+    for m in (await t.list()).machines:
+        expect(bool(m.instance_type), f"{m.id} has no instance_type")
+        expect(m.state != S.MACHINE_STATE_UNSPECIFIED, f"{m.id} has no state")
+
+
+@check("field-shape", "prices", "price >= 0 and not NaN; probability in [0, 1]")
+async def field_prices(t: Target) -> None:
+    for m in (await t.list()).machines:
+        expect(
+            not math.isnan(m.price_per_hour) and m.price_per_hour >= 0,
+            f"{m.id} price {m.price_per_hour}",
+        )
+        p = m.interruption_probability
+        expect(not math.isnan(p) and 0 <= p <= 1, f"{m.id} interruption probability {p}")
+
+
+@check("field-shape", "host-by-state", "no host while Speculative; a host once Idle (B107)")
+async def field_host(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    expect(not (await t.get(mid)).HasField("host"), "a Speculative machine has a host")
+    await t.create(mid)
+    idle = await t.settle(mid, {IDLE})
+    expect(idle.HasField("host") and bool(idle.host.ref), "an Idle machine has no host")
+
+
+# -- transitional observability -------------------------------------------------------------
+
+
+@check(
+    "transitions",
+    "observable-create",
+    "Get during a Create shows Speculative, Creating or Idle, then Idle",
+)
+async def observable_create(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    await t.create(mid)
+    allowed = {SPEC, S.MACHINE_STATE_CREATING, IDLE}
+    for _ in range(200):
+        state = (await t.get(mid)).state
+        expect(state in allowed, f"Get showed {S.Name(state)} during Create")
+        if state == IDLE:
+            return
+        await asyncio.sleep(0.005)
+    await t.settle(mid, {IDLE})
+
+
+@check(
+    "transitions",
+    "drain-grace-zero",
+    "a grace-0 Drain ends in Idle (or Failed with an error) within 10 s",
+)
+async def drain_grace_zero(t: Target) -> None:
+    mid = await t.fresh(CONFIGURED)
+    await t.drain(mid, grace=0)
+    m = await t.settle(mid, {IDLE, FAILED}, timeout_s=10)
+    if m.state == FAILED:
+        expect(bool(m.last_error), "Failed without last_error")
+
+
+# -- fencing ---------------------------------------------------------------------------------------
+
+
+@check("fencing", "replay-rejected", "an unknown shard is accepted; its replay is refused with FP")
+async def fencing_replay(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    token = Token(f"{t.shard_id}-fence-a", 5, 10)
+    await t.create(mid, token)
+    expect(await status_of(t.create(mid, token)) == FP, "an identical token was accepted twice")
+
+
+@check("fencing", "stale-epoch", "a lower epoch is refused with FP")
+async def fencing_stale_epoch(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    shard = f"{t.shard_id}-fence-b"
+    await t.create(mid, Token(shard, 3, 1))
+    expect(await status_of(t.create(mid, Token(shard, 2, 99))) == FP, "an older epoch passed")
+
+
+@check("fencing", "stale-sequence", "an equal or lower sequence in one epoch is refused with FP")
+async def fencing_stale_sequence(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    shard = f"{t.shard_id}-fence-c"
+    await t.create(mid, Token(shard, 1, 50))
+    for sequence in (50, 49):
+        code = await status_of(t.create(mid, Token(shard, 1, sequence)))
+        expect(code == FP, f"sequence {sequence} after 50 got {code.name}")
+
+
+@check("fencing", "new-epoch-resets", "a new epoch accepts any sequence; the old one is dead")
+async def fencing_new_epoch(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    shard = f"{t.shard_id}-fence-d"
+    await t.create(mid, Token(shard, 1, 1000))
+    await t.settle(mid, {IDLE})
+    await t.configure(mid, token=Token(shard, 2, 1))
+    code = await status_of(t.configure(mid, token=Token(shard, 1, 1001)))
+    expect(code == FP, f"the old epoch's call got {code.name} (B310)")
+
+
+@check("fencing", "reads-unfenced", "Get and List work whatever tokens were refused")
+async def fencing_reads(t: Target) -> None:
+    mid = await t.fresh(SPEC)
+    shard = f"{t.shard_id}-fence-e"
+    await t.create(mid, Token(shard, 9, 9))
+    await status_of(t.create(mid, Token(shard, 1, 1)))
+    expect((await t.get(mid)).id == mid, "Get failed after a fenced call")
+    expect(mid in {m.id for m in (await t.list()).machines}, "List lost the machine")
+
+
+@check("fencing", "fence-before-not-found", "a stale token on a missing machine is FP (B301)")
+async def fencing_before_not_found(t: Target) -> None:
+    shard = f"{t.shard_id}-fence-f"
+    missing = "conformance-missing-fenced"
+    first = await status_of(t.create(missing, Token(shard, 4, 4)))
+    expect(first == Code.NOT_FOUND, f"first call on a missing machine got {first.name}")
+    again = await status_of(t.create(missing, Token(shard, 4, 4)))
+    expect(again == FP, f"a stale token on a missing machine got {again.name}")
+
+
+@check("fencing", "per-machine-marks", "marks are kept per (shard, machine) (B302)")
+async def fencing_per_machine(t: Target) -> None:
+    a, b = await t.fresh(SPEC), await t.fresh(SPEC)
+    shard = f"{t.shard_id}-fence-g"
+    await t.create(a, Token(shard, 1, 100))
+    code = await status_of(t.create(b, Token(shard, 1, 5)))
+    expect(code == Code.OK, f"a lower sequence on another machine got {code.name}")
+
+
+# -- metadata --------------------------------------------------------------------------------------
+
+META = {
+    "bigfleet.lucy.sh/assigned-priority": "1000",
+    "example.com/ünïcode": "välue ✓",
+    "example.com/empty": "",
+    "x": "y" * 512,
+}
+
+
+@check("metadata", "echoed", "shard_metadata and cluster are echoed on Get and List")
+async def metadata_echoed(t: Target) -> None:
+    mid = await t.fresh(IDLE)
+    await t.configure(mid, cluster="echo-cluster", metadata=META)
+    m = await t.settle(mid, {CONFIGURED})
+    expect(dict(m.shard_metadata) == META, "Get did not echo shard_metadata byte-exact")
+    expect(m.cluster == "echo-cluster", f"Get shows cluster {m.cluster!r}")
+    listed = {x.id: x for x in (await t.list()).machines}[mid]
+    expect(dict(listed.shard_metadata) == META, "List did not echo shard_metadata")
+    expect(listed.cluster == "echo-cluster", "List did not echo the cluster")
+
+
+@check("metadata", "cleared-by-drain", "a completed Drain clears cluster and metadata together")
+async def metadata_cleared(t: Target) -> None:
+    mid = await t.fresh(IDLE)
+    await t.configure(mid, metadata=META)
+    await t.settle(mid, {CONFIGURED})
+    await t.drain(mid)
+    m = await t.settle(mid, {IDLE})
+    expect(m.cluster == "", f"cluster {m.cluster!r} survived the drain")
+    expect(dict(m.shard_metadata) == {}, "metadata survived the drain")
+
+
+async def run_check(t: Target, c: Check) -> str | None:
+    """None when the check holds, else why not."""
+    try:
+        await c.run(t)
+    except CheckFailed as err:
+        return str(err)
+    except grpc.aio.AioRpcError as err:
+        return f"unexpected {err.code().name}: {err.details()}"
+    return None
