@@ -15,12 +15,12 @@ import click
 from bigfleet import __version__, logs
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.provider import provider
+from bigfleet.cli.sim import sim
 from bigfleet.crd import crd_dir
 
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "sim": ("Run simulator scenarios on the engine and the fake provider", 3),
     "shard": ("Run a shard: Session server, decision engine, provider reconcile", 4),
     "operator": ("Run the per-cluster operator", 5),
     "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
@@ -96,3 +96,4 @@ for _name, (_summary, _issue) in PLANNED.items():
 
 main.add_command(provider)
 main.add_command(conformance)
+main.add_command(sim)

@@ -1,0 +1,118 @@
+"""`bigfleet sim`: run the deterministic simulator's scenarios."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def sim() -> None:
+    """Drive the real decision engine against the fake provider, deterministically."""
+
+
+@sim.command("list")
+def list_scenarios() -> None:
+    """List the shipped scenarios."""
+    from sim.scenario import Scenario, catalog
+
+    for name, path in catalog().items():
+        scenario = Scenario.load(path)
+        click.echo(f"{name:28} {scenario.kind:9} {' '.join(scenario.description.split())}")
+
+
+@sim.command()
+@click.argument("scenario")
+@click.option("--seed", default=None, type=int, help="RNG seed [default: 0xC0FFEE].")
+@click.option(
+    "--cycles",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Soak: churn cycles. Scripted: steady cycles added after the timeline.",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSONL trace here.",
+)
+@click.option(
+    "--report-json",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report as JSON here.",
+)
+def run(
+    scenario: str,
+    seed: int | None,
+    cycles: int | None,
+    trace_path: Path | None,
+    report_path: Path | None,
+) -> None:
+    """Run SCENARIO (a name from `bigfleet sim list`, or a YAML file).
+
+    Prints a table of outcomes; exits 1 when the scenario's expectations or
+    the soak invariants do not hold.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sim import runner
+    from sim.report import render
+    from sim.scenario import find
+
+    try:
+        chosen = find(scenario)
+    except KeyError as err:
+        raise click.BadParameter(str(err.args[0]), param_hint="SCENARIO") from err
+    console = Console(stderr=False)
+    seed = runner.DEFAULT_SEED if seed is None else seed
+    total = (cycles if cycles is not None else chosen.soak.cycles) if chosen.soak else 0
+    with Progress(console=console, transient=True, disable=total < 200) as bar:
+        task = bar.add_task(f"simulating {chosen.name}", total=total)
+        result = runner.run(chosen, seed, cycles, lambda done: bar.update(task, completed=done))
+    if trace_path:
+        trace_path.write_text(result.trace.text())
+    if report_path:
+        report_path.write_text(json.dumps(result.report, indent=2) + "\n")
+    render(result.report, result.problems, console)
+    sys.exit(0 if result.ok else 1)
+
+
+@sim.command()
+@click.argument("names", nargs=-1)
+def record(names: tuple[str, ...]) -> None:
+    """Write golden traces of scripted scenarios (all when none are named)."""
+    from sim import runner
+    from sim.scenario import GOLDEN_DIR, catalog, find
+
+    for name in names or [n for n in catalog() if find(n).kind == "scripted"]:
+        result = runner.run(find(name))
+        (GOLDEN_DIR / f"{name}.jsonl").write_text(result.trace.text())
+        click.echo(f"recorded {name} ({len(result.trace.lines)} lines)")
+
+
+@sim.command()
+def verify() -> None:
+    """Re-run every golden scenario: trace byte-identical and expectations met."""
+    from sim import runner
+    from sim.scenario import GOLDEN_DIR, find
+
+    failed = 0
+    goldens = sorted(GOLDEN_DIR.glob("*.jsonl"))
+    for golden in goldens:
+        result = runner.run(find(golden.stem))
+        same = result.trace.text() == golden.read_text()
+        ok = same and result.ok
+        failed += not ok
+        why = (
+            ""
+            if ok
+            else (" trace differs" if not same else "") + "".join(f" {p}" for p in result.problems)
+        )
+        click.echo(f"{'PASS' if ok else 'FAIL'} {golden.stem}{':' if why else ''}{why}")
+    click.echo(f"{len(goldens) - failed} passed, {failed} failed")
+    sys.exit(1 if failed or not goldens else 0)

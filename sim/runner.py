@@ -1,0 +1,302 @@
+"""Running scenarios: the trace (validation.md §1.5), the report, and the expectation checks.
+
+Same scenario and seed give a byte-identical trace: every random source is
+seeded, time is simulated, and everything rendered is sorted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bigfleet import penalty, quantity
+from bigfleet.wire import capacity_pb2
+from bigfleet.wire import provider_pb2 as pb
+from providers_fake.config import FleetConfig, Pool
+from shard import codec
+from shard.engine.decision.actions import Action
+from shard.engine.machine import MachineState
+from sim.scenario import Event, NeedSpec, Requirement, Scenario
+from sim.shard_loop import SimShard
+
+DEFAULT_SEED = 0xC0FFEE
+TOWARD = {
+    "Idle": pb.MACHINE_STATE_IDLE,
+    "Configured": pb.MACHINE_STATE_CONFIGURED,
+    "Speculative": pb.MACHINE_STATE_SPECULATIVE,
+}
+_OPERATORS = {
+    "In": capacity_pb2.NodeSelectorRequirement.OPERATOR_IN,
+    "NotIn": capacity_pb2.NodeSelectorRequirement.OPERATOR_NOT_IN,
+    "Exists": capacity_pb2.NodeSelectorRequirement.OPERATOR_EXISTS,
+    "DoesNotExist": capacity_pb2.NodeSelectorRequirement.OPERATOR_DOES_NOT_EXIST,
+    "Same": capacity_pb2.NodeSelectorRequirement.OPERATOR_SAME,
+}
+UNSETTLED = frozenset(
+    {
+        MachineState.FAILED,
+        MachineState.CREATING,
+        MachineState.CONFIGURING,
+        MachineState.DRAINING,
+        MachineState.DELETING,
+    }
+)
+
+
+def _bucket(dollars: float | None) -> int:
+    return penalty.UNSPECIFIED if dollars is None else penalty.bucket_for_dollars(dollars)
+
+
+def need_to_wire(spec: NeedSpec) -> capacity_pb2.CapacityNeed:
+    """A scenario need as the operator would send it (penalties bucketed here)."""
+    return capacity_pb2.CapacityNeed(
+        requirements=[
+            capacity_pb2.NodeSelectorRequirement(
+                key=r.key, operator=_OPERATORS[r.operator], values=r.values
+            )
+            for r in spec.requirements
+        ],
+        aggregate_resources=spec.aggregate,
+        min_unit=spec.min_unit,
+        priority=spec.priority,
+        interruption_penalty_bucket=_bucket(spec.interruption_penalty),  # type: ignore[arg-type]
+        reclamation_penalty_bucket=_bucket(spec.reclamation_penalty),  # type: ignore[arg-type]
+        group=spec.group,
+    )
+
+
+class Trace:
+    """JSONL lines with the schema's fixed key order; optional keys left out when empty."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(
+        self,
+        kind: str,
+        *,
+        cluster: str = "",
+        actions: list[Action] | None = None,
+        state: dict[str, object] | None = None,
+        notes: str = "",
+    ) -> None:
+        line: dict[str, object] = {"step": len(self.lines), "kind": kind}
+        if cluster:
+            line["cluster"] = cluster
+        if actions:
+            ordered = sorted(actions, key=lambda a: (a.kind.value, a.machine_id))
+            line["actions"] = [
+                {"kind": a.kind.value, "machine_id": a.machine_id}
+                | ({"cluster": a.cluster} if a.cluster else {})
+                for a in ordered
+            ]
+        if state is not None:
+            line["state"] = state
+        if notes:
+            line["notes"] = notes
+        self.lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+
+    def text(self) -> str:
+        return "".join(line + "\n" for line in self.lines)
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    seed: int
+    trace: Trace
+    report: dict[str, Any]
+    problems: list[str] = field(default_factory=list)  # unmet expectations or invariants
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _fleet(pools: tuple[Pool, ...], seed: int) -> Any:
+    return FleetConfig(seed=seed, pools=pools).build(clock=lambda: 0.0)
+
+
+def _rollup(shard: SimShard, trace: Trace, event: Event) -> None:
+    message = capacity_pb2.ClusterCapacityNeeds(
+        cluster_id=event.cluster,
+        timestamp_unix_nanos=len(trace.lines) * 1_000_000_000,
+        needs=[need_to_wire(n) for n in event.needs],
+    )
+    shard.rollup(message)
+    trace.add("rollup", cluster=event.cluster, notes=f"needs={len(event.needs)}")
+
+
+def _report(scenario: Scenario, seed: int, shard: SimShard) -> dict[str, Any]:
+    state = shard.state()
+    shortfalls = [
+        {
+            "priority": s.profile.priority,
+            "requirements": "; ".join(
+                f"{r.key} {r.operator.value} {','.join(r.values)}".strip()
+                for r in s.profile.requirements
+            ),
+            "deficit": codec.vector_to_wire(s.deficit),
+            "age_cycles": s.age_cycles,
+        }
+        for s in shard.engine.shortfalls.report()
+    ]
+    return {
+        "scenario": scenario.name,
+        "seed": seed,
+        "cycles": shard.tally.cycles,
+        "final_state": state,
+        "actions_by_kind": dict(sorted(shard.tally.actions.items())),
+        "shortfalls": shortfalls,
+        "cost_per_hour": round(shard.cost_per_hour(), 6),
+        # workload interruptions: drains of Configured machines (preemptions and reclaims)
+        "interruptions": shard.tally.actions["Preempt"] + shard.tally.actions["Reclaim"],
+    }
+
+
+def _check(scenario: Scenario, report: dict[str, Any]) -> list[str]:
+    expect = scenario.expect
+    state = report["final_state"]
+    problems = []
+
+    def compare(what: str, want: object, have: object) -> None:
+        if want is not None and want != have:
+            problems.append(f"{what}: want {want}, have {have}")
+
+    compare("by_state", expect.by_state, state["by_state"])
+    compare(
+        "configured_per_cluster",
+        expect.configured_per_cluster,
+        state.get("configured_per_cluster", {}),
+    )
+    compare("shortfalls", expect.shortfalls, len(report["shortfalls"]))
+    compare("actions_by_kind", expect.actions_by_kind, report["actions_by_kind"])
+    if expect.shortfall_deficit is not None:
+        summed: Counter[str] = Counter()
+        for entry in report["shortfalls"]:
+            for name, text in entry["deficit"].items():
+                summed[name] += quantity.to_milli(text)
+        have = {name: quantity.from_milli(v) for name, v in sorted(summed.items())}
+        compare("shortfall_deficit", expect.shortfall_deficit, have)
+    return problems
+
+
+def run_scripted(scenario: Scenario, seed: int = DEFAULT_SEED, extra_cycles: int = 0) -> RunResult:
+    fleet = _fleet(scenario.pools, seed)
+    for fault in scenario.faults:
+        fleet.fail_next(fault.machine, TOWARD[fault.toward], fault.error)
+    shard = SimShard(fleet, shard_id=f"sim-{scenario.name}")
+    trace = Trace()
+    trace.add("scenario_start", state=shard.state(), notes=scenario.name)
+    for event in scenario.timeline:
+        _rollup(shard, trace, event)
+        for _ in range(event.cycles):
+            trace.add("cycle", actions=shard.cycle(), state=shard.state())
+    for _ in range(extra_cycles):
+        trace.add("cycle", actions=shard.cycle(), state=shard.state())
+    trace.add("scenario_end", state=shard.state())
+    report = _report(scenario, seed, shard)
+    return RunResult(scenario.name, seed, trace, report, _check(scenario, report))
+
+
+def _poisson(rng: random.Random, rate: float) -> int:
+    """Knuth's sampler; rates here are well below 1 per cycle."""
+    limit, k, product = math.exp(-rate), 0, rng.random()
+    while product > limit:
+        k += 1
+        product *= rng.random()
+    return k
+
+
+def run_soak(
+    scenario: Scenario,
+    seed: int = DEFAULT_SEED,
+    cycles: int | None = None,
+    progress: Callable[[int], None] = lambda done: None,
+) -> RunResult:
+    """Seeded churn, then quiet cycles, then the closed-loop invariants of validation.md §2."""
+    soak = scenario.soak
+    if soak is None:
+        raise ValueError(f"scenario {scenario.name} has no soak section")
+    rng = random.Random(seed)
+    fleet = _fleet(scenario.pools, seed)
+    shard = SimShard(fleet, shard_id=f"sim-{scenario.name}")
+    seeded = len(fleet)
+    clusters = [f"cluster-{i:02d}" for i in range(soak.clusters)]
+    demand: dict[str, int] = {}
+    trace = Trace()
+    trace.add("scenario_start", state=shard.state(), notes=scenario.name)
+
+    def unit_need(units: int, priority: int) -> NeedSpec:
+        return NeedSpec(
+            requirements=(
+                Requirement(
+                    key="node.kubernetes.io/instance-type",
+                    operator="In",
+                    values=(soak.instance_type,),
+                ),
+            ),
+            aggregate={
+                k: quantity.from_milli(quantity.to_milli(v) * units) for k, v in soak.unit.items()
+            },
+            min_unit=dict(soak.unit),
+            priority=priority,
+            interruption_penalty=8000,
+            reclamation_penalty=math.inf,
+        )
+
+    churn_cycles = cycles if cycles is not None else soak.cycles
+    for done in range(churn_cycles):
+        for _ in range(_poisson(rng, soak.replace_rate)):
+            cluster = rng.choice(clusters)
+            units = rng.randint(1, soak.max_units)
+            demand[cluster] = units
+            _rollup(
+                shard,
+                trace,
+                Event(cluster=cluster, needs=(unit_need(units, rng.randrange(1_000_000)),)),
+            )
+        for _ in range(_poisson(rng, soak.withdraw_rate)):
+            cluster = rng.choice(clusters)
+            demand.pop(cluster, None)
+            _rollup(shard, trace, Event(cluster=cluster))
+        trace.add("cycle", actions=shard.cycle(), state=shard.state())
+        progress(done + 1)
+    quiet: list[int] = []
+    for _ in range(soak.quiet_cycles):
+        actions = shard.cycle()
+        quiet.append(len(actions))
+        trace.add("cycle", actions=actions, state=shard.state())
+    trace.add("scenario_end", state=shard.state())
+
+    problems = []
+    if len(shard.inventory) != seeded:
+        problems.append(f"inventory holds {len(shard.inventory)} machines, seeded {seeded}")
+    stuck = [m.id for m in shard.inventory.all() if m.state in UNSETTLED]
+    if stuck:
+        problems.append(f"machines left unsettled: {', '.join(stuck[:10])}")
+    if sum(quiet[-soak.window :]):
+        problems.append(f"not quiescent: {quiet[-soak.window :]} actions in the last cycles")
+    configured = shard.inventory.configured_per_cluster()
+    for cluster, count in sorted(configured.items()):
+        if count > demand.get(cluster, 0):
+            problems.append(f"{cluster}: {count} Configured for {demand.get(cluster, 0)} wanted")
+    report = _report(scenario, seed, shard)
+    return RunResult(scenario.name, seed, trace, report, problems)
+
+
+def run(
+    scenario: Scenario,
+    seed: int = DEFAULT_SEED,
+    cycles: int | None = None,
+    progress: Callable[[int], None] = lambda done: None,
+) -> RunResult:
+    """Run any scenario; for scripted ones `cycles` adds steady cycles after the timeline."""
+    if scenario.kind == "soak":
+        return run_soak(scenario, seed, cycles, progress)
+    return run_scripted(scenario, seed, cycles or 0)

@@ -1,0 +1,104 @@
+"""Scenario declarations: seed machines, one-shot faults, a timeline of roll-ups, expectations.
+
+Scenarios are YAML files in sim/scenarios/. A scripted scenario replays its
+timeline; a soak scenario drives random, seeded churn (validation.md §1-§2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from providers_fake.config import Pool
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # recorded traces of scripted scenarios
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Requirement(_Strict):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Same"]
+    values: tuple[str, ...] = ()
+
+
+class NeedSpec(_Strict):
+    """One CapacityNeed of a roll-up, in the units people write."""
+
+    requirements: tuple[Requirement, ...] = ()
+    aggregate: dict[str, str]
+    min_unit: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    interruption_penalty: float | None = None  # dollars; bucketed as the operator would
+    reclamation_penalty: float | None = None  # dollars; None = "pinned" scenario default
+    group: str = ""
+
+
+class Event(_Strict):
+    cluster: str
+    needs: tuple[NeedSpec, ...] = ()  # empty = withdrawal
+    cycles: int = Field(default=1, ge=0)
+
+
+class Fault(_Strict):
+    machine: str
+    toward: Literal["Idle", "Configured", "Speculative"]
+    error: str = "injected fault"
+
+
+class Expect(_Strict):
+    by_state: dict[str, int] | None = None
+    configured_per_cluster: dict[str, int] | None = None
+    shortfalls: int | None = None
+    shortfall_deficit: dict[str, str] | None = None  # summed over entries
+    actions_by_kind: dict[str, int] | None = None
+
+
+class Soak(_Strict):
+    """Closed-loop churn: seeded Poisson replacements and withdrawals of cluster demand."""
+
+    clusters: int = Field(default=30, ge=1)
+    cycles: int = Field(default=1000, ge=1)
+    replace_rate: float = Field(default=0.2, ge=0)  # expected replacements per cycle
+    withdraw_rate: float = Field(default=1 / 35, ge=0)  # expected withdrawals per cycle
+    max_units: int = Field(default=50, ge=1)  # a replacement asks for 1..max_units machines
+    quiet_cycles: int = Field(default=80, ge=1)  # churn-free cycles run before the checks
+    window: int = Field(default=10, ge=1)  # trailing cycles that must be quiescent
+    instance_type: str = "soak-instance"
+    unit: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "1"})
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    kind: Literal["scripted", "soak"] = "scripted"
+    pools: tuple[Pool, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    timeline: tuple[Event, ...] = ()
+    expect: Expect = Expect()
+    soak: Soak | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        return cls.model_validate(yaml.safe_load(path.read_text()))
+
+
+def catalog(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
+    """Scenario name -> file, for every YAML file in `directory`."""
+    return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+
+
+def find(name_or_path: str) -> Scenario:
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = catalog()
+        if name_or_path not in known:
+            raise KeyError(f"no scenario {name_or_path!r}; known: {', '.join(known)}")
+        path = known[name_or_path]
+    return Scenario.load(path)
