@@ -26,6 +26,7 @@ class CycleResult:
     phase1: phase1.Phase1Result
     phase2: phase2.Phase2Result
     seconds: dict[str, float] = field(default_factory=dict)  # per phase, for metrics
+    deduped: int = 0  # actions dropped because another phase already acts on the machine
 
 
 class Engine:
@@ -62,8 +63,23 @@ class Engine:
         )
         seconds["phase3"] = clock() - mark
 
-        decided = first.actions + second.actions + third
+        decided, deduped = _one_action_per_machine(first.actions + second.actions + third)
         outcome = rails.apply(decided, self.settings, inventory.configured_per_cluster())
         self.shortfalls.record(second.unresolved)
         seconds["cycle"] = clock() - start
-        return CycleResult(decided, outcome, first, second, seconds)
+        return CycleResult(decided, outcome, first, second, seconds, deduped)
+
+
+def _one_action_per_machine(actions: list[Action]) -> tuple[list[Action], int]:
+    """Keep the first action on each machine, phase order first.
+
+    Phase 2 may pick as victim an unclaimed machine that Phase 3 also reclaims;
+    the preemption (shorter grace, known preemptor) is the one that counts.
+    """
+    seen: set[str] = set()
+    kept = []
+    for action in actions:
+        if action.machine_id not in seen:
+            seen.add(action.machine_id)
+            kept.append(action)
+    return kept, len(actions) - len(kept)

@@ -509,3 +509,12 @@ def test_rails_truncate_to_max_actions_per_cycle() -> None:
     engine = Engine(RailSettings(max_actions_per_cycle=2))
     result = engine.cycle(inv, table(need("c1", 1, 5)), {"c1"}, now=0)
     assert len(result.rails.execute) == 2 and result.rails.truncated == 3
+
+
+def test_an_unclaimed_victim_is_preempted_once_not_also_reclaimed() -> None:
+    # Regression found by the no-double-action property: Phase 2 and Phase 3 both chose
+    # the same unclaimed Configured machine.
+    inv = inventory(machine("m-0", S.CONFIGURED, cluster="c1", priority=0))
+    result = Engine(NO_RAILS).cycle(inv, table(need("c2", 100, 1)), {"c1", "c2"}, now=0)
+    assert kinds(result.decided) == [("Preempt", "m-0")]
+    assert result.deduped == 1
