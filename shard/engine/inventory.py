@@ -66,6 +66,7 @@ class Inventory:
         self._by_state_type = _SortedBuckets(_price_order)
         self._by_state = _SortedBuckets(_price_order)
         self._by_cluster_state = _SortedBuckets(_keep_order)
+        self._by_cluster_state_type = _SortedBuckets(_keep_order)
         self._idle_since: dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -106,12 +107,14 @@ class Inventory:
         self._by_state_type.put((m.state, m.instance_type), m)
         if m.cluster:
             self._by_cluster_state.put((m.cluster, m.state), m)
+            self._by_cluster_state_type.put((m.cluster, m.state, m.instance_type), m)
 
     def _unindex(self, m: Machine) -> None:
         self._by_state.drop(m.state, m.id)
         self._by_state_type.drop((m.state, m.instance_type), m.id)
         if m.cluster:
             self._by_cluster_state.drop((m.cluster, m.state), m.id)
+            self._by_cluster_state_type.drop((m.cluster, m.state, m.instance_type), m.id)
 
     def idle_since(self, machine_id: str) -> float | None:
         return self._idle_since.get(machine_id)
@@ -130,6 +133,17 @@ class Inventory:
     def keep_order(self, cluster: str, state: MachineState) -> list[Machine]:
         """A cluster's machines in `state`: price asc, reclamation penalty desc, id asc."""
         return self._by_cluster_state.sorted((cluster, state))
+
+    def keep_order_of_types(
+        self, cluster: str, state: MachineState, types: Iterable[str]
+    ) -> list[Machine]:
+        """`keep_order` narrowed to the given instance types."""
+        pools = [
+            self._by_cluster_state_type.sorted((cluster, state, t)) for t in sorted(set(types))
+        ]
+        if len(pools) == 1:
+            return pools[0]
+        return sorted((m for pool in pools for m in pool), key=_keep_order)
 
     def count(self, state: MachineState) -> int:
         return self._by_state.count(state)

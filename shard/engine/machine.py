@@ -98,6 +98,21 @@ class Machine:
     assigned_reclamation_penalty: float = 0.0
     assigned_need_fingerprint: str = ""
     assigned_group: str = ""
+    # Everything selectors and unit checks read; machines alike in it match alike,
+    # which lets profiles cache match results per signature instead of per machine.
+    signature: tuple[object, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "signature",
+            (
+                self.instance_type,
+                self.zone,
+                tuple(sorted(self.labels.items())),
+                tuple(sorted(self.alloc.items())),
+            ),
+        )
 
     @property
     def alloc(self) -> Vector:

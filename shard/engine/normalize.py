@@ -29,26 +29,60 @@ def _positive(vector: rv.Vector) -> dict[str, int]:
     return {k: v for k, v in vector.items() if v > 0}
 
 
-def _foldable(inventory: Inventory, need: Need) -> bool:
-    want = _positive(need.aggregate)
+class _Hosts:
+    """Answers "does any available machine host this whole gang?" for one cycle.
 
-    def hosts(m: Machine) -> bool:
-        return need.profile.matches(m) and rv.covers(m.alloc, want)
+    Pools are narrowed to the need's pinned instance types, and a pool whose
+    per-dimension maximum cannot cover the gang is skipped without a scan: most
+    gangs span several machines, so most answers are a cheap no.
+    """
 
-    bound = inventory.keep_order(need.cluster, S.CONFIGURED) + inventory.keep_order(
-        need.cluster, S.CONFIGURING
-    )
-    free = inventory.in_state(S.IDLE) + inventory.in_state(S.SPECULATIVE)
-    return any(hosts(m) for m in bound) or any(hosts(m) for m in free)
+    def __init__(self, inventory: Inventory) -> None:
+        self.inv = inventory
+        self._ceilings: dict[int, dict[str, int]] = {}
+
+    def _pools(self, need: Need) -> list[list[Machine]]:
+        types = need.profile.pinned_types
+        pools = []
+        for state in (S.CONFIGURED, S.CONFIGURING):
+            if types:
+                pools.append(self.inv.keep_order_of_types(need.cluster, state, types))
+            else:
+                pools.append(self.inv.keep_order(need.cluster, state))
+        for state in (S.IDLE, S.SPECULATIVE):
+            if types:
+                pools.append(self.inv.in_state_of_types(state, types))
+            else:
+                pools.append(self.inv.in_state(state))
+        return pools
+
+    def _ceiling(self, pool: list[Machine]) -> dict[str, int]:
+        ceiling = self._ceilings.get(id(pool))
+        if ceiling is None:
+            ceiling = {}
+            for m in pool:
+                ceiling = rv.maximum(ceiling, m.alloc)
+            self._ceilings[id(pool)] = ceiling
+        return ceiling
+
+    def any(self, need: Need) -> bool:
+        want = _positive(need.aggregate)
+        for pool in self._pools(need):
+            if not rv.covers(self._ceiling(pool), want):
+                continue
+            if any(need.profile.matches(m) and rv.covers(m.alloc, want) for m in pool):
+                return True
+        return False
 
 
 def normalize(inventory: Inventory, demand: list[Need]) -> list[Need]:
     if not any(n.profile.same is not None for n in demand):
         return demand
+    hosts = _Hosts(inventory)
     out: list[Need] = []
     folds: dict[tuple[str, str, str], _Fold] = {}
     for need in demand:
-        if need.profile.same is None or not _foldable(inventory, need):
+        if need.profile.same is None or not hosts.any(need):
             out.append(need)
             continue
         stripped = need.profile.without_same()

@@ -65,6 +65,9 @@ class Profile:
     fingerprint: str = field(init=False, compare=False)
     same: Requirement | None = field(init=False, compare=False)
     pinned_types: tuple[str, ...] = field(init=False, compare=False)
+    _matches: dict[tuple[object, ...], bool] = field(
+        init=False, compare=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         requirements = tuple(
@@ -97,7 +100,12 @@ class Profile:
         object.__setattr__(self, "pinned_types", pinned)
 
     def matches(self, machine: Machine) -> bool:
-        return all(r.passes(machine) for r in self.requirements)
+        """Whether every requirement passes; cached per machine signature."""
+        cached = self._matches.get(machine.signature)
+        if cached is None:
+            cached = all(r.passes(machine) for r in self.requirements)
+            self._matches[machine.signature] = cached
+        return cached
 
     @property
     def strict_spread(self) -> Spread | None:

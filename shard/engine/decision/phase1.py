@@ -103,8 +103,12 @@ class _Phase1:
     # -- supply views -------------------------------------------------------------------------
 
     def _creditable(self, need: Need) -> Iterator[Machine]:
-        yield from self.inv.keep_order(need.cluster, S.CONFIGURED)
-        yield from self.inv.keep_order(need.cluster, S.CONFIGURING)
+        types = need.profile.pinned_types
+        for state in (S.CONFIGURED, S.CONFIGURING):
+            if types:
+                yield from self.inv.keep_order_of_types(need.cluster, state, types)
+            else:
+                yield from self.inv.keep_order(need.cluster, state)
         for m in self.inv.in_state(S.CREATING):  # only our own attributed provisions
             if m.assigned_group == need.group and m.assigned_need_fingerprint == need.fingerprint:
                 yield m

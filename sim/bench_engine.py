@@ -1,0 +1,167 @@
+"""`bigfleet bench engine`: decision-cycle timings on a synthetic fleet at scale.
+
+The shape follows the reference's co-located benchmark: every cluster has
+Configured machines of a few instance types spread over racks; the shard also
+holds Idle machines and Speculative slots; a fraction of the needs are
+co-location gangs pinned to one rack (Same), the rest plain demand. Demand
+roughly matches bound supply, the steady regime. Cycles after the first reuse
+the inventory's cached orderings, as a shard's do between changes.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bigfleet import penalty
+from shard.engine.cycle import Engine
+from shard.engine.inventory import Inventory
+from shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
+from shard.engine.needs import Need, NeedsTable
+from shard.engine.profile import Operator, Profile, Requirement
+from shard.engine.rails import RailSettings
+
+S = MachineState
+RACK_KEY = "topology.bigfleet/rack"
+# (instance type, cpu milli, memory bytes*1000, gpus milli)
+CATALOG = (
+    ("m6i.large", 2_000, 8 * 2**30 * 1000, 0),
+    ("m6i.2xlarge", 8_000, 32 * 2**30 * 1000, 0),
+    ("r6i.4xlarge", 16_000, 128 * 2**30 * 1000, 0),
+    ("c6i.8xlarge", 32_000, 64 * 2**30 * 1000, 0),
+    ("g5.12xlarge", 48_000, 192 * 2**30 * 1000, 4_000),
+    ("a3-highgpu-8g", 208_000, 1872 * 2**30 * 1000, 8_000),
+)
+RACKS_PER_TYPE = 12
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    machines: int
+    needs: int
+    clusters: int
+    colocated: float
+    cycles: int
+    cycle_ms: dict[str, float]
+    phases_ms: dict[str, dict[str, float]]
+    first_cycle_ms: float
+    peak_rss_mb: float
+    bytes_per_machine: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "machines": self.machines, "needs": self.needs, "clusters": self.clusters,
+            "colocated": self.colocated, "cycles": self.cycles, "cycle_ms": self.cycle_ms,
+            "phases_ms": self.phases_ms, "first_cycle_ms": self.first_cycle_ms,
+            "peak_rss_mb": self.peak_rss_mb, "bytes_per_machine": self.bytes_per_machine,
+        }
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _resources(itype: int) -> dict[str, int]:
+    _, cpu, memory, gpu = CATALOG[itype]
+    out = {"cpu": cpu, "memory": memory}
+    if gpu:
+        out["nvidia.com/gpu"] = gpu
+    return out
+
+
+def build_inventory(machines: int, clusters: int, rng: random.Random) -> Inventory:
+    """80 % Configured across clusters, 5 % Idle, 15 % Speculative."""
+    inv = Inventory()
+    for i in range(machines):
+        itype = rng.randrange(len(CATALOG))
+        roll = i % 20
+        state = S.SPECULATIVE if roll < 3 else S.IDLE if roll < 4 else S.CONFIGURED
+        cluster = f"cluster-{i % clusters:03d}" if state == S.CONFIGURED else ""
+        inv.upsert(
+            Machine(
+                id=f"m-{i:07d}",
+                state=state,
+                host="" if state == S.SPECULATIVE else f"bench/h-{i}",
+                cluster=cluster,
+                instance_type=CATALOG[itype][0],
+                zone=f"zone-{i % 3}",
+                capacity_type=CapacityType.ON_DEMAND,
+                resources=_resources(itype),
+                labels={RACK_KEY: f"{CATALOG[itype][0]}-r{rng.randrange(RACKS_PER_TYPE)}"},
+                price_per_hour=round(0.1 + itype * 0.7, 2),
+                interruption_probability=0.0 if state != S.SPECULATIVE else 0.05,
+                assigned_priority=rng.choice((100, 1_000, 100_000)) if cluster else 0,
+            ),
+            now=0.0,
+        )
+    return inv
+
+
+def build_demand(inv: Inventory, needs: int, clusters: int, colocated: float,
+                 rng: random.Random) -> NeedsTable:
+    """Per cluster, needs sized so their total roughly matches the cluster's bound supply."""
+    table = NeedsTable()
+    per_cluster = max(1, needs // clusters)
+    for c in range(clusters):
+        cluster = f"cluster-{c:03d}"
+        bound = inv.keep_order(cluster, S.CONFIGURED)
+        rows = []
+        for n in range(per_cluster):
+            itype = rng.randrange(len(CATALOG))
+            unit = _resources(itype)
+            share = sum(1 for m in bound if m.instance_type == CATALOG[itype][0])
+            units = max(1, share // max(1, per_cluster // len(CATALOG)))
+            requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, (CATALOG[itype][0],))]
+            group = ""
+            if rng.random() < colocated:
+                requirements.append(Requirement(RACK_KEY, Operator.SAME))
+                group = f"{cluster}-gang-{n}"
+                units = rng.randint(4, 8)
+            profile = Profile(tuple(requirements), (), rng.choice((100, 1_000, 100_000)),
+                              penalty.bucket_for_dollars(rng.choice((1, 64, 8000))),
+                              penalty.PINNED)
+            rows.append(Need(cluster=cluster, profile=profile,
+                             aggregate={k: v * units for k, v in unit.items()}, min_unit=unit,
+                             group=group, arrival=n))
+        table.replace(cluster, rows)
+    return table
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"p50": round(statistics.median(ordered) * 1000, 3), "p99": round(p99 * 1000, 3)}
+
+
+def run(machines: int, needs: int, clusters: int, colocated: float, cycles: int, seed: int = 1,
+        progress: Callable[[int], None] = lambda done: None) -> BenchResult:
+    rng = random.Random(seed)
+    gc.collect()
+    before = _rss_bytes()
+    inv = build_inventory(machines, clusters, rng)
+    gc.collect()
+    per_machine = max(0, _rss_bytes() - before) / max(1, machines)
+    table = build_demand(inv, needs, clusters, colocated, rng)
+    engine = Engine(RailSettings())
+    reported = {f"cluster-{c:03d}" for c in range(clusters)}
+    first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
+    samples: dict[str, list[float]] = {"cycle": [], "phase1": [], "phase2": [], "phase3": []}
+    for done in range(cycles):
+        result = engine.cycle(inv, table, reported, now=float(done + 1))
+        for key in samples:
+            samples[key].append(result.seconds[key])
+        progress(done + 1)
+    return BenchResult(
+        machines=machines, needs=len(table.snapshot()), clusters=clusters, colocated=colocated,
+        cycles=cycles, cycle_ms=_percentiles(samples["cycle"]),
+        phases_ms={k: _percentiles(v) for k, v in samples.items() if k != "cycle"},
+        first_cycle_ms=round(first * 1000, 3), peak_rss_mb=round(_rss_bytes() / 2**20, 1),
+        bytes_per_machine=round(per_machine, 1),
+    )
+
+
