@@ -47,7 +47,39 @@ class _Bucket:
     creditable_total: dict[str, int] = field(default_factory=dict)
     own_total: dict[str, int] = field(default_factory=dict)
     members: list[Machine] = field(default_factory=list)
-    acquirable: list[Machine] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Group:
+    """Free machines of one pool that share a Same domain value and a signature."""
+
+    value: str
+    sample: Machine
+    machines: list[Machine] = field(default_factory=list)
+    reserved: int = 0  # reserved by Same needs seeded earlier this cycle
+
+
+class _SameIndex:
+    """One pool's free machines grouped by Same domain value, then by signature.
+
+    Lets a co-location need total each domain's acquirable supply per group of
+    identical machines instead of per machine.
+    """
+
+    def __init__(self, pool: list[Machine], key: str) -> None:
+        self.by_value: dict[str, list[_Group]] = {}
+        self.group_of: dict[str, _Group] = {}
+        groups: dict[tuple[str, tuple[object, ...]], _Group] = {}
+        for m in pool:
+            value = m.attribute(key)
+            if value is None:
+                continue
+            group = groups.get((value, m.signature))
+            if group is None:
+                group = groups[(value, m.signature)] = _Group(value, m)
+                self.by_value.setdefault(value, []).append(group)
+            group.machines.append(m)
+            self.group_of[m.id] = group
 
 
 def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
@@ -99,6 +131,7 @@ class _Phase1:
         self.actions: list[Action] = []
         self._pools: dict[tuple[object, ...], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
+        self._same_indexes: dict[tuple[int, str], _SameIndex] = {}
 
     # -- supply views -------------------------------------------------------------------------
 
@@ -190,16 +223,20 @@ class _Phase1:
             if (m.assigned_group, m.assigned_need_fingerprint) == own_key:
                 b.own_total = rv.add(b.own_total, m.alloc)
             b.members.append(m)
-        if not need.parked:
-            for state in (S.IDLE, S.SPECULATIVE):
-                for m in self._unclaimed(self._pool(need, state)):
-                    if m.id in self.consumed or not self._eligible(need, m):
+        indexes = [] if need.parked else [
+            self._same_index(self._pool(need, state), same.key)
+            for state in (S.IDLE, S.SPECULATIVE)
+        ]
+        for index_ in indexes:
+            # Seeding runs before any acquisition, so free machines are unclaimed here.
+            for value, groups in index_.by_value.items():
+                for group in groups:
+                    free = len(group.machines) - group.reserved
+                    if free <= 0 or not self._eligible(need, group.sample):
                         continue
-                    value = m.attribute(same.key) or ""
                     b = buckets.setdefault(value, _Bucket(value))
-                    b.count += 1
-                    b.total = rv.add(b.total, m.alloc)
-                    b.acquirable.append(m)
+                    b.count += free
+                    b.total = rv.add(b.total, rv.scale(group.sample.alloc, free))
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
             return
@@ -213,13 +250,24 @@ class _Phase1:
             if rv.is_zero(self.remaining[index]):
                 break
             self._credit(index, m)
-        if not need.parked:
-            reserve = dict(self.remaining[index])
-            for m in best.acquirable:
-                if rv.is_zero(reserve):
-                    break
-                self.consumed.add(m.id)
-                reserve = rv.sub(reserve, m.alloc)
+        reserve = dict(self.remaining[index])
+        for index_ in indexes:
+            for group in index_.by_value.get(best.value, ()):
+                if not self._eligible(need, group.sample):
+                    continue
+                for m in group.machines:
+                    if rv.is_zero(reserve):
+                        return
+                    if m.id not in self.consumed:
+                        self.consumed.add(m.id)
+                        group.reserved += 1
+                        reserve = rv.sub(reserve, m.alloc)
+
+    def _same_index(self, pool: list[Machine], key: str) -> _SameIndex:
+        index = self._same_indexes.get((id(pool), key))
+        if index is None:
+            index = self._same_indexes[(id(pool), key)] = _SameIndex(pool, key)
+        return index
 
     # -- (b) acquisition ----------------------------------------------------------------------
 
