@@ -14,7 +14,6 @@ import gc
 import random
 import resource
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,10 +54,16 @@ class BenchResult:
 
     def as_json(self) -> dict[str, object]:
         return {
-            "machines": self.machines, "needs": self.needs, "clusters": self.clusters,
-            "colocated": self.colocated, "cycles": self.cycles, "cycle_ms": self.cycle_ms,
-            "phases_ms": self.phases_ms, "first_cycle_ms": self.first_cycle_ms,
-            "peak_rss_mb": self.peak_rss_mb, "bytes_per_machine": self.bytes_per_machine,
+            "machines": self.machines,
+            "needs": self.needs,
+            "clusters": self.clusters,
+            "colocated": self.colocated,
+            "cycles": self.cycles,
+            "cycle_ms": self.cycle_ms,
+            "phases_ms": self.phases_ms,
+            "first_cycle_ms": self.first_cycle_ms,
+            "peak_rss_mb": self.peak_rss_mb,
+            "bytes_per_machine": self.bytes_per_machine,
         }
 
 
@@ -102,8 +107,9 @@ def build_inventory(machines: int, clusters: int, rng: random.Random) -> Invento
     return inv
 
 
-def build_demand(inv: Inventory, needs: int, clusters: int, colocated: float,
-                 rng: random.Random) -> NeedsTable:
+def build_demand(
+    inv: Inventory, needs: int, clusters: int, colocated: float, rng: random.Random
+) -> NeedsTable:
     """Per cluster, needs sized so their total roughly matches the cluster's bound supply."""
     table = NeedsTable()
     per_cluster = max(1, needs // clusters)
@@ -122,12 +128,23 @@ def build_demand(inv: Inventory, needs: int, clusters: int, colocated: float,
                 requirements.append(Requirement(RACK_KEY, Operator.SAME))
                 group = f"{cluster}-gang-{n}"
                 units = rng.randint(4, 8)
-            profile = Profile(tuple(requirements), (), rng.choice((100, 1_000, 100_000)),
-                              penalty.bucket_for_dollars(rng.choice((1, 64, 8000))),
-                              penalty.PINNED)
-            rows.append(Need(cluster=cluster, profile=profile,
-                             aggregate={k: v * units for k, v in unit.items()}, min_unit=unit,
-                             group=group, arrival=n))
+            profile = Profile(
+                tuple(requirements),
+                (),
+                rng.choice((100, 1_000, 100_000)),
+                penalty.bucket_for_dollars(rng.choice((1, 64, 8000))),
+                penalty.PINNED,
+            )
+            rows.append(
+                Need(
+                    cluster=cluster,
+                    profile=profile,
+                    aggregate={k: v * units for k, v in unit.items()},
+                    min_unit=unit,
+                    group=group,
+                    arrival=n,
+                )
+            )
         table.replace(cluster, rows)
     return table
 
@@ -138,8 +155,15 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(ordered) * 1000, 3), "p99": round(p99 * 1000, 3)}
 
 
-def run(machines: int, needs: int, clusters: int, colocated: float, cycles: int, seed: int = 1,
-        progress: Callable[[int], None] = lambda done: None) -> BenchResult:
+def run(
+    machines: int,
+    needs: int,
+    clusters: int,
+    colocated: float,
+    cycles: int,
+    seed: int = 1,
+    progress: Callable[[int], None] = lambda done: None,
+) -> BenchResult:
     rng = random.Random(seed)
     gc.collect()
     before = _rss_bytes()
@@ -157,11 +181,14 @@ def run(machines: int, needs: int, clusters: int, colocated: float, cycles: int,
             samples[key].append(result.seconds[key])
         progress(done + 1)
     return BenchResult(
-        machines=machines, needs=len(table.snapshot()), clusters=clusters, colocated=colocated,
-        cycles=cycles, cycle_ms=_percentiles(samples["cycle"]),
+        machines=machines,
+        needs=len(table.snapshot()),
+        clusters=clusters,
+        colocated=colocated,
+        cycles=cycles,
+        cycle_ms=_percentiles(samples["cycle"]),
         phases_ms={k: _percentiles(v) for k, v in samples.items() if k != "cycle"},
-        first_cycle_ms=round(first * 1000, 3), peak_rss_mb=round(_rss_bytes() / 2**20, 1),
+        first_cycle_ms=round(first * 1000, 3),
+        peak_rss_mb=round(_rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),
     )
-
-

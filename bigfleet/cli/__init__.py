@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 
 from bigfleet import __version__, logs
+from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
+from bigfleet.cli.planned import planned
 from bigfleet.cli.provider import provider
 from bigfleet.cli.sim import sim
 from bigfleet.crd import crd_dir
@@ -27,7 +29,6 @@ PLANNED: dict[str, tuple[str, int]] = {
     "coordinator": ("Run a coordinator replica on etcd", 6),
     "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
     "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
-    "bench": ("Run a benchmark and write its figures as JSON", 3),
 }
 
 
@@ -76,24 +77,10 @@ def selfcheck(crds_path: Path | None) -> None:
     sys.exit(0 if passed == len(results) else 1)
 
 
-def _planned(name: str, summary: str, issue: int) -> click.Command:
-    @click.command(
-        name,
-        help=f"[not built yet: issue #{issue}] {summary}.",
-        short_help=f"[not built yet] {summary}",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=False,
-    )
-    def command() -> None:
-        click.echo(f"bigfleet {name}: not built yet; issue #{issue} builds it.", err=True)
-        sys.exit(2)
-
-    return command
-
-
 for _name, (_summary, _issue) in PLANNED.items():
-    main.add_command(_planned(_name, _summary, _issue))
+    main.add_command(planned(_name, _summary, _issue))
 
 main.add_command(provider)
 main.add_command(conformance)
 main.add_command(sim)
+main.add_command(bench)

@@ -223,10 +223,14 @@ class _Phase1:
             if (m.assigned_group, m.assigned_need_fingerprint) == own_key:
                 b.own_total = rv.add(b.own_total, m.alloc)
             b.members.append(m)
-        indexes = [] if need.parked else [
-            self._same_index(self._pool(need, state), same.key)
-            for state in (S.IDLE, S.SPECULATIVE)
-        ]
+        indexes = (
+            []
+            if need.parked
+            else [
+                self._same_index(self._pool(need, state), same.key)
+                for state in (S.IDLE, S.SPECULATIVE)
+            ]
+        )
         for index_ in indexes:
             # Seeding runs before any acquisition, so free machines are unclaimed here.
             for value, groups in index_.by_value.items():

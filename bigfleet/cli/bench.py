@@ -1,0 +1,90 @@
+"""`bigfleet bench`: benchmarks that print figures and write JSON, never pass/fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bigfleet.cli.planned import planned
+
+
+@click.group()
+def bench() -> None:
+    """Measure; compare runs side by side."""
+
+
+@bench.command()
+@click.option("--machines", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--needs", default=2_600, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--colocated",
+    default=0.93,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction of needs that are co-location gangs (Same on a rack).",
+)
+@click.option("--clusters", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--cycles",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Warm cycles measured after the first.",
+)
+@click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the figures here as JSON.",
+)
+def engine(
+    machines: int,
+    needs: int,
+    colocated: float,
+    clusters: int,
+    cycles: int,
+    seed: int,
+    json_path: Path | None,
+) -> None:
+    """Decision-cycle time on a synthetic fleet: per phase and whole cycle, p50/p99 in ms."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from sim import bench_engine
+
+    console = Console()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("cycles", total=cycles)
+        result = bench_engine.run(
+            machines,
+            needs,
+            clusters,
+            colocated,
+            cycles,
+            seed,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    table = Table(
+        title=f"engine: {result.machines:,} machines, {result.needs:,} needs, "
+        f"{result.clusters} clusters, {result.colocated:.0%} co-located"
+    )
+    for column in ("", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("cycle", str(result.cycle_ms["p50"]), str(result.cycle_ms["p99"]))
+    for phase, figures in result.phases_ms.items():
+        table.add_row(phase, str(figures["p50"]), str(figures["p99"]))
+    console.print(table)
+    console.print(
+        f"first cycle {result.first_cycle_ms} ms; peak RSS {result.peak_rss_mb} MiB; "
+        f"{result.bytes_per_machine} bytes per machine in the inventory"
+    )
+    if json_path:
+        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+
+
+bench.add_command(planned("coordinator", "Coordinator failover and rebalance latency", 6))
+bench.add_command(planned("chain", "1,000 unschedulable Pods bound on the local control plane", 7))
