@@ -46,7 +46,6 @@ class _Bucket:
     total: dict[str, int] = field(default_factory=dict)
     creditable_total: dict[str, int] = field(default_factory=dict)
     own_total: dict[str, int] = field(default_factory=dict)
-    members: list[Machine] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -80,6 +79,37 @@ class _SameIndex:
                 self.by_value.setdefault(value, []).append(group)
             group.machines.append(m)
             self.group_of[m.id] = group
+
+
+@dataclass(slots=True)
+class _CreditGroup:
+    """A cluster's bound machines sharing a Same value, a signature and an attribution."""
+
+    value: str
+    sample: Machine
+    own: tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
+    machines: list[Machine] = field(default_factory=list)
+    claimed: int = 0
+
+
+class _CreditIndex:
+    """One creditable pool grouped for co-location seeding, with positions for keep order."""
+
+    def __init__(self, pool: list[Machine], key: str) -> None:
+        self.by_value: dict[str, list[_CreditGroup]] = {}
+        self.position: dict[str, int] = {}
+        groups: dict[tuple[object, ...], _CreditGroup] = {}
+        for position, m in enumerate(pool):
+            value = m.attribute(key)
+            if value is None:
+                continue
+            own = (m.assigned_group, m.assigned_need_fingerprint)
+            group = groups.get((value, m.signature, own))
+            if group is None:
+                group = groups[(value, m.signature, own)] = _CreditGroup(value, m, own)
+                self.by_value.setdefault(value, []).append(group)
+            group.machines.append(m)
+            self.position[m.id] = position
 
 
 def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
@@ -132,19 +162,31 @@ class _Phase1:
         self._pools: dict[tuple[object, ...], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
         self._same_indexes: dict[tuple[int, str], _SameIndex] = {}
+        self._credit_indexes: dict[tuple[int, str], _CreditIndex] = {}
+        self._credit_groups_of: dict[str, list[_CreditGroup]] = {}
+        self._creating: dict[tuple[str, str], list[Machine]] = {}
 
     # -- supply views -------------------------------------------------------------------------
 
-    def _creditable(self, need: Need) -> Iterator[Machine]:
+    def _creditable_pools(self, need: Need) -> list[list[Machine]]:
+        """Bound supply in keep order: Configured, Configuring, then own in-flight Creating."""
         types = need.profile.pinned_types
-        for state in (S.CONFIGURED, S.CONFIGURING):
-            if types:
-                yield from self.inv.keep_order_of_types(need.cluster, state, types)
-            else:
-                yield from self.inv.keep_order(need.cluster, state)
-        for m in self.inv.in_state(S.CREATING):  # only our own attributed provisions
-            if m.assigned_group == need.group and m.assigned_need_fingerprint == need.fingerprint:
-                yield m
+        pools = [
+            self.inv.keep_order_of_types(need.cluster, state, types)
+            if types
+            else self.inv.keep_order(need.cluster, state)
+            for state in (S.CONFIGURED, S.CONFIGURING)
+        ]
+        own = (need.group, need.fingerprint)
+        creating = self._creating.get(own)
+        if creating is None:
+            creating = self._creating[own] = [
+                m
+                for m in self.inv.in_state(S.CREATING)
+                if (m.assigned_group, m.assigned_need_fingerprint) == own
+            ]
+        pools.append(creating)
+        return pools
 
     def _pool(self, need: Need, state: MachineState) -> list[Machine]:
         """Idle by price, Speculative by effective cost for this need's interruption bucket."""
@@ -177,6 +219,19 @@ class _Phase1:
     def _credit(self, index: int, m: Machine) -> None:
         self.claimed[m.id] = index
         self.remaining[index] = rv.sub(self.remaining[index], m.alloc)
+        for group in self._credit_groups_of.get(m.id, ()):
+            group.claimed += 1
+
+    def _credit_index(self, pool: list[Machine], key: str) -> _CreditIndex:
+        index = self._credit_indexes.get((id(pool), key))
+        if index is None:
+            index = self._credit_indexes[(id(pool), key)] = _CreditIndex(pool, key)
+            for groups in index.by_value.values():
+                for group in groups:
+                    group.claimed = sum(m.id in self.claimed for m in group.machines)
+                    for m in group.machines:
+                        self._credit_groups_of.setdefault(m.id, []).append(group)
+        return index
 
     def _acquire(self, index: int, m: Machine) -> None:
         need = self.demand[index]
@@ -201,28 +256,32 @@ class _Phase1:
             if need.profile.same is not None:
                 self._seed_same(index, need)
                 continue
-            for m in self._creditable(need):
-                if rv.is_zero(self.remaining[index]):
-                    break
-                if m.id not in self.claimed and self._eligible(need, m):
-                    self._credit(index, m)
+            for pool in self._creditable_pools(need):
+                for m in self._unclaimed(pool):
+                    if rv.is_zero(self.remaining[index]):
+                        break
+                    if self._eligible(need, m):
+                        self._credit(index, m)
 
     def _seed_same(self, index: int, need: Need) -> None:
         same = need.profile.same
         assert same is not None
         buckets: dict[str, _Bucket] = {}
         own_key = (need.group, need.fingerprint)
-        for m in self._creditable(need):
-            if m.id in self.claimed or not self._eligible(need, m):
-                continue
-            value = m.attribute(same.key) or ""
-            b = buckets.setdefault(value, _Bucket(value))
-            b.count += 1
-            b.total = rv.add(b.total, m.alloc)
-            b.creditable_total = rv.add(b.creditable_total, m.alloc)
-            if (m.assigned_group, m.assigned_need_fingerprint) == own_key:
-                b.own_total = rv.add(b.own_total, m.alloc)
-            b.members.append(m)
+        credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
+        for credit_index in credit_indexes:
+            for value, credit_groups in credit_index.by_value.items():
+                for cg in credit_groups:
+                    free = len(cg.machines) - cg.claimed
+                    if free <= 0 or not self._eligible(need, cg.sample):
+                        continue
+                    supply = rv.scale(cg.sample.alloc, free)
+                    b = buckets.setdefault(value, _Bucket(value))
+                    b.count += free
+                    b.total = rv.add(b.total, supply)
+                    b.creditable_total = rv.add(b.creditable_total, supply)
+                    if cg.own == own_key:
+                        b.own_total = rv.add(b.own_total, supply)
         indexes = (
             []
             if need.parked
@@ -246,11 +305,16 @@ class _Phase1:
             return
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
-        own_first = sorted(
-            best.members,
-            key=lambda m: (m.assigned_group, m.assigned_need_fingerprint) != own_key,
-        )
-        for m in own_first:
+        members = [
+            (cg.own != own_key, pool_order, credit_index.position[m.id], m)
+            for pool_order, credit_index in enumerate(credit_indexes)
+            for cg in credit_index.by_value.get(best.value, ())
+            if self._eligible(need, cg.sample)
+            for m in cg.machines
+            if m.id not in self.claimed
+        ]
+        members.sort(key=lambda entry: entry[:3])  # own gang first, then keep order
+        for *_, m in members:
             if rv.is_zero(self.remaining[index]):
                 break
             self._credit(index, m)
