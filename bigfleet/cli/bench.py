@@ -74,9 +74,14 @@ def engine(
     )
     for column in ("", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if column else "left")
-    table.add_row("cycle", str(result.cycle_ms["p50"]), str(result.cycle_ms["p99"]))
+    table.add_row("cycle after a change", str(result.cycle_ms["p50"]), str(result.cycle_ms["p99"]))
     for phase, figures in result.phases_ms.items():
         table.add_row(phase, str(figures["p50"]), str(figures["p99"]))
+    table.add_row(
+        "cycle, nothing changed",
+        str(result.steady_cycle_ms["p50"]),
+        str(result.steady_cycle_ms["p99"]),
+    )
     console.print(table)
     console.print(
         f"first cycle {result.first_cycle_ms} ms; peak RSS {result.peak_rss_mb} MiB; "

@@ -2,6 +2,10 @@
 
 All phases read the same inventory state; the engine never mutates it. The
 caller (shard runtime or simulator) executes `rails.execute` and reconciles.
+
+Work is proportional to what changed: when inventory, demand, reporting
+clusters and parking are all as they were last cycle, the phases' decisions
+are reused and only the clock-driven idle release is recomputed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from shard.engine import rails
 from shard.engine.decision import phase1, phase2, phase3
 from shard.engine.decision.actions import Action
 from shard.engine.inventory import Inventory
-from shard.engine.needs import NeedsTable
+from shard.engine.needs import Need, NeedsTable
 from shard.engine.normalize import normalize
 from shard.engine.parking import ParkingLedger
 from shard.engine.shortfall import ShortfallLedger
+
+_Inputs = tuple[int, int, frozenset[str]]
 
 
 @dataclass(slots=True)
@@ -27,47 +33,68 @@ class CycleResult:
     phase2: phase2.Phase2Result
     seconds: dict[str, float] = field(default_factory=dict)  # per phase, for metrics
     deduped: int = 0  # actions dropped because another phase already acts on the machine
+    reused: bool = False  # nothing changed: the phases' decisions were reused
+
+
+@dataclass(slots=True)
+class _Decisions:
+    key: tuple[_Inputs, tuple[bool, ...]]
+    first: phase1.Phase1Result
+    second: phase2.Phase2Result
+    reclaims: list[Action]
 
 
 class Engine:
-    """Owns the state that spans cycles: parking ages and the shortfall ledger."""
+    """Owns the state that spans cycles: parking ages, the shortfall ledger, last decisions."""
 
     def __init__(self, settings: rails.RailSettings | None = None) -> None:
         self.settings = settings or rails.RailSettings()
         self.parking = ParkingLedger()
         self.shortfalls = ShortfallLedger()
+        self._normalized: tuple[_Inputs, list[Need]] | None = None
+        self._last: _Decisions | None = None
 
     def cycle(
         self, inventory: Inventory, table: NeedsTable, reported: set[str], now: float
     ) -> CycleResult:
         """Decide one cycle. `reported`: clusters that sent a roll-up since process start."""
         clock = time.perf_counter
-        seconds: dict[str, float] = {}
+        seconds = dict.fromkeys(("normalize", "phase1", "phase2", "phase3"), 0.0)
         start = clock()
-        demand = self.parking.stamp(normalize(inventory, table.snapshot()))
+        inputs: _Inputs = (inventory.version, table.version, frozenset(reported))
+        if self._normalized is None or self._normalized[0] != inputs:
+            self._normalized = (inputs, normalize(inventory, table.snapshot()))
+        demand = self.parking.stamp(self._normalized[1])
         seconds["normalize"] = clock() - start
 
-        mark = clock()
-        first = phase1.run(inventory, demand)
-        self.parking.update(demand, first.unsatisfied)
-        seconds["phase1"] = clock() - mark
+        key = (inputs, tuple(n.parked for n in demand))
+        reused = self._last is not None and self._last.key == key
+        if not reused:
+            mark = clock()
+            first = phase1.run(inventory, demand)
+            seconds["phase1"] = clock() - mark
+            mark = clock()
+            second = phase2.run(inventory, first.unsatisfied)
+            seconds["phase2"] = clock() - mark
+            mark = clock()
+            reclaims = phase3.reclaims(inventory, first.claimed.keys(), reported)
+            seconds["phase3"] = clock() - mark
+            self._last = _Decisions(key, first, second, reclaims)
+        last = self._last
+        assert last is not None
+        self.parking.update(demand, last.first.unsatisfied)
 
         mark = clock()
-        second = phase2.run(inventory, first.unsatisfied)
-        seconds["phase2"] = clock() - mark
+        releases = phase3.releases(inventory, last.first.claimed.keys(), now)
+        seconds["phase3"] += clock() - mark
 
-        mark = clock()
-        claimed = first.claimed.keys()
-        third = phase3.reclaims(inventory, claimed, reported) + phase3.releases(
-            inventory, claimed, now
+        decided, deduped = _one_action_per_machine(
+            last.first.actions + last.second.actions + last.reclaims + releases
         )
-        seconds["phase3"] = clock() - mark
-
-        decided, deduped = _one_action_per_machine(first.actions + second.actions + third)
         outcome = rails.apply(decided, self.settings, inventory.configured_per_cluster())
-        self.shortfalls.record(second.unresolved)
+        self.shortfalls.record(last.second.unresolved)
         seconds["cycle"] = clock() - start
-        return CycleResult(decided, outcome, first, second, seconds, deduped)
+        return CycleResult(decided, outcome, last.first, last.second, seconds, deduped, reused)
 
 
 def _one_action_per_machine(actions: list[Action]) -> tuple[list[Action], int]:

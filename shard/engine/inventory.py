@@ -9,11 +9,15 @@ little.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from shard.engine.machine import Machine, MachineState, check
+
+# Versions are unique across instances, so a cache keyed on one can never confuse two.
+_VERSIONS = itertools.count(1)
 
 S = MachineState
 
@@ -68,6 +72,7 @@ class Inventory:
         self._by_cluster_state = _SortedBuckets(_keep_order)
         self._by_cluster_state_type = _SortedBuckets(_keep_order)
         self._idle_since: dict[str, float] = {}
+        self.version = next(_VERSIONS)  # changes with every write that changes a machine
 
     def __len__(self) -> int:
         return len(self._machines)
@@ -86,6 +91,9 @@ class Inventory:
         """Insert or replace a machine; InvalidMachine leaves the inventory untouched."""
         check(machine)
         previous = self._machines.get(machine.id)
+        if previous == machine:
+            return  # a replayed record: nothing to re-index, the Idle stamp stays
+        self.version = next(_VERSIONS)
         if previous is not None:
             self._unindex(previous)
         self._machines[machine.id] = machine
@@ -99,6 +107,7 @@ class Inventory:
     def remove(self, machine_id: str) -> None:
         machine = self._machines.pop(machine_id, None)
         if machine is not None:
+            self.version = next(_VERSIONS)
             self._unindex(machine)
             self._idle_since.pop(machine_id, None)
 

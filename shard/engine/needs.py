@@ -7,10 +7,14 @@ contribution atomically and never merges.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from shard.engine.profile import Profile
 from shard.engine.resources import Vector
+
+# Versions are unique across instances, so a cache keyed on one can never confuse two.
+_VERSIONS = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,13 +44,18 @@ def demand_order(need: Need) -> tuple[int, int, str]:
 class NeedsTable:
     def __init__(self) -> None:
         self._by_cluster: dict[str, tuple[Need, ...]] = {}
+        self.version = next(_VERSIONS)  # changes with every replacement that changes rows
 
     def replace(self, cluster: str, needs: list[Need]) -> None:
         """Swap the cluster's whole demand; an empty list withdraws it."""
         if any(n.cluster != cluster for n in needs):
             raise ValueError(f"roll-up for {cluster} carries another cluster's need")
-        if needs:
-            self._by_cluster[cluster] = tuple(needs)
+        rows = tuple(needs)
+        if rows == self._by_cluster.get(cluster, ()):
+            return  # the same demand again: steady state
+        self.version = next(_VERSIONS)
+        if rows:
+            self._by_cluster[cluster] = rows
         else:
             self._by_cluster.pop(cluster, None)
 

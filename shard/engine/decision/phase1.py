@@ -67,7 +67,7 @@ class _SameIndex:
 
     def __init__(self, pool: list[Machine], key: str) -> None:
         self.by_value: dict[str, list[_Group]] = {}
-        self.group_of: dict[str, _Group] = {}
+        self.in_order: dict[str, list[Machine]] = {}  # each value's machines in pool order
         groups: dict[tuple[str, tuple[object, ...]], _Group] = {}
         for m in pool:
             value = m.attribute(key)
@@ -78,7 +78,7 @@ class _SameIndex:
                 group = groups[(value, m.signature)] = _Group(value, m)
                 self.by_value.setdefault(value, []).append(group)
             group.machines.append(m)
-            self.group_of[m.id] = group
+            self.in_order.setdefault(value, []).append(m)
 
 
 @dataclass(slots=True)
@@ -370,10 +370,10 @@ class _Phase1:
         same = need.profile.same
         if domain is None or same is None:
             return  # no domain had any supply when the need was seeded
-        for m in self._unclaimed(pool):
+        for m in self._same_index(pool, same.key).in_order.get(domain, ()):
             if rv.is_zero(self.remaining[index]):
                 return
-            if m.attribute(same.key) == domain and self._eligible(need, m):
+            if m.id not in self.claimed and self._eligible(need, m):
                 self._acquire(index, m)
 
     def _take_spread(self, index: int, need: Need, pool: list[Machine], spread: Spread) -> None:

@@ -518,3 +518,30 @@ def test_an_unclaimed_victim_is_preempted_once_not_also_reclaimed() -> None:
     result = Engine(NO_RAILS).cycle(inv, table(need("c2", 100, 1)), {"c1", "c2"}, now=0)
     assert kinds(result.decided) == [("Preempt", "m-0")]
     assert result.deduped == 1
+
+
+def test_an_unchanged_cycle_reuses_its_decisions_and_any_change_recomputes() -> None:
+    inv = inventory(machine("i-0", S.IDLE), machine("i-1", S.IDLE))
+    demand = table(need("c1", 100, 1))
+    engine = Engine(NO_RAILS)
+    first = engine.cycle(inv, demand, {"c1"}, now=0)
+    again = engine.cycle(inv, demand, {"c1"}, now=1)
+    assert (first.reused, again.reused) == (False, True)
+    assert kinds(again.decided) == kinds(first.decided) == [("Bootstrap", "i-0")]
+    demand.replace("c1", [need("c1", 100, 2)])
+    changed = engine.cycle(inv, demand, {"c1"}, now=2)
+    assert not changed.reused
+    assert kinds(changed.decided) == [("Bootstrap", "i-0"), ("Bootstrap", "i-1")]
+    inv.upsert(machine("i-0", S.CONFIGURED, cluster="c1"), now=3)
+    moved = engine.cycle(inv, demand, {"c1"}, now=3)
+    assert not moved.reused and kinds(moved.decided) == [("Bootstrap", "i-1")]
+
+
+def test_replaying_identical_rows_or_records_changes_no_version() -> None:
+    inv = inventory(machine("i-0", S.IDLE))
+    demand = table(need("c1", 100, 1))
+    versions = (inv.version, demand.version)
+    inv.upsert(machine("i-0", S.IDLE), now=99)
+    demand.replace("c1", [need("c1", 100, 1)])
+    assert (inv.version, demand.version) == versions
+    assert inv.idle_since("i-0") == 0.0
