@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shard.engine.machine import Machine, MachineState, check
+from shard.engine.machine import CapacityType, Machine, MachineState, check
 
 # Versions are unique across instances, so a cache keyed on one can never confuse two.
 _VERSIONS = itertools.count(1)
@@ -72,6 +72,8 @@ class Inventory:
         self._by_cluster_state = _SortedBuckets(_keep_order)
         self._by_cluster_state_type = _SortedBuckets(_keep_order)
         self._idle_since: dict[str, float] = {}
+        # Idle machines per capacity type, longest idle first: release scans stop early.
+        self._idle_by_type = _SortedBuckets(lambda m: (self._idle_since.get(m.id, 0.0), m.id))
         self.version = next(_VERSIONS)  # changes with every write that changes a machine
 
     def __len__(self) -> int:
@@ -97,12 +99,12 @@ class Inventory:
         if previous is not None:
             self._unindex(previous)
         self._machines[machine.id] = machine
-        self._index(machine)
         if machine.state == S.IDLE:
             if previous is None or previous.state != S.IDLE:
                 self._idle_since[machine.id] = now  # entry into Idle; Idle->Idle keeps the stamp
         else:
             self._idle_since.pop(machine.id, None)
+        self._index(machine)
 
     def remove(self, machine_id: str) -> None:
         machine = self._machines.pop(machine_id, None)
@@ -112,6 +114,8 @@ class Inventory:
             self._idle_since.pop(machine_id, None)
 
     def _index(self, m: Machine) -> None:
+        if m.state == S.IDLE:
+            self._idle_by_type.put(m.capacity_type, m)
         self._by_state.put(m.state, m)
         self._by_state_type.put((m.state, m.instance_type), m)
         if m.cluster:
@@ -119,6 +123,8 @@ class Inventory:
             self._by_cluster_state_type.put((m.cluster, m.state, m.instance_type), m)
 
     def _unindex(self, m: Machine) -> None:
+        if m.state == S.IDLE:
+            self._idle_by_type.drop(m.capacity_type, m.id)
         self._by_state.drop(m.state, m.id)
         self._by_state_type.drop((m.state, m.instance_type), m.id)
         if m.cluster:
@@ -127,6 +133,10 @@ class Inventory:
 
     def idle_since(self, machine_id: str) -> float | None:
         return self._idle_since.get(machine_id)
+
+    def idle_longest_first(self, capacity_type: CapacityType) -> list[Machine]:
+        """Idle machines of a capacity type, earliest idle-since stamp first."""
+        return self._idle_by_type.sorted(capacity_type)
 
     def in_state(self, state: MachineState) -> list[Machine]:
         """Machines in `state`, price asc then id asc."""
