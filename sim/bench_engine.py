@@ -16,6 +16,7 @@ import gc
 import random
 import resource
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -120,12 +121,12 @@ def build_demand(
     per_cluster = max(1, needs // clusters)
     for c in range(clusters):
         cluster = f"cluster-{c:03d}"
-        bound = inv.keep_order(cluster, S.CONFIGURED)
+        bound_of_type = Counter(m.instance_type for m in inv.keep_order(cluster, S.CONFIGURED))
         rows = []
         for n in range(per_cluster):
             itype = rng.randrange(len(CATALOG))
             unit = _resources(itype)
-            share = sum(1 for m in bound if m.instance_type == CATALOG[itype][0])
+            share = bound_of_type[CATALOG[itype][0]]
             units = max(1, share // max(1, per_cluster // len(CATALOG)))
             requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, (CATALOG[itype][0],))]
             group = ""
