@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -425,6 +426,62 @@ async def metadata_cleared(t: Target) -> None:
     m = await t.settle(mid, {IDLE})
     expect(m.cluster == "", f"cluster {m.cluster!r} survived the drain")
     expect(dict(m.shard_metadata) == {}, "metadata survived the drain")
+
+
+# -- scale and properties -----------------------------------------------------------------------
+
+
+@check("scale", "full-list-valid", "a full List has unique ids and valid records (B1101)")
+async def full_list_valid(t: Target) -> None:
+    machines = (await t.list()).machines
+    ids = [m.id for m in machines]
+    expect(len(ids) == len(set(ids)), "a machine is listed twice")
+    for m in machines:
+        expect(bool(m.id), "a machine without an id")
+        has_host = m.HasField("host") and bool(m.host.ref)
+        if m.state == SPEC:
+            expect(not has_host and not m.cluster, f"{m.id}: Speculative with host or cluster")
+        if m.state == CONFIGURED:
+            expect(has_host and bool(m.cluster), f"{m.id}: Configured without host or cluster")
+
+
+# Which call moves a machine out of which stable state, and where to.
+_EDGES = {
+    "create": (SPEC, IDLE),
+    "configure": (IDLE, CONFIGURED),
+    "drain": (CONFIGURED, IDLE),
+    "delete": (IDLE, SPEC),
+}
+
+
+@check(
+    "property",
+    "random-lifecycle",
+    "seeded random calls obey the four-edge model; refusals never use FP (B1203)",
+)
+async def random_lifecycle(t: Target) -> None:
+    rng = random.Random(1203)
+    mid = await t.fresh(SPEC)
+    state = SPEC
+    calls: dict[str, Callable[[str], Awaitable[pb.TransitionAck]]] = {
+        "create": t.create,
+        "configure": t.configure,
+        "drain": t.drain,
+        "delete": t.delete,
+    }
+    for _ in range(24):
+        name = rng.choice(sorted(calls))
+        source, target = _EDGES[name]
+        code = await status_of(calls[name](mid))
+        if name == "delete" and code == Code.UNIMPLEMENTED:
+            continue
+        if state == source:
+            expect(code == Code.OK, f"{name} from {S.Name(state)} failed with {code.name}")
+            state = (await t.settle(mid, {target})).state
+        else:
+            expect(code != FP, f"{name} from {S.Name(state)} answered FAILED_PRECONDITION")
+            if code == Code.OK:  # an idempotent repeat may succeed; it must not move
+                expect((await t.get(mid)).state == state, f"{name} moved the machine")
 
 
 async def run_check(t: Target, c: Check) -> str | None:
