@@ -18,6 +18,7 @@ from bigfleet import penalty, quantity
 from bigfleet.wire import capacity_pb2
 from bigfleet.wire import provider_pb2 as pb
 from providers_fake.config import FleetConfig, Pool
+from providers_fake.fleet import FakeFleet
 from shard import codec
 from shard.engine.decision.actions import Action
 from shard.engine.machine import MachineState
@@ -118,7 +119,7 @@ class RunResult:
         return not self.problems
 
 
-def _fleet(pools: tuple[Pool, ...], seed: int) -> Any:
+def _fleet(pools: tuple[Pool, ...], seed: int) -> FakeFleet:
     return FleetConfig(seed=seed, pools=pools).build(clock=lambda: 0.0)
 
 
