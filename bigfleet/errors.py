@@ -51,17 +51,3 @@ class InvalidTransition(BigFleetError):
     """An out-of-position lifecycle call. Never FAILED_PRECONDITION: that code means fencing."""
 
     code = grpc.StatusCode.INTERNAL
-
-
-class Unsupported(BigFleetError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-def from_status(code: grpc.StatusCode, message: str) -> BigFleetError:
-    """The named error for a status a peer returned, for `except StaleFencingToken` callers."""
-    for cls in (StaleFencingToken, InvalidRequest, MachineNotFound, InvalidTransition, Unsupported):
-        if cls.code == code:
-            return cls(message)
-    error = BigFleetError(message)
-    error.code = code
-    return error

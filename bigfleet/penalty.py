@@ -41,13 +41,3 @@ def upper_bound(bucket: int) -> float:
     if bucket == PINNED:
         return math.inf
     raise ValueError(f"penalty bucket {bucket} is outside 0..27")
-
-
-def label(bucket: int) -> str:
-    """Metric label of a bucket: "unspecified", "0", "0.5", "1" ... "8388608", "pinned"."""
-    if bucket == UNSPECIFIED:
-        return "unspecified"
-    if bucket == PINNED:
-        return "pinned"
-    bound = upper_bound(bucket)
-    return "0.5" if bound == 0.5 else str(int(bound))

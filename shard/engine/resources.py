@@ -5,7 +5,7 @@ Plain dicts keep the hot loops cheap. Functions never mutate their arguments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 Vector = Mapping[str, int]
 EMPTY: Vector = {}
@@ -17,13 +17,6 @@ def add(a: Vector, b: Vector) -> dict[str, int]:
         out[name] = out.get(name, 0) + value
     return out
 
-
-def total(vectors: Iterable[Vector]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for vector in vectors:
-        for name, value in vector.items():
-            out[name] = out.get(name, 0) + value
-    return out
 
 
 def sub(a: Vector, b: Vector) -> dict[str, int]:
