@@ -51,3 +51,11 @@ class InvalidTransition(BigFleetError):
     """An out-of-position lifecycle call. Never FAILED_PRECONDITION: that code means fencing."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class ProviderError(BigFleetError):
+    """A provider refused or failed a call for a reason other than fencing or a lookup."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN) -> None:
+        super().__init__(message)
+        self.code = code

@@ -18,7 +18,6 @@ def add(a: Vector, b: Vector) -> dict[str, int]:
     return out
 
 
-
 def sub(a: Vector, b: Vector) -> dict[str, int]:
     """Per dimension a - b, clamped at 0."""
     return {name: max(0, value - b.get(name, 0)) for name, value in a.items()}

@@ -1,0 +1,273 @@
+"""The executor: actions carried out against providers and operators by bounded workers.
+
+Bootstrap binds an Idle machine: the shard marks it Configuring for the
+cluster, asks the cluster's operator for a join blob, and sends Configure
+with the blob and the need's attribution; a missing session or a blob that
+does not come back in time rolls the machine back to Idle. Provision creates
+a Speculative machine, waits for it to be Idle, then bootstraps it. Reclaim
+and Preempt tell the operator to cordon and drain, then Drain at the
+provider. A fencing refusal means this process is a zombie for that machine:
+it is marked Failed, logged as an incident and never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import replace
+
+from bigfleet import logs
+from bigfleet.errors import BigFleetError, StaleFencingToken
+from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
+from shard import codec
+from shard.engine.decision.actions import Action, ActionKind
+from shard.engine.machine import Machine, MachineState, transition
+from shard.engine.needs import Need
+from shard.runtime.provider import ProviderClient
+from shard.runtime.reconcile import Reconciler
+from shard.runtime.state import ShardState
+
+log = logging.getLogger(__name__)
+S = MachineState
+START_STATE = {
+    ActionKind.BOOTSTRAP: S.IDLE,
+    ActionKind.PROVISION: S.SPECULATIVE,
+    ActionKind.PREEMPT: S.CONFIGURED,
+    ActionKind.RECLAIM: S.CONFIGURED,
+    ActionKind.DELETE: S.IDLE,
+}
+POLL_S = 0.05
+
+
+class _Outcome(Exception):
+    """An action ended without success; `outcome` is the metric label."""
+
+    def __init__(self, outcome: str, message: str = "") -> None:
+        super().__init__(message or outcome)
+        self.outcome = outcome
+
+
+def _requirements(need: Need) -> list[capacity_pb2.NodeSelectorRequirement]:
+    return list(codec.need_to_wire(need).requirements)
+
+
+class Executor:
+    def __init__(
+        self,
+        state: ShardState,
+        providers: dict[str, ProviderClient],
+        reconciler: Reconciler,
+        *,
+        concurrency: int = 8,
+        bootstrap_timeout_s: float = 30.0,
+        execute_timeout_s: float = 30.0,
+    ) -> None:
+        self.state = state
+        self.providers = providers
+        self.reconciler = reconciler
+        self.concurrency = max(1, concurrency)
+        self.bootstrap_timeout_s = bootstrap_timeout_s
+        self.execute_timeout_s = execute_timeout_s
+        self.queue: asyncio.Queue[Action] = asyncio.Queue(maxsize=2 * self.concurrency)
+
+    # -- enqueue (never blocks the cycle) ------------------------------------------------------
+
+    def submit(self, actions: list[Action]) -> None:
+        metrics = self.state.metrics
+        for action in actions:
+            machine = self.state.inventory.get(action.machine_id)
+            if (
+                action.machine_id in self.state.in_flight
+                or machine is None
+                or machine.state != START_STATE[action.kind]
+            ):
+                metrics.actions_deduped.inc()
+                continue
+            try:
+                self.queue.put_nowait(action)
+            except asyncio.QueueFull:
+                metrics.actions_dropped.inc()  # re-derived next cycle
+                continue
+            self.state.in_flight.add(action.machine_id)
+            metrics.actions.labels(action.kind.value).inc()
+        metrics.action_queue_depth.set(self.queue.qsize())
+
+    async def run(self) -> None:
+        """The workers; runs until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.concurrency):
+                group.create_task(self._worker())
+
+    async def _worker(self) -> None:
+        metrics = self.state.metrics
+        while True:
+            action = await self.queue.get()
+            metrics.execute_inflight.inc()
+            operation = secrets.token_hex(4)
+            with logs.bound(
+                machine_id=action.machine_id, cluster=action.cluster, operation_id=operation
+            ):
+                outcome = "success"
+                try:
+                    async with asyncio.timeout(self.execute_timeout_s + self.bootstrap_timeout_s):
+                        await self._execute(action)
+                except _Outcome as result:
+                    outcome = result.outcome
+                except StaleFencingToken as err:
+                    outcome = "fenced"
+                    log.error(
+                        "fenced by the provider: this shard is a zombie for the machine",
+                        extra={"error": str(err)},
+                    )
+                    self._fail(action.machine_id, f"fenced: {err}")
+                except TimeoutError:
+                    outcome = "ctx_canceled"
+                except BigFleetError as err:
+                    outcome = "provider_error"
+                    log.warning(
+                        "action failed", extra={"kind": action.kind.value, "error": str(err)}
+                    )
+                finally:
+                    self.state.in_flight.discard(action.machine_id)
+                    metrics.execute_inflight.dec()
+                    metrics.action_queue_depth.set(self.queue.qsize())
+                metrics.action_outcomes.labels(action.kind.value, outcome).inc()
+
+    # -- the actions ----------------------------------------------------------------------------
+
+    def _provider(self, machine_id: str) -> ProviderClient:
+        name = self.reconciler.owner.get(machine_id)
+        if name is None or name not in self.providers:
+            raise _Outcome("provider_error", f"no provider owns machine {machine_id}")
+        return self.providers[name]
+
+    def _machine(self, machine_id: str) -> Machine:
+        machine = self.state.inventory.get(machine_id)
+        if machine is None:
+            raise _Outcome("stale_state", f"machine {machine_id} vanished")
+        return machine
+
+    def _from_provider(self, wire: provider_pb2.Machine, keep: Machine | None = None) -> Machine:
+        machine = codec.machine_from_wire(wire)
+        if keep is not None and machine.cluster == keep.cluster:
+            # The shard's own attribution stands while the binding lasts.
+            machine = replace(
+                machine,
+                assigned_priority=keep.assigned_priority,
+                assigned_interruption_penalty=keep.assigned_interruption_penalty,
+                assigned_reclamation_penalty=keep.assigned_reclamation_penalty,
+                assigned_need_fingerprint=keep.assigned_need_fingerprint,
+                assigned_group=keep.assigned_group,
+            )
+        self.state.record(machine)
+        return machine
+
+    def _fail(self, machine_id: str, error: str) -> None:
+        machine = self.state.inventory.get(machine_id)
+        if machine is not None and machine.state != S.FAILED:
+            self.state.record(replace(machine, state=S.FAILED, last_error=error))
+
+    async def _execute(self, action: Action) -> None:
+        match action.kind:
+            case ActionKind.BOOTSTRAP:
+                assert action.need is not None
+                await self._bootstrap(action.machine_id, action.cluster, action.need)
+            case ActionKind.PROVISION:
+                assert action.need is not None
+                await self._provision(action.machine_id, action.cluster, action.need)
+            case ActionKind.RECLAIM | ActionKind.PREEMPT:
+                await self._drain(action)
+            case ActionKind.DELETE:
+                ack = await self._provider(action.machine_id).delete(action.machine_id)
+                self._from_provider(ack.machine)
+                self.state.metrics.idle_releases.inc()
+
+    async def _provision(self, machine_id: str, cluster: str, need: Need) -> None:
+        machine = self._machine(machine_id)
+        client = self._provider(machine_id)
+        # Stamp the attribution at Creating so this need is credited while in flight.
+        stamped = replace(
+            machine, assigned_need_fingerprint=need.fingerprint, assigned_group=need.group
+        )
+        ack = await client.create(machine_id)
+        created = self._from_provider(ack.machine, keep=stamped)
+        deadline = time.monotonic() + self.execute_timeout_s
+        while created.state != S.IDLE:
+            if created.state == S.FAILED:
+                raise _Outcome("transition_error", created.last_error)
+            if time.monotonic() > deadline:
+                raise _Outcome("transition_error", "create did not reach Idle in time")
+            await asyncio.sleep(POLL_S)
+            created = self._from_provider(await client.get(machine_id), keep=stamped)
+        await self._bootstrap(machine_id, cluster, need)
+
+    async def _bootstrap(self, machine_id: str, cluster: str, need: Need) -> None:
+        machine = self._machine(machine_id)
+        configuring = transition(
+            machine,
+            S.CONFIGURING,
+            cluster=cluster,
+            assigned_need_fingerprint=need.fingerprint,
+            assigned_group=need.group,
+        )
+        self.state.record(configuring)
+        channel = self.state.channels.get(cluster)
+        if not channel.connected:
+            self._rollback(configuring)
+            raise _Outcome("no_session", f"no operator session for {cluster}")
+        try:
+            async with asyncio.timeout(self.bootstrap_timeout_s):
+                response = await channel.request_bootstrap(_requirements(need))
+        except TimeoutError:
+            self._rollback(configuring)
+            raise _Outcome("blob_timeout", "the operator sent no bootstrap blob in time") from None
+        if response.error:
+            self._rollback(configuring)
+            raise _Outcome("blob_error", response.error)
+        metadata = codec.attribution_metadata(need)
+        try:
+            ack = await self._provider(machine_id).configure(
+                machine_id, cluster, response.user_data, metadata
+            )
+        except StaleFencingToken:
+            raise
+        except BigFleetError as err:
+            self._fail(machine_id, f"configure failed: {err}")
+            raise _Outcome("configure_error", str(err)) from err
+        bound = transition(
+            machine,
+            S.CONFIGURING,
+            cluster=cluster,
+            assigned_priority=need.priority,
+            assigned_need_fingerprint=need.fingerprint,
+            assigned_group=need.group,
+        )
+        self._from_provider(ack.machine, keep=bound)
+
+    def _rollback(self, configuring: Machine) -> None:
+        """Configuring -> Idle before the provider was touched: the binding never happened."""
+        current = self.state.inventory.get(configuring.id)
+        if current is not None and current.state == S.CONFIGURING:
+            self.state.record(
+                transition(
+                    current, S.IDLE, cluster="", assigned_need_fingerprint="", assigned_group=""
+                )
+            )
+
+    async def _drain(self, action: Action) -> None:
+        machine = self._machine(action.machine_id)
+        channel = self.state.channels.get(machine.cluster)
+        instruction = shard_pb2.ReclaimInstruction(
+            instruction_id=secrets.token_hex(8),
+            nodes=[machine.id],
+            grace_period_seconds=action.grace_seconds,
+            preemptor_priority=action.preemptor_priority,
+        )
+        if channel.connected:
+            channel.send_reclaim(instruction)
+        else:
+            log.warning("draining without an operator session", extra={"cluster": machine.cluster})
+        ack = await self._provider(action.machine_id).drain(action.machine_id, action.grace_seconds)
+        self._from_provider(ack.machine, keep=machine)

@@ -1,0 +1,319 @@
+"""ShardService: one shard process, composed. It owns the cycle loop.
+
+A cycle runs every interval, or earlier (at most once per `min_cycle_gap`)
+when a roll-up changed demand; cycles never overlap and never wait on
+execution: actions go to the executor's queue and the next cycle sees their
+effect through reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from bigfleet import logs
+from bigfleet.fencing import advance_epoch
+from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
+from shard import codec
+from shard.engine.cycle import CycleResult, Engine
+from shard.engine.machine import MachineState
+from shard.engine.rails import RailSettings
+from shard.runtime import http
+from shard.runtime.channels import Channels, SessionService
+from shard.runtime.executor import Executor
+from shard.runtime.hints import Hints
+from shard.runtime.metrics import ShardMetrics
+from shard.runtime.provider import ProviderClient
+from shard.runtime.reconcile import Reconciler
+from shard.runtime.state import ShardState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardSettings:
+    shard_id: str
+    listen: str = "127.0.0.1:7780"
+    providers: tuple[tuple[str, str], ...] = ()
+    data_dir: Path = Path("./data")
+    metrics_addr: str = "127.0.0.1:8780"  # "0" disables the HTTP listener
+    cycle_interval_s: float = 10.0
+    min_cycle_gap_s: float = 1.0
+    execute_concurrency: int = 8
+    bootstrap_timeout_s: float = 30.0
+    execute_timeout_s: float = 30.0
+    rails: RailSettings = field(default_factory=RailSettings)
+    empty_rollup_guard: bool = True
+    outbox_cap: int = 1024
+    max_frame_bytes: int = MAX_MESSAGE_BYTES
+    allowed_clusters: frozenset[str] = frozenset()
+    incremental_reconcile: bool = False
+
+
+class ShardService:
+    def __init__(self, settings: ShardSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.epoch = advance_epoch(settings.data_dir / "epoch")  # persisted before any use
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ShardMetrics(self.registry)
+        self.channels = Channels(self.metrics, settings.outbox_cap)
+        self._wake = asyncio.Event()
+        self.state = ShardState(
+            settings.shard_id,
+            self.epoch,
+            self.metrics,
+            self.channels,
+            quarantine_enabled=settings.empty_rollup_guard,
+            on_demand=self._wake.set,
+        )
+        self.providers = {
+            name: ProviderClient(name, address, settings.shard_id, self.epoch)
+            for name, address in settings.providers
+        }
+        self.reconciler = Reconciler(self.state, self.providers, settings.incremental_reconcile)
+        self.executor = Executor(
+            self.state,
+            self.providers,
+            self.reconciler,
+            concurrency=settings.execute_concurrency,
+            bootstrap_timeout_s=settings.bootstrap_timeout_s,
+            execute_timeout_s=settings.execute_timeout_s,
+        )
+        self.engine = Engine(settings.rails)
+        self.hints = Hints()
+        self.cycle_interval_s = settings.cycle_interval_s
+        self.cycles = 0
+        self.last: CycleResult | None = None
+        self.last_cycle_at: float | None = None
+        self.cycle_seconds: deque[float] = deque(maxlen=200)
+        self.port = 0
+        self.on_cycle: list[Callable[[ShardService], None]] = []
+        self._update_pause_gauge()
+
+    # -- runtime controls (the Shard resource's spec) -----------------------------------------
+
+    def apply_controls(
+        self,
+        *,
+        pause_acquisitions: bool,
+        pause_reclaims: bool,
+        dry_run: bool,
+        cycle_interval_s: float,
+    ) -> None:
+        self.engine.settings = replace(
+            self.engine.settings,
+            pause_acquisitions=pause_acquisitions,
+            pause_reclaims=pause_reclaims,
+            dry_run=dry_run,
+        )
+        self.cycle_interval_s = cycle_interval_s
+        self._update_pause_gauge()
+        self._wake.set()
+        log.info(
+            "runtime controls applied",
+            extra={
+                "pause_acquisitions": pause_acquisitions,
+                "pause_reclaims": pause_reclaims,
+                "dry_run": dry_run,
+                "cycle_interval_s": cycle_interval_s,
+            },
+        )
+
+    def _update_pause_gauge(self) -> None:
+        r = self.engine.settings
+        self.metrics.actuation_paused.set(
+            int(r.pause_acquisitions or r.pause_reclaims or r.dry_run)
+        )
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def cycle_once(self) -> CycleResult:
+        start = time.perf_counter()
+        await self.reconciler.run()
+        reconcile_s = time.perf_counter() - start
+        result = self.engine.cycle(
+            self.state.inventory, self.state.table, self.state.reported, time.monotonic()
+        )
+        self.executor.submit(result.rails.execute)
+        self.hints.emit(self.state.inventory, self.state.table, self.channels, time.monotonic())
+        self.cycles += 1
+        self.last, self.last_cycle_at = result, time.time()
+        self._record(result, reconcile_s, time.perf_counter() - start)
+        for hook in self.on_cycle:
+            hook(self)
+        return result
+
+    def _record(self, result: CycleResult, reconcile_s: float, total_s: float) -> None:
+        m = self.metrics
+        self.cycle_seconds.append(total_s)
+        m.cycle_duration.observe(total_s)
+        m.cycle_phase_duration.labels("reconcile").observe(reconcile_s)
+        for phase in ("phase1", "phase2", "phase3"):
+            m.cycle_phase_duration.labels(phase).observe(result.seconds.get(phase, 0.0))
+        rails = result.rails
+        for kind, n in rails.suppressed.items():
+            m.actions_suppressed.labels(kind).inc(n)
+        for kind, n in rails.dry_run.items():
+            m.actions_dryrun.labels(kind).inc(n)
+        m.reclaims_capped.inc(rails.capped)
+        m.actions_deferred.inc(rails.truncated)
+        m.inventory_machines.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for machine in self.state.inventory.all():
+            key = (machine.state.title, machine.capacity_type.name.lower())
+            counts[key] = counts.get(key, 0) + 1
+        for (state, capacity_type), n in counts.items():
+            m.inventory_machines.labels(state, capacity_type).set(n)
+        m.demand_needs.set(len(self.state.table.snapshot()))
+        report = self.engine.shortfalls.report()
+        m.shortfalls.set(len(report))
+        aged = {"1-9": 0, "10-59": 0, "60-299": 0, "300+": 0}
+        for s in report:
+            bucket = (
+                "1-9"
+                if s.age_cycles < 10
+                else "10-59"
+                if s.age_cycles < 60
+                else "60-299"
+                if s.age_cycles < 300
+                else "300+"
+            )
+            aged[bucket] += 1
+        for bucket, n in aged.items():
+            m.shortfalls_aged.labels(bucket).set(n)
+        if report:
+            top = report[0]
+            log.warning(
+                "shortfalls",
+                extra={
+                    "count": len(report),
+                    "top_priority": top.profile.priority,
+                    "top_deficit": dict(top.deficit),
+                    "top_age_cycles": top.age_cycles,
+                },
+            )
+
+    def cycle_percentiles(self) -> tuple[float, float]:
+        """p50 and p99 of recent cycle durations, in seconds."""
+        samples = sorted(self.cycle_seconds)
+        if not samples:
+            return 0.0, 0.0
+        return statistics.median(samples), samples[
+            min(len(samples) - 1, round(0.99 * (len(samples) - 1)))
+        ]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        last_start = -1e9
+        while True:
+            try:
+                async with asyncio.timeout(self.cycle_interval_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            gap = self.settings.min_cycle_gap_s - (time.monotonic() - last_start)
+            if gap > 0:
+                await asyncio.sleep(gap)  # rate limit: bursts collapse into one early cycle
+            last_start = time.monotonic()
+            with logs.bound(shard_id=self.settings.shard_id, epoch=self.epoch):
+                try:
+                    await self.cycle_once()
+                except Exception:  # the loop must outlive any one cycle's failure
+                    log.exception("cycle failed")
+
+    async def start_server(self) -> grpc.aio.Server:
+        options = [
+            *GRPC_OPTIONS,
+            ("grpc.max_receive_message_length", self.settings.max_frame_bytes),
+        ]
+        server = grpc.aio.server(options=options)
+        shard_pb2_grpc.add_ShardServicer_to_server(
+            SessionService(self.channels, self.state, self.metrics, self.settings.allowed_clusters),
+            server,
+        )
+        self.port = server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await server.start()
+        return server
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        """Serve until cancelled."""
+        server = await self.start_server()
+        runner = None
+        if self.settings.metrics_addr != "0":
+            host, _, port = self.settings.metrics_addr.rpartition(":")
+            runner = await http.start(
+                host or "0.0.0.0", int(port), self.registry, lambda: self.reconciler.ready
+            )
+        log.info(
+            "shard serving",
+            extra={"shard_id": self.settings.shard_id, "epoch": self.epoch, "port": self.port},
+        )
+        if started is not None:
+            started.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.executor.run())
+                group.create_task(self._loop())
+                self._wake.set()  # the first cycle rebuilds the inventory at once
+        finally:
+            await server.stop(grace=1)
+            if runner is not None:
+                await runner.cleanup()
+            for client in self.providers.values():
+                await client.close()
+
+    def status(self) -> dict[str, object]:
+        """The Shard resource's status, from the last cycle."""
+        by_state = self.state.inventory.count_by_state()
+        p50, p99 = self.cycle_percentiles()
+        connected = self.channels.connected()
+        report = self.engine.shortfalls.report(limit=20)
+        status: dict[str, object] = {
+            "epoch": self.epoch,
+            "cycle": self.cycles,
+            "cycleP50Seconds": round(p50, 6),
+            "cycleP99Seconds": round(p99, 6),
+            "inventory": {
+                "total": len(self.state.inventory),
+                **{s.name.lower(): n for s, n in by_state.items() if s != MachineState.UNSPECIFIED},
+            },
+            "demand": {
+                "needs": len(self.state.table.snapshot()),
+                "clusters": len(self.state.table.clusters()),
+            },
+            "shortfallCount": len(self.engine.shortfalls),
+            "shortfalls": [
+                {
+                    "cluster": "",
+                    "priority": s.profile.priority,
+                    "ageCycles": s.age_cycles,
+                    "requirements": ", ".join(
+                        f"{r.key} {r.operator.value} {','.join(r.values)}".strip()
+                        for r in s.profile.requirements
+                    ),
+                    "deficit": codec.vector_to_wire(s.deficit),
+                }
+                for s in report
+            ],
+            "connectedClusters": connected,
+            "connectedClusterCount": len(connected),
+        }
+        if self.last_cycle_at is not None:
+            status["lastCycleTime"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_cycle_at)
+            )
+        return status

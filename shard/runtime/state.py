@@ -1,0 +1,114 @@
+"""ShardState: what one shard process knows, and the single write path into its inventory.
+
+Every inventory write goes through `record`, which validates the machine,
+counts rejected records, and tells the bound cluster's operator about any
+state change with a NodeStateUpdate (captured before a binding is cleared).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from bigfleet import quantity
+from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
+from shard import codec
+from shard.engine.inventory import Inventory
+from shard.engine.machine import InvalidMachine, Machine, MachineState
+from shard.engine.needs import NeedsTable
+from shard.engine.rails import RollupQuarantine
+from shard.runtime.channels import BadFrame, Channels
+from shard.runtime.metrics import ShardMetrics
+
+log = logging.getLogger(__name__)
+
+
+def node_state_update(m: Machine, cluster: str) -> shard_pb2.ShardMessage:
+    update = shard_pb2.NodeStateUpdate(
+        supersedes_key=f"node:{m.id}",
+        machine_id=m.id,
+        cluster_id=cluster,
+        state=m.state.value,  # type: ignore[arg-type]
+        node_name=m.id,  # the fake and our operators name nodes after machines
+        provider_id=m.host,
+        last_error=m.last_error,
+        labels=dict(m.labels),
+        resources=provider_pb2.Resources(resources=codec.vector_to_wire(m.alloc)),
+    )
+    return shard_pb2.ShardMessage(node_state_update=update)
+
+
+@dataclass
+class ShardState:
+    shard_id: str
+    epoch: int
+    metrics: ShardMetrics
+    channels: Channels
+    quarantine_enabled: bool = True
+    inventory: Inventory = field(default_factory=Inventory)
+    table: NeedsTable = field(default_factory=NeedsTable)
+    quarantine: RollupQuarantine = field(default_factory=RollupQuarantine)
+    reported: set[str] = field(default_factory=set)  # clusters with a roll-up since start
+    in_flight: set[str] = field(default_factory=set)  # machines with an action running
+    first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    on_demand: Callable[[], None] = lambda: None  # a roll-up changed demand: cycle early
+
+    def record(self, machine: Machine, now: float | None = None) -> bool:
+        """Write a machine; False (and counted) when the record breaks an invariant."""
+        now = time.monotonic() if now is None else now
+        previous = self.inventory.get(machine.id)
+        try:
+            self.inventory.upsert(machine, now)
+        except InvalidMachine as err:
+            self.metrics.machines_rejected.labels(err.reason).inc()
+            log.warning(
+                "provider record rejected",
+                extra={"machine_id": machine.id, "reason": err.reason, "error": str(err)},
+            )
+            return False
+        if previous is None or previous.state != machine.state:
+            cluster = machine.cluster or (previous.cluster if previous else "")
+            if cluster:
+                self.channels.get(cluster).outbox.put(node_state_update(machine, cluster))
+                self._observe_latency(machine, cluster, now)
+        return True
+
+    def _observe_latency(self, m: Machine, cluster: str, now: float) -> None:
+        """First sighting of a need's demand to a machine Configured for it, once per need."""
+        if m.state is MachineState.CONFIGURED and m.assigned_need_fingerprint:
+            started = self.first_seen.pop((cluster, m.assigned_need_fingerprint), None)
+            if started is not None:
+                self.metrics.provisioning_latency.observe(max(0.0, now - started))
+
+    def resync_frames(self, cluster: str) -> list[shard_pb2.ShardMessage]:
+        return [node_state_update(m, cluster) for m in self.inventory.all() if m.cluster == cluster]
+
+    def apply_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> None:
+        """Full replacement of a cluster's demand, behind validation and the quarantine."""
+        cluster = rollup.cluster_id
+        try:
+            needs = codec.rollup_from_wire(rollup)
+        except (codec.InvalidRollup, quantity.InvalidQuantity) as err:
+            self.metrics.rollups_rejected.labels(cluster).inc()
+            raise BadFrame(
+                grpc.StatusCode.INVALID_ARGUMENT, "invalid_rollup", f"roll-up rejected: {err}"
+            ) from err
+        self.reported.add(cluster)
+        if self.quarantine_enabled and not self.quarantine.admit(cluster, len(needs)):
+            self.metrics.rollup_quarantined.labels(cluster).set(self.quarantine.held(cluster))
+            log.warning(
+                "roll-up held by quarantine", extra={"cluster": cluster, "rows": len(needs)}
+            )
+            return
+        self.metrics.rollup_quarantined.labels(cluster).set(0)
+        before = self.table.version
+        self.table.replace(cluster, needs)
+        if self.table.version != before:
+            self.on_demand()
+            now = time.monotonic()
+            for need in needs:
+                self.first_seen.setdefault((cluster, need.fingerprint), now)

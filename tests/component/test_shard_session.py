@@ -1,0 +1,179 @@
+"""The shard runtime over real gRPC: scripted operators, the fake provider, the real engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bigfleet.errors import StaleFencingToken
+from bigfleet.wire import provider_pb2 as pb
+from shard.runtime.provider import ProviderClient
+from tests.component.harness import eventually, need, rig
+
+CONFIGURED = pb.MACHINE_STATE_CONFIGURED
+
+
+def _configured_for(fleet, cluster: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(
+        m.id for m in fleet.list().machines if m.state == CONFIGURED and m.cluster == cluster
+    )
+
+
+async def test_rollup_to_configured_machines_through_bootstrap_blobs(tmp_path: Path) -> None:
+    async with rig(tmp_path, idle=4) as r:
+        await r.start_shard()
+        op = r.operator("c1")
+        op.start()
+        op.rollup(need(16))  # two 8-CPU machines
+        await eventually(lambda: len(_configured_for(r.fleet, "c1")) == 2, what="2 Configured")
+        acks = [f.ack.echo for f in op.frames("ack")]
+        assert acks[0] == "hello" and "rollup" in acks
+        assert len(op.frames("bootstrap_request")) == 2
+        await eventually(
+            lambda: list(op.node_states().values()).count(CONFIGURED) == 2,
+            what="NodeStateUpdate Configured for both",
+        )
+        machine = r.fleet.get(_configured_for(r.fleet, "c1")[0])
+        assert machine.shard_metadata["bigfleet.lucy.sh/assigned-priority"] == "100"
+        await op.close()
+
+
+async def test_a_second_stream_for_a_cluster_replaces_the_first(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        shard = await r.start_shard()
+        first = r.operator("c1")
+        first.start()
+        await eventually(lambda: first.frames("ack"), what="first hello ack")
+        second = r.operator("c1")
+        second.start()
+        await eventually(lambda: first.status is not None, what="first stream closed")
+        assert first.status == grpc.StatusCode.ABORTED
+        assert shard.channels.connected() == ["c1"]
+        await second.close()
+
+
+async def test_bad_frames_close_only_their_own_stream(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        shard = await r.start_shard()
+        good = r.operator("good")
+        good.start()
+        no_hello = r.operator("x")
+        no_hello.start(hello=False)
+        no_hello.rollup(need(8))
+        bad_rollup = r.operator("bad")
+        bad_rollup.start()
+        bad_rollup.rollup(need(8, interruption_penalty_bucket=99))
+        conflicting = r.operator("c2")
+        conflicting.start()
+        conflicting.rollup(need(8), cluster="someone-else")
+        await eventually(
+            lambda: None not in (no_hello.status, bad_rollup.status, conflicting.status),
+            what="three streams closed",
+        )
+        assert no_hello.status == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_rollup.status == grpc.StatusCode.INVALID_ARGUMENT
+        assert conflicting.status == grpc.StatusCode.INVALID_ARGUMENT
+        assert shard.state.table.rows("bad") == () and shard.state.table.rows("c2") == ()
+        good.rollup(need(8))
+        await eventually(
+            lambda: len(_configured_for(r.fleet, "good")) == 1, what="the good cluster still served"
+        )
+        assert good.status is None  # still open
+        await good.close()
+
+
+async def test_unanswered_bootstrap_rolls_back_and_is_reissued_on_reconnect(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, idle=1) as r:
+        shard = await r.start_shard(bootstrap_timeout_s=30.0)
+        silent = r.operator("c1", answer_blobs=False)
+        silent.start()
+        silent.rollup(need(8))
+        await eventually(lambda: silent.frames("bootstrap_request"), what="a bootstrap request")
+        request_id = silent.frames("bootstrap_request")[0].bootstrap_request.request_id
+        await silent.close()
+        answering = r.operator("c1")
+        answering.start()
+        await eventually(
+            lambda: len(_configured_for(r.fleet, "c1")) == 1, what="configured after reconnect"
+        )
+        reissued = [f.bootstrap_request.request_id for f in answering.frames("bootstrap_request")]
+        assert request_id in reissued
+        assert shard.metrics.action_outcomes.labels("Bootstrap", "success")._value.get() == 1
+        await answering.close()
+
+
+async def test_blob_timeout_rolls_the_machine_back_to_idle(tmp_path: Path) -> None:
+    async with rig(tmp_path, idle=1) as r:
+        shard = await r.start_shard(bootstrap_timeout_s=0.3)
+        silent = r.operator("c1", answer_blobs=False)
+        silent.start()
+        silent.rollup(need(8))
+        await eventually(
+            lambda: (
+                shard.metrics.action_outcomes.labels("Bootstrap", "blob_timeout")._value.get() >= 1
+            ),
+            what="a blob timeout",
+        )
+        machine = shard.state.inventory.get("idle-0")
+        assert machine is not None and machine.state.title in ("Idle", "Configuring")
+        assert r.fleet.get("idle-0").state == pb.MACHINE_STATE_IDLE  # provider never touched
+        await silent.close()
+
+
+async def test_restarted_shard_rebuilds_inventory_and_fences_its_predecessor(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, idle=2) as r:
+        old = await r.start_shard()
+        op = r.operator("c1")
+        op.start()
+        op.rollup(need(8))
+        await eventually(lambda: len(_configured_for(r.fleet, "c1")) == 1, what="bound")
+        await op.close()
+        await r.stop_shard()
+
+        new = await r.start_shard()
+        assert new.epoch == old.epoch + 1
+        await eventually(lambda: len(new.state.inventory) == 2, what="inventory rebuilt")
+        bound = _configured_for(r.fleet, "c1")[0]
+        rebuilt = new.state.inventory.get(bound)
+        assert rebuilt is not None and rebuilt.assigned_priority == 100  # from shard_metadata
+        await new.providers["fake"].drain(bound, 0)  # the new epoch acts on the machine
+        zombie = ProviderClient("fake", r.provider_address, "shard-test", old.epoch)
+        with pytest.raises(StaleFencingToken):
+            await zombie.configure(bound, "c1", b"", {})  # the predecessor's late call
+        await zombie.close()
+
+
+async def test_reconcile_survives_a_provider_outage_and_forgets_vanished_machines(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, idle=3) as r:
+        shard = await r.start_shard()
+        await eventually(lambda: len(shard.state.inventory) == 3, what="inventory built")
+        await r.stop_provider()
+        cycles = shard.cycles
+        await eventually(lambda: shard.cycles >= cycles + 2, what="cycles go on without it")
+        assert len(shard.state.inventory) == 3  # a failed List removes nothing
+        r.fleet.remove_machine("idle-2")
+        await r.restart_provider()
+        await eventually(lambda: len(shard.state.inventory) == 2, what="vanished machine gone")
+        assert shard.reconciler.ready
+
+
+async def test_available_capacity_hints_follow_demanded_profiles(tmp_path: Path) -> None:
+    async with rig(tmp_path, idle=2, speculative=3) as r:
+        await r.start_shard()
+        op = r.operator("c1")
+        op.start()
+        op.rollup(need(64))  # more than exists: the hint stays
+        await eventually(lambda: op.frames("available_capacity"), what="an AvailableCapacity frame")
+        hint = op.frames("available_capacity")[-1].available_capacity
+        assert hint.supersedes_key.startswith("available:")
+        assert hint.resources.resources["cpu"] == "8"
+        assert hint.confidence in (4, 3, 1)
+        await op.close()
