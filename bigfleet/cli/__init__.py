@@ -17,13 +17,13 @@ from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.planned import planned
 from bigfleet.cli.provider import provider
+from bigfleet.cli.shard import shard
 from bigfleet.cli.sim import sim
 from bigfleet.crd import crd_dir
 
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "shard": ("Run a shard: Session server, decision engine, provider reconcile", 4),
     "operator": ("Run the per-cluster operator", 5),
     "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
     "coordinator": ("Run a coordinator replica on etcd", 6),
@@ -84,3 +84,4 @@ main.add_command(provider)
 main.add_command(conformance)
 main.add_command(sim)
 main.add_command(bench)
+main.add_command(shard)

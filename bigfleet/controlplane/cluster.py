@@ -17,7 +17,7 @@ import yaml
 
 from bigfleet.controlplane.binaries import find_binaries
 from bigfleet.controlplane.pki import Pki, make_pki
-from bigfleet.controlplane.process import ManagedProcess, free_port
+from bigfleet.controlplane.process import ManagedProcess, free_port, wait_until
 from bigfleet.crd.manifests import load_crds
 
 _ETCD_READY_S = 30.0
@@ -173,8 +173,18 @@ class LocalControlPlane:
     def apply_crds(self, crd_dir: Path) -> None:
         """Apply every CRD in `crd_dir` and wait until the API server serves them."""
         self.kubectl("apply", "--server-side", "-f", str(crd_dir))
-        names = [f"crd/{crd['metadata']['name']}" for crd in load_crds(crd_dir).values()]
+        crds = load_crds(crd_dir).values()
+        names = [f"crd/{crd['metadata']['name']}" for crd in crds]
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+        # Established can precede the storage being ready ("storage is (re)initializing").
+        for crd in crds:
+            self._wait_served(crd["metadata"]["name"])
+
+    def _wait_served(self, resource: str) -> None:
+        def listable() -> bool:
+            return self.kubectl("get", resource, "-A", check=False).returncode == 0
+
+        wait_until(listable, _APISERVER_READY_S, f"{resource} being served")
 
     def delete(self) -> None:
         """Stop every process, newest first."""

@@ -28,6 +28,15 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def wait_until(probe: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Call `probe` until it returns True, or raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f}s")
+        time.sleep(_PROBE_INTERVAL_S)
+
+
 class ProcessFailed(RuntimeError):
     """A control-plane process exited or never became ready; the message carries its log tail."""
 

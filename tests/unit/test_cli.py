@@ -27,9 +27,9 @@ def test_help_lists_every_subcommand_and_marks_the_unbuilt_ones() -> None:
 
 
 def test_a_planned_subcommand_refuses_to_run_and_names_its_issue() -> None:
-    result = CliRunner().invoke(main, ["shard", "--id", "shard-0"])
+    result = CliRunner().invoke(main, ["operator", "--cluster-id", "c1"])
     assert result.exit_code == 2
-    assert "not built yet; issue #4 builds it" in result.output
+    assert "not built yet; issue #5 builds it" in result.output
 
 
 def test_selfcheck_passes_on_this_build() -> None:

@@ -1,0 +1,194 @@
+"""`bigfleet shard`: run one shard process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import click
+
+
+def _default_id() -> str | None:
+    """shard-<ordinal> from a StatefulSet pod name (HOSTNAME=bigfleet-shard-2 gives shard-2)."""
+    match = re.search(r"-(\d+)$", os.environ.get("HOSTNAME", ""))
+    return f"shard-{match.group(1)}" if match else None
+
+
+@click.command()
+@click.option(
+    "--id",
+    "shard_id",
+    envvar="BIGFLEET_SHARD_ID",
+    default=_default_id,
+    help="Shard id [default: shard-<ordinal> from a StatefulSet pod's HOSTNAME].",
+)
+@click.option(
+    "--listen",
+    default="0.0.0.0:7780",
+    show_default=True,
+    help="HOST:PORT for Shard.Session (operators dial it).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    required=True,
+    metavar="NAME=HOST:PORT",
+    help="A capacity provider to dial; repeat for several.",
+)
+@click.option(
+    "--metrics-port",
+    default=8780,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port for /metrics, /healthz and /readyz; 0 disables them.",
+)
+@click.option(
+    "--data-dir",
+    default=Path("./data"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the epoch is persisted (a PVC in Kubernetes).",
+)
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    default=None,
+    help="Publish a Shard resource and apply its spec; without one the shard runs "
+    "the same, without the resource.",
+)
+@click.option(
+    "--cycle-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between decision cycles (a demand change runs one earlier).",
+)
+@click.option(
+    "--execute-concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Actions executed at once.",
+)
+@click.option(
+    "--bootstrap-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds to wait for an operator's join blob before rolling back.",
+)
+@click.option(
+    "--reclaim-cap-fraction",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Reclaims per cluster per cycle as a fraction of its Configured; 0 = no cap.",
+)
+@click.option(
+    "--empty-rollup-guard/--no-empty-rollup-guard",
+    default=True,
+    show_default=True,
+    help="Hold a roll-up that suddenly drops most of a cluster's demand.",
+)
+@click.option("--pause-acquisitions", is_flag=True, help="Start with acquisitions paused.")
+@click.option("--pause-reclaims", is_flag=True, help="Start with reclaims paused.")
+@click.option("--dry-run", is_flag=True, help="Decide every cycle, execute nothing.")
+@click.option(
+    "--max-actions-per-cycle",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Execute at most this many actions a cycle; 0 = unlimited.",
+)
+@click.option(
+    "--cluster",
+    "clusters",
+    multiple=True,
+    help="Serve only these cluster ids (repeat); default: any.",
+)
+@click.option(
+    "--incremental-reconcile",
+    is_flag=True,
+    help="List with since_revision cursors (cannot see removed machines).",
+)
+def shard(
+    shard_id: str | None,
+    listen: str,
+    providers: tuple[str, ...],
+    metrics_port: int,
+    data_dir: Path,
+    kubeconfig: str | None,
+    cycle_interval: float,
+    execute_concurrency: int,
+    bootstrap_timeout: float,
+    reclaim_cap_fraction: float,
+    empty_rollup_guard: bool,
+    pause_acquisitions: bool,
+    pause_reclaims: bool,
+    dry_run: bool,
+    max_actions_per_cycle: int,
+    clusters: tuple[str, ...],
+    incremental_reconcile: bool,
+) -> None:
+    """Run a shard: Session server, decision engine, provider reconcile and execution.
+
+    Static stability: it needs no coordinator; it provisions from what it owns.
+    """
+    from shard.engine.rails import RailSettings
+    from shard.runtime.provider import parse_provider_flag
+    from shard.runtime.service import ShardService, ShardSettings
+
+    if not shard_id:
+        raise click.UsageError("--id is required outside a StatefulSet pod")
+    try:
+        parsed = tuple(parse_provider_flag(p) for p in providers)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--provider") from err
+    host = listen.rpartition(":")[0] or "0.0.0.0"
+    settings = ShardSettings(
+        shard_id=shard_id,
+        listen=listen,
+        providers=parsed,
+        data_dir=data_dir,
+        metrics_addr=f"{host}:{metrics_port}" if metrics_port else "0",
+        cycle_interval_s=cycle_interval,
+        execute_concurrency=execute_concurrency,
+        bootstrap_timeout_s=bootstrap_timeout,
+        rails=RailSettings(
+            reclaim_cap_fraction=reclaim_cap_fraction,
+            pause_acquisitions=pause_acquisitions,
+            pause_reclaims=pause_reclaims,
+            dry_run=dry_run,
+            max_actions_per_cycle=max_actions_per_cycle,
+        ),
+        empty_rollup_guard=empty_rollup_guard,
+        allowed_clusters=frozenset(clusters),
+        incremental_reconcile=incremental_reconcile,
+    )
+
+    async def run() -> None:
+        service = ShardService(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(service.run())]
+            if kubeconfig:
+                import kr8s.asyncio
+
+                from shard.runtime.resource import ShardResource, run_controls
+
+                os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it
+                api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
+                tasks.append(group.create_task(ShardResource(service, api).run()))
+                tasks.append(group.create_task(run_controls(service, stop)))
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    asyncio.run(run())
