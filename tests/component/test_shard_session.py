@@ -177,3 +177,32 @@ async def test_available_capacity_hints_follow_demanded_profiles(tmp_path: Path)
         assert hint.resources.resources["cpu"] == "8"
         assert hint.confidence in (4, 3, 1)
         await op.close()
+
+
+async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with rig(tmp_path, idle=2) as r:
+        await r.stop_provider()  # not ready until a reconcile succeeds
+        shard = await r.start_shard(metrics_addr=f"127.0.0.1:{port}")
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{port}"
+            async with http.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            await eventually(lambda: shard.cycles >= 1, what="a cycle without the provider")
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 503
+            await r.restart_provider()
+            await eventually(lambda: shard.reconciler.ready, what="first reconcile")
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 200
+            async with http.get(f"{base}/metrics") as response:
+                body = await response.text()
+        assert 'bigfleet_shard_inventory_machines{capacity_type="on_demand",state="Idle"} 2.0' in (
+            body)
+        assert "bigfleet_shard_cycle_duration_seconds_bucket" in body

@@ -28,3 +28,15 @@ def test_control_plane_default_version_matches_the_build_script() -> None:
     match = re.search(r"^KUBE_VERSION=\$\{KUBE_VERSION:-([0-9.]+)\}", script, re.MULTILINE)
     assert match is not None
     assert match.group(1) == KUBE_VERSION
+
+
+def test_no_shard_module_reaches_the_coordinator_even_indirectly() -> None:
+    # Static stability: a shard decides and acts with the coordinator down, so nothing
+    # it imports may pull coordinator code in, through any chain of imports.
+    import grimp
+
+    graph = grimp.build_graph("shard", "coordinator", "bigfleet")
+    shard_modules = {m for m in graph.modules if m.split(".")[0] == "shard"}
+    assert "shard.runtime.service" in shard_modules and "shard.engine.cycle" in shard_modules
+    for module in sorted(shard_modules):
+        assert not graph.find_shortest_chain(importer=module, imported="coordinator"), module
