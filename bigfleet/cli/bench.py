@@ -93,3 +93,49 @@ def engine(
 
 bench.add_command(planned("coordinator", "Coordinator failover and rebalance latency", 6))
 bench.add_command(planned("chain", "1,000 unschedulable Pods bound on the local control plane", 7))
+
+
+@bench.command("shard")
+@click.option(
+    "--streams",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Concurrent operator streams.",
+)
+@click.option(
+    "--seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="How long the streams send roll-ups.",
+)
+@click.option(
+    "--machines",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Machines the fake provider serves (half Idle, half Speculative).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the figures here as JSON.",
+)
+def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
+    """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
+    from sim import bench_shard
+
+    result = bench_shard.run(streams, seconds, machines)
+    click.echo(
+        f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "
+        f"acknowledged, {result.rollups_per_s}/s"
+    )
+    click.echo(
+        f"cycle ms idle p50/p99 {result.cycle_ms_idle['p50']}/{result.cycle_ms_idle['p99']}"
+        f"; loaded {result.cycle_ms_loaded['p50']}/{result.cycle_ms_loaded['p99']} "
+        "(histogram bucket bounds)"
+    )
+    if json_path:
+        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")

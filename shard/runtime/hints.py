@@ -47,6 +47,7 @@ class Hints:
         """Queue the hints that changed; returns how many went out."""
         connected = set(channels.connected())
         self._sent = {k: v for k, v in self._sent.items() if k[0] in connected}
+        computed: dict[str, tuple[int, int, float]] = {}  # clusters often share profiles
         sent = 0
         for cluster in sorted(connected):
             seen: set[str] = set()
@@ -55,7 +56,9 @@ class Hints:
                     continue
                 seen.add(need.fingerprint)
                 key = (cluster, need.fingerprint)
-                values = _hint(inventory, need)
+                values = computed.get(need.fingerprint)
+                if values is None:
+                    values = computed[need.fingerprint] = _hint(inventory, need)
                 previous = self._sent.get(key)
                 if previous is not None and (
                     previous[0] == values or now - previous[1] < MIN_INTERVAL_S

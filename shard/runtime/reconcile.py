@@ -1,9 +1,12 @@
 """Provider reconcile: rebuild and refresh the inventory from the providers' List.
 
-Full mode lists everything and forgets machines no provider reports any
-more; incremental mode sends the saved cursor and applies deltas (it cannot
-see removals, so it is opt-in). Machines with an action in flight are left to
-their action. The first successful pass makes the shard ready.
+A full pass lists everything and forgets machines no provider reports any
+more. Between full passes (every `full_every` passes) the saved cursor is
+sent as `since_revision` so only changed machines come back; a provider
+without cursors simply returns everything. Incremental-only mode never runs a
+full pass (it cannot see removals, so it is opt-in). Machines with an action
+in flight are left to their action. The first successful pass makes the shard
+ready.
 """
 
 from __future__ import annotations
@@ -20,21 +23,29 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(
-        self, state: ShardState, providers: dict[str, ProviderClient], incremental: bool = False
+        self,
+        state: ShardState,
+        providers: dict[str, ProviderClient],
+        incremental: bool = False,
+        full_every: int = 10,
     ) -> None:
         self.state = state
         self.providers = providers
         self.incremental = incremental
+        self.full_every = max(1, full_every)
+        self.passes = 0
         self.owner: dict[str, str] = {}  # machine id -> provider name
         self._cursors: dict[str, bytes] = {}
         self.ready = False
 
     async def run(self) -> None:
         """One pass over every provider; a failing provider is logged and skipped."""
+        full = not self.incremental and self.passes % self.full_every == 0
+        self.passes += 1
         seen: set[str] = set()
         complete = True
         for name, client in sorted(self.providers.items()):
-            cursor = self._cursors.get(name, b"") if self.incremental else b""
+            cursor = b"" if full else self._cursors.get(name, b"")
             try:
                 listing = await client.list(cursor)
             except BigFleetError as err:
@@ -43,15 +54,14 @@ class Reconciler:
                     "provider reconcile failed", extra={"provider": name, "error": str(err)}
                 )
                 continue
-            if self.incremental:
-                self._cursors[name] = listing.revision
+            self._cursors[name] = listing.revision
             for wire in listing.machines:
                 seen.add(wire.id)
                 self.owner[wire.id] = name
                 if wire.id in self.state.in_flight:
                     continue
                 self.state.record(codec.machine_from_wire(wire))
-        if complete and not self.incremental:
+        if complete and full:
             for machine in self.state.inventory.all():
                 if machine.id not in seen and machine.id not in self.state.in_flight:
                     self.state.inventory.remove(machine.id)

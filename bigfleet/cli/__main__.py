@@ -1,0 +1,5 @@
+"""`python -m bigfleet.cli`: the same as the `bigfleet` command."""
+
+from bigfleet.cli import main
+
+main()

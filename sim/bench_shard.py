@@ -1,0 +1,196 @@
+"""`bigfleet bench shard`: roll-up ingest over many operator streams into one shard process.
+
+The fake provider and the shard run as their own processes (`bigfleet provider
+fake`, `bigfleet shard`); this process plays N operators, each sending a
+roll-up as soon as the previous one is acknowledged, for a fixed time. Cycle
+durations come from the shard's own /metrics histogram, before and during
+the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ShardBench:
+    streams: int
+    seconds: float
+    rollups: int
+    rollups_per_s: float
+    cycle_ms_idle: dict[str, float]
+    cycle_ms_loaded: dict[str, float]
+    machines: int
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _histogram(url: str) -> dict[float, float]:
+    """Cumulative bucket counts of bigfleet_shard_cycle_duration_seconds."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("bigfleet_shard_cycle_duration_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
+    return buckets
+
+
+def _quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """p50/p99 upper bounds (ms) from the histogram's growth between two scrapes."""
+    delta = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = delta[-1][1] if delta else 0.0
+    out = {}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        bound = next((b for b, count in delta if total and count >= q * total), float("inf"))
+        out[name] = round(bound * 1000, 3)
+    out["cycles"] = total
+    return out
+
+
+@contextlib.contextmanager
+def _process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigfleet.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        proc.kill()
+
+
+def _wait_ready(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready")
+
+
+async def _operator(address: str, cluster: str, deadline: float, counter: list[int]) -> None:
+    need = capacity_pb2.CapacityNeed(
+        requirements=[
+            capacity_pb2.NodeSelectorRequirement(
+                key="node.kubernetes.io/instance-type",
+                operator=capacity_pb2.NodeSelectorRequirement.OPERATOR_IN,
+                values=["m6i.2xlarge"],
+            )
+        ],
+        aggregate_resources={"cpu": "8"},
+        min_unit={"cpu": "8"},
+        priority=100,
+    )
+    rollup = shard_pb2.OperatorMessage(
+        rollup=capacity_pb2.ClusterCapacityNeeds(
+            cluster_id=cluster, timestamp_unix_nanos=1, needs=[need]
+        )
+    )
+    acked = asyncio.Queue[None]()
+
+    async def frames() -> AsyncIterator[shard_pb2.OperatorMessage]:
+        yield shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id=cluster))
+        while time.monotonic() < deadline:
+            yield rollup
+            await acked.get()
+
+    async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        call = shard_pb2_grpc.ShardStub(channel).Session(frames())
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for frame in call:
+                if frame.WhichOneof("payload") == "ack" and frame.ack.echo == "rollup":
+                    counter[0] += 1
+                    acked.put_nowait(None)  # past the deadline the sender half-closes
+
+
+def run(streams: int, seconds: float, machines: int = 1000) -> ShardBench:
+    provider_port, shard_port, metrics_port = _port(), _port(), _port()
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    with (
+        tempfile.TemporaryDirectory() as data,
+        _process(
+            "provider",
+            "fake",
+            "--listen",
+            f"127.0.0.1:{provider_port}",
+            "--idle",
+            str(machines // 2),
+            "--speculative",
+            str(machines - machines // 2),
+        ),
+        _process(
+            "--log-level",
+            "ERROR",
+            "shard",
+            "--id",
+            "shard-bench",
+            "--listen",
+            f"127.0.0.1:{shard_port}",
+            "--provider",
+            f"fake=127.0.0.1:{provider_port}",
+            "--metrics-port",
+            str(metrics_port),
+            "--data-dir",
+            str(Path(data)),
+            "--cycle-interval",
+            "1",
+        ),
+    ):
+        os.environ.pop("KUBECONFIG", None)
+        _wait_ready(f"{metrics}/readyz")
+        quiet_start = _histogram(f"{metrics}/metrics")
+        time.sleep(min(10.0, seconds / 3))
+        quiet_end = _histogram(f"{metrics}/metrics")
+        counter = [0]
+        started = time.monotonic()
+        deadline = started + seconds
+
+        async def load() -> None:
+            await asyncio.gather(
+                *(
+                    _operator(f"127.0.0.1:{shard_port}", f"bench-{i:04d}", deadline, counter)
+                    for i in range(streams)
+                )
+            )
+
+        asyncio.run(load())
+        elapsed = time.monotonic() - started
+        loaded_end = _histogram(f"{metrics}/metrics")
+    return ShardBench(
+        streams=streams,
+        seconds=round(elapsed, 2),
+        rollups=counter[0],
+        rollups_per_s=round(counter[0] / elapsed, 1),
+        cycle_ms_idle=_quantiles(quiet_start, quiet_end),
+        cycle_ms_loaded=_quantiles(quiet_end, loaded_end),
+        machines=machines,
+    )
