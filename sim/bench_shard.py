@@ -35,6 +35,8 @@ class ShardBench:
     rollups_per_s: float
     cycle_ms_idle: dict[str, float]
     cycle_ms_loaded: dict[str, float]
+    compute_ms_idle: dict[str, float]  # the cycle without the wait on providers
+    compute_ms_loaded: dict[str, float]
     machines: int
 
     def as_json(self) -> dict[str, object]:
@@ -48,15 +50,23 @@ def _port() -> int:
         return port
 
 
-def _histogram(url: str) -> dict[float, float]:
-    """Cumulative bucket counts of bigfleet_shard_cycle_duration_seconds."""
+def _histogram(url: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of one of the shard's histograms."""
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     buckets = {}
     for line in text.splitlines():
-        if line.startswith("bigfleet_shard_cycle_duration_seconds_bucket"):
+        if line.startswith(f"{name}_bucket"):
             bound = line.split('le="')[1].split('"')[0]
             buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
     return buckets
+
+
+def _scrape(base: str) -> tuple[dict[float, float], dict[float, float]]:
+    url = f"{base}/metrics"
+    return (
+        _histogram(url, "bigfleet_shard_cycle_duration_seconds"),
+        _histogram(url, "bigfleet_shard_cycle_compute_seconds"),
+    )
 
 
 def _quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
@@ -97,7 +107,10 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-async def _operator(address: str, cluster: str, deadline: float, counter: list[int]) -> None:
+async def _operator(
+    address: str, cluster: str, load_start: float, deadline: float, counter: list[int]
+) -> None:
+    """Hello and one roll-up at once; from `load_start` a roll-up per ack until `deadline`."""
     need = capacity_pb2.CapacityNeed(
         requirements=[
             capacity_pb2.NodeSelectorRequirement(
@@ -119,6 +132,9 @@ async def _operator(address: str, cluster: str, deadline: float, counter: list[i
 
     async def frames() -> AsyncIterator[shard_pb2.OperatorMessage]:
         yield shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id=cluster))
+        yield rollup
+        await acked.get()
+        await asyncio.sleep(max(0.0, load_start - time.monotonic()))
         while time.monotonic() < deadline:
             yield rollup
             await acked.get()
@@ -128,7 +144,8 @@ async def _operator(address: str, cluster: str, deadline: float, counter: list[i
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for frame in call:
                 if frame.WhichOneof("payload") == "ack" and frame.ack.echo == "rollup":
-                    counter[0] += 1
+                    if time.monotonic() >= load_start:
+                        counter[0] += 1
                     acked.put_nowait(None)  # past the deadline the sender half-closes
 
 
@@ -167,30 +184,41 @@ def run(streams: int, seconds: float, machines: int = 1000) -> ShardBench:
     ):
         os.environ.pop("KUBECONFIG", None)
         _wait_ready(f"{metrics}/readyz")
-        quiet_start = _histogram(f"{metrics}/metrics")
-        time.sleep(min(10.0, seconds / 3))
-        quiet_end = _histogram(f"{metrics}/metrics")
         counter = [0]
-        started = time.monotonic()
-        deadline = started + seconds
+        quiet_s = min(10.0, max(3.0, seconds / 3))
+        connect_s = 5.0 + streams / 200  # every stream connected and its demand applied
+        load_start = time.monotonic() + connect_s + quiet_s
+        deadline = load_start + seconds
+        marks: list[tuple[dict[float, float], dict[float, float]]] = []
+
+        async def scrape_at(when: float) -> None:
+            await asyncio.sleep(max(0.0, when - time.monotonic()))
+            marks.append(await asyncio.to_thread(_scrape, metrics))
 
         async def load() -> None:
             await asyncio.gather(
+                scrape_at(load_start - quiet_s),
+                scrape_at(load_start),
                 *(
-                    _operator(f"127.0.0.1:{shard_port}", f"bench-{i:04d}", deadline, counter)
+                    _operator(
+                        f"127.0.0.1:{shard_port}", f"bench-{i:04d}", load_start, deadline, counter
+                    )
                     for i in range(streams)
-                )
+                ),
             )
 
         asyncio.run(load())
-        elapsed = time.monotonic() - started
-        loaded_end = _histogram(f"{metrics}/metrics")
+        elapsed = time.monotonic() - load_start
+        quiet_start, quiet_end = marks
+        loaded_end = _scrape(metrics)
     return ShardBench(
         streams=streams,
         seconds=round(elapsed, 2),
         rollups=counter[0],
         rollups_per_s=round(counter[0] / elapsed, 1),
-        cycle_ms_idle=_quantiles(quiet_start, quiet_end),
-        cycle_ms_loaded=_quantiles(quiet_end, loaded_end),
+        cycle_ms_idle=_quantiles(quiet_start[0], quiet_end[0]),
+        cycle_ms_loaded=_quantiles(quiet_end[0], loaded_end[0]),
+        compute_ms_idle=_quantiles(quiet_start[1], quiet_end[1]),
+        compute_ms_loaded=_quantiles(quiet_end[1], loaded_end[1]),
         machines=machines,
     )

@@ -132,10 +132,13 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
         f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "
         f"acknowledged, {result.rollups_per_s}/s"
     )
-    click.echo(
-        f"cycle ms idle p50/p99 {result.cycle_ms_idle['p50']}/{result.cycle_ms_idle['p99']}"
-        f"; loaded {result.cycle_ms_loaded['p50']}/{result.cycle_ms_loaded['p99']} "
-        "(histogram bucket bounds)"
-    )
+    for label, idle, loaded in (
+        ("cycle", result.cycle_ms_idle, result.cycle_ms_loaded),
+        ("compute", result.compute_ms_idle, result.compute_ms_loaded),
+    ):
+        click.echo(
+            f"{label} ms p50/p99 idle {idle['p50']}/{idle['p99']}, while ingesting "
+            f"{loaded['p50']}/{loaded['p99']} (histogram bucket upper bounds)"
+        )
     if json_path:
         json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")

@@ -23,6 +23,12 @@ class ShardMetrics:
             buckets=_doubling(0.001, 14),
             registry=r,
         )
+        self.cycle_compute = Histogram(
+            p + "cycle_compute_seconds",
+            "One cycle minus the wait for providers' List: the time the shard itself spends.",
+            buckets=_doubling(0.001, 14),
+            registry=r,
+        )
         self.cycle_phase_duration = Histogram(
             p + "cycle_phase_duration_seconds",
             "Time per cycle phase.",

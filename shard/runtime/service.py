@@ -140,14 +140,18 @@ class ShardService:
         start = time.perf_counter()
         await self.reconciler.run()
         reconcile_s = time.perf_counter() - start
+        compute_start = time.perf_counter()  # from here on nothing awaits
         result = self.engine.cycle(
             self.state.inventory, self.state.table, self.state.reported, time.monotonic()
         )
         self.executor.submit(result.rails.execute)
+        emit_start = time.perf_counter()
         self.hints.emit(self.state.inventory, self.state.table, self.channels, time.monotonic())
+        self.metrics.cycle_phase_duration.labels("emit").observe(time.perf_counter() - emit_start)
         self.cycles += 1
         self.last, self.last_cycle_at = result, time.time()
         self._record(result, reconcile_s, time.perf_counter() - start)
+        self.metrics.cycle_compute.observe(time.perf_counter() - compute_start)
         for hook in self.on_cycle:
             hook(self)
         return result

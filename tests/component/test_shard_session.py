@@ -204,5 +204,6 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
             async with http.get(f"{base}/metrics") as response:
                 body = await response.text()
         assert 'bigfleet_shard_inventory_machines{capacity_type="on_demand",state="Idle"} 2.0' in (
-            body)
+            body
+        )
         assert "bigfleet_shard_cycle_duration_seconds_bucket" in body
