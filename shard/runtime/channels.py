@@ -155,11 +155,13 @@ class SessionService(shard_pb2_grpc.ShardServicer):
         sink: RollupSink,
         metrics: ShardMetrics,
         allowed_clusters: frozenset[str] = frozenset(),
+        max_frame_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.channels = channels
         self.sink = sink
         self.metrics = metrics
         self.allowed = allowed_clusters
+        self.max_frame_bytes = max_frame_bytes
 
     def _hello(self, frame: shard_pb2.OperatorMessage) -> str:
         if frame.WhichOneof("payload") != "hello" or not frame.hello.cluster_id:
@@ -252,6 +254,13 @@ class SessionService(shard_pb2_grpc.ShardServicer):
             failure.append(err)
 
     def _handle(self, channel: ClusterChannel, frame: shard_pb2.OperatorMessage) -> None:
+        size = frame.ByteSize()
+        if size > self.max_frame_bytes:
+            raise BadFrame(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "oversized",
+                f"a {size}-byte frame exceeds the {self.max_frame_bytes}-byte limit",
+            )
         kind = frame.WhichOneof("payload")
         if kind == "hello":
             if frame.hello.cluster_id != channel.cluster:

@@ -54,7 +54,7 @@ class ShardSettings:
     rails: RailSettings = field(default_factory=RailSettings)
     empty_rollup_guard: bool = True
     outbox_cap: int = 1024
-    max_frame_bytes: int = MAX_MESSAGE_BYTES
+    max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
     allowed_clusters: frozenset[str] = frozenset()
     incremental_reconcile: bool = False
 
@@ -238,13 +238,15 @@ class ShardService:
                     log.exception("cycle failed")
 
     async def start_server(self) -> grpc.aio.Server:
-        options = [
-            *GRPC_OPTIONS,
-            ("grpc.max_receive_message_length", self.settings.max_frame_bytes),
-        ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=GRPC_OPTIONS)
         shard_pb2_grpc.add_ShardServicer_to_server(
-            SessionService(self.channels, self.state, self.metrics, self.settings.allowed_clusters),
+            SessionService(
+                self.channels,
+                self.state,
+                self.metrics,
+                self.settings.allowed_clusters,
+                self.settings.max_frame_bytes,
+            ),
             server,
         )
         self.port = server.add_insecure_port(self.settings.listen)

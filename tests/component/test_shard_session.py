@@ -207,3 +207,27 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
             body
         )
         assert "bigfleet_shard_cycle_duration_seconds_bucket" in body
+
+
+async def test_oversized_frames_and_unknown_clusters_close_only_their_stream(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, idle=2) as r:
+        shard = await r.start_shard(max_frame_bytes=4096, allowed_clusters=frozenset({"ok"}))
+        stranger = r.operator("stranger")
+        stranger.start()
+        big = r.operator("ok")
+        big.start()
+        await eventually(lambda: big.frames("ack"), what="hello acknowledged")
+        huge = need(8)
+        huge.requirements[0].values.extend(f"type-{i:05d}" for i in range(1000))
+        big.rollup(huge)
+        await eventually(lambda: None not in (stranger.status, big.status), what="both closed")
+        assert stranger.status == grpc.StatusCode.PERMISSION_DENIED
+        assert big.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        again = r.operator("ok")
+        again.start()
+        again.rollup(need(8))
+        await eventually(lambda: len(_configured_for(r.fleet, "ok")) == 1, what="served after")
+        assert len(shard.state.inventory) == 2
+        await again.close()
