@@ -219,7 +219,8 @@ class Executor:
             raise _Outcome("no_session", f"no operator session for {cluster}")
         try:
             async with asyncio.timeout(self.bootstrap_timeout_s):
-                response = await channel.request_bootstrap(_requirements(need))
+                with self.state.metrics.request_bootstrap.time():
+                    response = await channel.request_bootstrap(_requirements(need))
         except TimeoutError:
             self._rollback(configuring)
             raise _Outcome("blob_timeout", "the operator sent no bootstrap blob in time") from None
@@ -228,9 +229,10 @@ class Executor:
             raise _Outcome("blob_error", response.error)
         metadata = codec.attribution_metadata(need)
         try:
-            ack = await self._provider(machine_id).configure(
-                machine_id, cluster, response.user_data, metadata
-            )
+            with self.state.metrics.configure_phase.time():
+                ack = await self._provider(machine_id).configure(
+                    machine_id, cluster, response.user_data, metadata
+                )
         except StaleFencingToken:
             raise
         except BigFleetError as err:
@@ -269,5 +271,8 @@ class Executor:
             channel.send_reclaim(instruction)
         else:
             log.warning("draining without an operator session", extra={"cluster": machine.cluster})
-        ack = await self._provider(action.machine_id).drain(action.machine_id, action.grace_seconds)
+        with self.state.metrics.drain_phase.time():
+            ack = await self._provider(action.machine_id).drain(
+                action.machine_id, action.grace_seconds
+            )
         self._from_provider(ack.machine, keep=machine)

@@ -109,6 +109,24 @@ class ShardMetrics:
         self.outbox_dropped = Counter(
             p + "outbox_dropped_total", "Coalescing frames dropped by a full outbox.", registry=r
         )
+        self.request_bootstrap = Histogram(
+            p + "request_bootstrap_seconds",
+            "Bootstrap request sent to blob received.",
+            buckets=_doubling(0.01, 16),
+            registry=r,
+        )
+        self.configure_phase = Histogram(
+            p + "configure_phase_seconds",
+            "Configure sent to the provider's answer.",
+            buckets=_doubling(0.01, 16),
+            registry=r,
+        )
+        self.drain_phase = Histogram(
+            p + "drain_phase_seconds",
+            "Drain sent to the provider's answer.",
+            buckets=_doubling(0.01, 16),
+            registry=r,
+        )
         self.provisioning_latency = Histogram(
             p + "provisioning_latency_seconds",
             "First sighting of demand to Configured.",
