@@ -1,0 +1,174 @@
+"""Roll-up: a cluster's CapacityRequests folded into one full-replacement ClusterCapacityNeeds.
+
+Each CR is translated (requirements canonicalised, penalties bucketed, strict
+spread kept, co-location turned into a gang id plus a Same requirement) and
+CRs with the same profile and gang fold into one need: requests summed into
+`aggregate_resources`, their per-dimension maximum into `min_unit`. A CR the
+operator cannot translate is reported and left out; the rest still goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bigfleet import penalty, quantity
+from bigfleet.wire import capacity_pb2
+
+Req = capacity_pb2.NodeSelectorRequirement
+OPERATORS = {
+    "In": Req.OPERATOR_IN,
+    "NotIn": Req.OPERATOR_NOT_IN,
+    "Exists": Req.OPERATOR_EXISTS,
+    "DoesNotExist": Req.OPERATOR_DOES_NOT_EXIST,
+}
+
+
+class Untranslatable(ValueError):
+    """A CR the schema admits but the operator cannot turn into demand."""
+
+
+@dataclass(frozen=True)
+class Translated:
+    namespace: str
+    name: str
+    phase: str
+    key: tuple[object, ...]  # (requirements, spread, priority, buckets, group): the fold key
+    requirements: tuple[tuple[str, int, tuple[str, ...]], ...]
+    spread: tuple[tuple[str, int], ...]
+    priority: int
+    interruption_bucket: int
+    reclamation_bucket: int
+    group: str
+    resources: dict[str, int] = field(compare=False)
+
+
+def _bucket(value: Any) -> int:
+    if value is None:
+        return penalty.UNSPECIFIED
+    try:
+        return penalty.bucket_for_dollars(float(quantity.parse(value)))
+    except quantity.InvalidQuantity as err:
+        raise Untranslatable(f"penalty {value!r} is not a quantity") from err
+
+
+def _group(co_location: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """(gang id, the Same key) from `spec.coLocation`; empty without one."""
+    if not co_location:
+        return "", None
+    key = co_location["topologyKey"]
+    selector = co_location.get("labelSelector") or {}
+    labels = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    expressions = ";".join(
+        f"{e['key']} {e['operator']} {','.join(sorted(e.get('values') or []))}"
+        for e in sorted(
+            selector.get("matchExpressions") or [], key=lambda e: (e["key"], e["operator"])
+        )
+    )
+    return f"{key}\x00{labels}|{expressions}", key
+
+
+def translate(cr: Mapping[str, Any]) -> Translated:
+    meta, spec = cr["metadata"], cr.get("spec") or {}
+    requirements = []
+    for r in spec.get("requirements") or []:
+        if r["operator"] not in OPERATORS:
+            raise Untranslatable(f"requirement operator {r['operator']!r} is not supported")
+        requirements.append(
+            (r["key"], OPERATORS[r["operator"]], tuple(sorted(r.get("values") or [])))
+        )
+    group, same_key = _group(spec.get("coLocation"))
+    if same_key is not None and not any(
+        key == same_key and op == Req.OPERATOR_SAME for key, op, _ in requirements
+    ):
+        requirements.append((same_key, Req.OPERATOR_SAME, ()))
+    requirements.sort(key=lambda r: (r[0], r[1]))
+    spread = tuple(
+        sorted(
+            (s["topologyKey"], int(s["maxSkew"]))
+            for s in spec.get("topologySpread") or []
+            if s["whenUnsatisfiable"] == "DoNotSchedule"  # ScheduleAnyway is only a preference
+        )
+    )
+    try:
+        resources = {name: quantity.to_milli(v) for name, v in spec["resources"].items()}
+    except quantity.InvalidQuantity as err:
+        raise Untranslatable(str(err)) from err
+    priority = int(spec["priority"])
+    interruption = _bucket(spec.get("interruptionPenalty"))
+    reclamation = _bucket(spec.get("reclamationPenalty"))
+    reqs = tuple(requirements)
+    return Translated(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        phase=(cr.get("status") or {}).get("phase") or "Pending",
+        key=(reqs, spread, priority, interruption, reclamation, group),
+        requirements=reqs,
+        spread=spread,
+        priority=priority,
+        interruption_bucket=interruption,
+        reclamation_bucket=reclamation,
+        group=group,
+        resources=resources,
+    )
+
+
+@dataclass
+class Rollup:
+    message: capacity_pb2.ClusterCapacityNeeds
+    pending: list[Translated]  # CRs to mark Acknowledged once the shard acknowledged
+    problems: list[tuple[str, str, str]]  # (namespace, name, why) of CRs left out
+
+
+def _text(milli: int) -> str:
+    return quantity.from_milli(milli)
+
+
+def build(cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int) -> Rollup:
+    folded: dict[tuple[object, ...], tuple[Translated, dict[str, int], dict[str, int]]] = {}
+    pending: list[Translated] = []
+    problems: list[tuple[str, str, str]] = []
+    for cr in crs:
+        try:
+            t = translate(cr)
+        except (Untranslatable, KeyError, TypeError, ValueError) as err:
+            meta = cr.get("metadata", {})
+            problems.append((meta.get("namespace", ""), meta.get("name", ""), str(err)))
+            continue
+        if t.phase == "Pending":
+            pending.append(t)
+        first, total, unit = folded.get(t.key, (t, {}, {}))
+        for name, milli in t.resources.items():
+            total[name] = total.get(name, 0) + milli
+            unit[name] = max(unit.get(name, 0), milli)
+        folded[t.key] = (first, total, unit)
+    needs = []
+    for key in sorted(folded, key=repr):  # deterministic order
+        t, total, unit = folded[key]
+        needs.append(
+            capacity_pb2.CapacityNeed(
+                requirements=[
+                    Req(key=k, operator=op, values=v)  # type: ignore[arg-type]
+                    for k, op, v in t.requirements
+                ],
+                aggregate_resources={n: _text(v) for n, v in sorted(total.items())},
+                priority=t.priority,
+                spread=[
+                    capacity_pb2.TopologySpread(
+                        topology_key=k,
+                        max_skew=skew,
+                        when_unsatisfiable=capacity_pb2.TopologySpread.WHEN_UNSATISFIABLE_DO_NOT_SCHEDULE,
+                    )
+                    for k, skew in t.spread
+                ],
+                interruption_penalty_bucket=t.interruption_bucket,  # type: ignore[arg-type]
+                reclamation_penalty_bucket=t.reclamation_bucket,  # type: ignore[arg-type]
+                min_unit={n: _text(v) for n, v in sorted(unit.items())},
+                group=t.group,
+            )
+        )
+    message = capacity_pb2.ClusterCapacityNeeds(
+        cluster_id=cluster, timestamp_unix_nanos=now_ns, needs=needs
+    )
+    return Rollup(message, pending, problems)
