@@ -1,0 +1,124 @@
+"""The bootstrap responder: a kubelet join blob for each machine the shard binds here.
+
+Every answer mints a bootstrap token, stored as a `bootstrap.kubernetes.io/token`
+Secret in kube-system that expires with the blob, and renders the Jinja2
+template (parsed once, undefined names are errors) with the cluster id, the
+requirements, labels the requirements pin, the API server URL, the CA bundle
+and the token. A render error is answered in the response's `error` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import secrets
+from typing import Any
+
+import jinja2
+import kr8s.asyncio
+from kr8s.asyncio.objects import Secret
+
+from bigfleet.wire import shard_pb2
+
+DEFAULT_TTL_S = 600
+DEFAULT_TEMPLATE = """#cloud-config
+# Joins this machine to cluster {{ cluster_id }} (request {{ request_id }}).
+write_files:
+  - path: /etc/kubernetes/bootstrap-kubelet.conf
+    content: |
+      apiVersion: v1
+      kind: Config
+      clusters: [{name: cluster, cluster: {server: "{{ api_server }}",
+                  certificate-authority-data: "{{ ca_bundle_b64 }}"}}]
+      users: [{name: kubelet-bootstrap, user: {token: "{{ token }}"}}]
+      contexts: [{name: bootstrap, context: {cluster: cluster, user: kubelet-bootstrap}}]
+      current-context: bootstrap
+{% if labels %}kubelet_node_labels: "{{ labels | dictsort | map('join', '=') | join(',') }}"
+{% endif %}"""
+_OPERATORS = {1: "In", 2: "NotIn", 3: "Exists", 4: "DoesNotExist", 5: "Same"}
+
+
+class BootstrapResponder:
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        cluster_id: str,
+        *,
+        api_server: str,
+        ca_bundle: str,
+        template: str | None = None,
+        ttl_s: int = DEFAULT_TTL_S,
+    ) -> None:
+        self.api = api
+        self.cluster_id = cluster_id
+        self.api_server = api_server
+        self.ca_bundle = ca_bundle
+        self.ttl_s = ttl_s
+        environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.template = environment.from_string(template or DEFAULT_TEMPLATE)  # fails at start
+
+    async def _token(self) -> str:
+        token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
+        expires = (
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.ttl_s)
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await Secret(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "bootstrap.kubernetes.io/token",
+                "metadata": {
+                    "name": f"bootstrap-token-{token_id}",
+                    "namespace": "kube-system",
+                    "labels": {"app.kubernetes.io/managed-by": "bigfleet"},
+                },
+                "stringData": {
+                    "token-id": token_id,
+                    "token-secret": token_secret,
+                    "expiration": expires,
+                    "usage-bootstrap-authentication": "true",
+                    "usage-bootstrap-signing": "true",
+                    "auth-extra-groups": "system:bootstrappers:bigfleet",
+                    "description": f"BigFleet join token for cluster {self.cluster_id}",
+                },
+            },
+            api=self.api,
+        ).create()
+        return f"{token_id}.{token_secret}"
+
+    def context(self, request: shard_pb2.BootstrapRequest, token: str) -> dict[str, Any]:
+        requirements = [
+            {"key": r.key, "operator": _OPERATORS.get(r.operator, "In"), "values": list(r.values)}
+            for r in request.requirements
+        ]
+        labels = {
+            r["key"]: r["values"][0]
+            for r in requirements
+            if r["operator"] == "In" and len(r["values"]) == 1
+        }
+        return {
+            "cluster_id": self.cluster_id,
+            "request_id": request.request_id,
+            "requirements": requirements,
+            "labels": labels,
+            "api_server": self.api_server,
+            "ca_bundle": self.ca_bundle,
+            "ca_bundle_b64": base64.b64encode(self.ca_bundle.encode()).decode(),
+            "token": token,
+        }
+
+    async def answer(self, request: shard_pb2.BootstrapRequest) -> shard_pb2.BootstrapBlobResponse:
+        if request.cluster_id and request.cluster_id != self.cluster_id:
+            return shard_pb2.BootstrapBlobResponse(
+                request_id=request.request_id,
+                error=f"request for cluster {request.cluster_id!r} reached {self.cluster_id!r}",
+            )
+        try:
+            blob = self.template.render(self.context(request, await self._token()))
+        except (jinja2.TemplateError, kr8s.ServerError) as err:
+            return shard_pb2.BootstrapBlobResponse(
+                request_id=request.request_id, error=f"cannot render a join blob: {err}"
+            )
+        return shard_pb2.BootstrapBlobResponse(
+            request_id=request.request_id, user_data=blob.encode(), ttl_seconds=self.ttl_s
+        )

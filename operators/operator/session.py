@@ -1,0 +1,198 @@
+"""The operator's one outbound Shard.Session stream, and what it does with the frames.
+
+Hello first; a roll-up at once and then every interval (a newer roll-up
+replaces an unsent one); answers (join blobs) go out ahead of roll-ups. When
+the shard acknowledges a roll-up, the CRs it newly included turn
+Acknowledged, a status patch each, with bounded concurrency. A broken stream
+is redialled with jittered exponential backoff (0.5 s doubling to 30 s), reset
+after a session that exchanged frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+import kr8s
+import kr8s.asyncio
+from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_random_exponential
+
+from bigfleet import logs
+from bigfleet.crd import CapacityRequest
+from bigfleet.wire import GRPC_OPTIONS, shard_pb2, shard_pb2_grpc
+from operators.operator import rollup as rollups
+from operators.operator.bootstrap import BootstrapResponder
+from operators.operator.writers import write_available, write_upcoming
+
+log = logging.getLogger(__name__)
+PROTOCOL_VERSION = "v1alpha1"
+
+
+class SessionEnded(Exception):
+    """The stream ended after exchanging frames: redial with the backoff reset."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OperatorSession:
+    def __init__(
+        self,
+        *,
+        cluster_id: str,
+        shard_address: str,
+        api: kr8s.asyncio.Api,
+        responder: BootstrapResponder,
+        rollup_interval_s: float = 10.0,
+        ack_concurrency: int = 16,
+        list_crs: Callable[[], Any] | None = None,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.shard_address = shard_address
+        self.api = api
+        self.responder = responder
+        self.rollup_interval_s = rollup_interval_s
+        self._ack_limit = asyncio.Semaphore(ack_concurrency)
+        self._list_crs = list_crs or self._list_from_api
+        self.sessions = 0  # streams opened, for tests and metrics
+        self.acknowledged = 0
+        self.upcoming_writes = 0
+
+    async def _list_from_api(self) -> list[Mapping[str, Any]]:
+        found = [cr async for cr in self.api.async_get(CapacityRequest, namespace=kr8s.ALL)]
+        return [dict(cr.raw) for cr in found if isinstance(cr, CapacityRequest)]
+
+    # -- the reconnect loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hold the stream until cancelled."""
+        with logs.bound(cluster=self.cluster_id):
+            while True:
+                try:
+                    async for attempt in AsyncRetrying(
+                        wait=wait_random_exponential(multiplier=0.5, max=30),
+                        retry=retry_if_not_exception_type(SessionEnded),
+                        reraise=True,
+                    ):
+                        with attempt:
+                            await self._session()
+                except SessionEnded:
+                    await asyncio.sleep(0.1)
+
+    async def _session(self) -> None:
+        outbox: asyncio.Queue[shard_pb2.OperatorMessage] = asyncio.Queue()
+        slot: list[rollups.Rollup | None] = [None]
+        sent: list[rollups.Rollup] = []
+        wake = asyncio.Event()
+        exchanged = False
+
+        async def frames() -> AsyncIterator[shard_pb2.OperatorMessage]:
+            yield shard_pb2.OperatorMessage(
+                hello=shard_pb2.Hello(cluster_id=self.cluster_id, protocol_version=PROTOCOL_VERSION)
+            )
+            while True:
+                await wake.wait()
+                wake.clear()
+                while not outbox.empty():  # answers first: the shard is waiting on them
+                    yield outbox.get_nowait()
+                if slot[0] is not None:
+                    current, slot[0] = slot[0], None
+                    sent.append(current)
+                    yield shard_pb2.OperatorMessage(rollup=current.message)
+
+        async def rollup_loop() -> None:
+            while True:
+                built = rollups.build(self.cluster_id, await self._list_crs(), time.time_ns())
+                for namespace, name, why in built.problems:
+                    log.warning(
+                        "CapacityRequest left out of the roll-up",
+                        extra={"namespace": namespace, "name": name, "reason": why},
+                    )
+                slot[0] = built  # a newer roll-up replaces an unsent one
+                wake.set()
+                await asyncio.sleep(self.rollup_interval_s)
+
+        def reply(frame: shard_pb2.OperatorMessage) -> None:
+            outbox.put_nowait(frame)
+            wake.set()
+
+        channel = grpc.aio.insecure_channel(self.shard_address, options=GRPC_OPTIONS)
+        self.sessions += 1
+        roller = asyncio.create_task(rollup_loop())
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            call = shard_pb2_grpc.ShardStub(channel).Session(frames())
+            async for frame in call:
+                exchanged = True
+                task = asyncio.create_task(self._dispatch(frame, sent, reply))
+                workers.add(task)
+                task.add_done_callback(workers.discard)
+        except grpc.aio.AioRpcError as err:
+            log.warning(
+                "session to the shard broke",
+                extra={"code": err.code().name, "error": err.details()},
+            )
+            if not exchanged:
+                raise
+        finally:
+            roller.cancel()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(roller, *workers, return_exceptions=True)
+            await channel.close()
+        raise SessionEnded()
+
+    # -- frames from the shard --------------------------------------------------------------
+
+    async def _dispatch(
+        self,
+        frame: shard_pb2.ShardMessage,
+        sent: list[rollups.Rollup],
+        reply: Callable[[shard_pb2.OperatorMessage], None],
+    ) -> None:
+        kind = frame.WhichOneof("payload")
+        try:
+            if kind == "ack" and frame.ack.echo == "rollup" and sent:
+                await self._acknowledge(sent.pop(0).pending)
+            elif kind == "bootstrap_request":
+                answer = await self.responder.answer(frame.bootstrap_request)
+                reply(shard_pb2.OperatorMessage(bootstrap_response=answer))
+            elif kind == "node_state_update":
+                await write_upcoming(self.api, frame.node_state_update)
+                self.upcoming_writes += 1
+            elif kind == "available_capacity":
+                await write_available(self.api, frame.available_capacity)
+            elif kind == "reclaim_instruction":
+                log.warning(
+                    "reclaim instructions are not handled yet; the shard drains anyway",
+                    extra={"instruction_id": frame.reclaim_instruction.instruction_id},
+                )
+        except kr8s.ServerError as err:
+            log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
+
+    async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
+        patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
+
+        async def one(t: rollups.Translated) -> None:
+            async with self._ack_limit:
+                request = CapacityRequest(
+                    {
+                        "apiVersion": CapacityRequest.version,
+                        "kind": "CapacityRequest",
+                        "metadata": {"name": t.name, "namespace": t.namespace},
+                    },
+                    api=self.api,
+                )
+                try:
+                    await request.patch(patch, subresource="status")  # a JSON merge patch
+                    self.acknowledged += 1
+                except kr8s.NotFoundError:
+                    pass  # deleted meanwhile: nothing to acknowledge
+
+        await asyncio.gather(*(one(t) for t in pending))
