@@ -20,7 +20,12 @@ from typing import Any
 import grpc
 import kr8s
 import kr8s.asyncio
-from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_random_exponential,
+)
 
 from bigfleet import logs
 from bigfleet.crd import CapacityRequest
@@ -77,7 +82,9 @@ class OperatorSession:
                 try:
                     async for attempt in AsyncRetrying(
                         wait=wait_random_exponential(multiplier=0.5, max=30),
-                        retry=retry_if_not_exception_type(SessionEnded),
+                        # Only failures retry: cancellation must stop the loop.
+                        retry=retry_if_exception_type(Exception)
+                        & retry_if_not_exception_type(SessionEnded),
                         reraise=True,
                     ):
                         with attempt:

@@ -1,0 +1,245 @@
+"""The operator against the real API server and a scripted shard over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+import kr8s
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Secret
+
+from bigfleet.controlplane import LocalControlPlane
+from bigfleet.crd import API_VERSION, CapacityRequest, UpcomingNode
+from bigfleet.wire import provider_pb2, shard_pb2, shard_pb2_grpc
+from operators.operator.bootstrap import BootstrapResponder
+from operators.operator.session import OperatorSession
+
+S = provider_pb2.MachineState
+
+
+class ScriptedShard(shard_pb2_grpc.ShardServicer):
+    """Records what the operator sends, acknowledges roll-ups, pushes frames on request."""
+
+    def __init__(self) -> None:
+        self.hellos: list[str] = []
+        self.rollups: list[shard_pb2.OperatorMessage] = []
+        self.answers: list[shard_pb2.BootstrapBlobResponse] = []
+        self.push: asyncio.Queue[shard_pb2.ShardMessage | None] = asyncio.Queue()
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[shard_pb2.OperatorMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        async def read() -> None:
+            async for frame in request_iterator:
+                kind = frame.WhichOneof("payload")
+                if kind == "hello":
+                    self.hellos.append(frame.hello.cluster_id)
+                elif kind == "rollup":
+                    self.rollups.append(frame)
+                    await context.write(
+                        shard_pb2.ShardMessage(ack=shard_pb2.Acknowledgement(echo="rollup"))
+                    )
+                elif kind == "bootstrap_response":
+                    self.answers.append(frame.bootstrap_response)
+
+        reader = asyncio.create_task(read())
+        while (frame := await self.push.get()) is not None:
+            await context.write(frame)
+        reader.cancel()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted disconnect")
+
+
+class OperatorRig:
+    """Scripted shard and operator in a thread with their own event loop."""
+
+    def __init__(self, control_plane: LocalControlPlane) -> None:
+        self.cp = control_plane
+        self.shard = ScriptedShard()
+        self.session: OperatorSession | None = None
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _start(self) -> None:
+        server = grpc.aio.server()
+        shard_pb2_grpc.add_ShardServicer_to_server(self.shard, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        self.server = server
+        api = await kr8s.asyncio.api(kubeconfig=str(self.cp.kubeconfig_path))
+        responder = BootstrapResponder(
+            api, "c1", api_server=self.cp.apiserver_url, ca_bundle=self.cp.pki.ca_cert.read_text()
+        )
+        self.session = OperatorSession(
+            cluster_id="c1",
+            shard_address=f"127.0.0.1:{port}",
+            api=api,
+            responder=responder,
+            rollup_interval_s=0.5,
+        )
+        self.task = asyncio.create_task(self.session.run())
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    def send(self, frame: shard_pb2.ShardMessage | None) -> None:
+        self.loop.call_soon_threadsafe(self.shard.push.put_nowait, frame)
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            await self.server.stop(grace=None)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def operator_rig(control_plane: LocalControlPlane) -> Iterator[OperatorRig]:
+    rig = OperatorRig(control_plane)
+    rig.start()
+    yield rig
+    rig.stop()
+
+
+async def until(probe: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def test_hundreds_of_requests_roll_up_into_one_need_and_are_acknowledged(
+    api: kr8s.asyncio.Api, namespace: str, operator_rig: OperatorRig
+) -> None:
+    async def create(i: int) -> None:
+        await CapacityRequest(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "CapacityRequest",
+                "metadata": {"name": f"cr-{i:03d}", "namespace": namespace},
+                "spec": {
+                    "resources": {"cpu": "250m", "memory": "1Gi"},
+                    "priority": 500,
+                    "interruptionPenalty": "3",
+                },
+            },
+            api=api,
+        ).create()
+
+    await asyncio.gather(*(create(i) for i in range(300)))
+
+    def full_rollup() -> shard_pb2.OperatorMessage | None:
+        for frame in reversed(operator_rig.shard.rollups):
+            needs = frame.rollup.needs
+            if len(needs) == 1 and needs[0].aggregate_resources["cpu"] == "75":
+                return frame
+        return None
+
+    frame = await until(full_rollup, "a roll-up with all 300 requests")
+    (need,) = frame.rollup.needs
+    assert need.aggregate_resources["memory"] == str(300 * 2**30)
+    assert dict(need.min_unit) == {"cpu": "250m", "memory": "1073741824"}
+    assert need.priority == 500 and need.interruption_penalty_bucket == 5  # $3 -> B4
+    assert operator_rig.shard.hellos[0] == "c1"
+
+    async def all_acknowledged() -> bool:
+        phases = [
+            (cr.raw.get("status") or {}).get("phase")
+            async for cr in api.async_get("capacityrequests", namespace=namespace)
+        ]
+        return len(phases) == 300 and set(phases) == {"Acknowledged"}
+
+    await until(all_acknowledged, "every request Acknowledged", timeout_s=60)
+
+
+async def test_bootstrap_requests_get_a_rendered_blob_and_a_token_secret(
+    api: kr8s.asyncio.Api, operator_rig: OperatorRig, control_plane: LocalControlPlane
+) -> None:
+    await until(lambda: operator_rig.shard.hellos, "session open")
+    requirement = shard_pb2.BootstrapRequest(request_id="req-1", cluster_id="c1")
+    requirement.requirements.add(
+        key="node.kubernetes.io/instance-type", operator=1, values=["m6i.large"]
+    )
+    operator_rig.send(shard_pb2.ShardMessage(bootstrap_request=requirement))
+    answer = await until(lambda: operator_rig.shard.answers, "a bootstrap answer")
+    blob = answer[0].user_data.decode()
+    assert answer[0].request_id == "req-1" and not answer[0].error
+    assert control_plane.apiserver_url in blob
+    assert 'kubelet_node_labels: "node.kubernetes.io/instance-type=m6i.large"' in blob
+    token = blob.split('token: "')[1].split('"')[0]
+    token_id = token.split(".")[0]
+    secret = await Secret.get(f"bootstrap-token-{token_id}", namespace="kube-system", api=api)
+    assert secret.raw["type"] == "bootstrap.kubernetes.io/token"
+
+
+async def test_node_state_updates_walk_the_upcoming_node_phases(
+    api: kr8s.asyncio.Api, operator_rig: OperatorRig
+) -> None:
+    await until(lambda: operator_rig.shard.hellos, "session open")
+    seen: list[str] = []
+
+    async def phase() -> str | None:
+        try:
+            node = await UpcomingNode.get("un-m-walk", api=api)
+        except kr8s.NotFoundError:
+            return None
+        return (node.raw.get("status") or {}).get("phase")
+
+    for state, expected in (
+        (S.MACHINE_STATE_CREATING, "Provisioning"),
+        (S.MACHINE_STATE_IDLE, "Launched"),
+        (S.MACHINE_STATE_CONFIGURING, "Registered"),
+        (S.MACHINE_STATE_CONFIGURED, "Ready"),
+        (S.MACHINE_STATE_DRAINING, "Draining"),
+        (S.MACHINE_STATE_IDLE, "Drained"),
+    ):
+        update = shard_pb2.NodeStateUpdate(
+            supersedes_key="node:m-walk",
+            machine_id="m-walk",
+            cluster_id="c1",
+            state=state,
+            node_name="m-walk",
+            provider_id="fake/host-m-walk",
+        )
+        update.resources.resources["cpu"] = "8"
+        operator_rig.send(shard_pb2.ShardMessage(node_state_update=update))
+        got = await until(lambda e=expected: _equals(phase(), e), f"phase {expected}")
+        seen.append(got)
+    assert seen == ["Provisioning", "Launched", "Registered", "Ready", "Draining", "Drained"]
+    node = await UpcomingNode.get("un-m-walk", api=api)
+    assert node.raw["spec"]["resources"] == {"cpu": "8"}
+    assert "provisioningStartTime" in node.raw["status"]
+
+
+async def _equals(value: Any, expected: str) -> str | None:
+    got = await value
+    return got if got == expected else None
+
+
+async def test_a_dropped_stream_is_redialled_with_hello_and_a_fresh_rollup(
+    operator_rig: OperatorRig,
+) -> None:
+    await until(lambda: operator_rig.shard.rollups, "a first roll-up")
+    operator_rig.send(None)  # the scripted shard drops the stream
+    await until(lambda: len(operator_rig.shard.hellos) >= 2, "a second Hello", timeout_s=30)
+    count = len(operator_rig.shard.rollups)
+    await until(lambda: len(operator_rig.shard.rollups) > count, "roll-ups after reconnect")
+    assert operator_rig.session is not None and operator_rig.session.sessions >= 2
