@@ -121,6 +121,31 @@ class LocalControlPlane:
         process.start()
         process.wait_ready(probe, timeout_s)
 
+    def start_controller_manager(self) -> None:
+        """kube-controller-manager: garbage collection, PDB status, namespace cleanup."""
+        port = free_port()
+        pki = self.pki
+        manager = ManagedProcess(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,bootstrapsigner,tokencleaner",
+            ],
+            self.work_dir / "kube-controller-manager.log",
+        )
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
+        self._launch(manager, lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", context),
+                     _APISERVER_READY_S)
+
     def _write_kubeconfig(self) -> None:
         pki = self.pki
         config = {

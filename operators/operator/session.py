@@ -30,6 +30,7 @@ from tenacity import (
 from bigfleet import logs
 from bigfleet.crd import CapacityRequest
 from bigfleet.wire import GRPC_OPTIONS, shard_pb2, shard_pb2_grpc
+from operators.operator import reclaim
 from operators.operator import rollup as rollups
 from operators.operator.bootstrap import BootstrapResponder
 from operators.operator.writers import write_available, write_upcoming
@@ -176,9 +177,10 @@ class OperatorSession:
             elif kind == "available_capacity":
                 await write_available(self.api, frame.available_capacity)
             elif kind == "reclaim_instruction":
-                log.warning(
-                    "reclaim instructions are not handled yet; the shard drains anyway",
-                    extra={"instruction_id": frame.reclaim_instruction.instruction_id},
+                await reclaim.handle(
+                    self.api,
+                    frame.reclaim_instruction,
+                    lambda ack: reply(shard_pb2.OperatorMessage(reclaim_ack=ack)),
                 )
         except kr8s.ServerError as err:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})

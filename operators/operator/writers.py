@@ -119,3 +119,17 @@ async def write_available(api: kr8s.asyncio.Api, update: shard_pb2.AvailableCapa
             api=api,
         ).create()
     return name
+
+
+async def set_upcoming_phase(
+    api: kr8s.asyncio.Api, machine_id: str, phase: str, error: str | None = None
+) -> None:
+    """Move an existing UpcomingNode's phase (reclaim path); absent ones are left absent."""
+    try:
+        node = await UpcomingNode.get(upcoming_name(machine_id), api=api)
+    except kr8s.NotFoundError:
+        return
+    status: dict[str, Any] = {"phase": phase}
+    if error is not None:
+        status["lastError"] = error
+    await node.patch({"status": status}, subresource="status")

@@ -57,3 +57,10 @@ async def namespace(api: kr8s.asyncio.Api) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def crds_path() -> Path:
     return crd_dir()
+
+
+@pytest.fixture(scope="session")
+def controller_manager(control_plane: LocalControlPlane) -> LocalControlPlane:
+    """kube-controller-manager on the session's control plane: GC, PDB status and more."""
+    control_plane.start_controller_manager()
+    return control_plane

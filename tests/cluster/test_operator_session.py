@@ -12,7 +12,7 @@ import grpc
 import kr8s
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Secret
+from kr8s.asyncio.objects import Node, Pod, PodDisruptionBudget, Secret
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest, UpcomingNode
@@ -30,6 +30,7 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
         self.hellos: list[str] = []
         self.rollups: list[shard_pb2.OperatorMessage] = []
         self.answers: list[shard_pb2.BootstrapBlobResponse] = []
+        self.reclaim_acks: list[shard_pb2.ReclaimAck] = []
         self.push: asyncio.Queue[shard_pb2.ShardMessage | None] = asyncio.Queue()
 
     async def Session(
@@ -49,6 +50,8 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
                     )
                 elif kind == "bootstrap_response":
                     self.answers.append(frame.bootstrap_response)
+                elif kind == "reclaim_ack":
+                    self.reclaim_acks.append(frame.reclaim_ack)
 
         reader = asyncio.create_task(read())
         while (frame := await self.push.get()) is not None:
@@ -243,3 +246,82 @@ async def test_a_dropped_stream_is_redialled_with_hello_and_a_fresh_rollup(
     count = len(operator_rig.shard.rollups)
     await until(lambda: len(operator_rig.shard.rollups) > count, "roll-ups after reconnect")
     assert operator_rig.session is not None and operator_rig.session.sessions >= 2
+
+
+async def test_reclaim_cordons_acks_and_evicts_once_the_disruption_budget_allows(
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    operator_rig: OperatorRig,
+    controller_manager: LocalControlPlane,
+) -> None:
+    await until(lambda: operator_rig.shard.hellos, "session open")
+    node_name = f"m-{namespace}"
+    await Node(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name}}, api=api
+    ).create()
+    await UpcomingNode(
+        {
+            "apiVersion": UpcomingNode.version,
+            "kind": "UpcomingNode",
+            "metadata": {"name": f"un-{node_name}"},
+            "spec": {"resources": {"cpu": "8"}},
+        },
+        api=api,
+    ).create()
+    for i in range(2):
+        pod = Pod(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"web-{i}", "namespace": namespace, "labels": {"app": "web"}},
+                "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "busybox"}]},
+            },
+            api=api,
+        )
+        await pod.create()
+        # No kubelet here: report the pod running and ready as one would, so the budget
+        # guards it (pending pods bypass disruption budgets).
+        ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        await pod.patch({"status": ready}, subresource="status")
+    budget = PodDisruptionBudget(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+        },
+        api=api,
+    )
+    await budget.create()
+
+    async def budget_observed() -> bool:
+        await budget.refresh()
+        return (budget.raw.get("status") or {}).get("currentHealthy") == 2
+
+    await until(budget_observed, "the disruption controller saw the budget")
+    instruction = shard_pb2.ReclaimInstruction(
+        instruction_id="rc-1",
+        nodes=[node_name],
+        grace_period_seconds=60,
+        preemptor_priority=1_000_000,
+    )
+    operator_rig.send(shard_pb2.ShardMessage(reclaim_instruction=instruction))
+
+    acks = await until(lambda: operator_rig.shard.reclaim_acks, "a ReclaimAck")
+    assert (acks[0].instruction_id, acks[0].nodes_started) == ("rc-1", 1)
+    node = await Node.get(node_name, api=api)
+    assert node.raw["spec"].get("unschedulable") is True
+
+    async def phase() -> str:
+        upcoming = await UpcomingNode.get(f"un-{node_name}", api=api)
+        return str((upcoming.raw.get("status") or {}).get("phase"))
+
+    assert await phase() == "Draining"
+    await asyncio.sleep(3)  # the budget refuses meanwhile: nothing may be evicted
+    pods = [p async for p in api.async_get("pods", namespace=namespace)]
+    assert all(not p.raw["metadata"].get("deletionTimestamp") for p in pods)
+
+    await budget.patch({"spec": {"minAvailable": 0}})
+    await until(lambda: _equals(phase(), "Drained"), "Drained once the budget allows")
+    pods = [p async for p in api.async_get("pods", namespace=namespace)]
+    assert all(p.raw["metadata"].get("deletionTimestamp") for p in pods)
