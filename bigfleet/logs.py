@@ -53,6 +53,8 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
         JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            # Libraries (kopf) attach objects JSON cannot encode; their text still helps.
+            json_default=str,
         )
     )
     handler.addFilter(_ContextFilter())

@@ -15,6 +15,7 @@ import click
 from bigfleet import __version__, logs
 from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
+from bigfleet.cli.operator import operator
 from bigfleet.cli.planned import planned
 from bigfleet.cli.provider import provider
 from bigfleet.cli.shard import shard
@@ -24,7 +25,6 @@ from bigfleet.crd import crd_dir
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "operator": ("Run the per-cluster operator", 5),
     "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
     "coordinator": ("Run a coordinator replica on etcd", 6),
     "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
@@ -85,3 +85,4 @@ main.add_command(conformance)
 main.add_command(sim)
 main.add_command(bench)
 main.add_command(shard)
+main.add_command(operator)

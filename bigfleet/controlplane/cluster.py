@@ -143,8 +143,11 @@ class LocalControlPlane:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
-        self._launch(manager, lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", context),
-                     _APISERVER_READY_S)
+        self._launch(
+            manager,
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            _APISERVER_READY_S,
+        )
 
     def _write_kubeconfig(self) -> None:
         pki = self.pki

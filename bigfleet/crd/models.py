@@ -97,10 +97,19 @@ class CapacityRequestSpec(Model):
     reclamation_penalty: Quantity | None = None
 
 
+class RequestCondition(Model):
+    type: Literal["Translatable"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: datetime
+
+
 class CapacityRequestStatus(Model):
     # Empty counts as Pending: the operator writes the phase exactly once.
     phase: Literal["Pending", "Acknowledged"] | None = None
     acknowledged_at: datetime | None = None
+    conditions: tuple[RequestCondition, ...] | None = None
 
 
 class Taint(Model):

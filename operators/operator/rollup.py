@@ -9,6 +9,7 @@ operator cannot translate is reported and left out; the rest still goes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,13 @@ OPERATORS = {
     "Exists": Req.OPERATOR_EXISTS,
     "DoesNotExist": Req.OPERATOR_DOES_NOT_EXIST,
 }
+
+
+# A Kubernetes resource name: an optional DNS-subdomain prefix, then a short name.
+RESOURCE_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 
 
 class Untranslatable(ValueError):
@@ -91,6 +99,9 @@ def translate(cr: Mapping[str, Any]) -> Translated:
             if s["whenUnsatisfiable"] == "DoNotSchedule"  # ScheduleAnyway is only a preference
         )
     )
+    for name in spec["resources"]:
+        if not RESOURCE_NAME.match(name):
+            raise Untranslatable(f"{name!r} is not a resource name")
     try:
         resources = {name: quantity.to_milli(v) for name, v in spec["resources"].items()}
     except quantity.InvalidQuantity as err:

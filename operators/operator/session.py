@@ -14,12 +14,13 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 import kr8s
 import kr8s.asyncio
+from prometheus_client import CollectorRegistry
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -33,6 +34,7 @@ from bigfleet.wire import GRPC_OPTIONS, shard_pb2, shard_pb2_grpc
 from operators.operator import reclaim
 from operators.operator import rollup as rollups
 from operators.operator.bootstrap import BootstrapResponder
+from operators.operator.metrics import OperatorMetrics
 from operators.operator.writers import write_available, write_upcoming
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,11 @@ class OperatorSession:
         rollup_interval_s: float = 10.0,
         ack_concurrency: int = 16,
         list_crs: Callable[[], Any] | None = None,
+        metrics: OperatorMetrics | None = None,
+        on_untranslatable: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
+        self.metrics = metrics or OperatorMetrics(CollectorRegistry())
+        self.on_untranslatable = on_untranslatable
         self.cluster_id = cluster_id
         self.shard_address = shard_address
         self.api = api
@@ -69,6 +75,9 @@ class OperatorSession:
         self.sessions = 0  # streams opened, for tests and metrics
         self.acknowledged = 0
         self.upcoming_writes = 0
+        self._pending_upcoming: dict[str, shard_pb2.NodeStateUpdate] = {}
+        self._writing: set[str] = set()
+        self._reported: set[tuple[str, str, str]] = set()
 
     async def _list_from_api(self) -> list[Mapping[str, Any]]:
         found = [cr async for cr in self.api.async_get(CapacityRequest, namespace=kr8s.ALL)]
@@ -92,6 +101,7 @@ class OperatorSession:
                             await self._session()
                 except SessionEnded:
                     await asyncio.sleep(0.1)
+                self.metrics.reconnects.inc()
 
     async def _session(self) -> None:
         outbox: asyncio.Queue[shard_pb2.OperatorMessage] = asyncio.Queue()
@@ -116,15 +126,42 @@ class OperatorSession:
 
         async def rollup_loop() -> None:
             while True:
-                built = rollups.build(self.cluster_id, await self._list_crs(), time.time_ns())
-                for namespace, name, why in built.problems:
-                    log.warning(
-                        "CapacityRequest left out of the roll-up",
-                        extra={"namespace": namespace, "name": name, "reason": why},
-                    )
-                slot[0] = built  # a newer roll-up replaces an unsent one
-                wake.set()
+                try:
+                    await rollup_once()
+                except (kr8s.ServerError, ValueError) as err:
+                    log.warning("roll-up failed", extra={"error": str(err)})
                 await asyncio.sleep(self.rollup_interval_s)
+
+        async def rollup_once() -> None:
+            crs = await self._list_crs()
+            with self.metrics.rollup_duration.time():
+                built = rollups.build(self.cluster_id, crs, time.time_ns())
+            log.debug(
+                "roll-up built",
+                extra={
+                    "needs": len(built.message.needs),
+                    "requests": len(crs),
+                    "left_out": len(built.problems),
+                },
+            )
+            for namespace, name, why in built.problems:
+                self.metrics.untranslatable.inc()
+                log.warning(
+                    "CapacityRequest left out of the roll-up",
+                    extra={"namespace": namespace, "request": name, "reason": why},
+                )
+                key = (namespace, name, why)
+                if self.on_untranslatable is not None and key not in self._reported:
+                    self._reported.add(key)  # one Event per request and reason
+                    try:
+                        await self.on_untranslatable(namespace, name, why)
+                    except kr8s.ServerError as err:
+                        log.warning(
+                            "untranslatable request not reported",
+                            extra={"request": name, "error": str(err)},
+                        )
+            slot[0] = built  # a newer roll-up replaces an unsent one
+            wake.set()
 
         def reply(frame: shard_pb2.OperatorMessage) -> None:
             outbox.put_nowait(frame)
@@ -172,8 +209,7 @@ class OperatorSession:
                 answer = await self.responder.answer(frame.bootstrap_request)
                 reply(shard_pb2.OperatorMessage(bootstrap_response=answer))
             elif kind == "node_state_update":
-                await write_upcoming(self.api, frame.node_state_update)
-                self.upcoming_writes += 1
+                await self._coalesced_upcoming(frame.node_state_update)
             elif kind == "available_capacity":
                 await write_available(self.api, frame.available_capacity)
             elif kind == "reclaim_instruction":
@@ -184,6 +220,28 @@ class OperatorSession:
                 )
         except kr8s.ServerError as err:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
+
+    async def _coalesced_upcoming(self, update: shard_pb2.NodeStateUpdate) -> None:
+        """One writer per machine; a burst of updates collapses into the newest."""
+        machine = update.machine_id
+        self._pending_upcoming[machine] = update
+        if machine in self._writing:
+            return  # the running writer picks the newest up
+        self._writing.add(machine)
+        try:
+            while (latest := self._pending_upcoming.pop(machine, None)) is not None:
+                try:
+                    await write_upcoming(self.api, latest)
+                    self.upcoming_writes += 1
+                    self.metrics.upcoming_node_writes.labels("success").inc()
+                except kr8s.ServerError as err:
+                    self.metrics.upcoming_node_writes.labels("error").inc()
+                    log.warning(
+                        "UpcomingNode write failed",
+                        extra={"machine_id": machine, "error": str(err)},
+                    )
+        finally:
+            self._writing.discard(machine)
 
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
@@ -201,7 +259,9 @@ class OperatorSession:
                 try:
                     await request.patch(patch, subresource="status")  # a JSON merge patch
                     self.acknowledged += 1
+                    self.metrics.acknowledged.inc()
                 except kr8s.NotFoundError:
                     pass  # deleted meanwhile: nothing to acknowledge
 
-        await asyncio.gather(*(one(t) for t in pending))
+        with self.metrics.acknowledge_duration.time():
+            await asyncio.gather(*(one(t) for t in pending))

@@ -67,3 +67,11 @@ def test_tasks_started_inside_a_binding_keep_it(stream: io.StringIO) -> None:
 def test_unknown_context_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="node"), logs.bound(node="n-1"):
         pass
+
+
+def test_records_with_objects_json_cannot_encode_still_log(stream: io.StringIO) -> None:
+    # kopf attaches its settings objects to records; the line must still be written.
+    logging.getLogger("kopf.test").info("handler done", extra={"settings": object()})
+    (record,) = _records(stream)
+    assert record["message"] == "handler done"
+    assert str(record["settings"]).startswith("<object object")

@@ -87,6 +87,12 @@ def test_untranslatable_crs_are_reported_and_the_rest_still_goes() -> None:
     assert rollup.problems == [("ns", "bad", "requirement operator 'Gt' is not supported")]
 
 
+def test_a_malformed_resource_name_is_untranslatable() -> None:
+    rollup = build("c1", [cr("odd", **{"resources": {"CPU cores": "1"}})], now_ns=0)
+    assert rollup.problems == [("ns", "odd", "'CPU cores' is not a resource name")]
+    assert build("c1", [cr("ok", **{"resources": {"nvidia.com/gpu": "1"}})], 0).problems == []
+
+
 def test_acknowledged_crs_still_count_but_are_not_pending() -> None:
     done = cr("done")
     done["status"] = {"phase": "Acknowledged"}

@@ -1,0 +1,94 @@
+"""`bigfleet operator`: the per-cluster operator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--cluster-id", required=True, help="This cluster's id; it never changes.")
+@click.option(
+    "--shard",
+    "shard_address",
+    required=True,
+    metavar="HOST:PORT",
+    help="The shard this cluster belongs to (dialled out, never listened on).",
+)
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Credentials for this cluster's API server.",
+)
+@click.option(
+    "--rollup-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between full roll-ups of the CapacityRequests.",
+)
+@click.option(
+    "--ack-concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="CapacityRequest status patches in flight at once.",
+)
+@click.option(
+    "--bootstrap-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Jinja2 template of the kubelet join blob "
+    "(context: cluster_id, request_id, requirements, labels, api_server, ca_bundle, "
+    "ca_bundle_b64, token); default: a cloud-config stub.",
+)
+@click.option(
+    "--api-server-url",
+    default=None,
+    help="API server URL written into join blobs [default: the kubeconfig's].",
+)
+@click.option(
+    "--metrics-port",
+    default=8770,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port for /metrics; 0 disables it.",
+)
+def operator(
+    cluster_id: str,
+    shard_address: str,
+    kubeconfig: Path,
+    rollup_interval: float,
+    ack_concurrency: int,
+    bootstrap_template: Path | None,
+    api_server_url: str | None,
+    metrics_port: int,
+) -> None:
+    """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
+    from operators.operator.app import OperatorSettings, run
+
+    os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
+    settings = OperatorSettings(
+        cluster_id=cluster_id,
+        shard_address=shard_address,
+        kubeconfig=kubeconfig,
+        rollup_interval_s=rollup_interval,
+        ack_concurrency=ack_concurrency,
+        bootstrap_template=bootstrap_template,
+        api_server_url=api_server_url,
+        metrics_addr=f"0.0.0.0:{metrics_port}" if metrics_port else "0",
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(main())

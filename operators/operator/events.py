@@ -1,0 +1,80 @@
+"""Kubernetes Events and conditions that explain what BigFleet does to an object.
+
+`kubectl describe capacityrequest` then says why a request was left out or
+when it was acknowledged. Each Event is built by one small function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import Event
+
+from bigfleet.crd import API_VERSION, CapacityRequest
+
+COMPONENT = "bigfleet-operator"
+UNTRANSLATABLE = "Untranslatable"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _emit(
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    name: str,
+    reason: str,
+    message: str,
+    kind: str = "Normal",
+) -> None:
+    now = _now()
+    await Event(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": "CapacityRequest",
+                "name": name,
+                "namespace": namespace,
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        },
+        api=api,
+    ).create()
+
+
+async def untranslatable(api: kr8s.asyncio.Api, namespace: str, name: str, why: str) -> None:
+    """Warning Event plus Translatable=False on a request left out of the roll-up."""
+    await _emit(
+        api, namespace, name, UNTRANSLATABLE, f"left out of the roll-up: {why}", kind="Warning"
+    )
+    condition: dict[str, Any] = {
+        "type": "Translatable",
+        "status": "False",
+        "reason": UNTRANSLATABLE,
+        "message": why,
+        "lastTransitionTime": _now(),
+    }
+    request = CapacityRequest(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "CapacityRequest",
+            "metadata": {"name": name, "namespace": namespace},
+        },
+        api=api,
+    )
+    with contextlib.suppress(kr8s.NotFoundError):
+        await request.patch({"status": {"conditions": [condition]}}, subresource="status")

@@ -1,0 +1,39 @@
+"""The operator's metric catalog (components.md §10.1), prefix bigfleet_operator_."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+def _doubling(start: float, count: int) -> list[float]:
+    return [start * 2**i for i in range(count)]
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p, r = "bigfleet_operator_", registry
+        self.rollup_duration = Histogram(
+            p + "rollup_duration_seconds",
+            "Building one roll-up (acknowledgements excluded).",
+            buckets=_doubling(0.001, 16),
+            registry=r,
+        )
+        self.acknowledge_duration = Histogram(
+            p + "acknowledge_duration_seconds",
+            "Acknowledging the CRs of one roll-up.",
+            buckets=_doubling(0.01, 16),
+            registry=r,
+        )
+        self.acknowledged = Counter(
+            p + "acknowledged_total", "CRs marked Acknowledged.", registry=r
+        )
+        self.reconnects = Counter(p + "session_reconnects_total", "Streams redialled.", registry=r)
+        self.untranslatable = Counter(
+            p + "untranslatable_total", "CRs left out of a roll-up.", registry=r
+        )
+        self.upcoming_node_writes = Counter(
+            p + "upcoming_node_writes_total", "UpcomingNode writes.", ["outcome"], registry=r
+        )
+        self.dispatch_inflight = Gauge(
+            p + "dispatch_inflight", "Frames from the shard being handled.", registry=r
+        )
