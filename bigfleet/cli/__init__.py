@@ -17,6 +17,7 @@ from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.operator import operator
 from bigfleet.cli.planned import planned
+from bigfleet.cli.podcontroller import pod_controller
 from bigfleet.cli.provider import provider
 from bigfleet.cli.shard import shard
 from bigfleet.cli.sim import sim
@@ -25,7 +26,6 @@ from bigfleet.crd import crd_dir
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "pod-controller": ("Turn unschedulable Pods into CapacityRequests", 5),
     "coordinator": ("Run a coordinator replica on etcd", 6),
     "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
     "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
@@ -86,3 +86,4 @@ main.add_command(sim)
 main.add_command(bench)
 main.add_command(shard)
 main.add_command(operator)
+main.add_command(pod_controller)

@@ -1,0 +1,63 @@
+"""`bigfleet pod-controller`: CapacityRequests for unschedulable Pods."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import click
+
+
+@click.command("pod-controller")
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Credentials for this cluster's API server.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["unschedulable-only", "per-pod"]),
+    default="unschedulable-only",
+    show_default=True,
+    help="unschedulable-only: a CR the first time a pod cannot be scheduled; "
+    "per-pod: one CR per running pod (exact demand, more objects).",
+)
+@click.option(
+    "--priority-class-defaults",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML: PriorityClass name -> {interruptionPenalty, reclamationPenalty} "
+    "(mount a ConfigMap here); used when a pod has no penalty annotations.",
+)
+@click.option(
+    "--metrics-port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port for /metrics; 0 disables it.",
+)
+def pod_controller(
+    kubeconfig: Path, mode: str, priority_class_defaults: Path | None, metrics_port: int
+) -> None:
+    """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
+    from operators.podcontroller.app import PodControllerSettings, load_defaults, run
+
+    os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
+    settings = PodControllerSettings(
+        kubeconfig=kubeconfig,
+        mode=mode,  # type: ignore[arg-type]
+        defaults=load_defaults(priority_class_defaults),
+        metrics_addr=f"0.0.0.0:{metrics_port}" if metrics_port else "0",
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(main())

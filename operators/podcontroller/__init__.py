@@ -1,0 +1,1 @@
+"""The unschedulable-pod controller: a CapacityRequest for every Pod that cannot be placed."""

@@ -1,0 +1,159 @@
+"""The pod controller process: kopf watches Pods; each unschedulable one gets a CapacityRequest.
+
+One CR per pod, found by the `owned-by-pod` label (the pod's UID), owned by the
+pod so garbage collection removes it with the pod; terminal pods lose theirs.
+In `per-pod` mode every non-terminal pod gets one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import kopf
+import kr8s
+import kr8s.asyncio
+import yaml
+from prometheus_client import CollectorRegistry, Counter
+
+from bigfleet import metrics as metrics_http
+from bigfleet import quantity
+from bigfleet.crd import API_VERSION, CapacityRequest
+from operators.podcontroller import derive
+
+log = logging.getLogger(__name__)
+Mode = Literal["unschedulable-only", "per-pod"]
+
+
+def load_defaults(path: Path | None) -> dict[str, dict[str, str]]:
+    """PriorityClass name -> penalties; a value that is not a quantity fails startup."""
+    if path is None:
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    for values in data.values():
+        for key in ("interruptionPenalty", "reclamationPenalty"):
+            if key in values:
+                quantity.parse(str(values[key]))  # raises InvalidQuantity
+    return {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in data.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodControllerSettings:
+    kubeconfig: Path
+    mode: Mode = "unschedulable-only"
+    defaults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    metrics_addr: str = "0.0.0.0:8080"
+
+
+class PodReconciler:
+    def __init__(
+        self, api: kr8s.asyncio.Api, settings: PodControllerSettings, registry: CollectorRegistry
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.reconciles = Counter(
+            "bigfleet_unschedulable_pod_controller_reconciles_total",
+            "Pod reconciles by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._created: set[str] = set()  # pod UIDs whose CR exists (saves a list per event)
+
+    async def _owned(self, namespace: str, uid: str) -> list[CapacityRequest]:
+        found = [
+            cr
+            async for cr in self.api.async_get(
+                CapacityRequest, namespace=namespace, label_selector={derive.OWNER_LABEL: uid}
+            )
+        ]
+        return [cr for cr in found if isinstance(cr, CapacityRequest)]
+
+    async def reconcile(self, pod: Mapping[str, Any]) -> str:
+        outcome = await self._reconcile(pod)
+        self.reconciles.labels(outcome).inc()
+        return outcome
+
+    async def _reconcile(self, pod: Mapping[str, Any]) -> str:
+        meta = pod["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        if derive.terminal(pod):
+            for cr in await self._owned(namespace, uid):
+                await cr.delete()
+            self._created.discard(uid)
+            return "pod_terminal"
+        wanted = self.settings.mode == "per-pod" or derive.unschedulable(pod)
+        if not wanted:
+            return "not_wanted"
+        if uid in self._created or await self._owned(namespace, uid):
+            self._created.add(uid)
+            return "cr_exists"
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "CapacityRequest",
+            "metadata": {
+                "generateName": f"cr-pod-{name}-"[:58],
+                "namespace": namespace,
+                "labels": {derive.OWNER_LABEL: uid},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": name,
+                        "uid": uid,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": derive.capacity_request_spec(pod, self.settings.defaults),
+        }
+        request = CapacityRequest(body, api=self.api)
+        await request.create()
+        self._created.add(uid)
+        try:
+            await request.patch({"status": {"phase": "Pending"}}, subresource="status")
+        except kr8s.ServerError as err:  # non-fatal: empty phase counts as Pending
+            log.info("CR status not set", extra={"error": str(err)})
+        return "cr_created"
+
+
+async def run(
+    settings: PodControllerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> PodReconciler:
+    api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
+    prometheus = registry or CollectorRegistry()
+    reconciler = PodReconciler(api, settings, prometheus)
+    handlers = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=handlers)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.event("", "v1", "pods", registry=handlers)
+    async def pod_event(event: Mapping[str, Any], **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            return  # garbage collection removes the CR with its owner
+        try:
+            await reconciler.reconcile(event["object"])
+        except kr8s.ServerError as err:
+            reconciler.reconciles.labels("error").inc()
+            log.warning("pod reconcile failed", extra={"error": str(err)})
+
+    http = metrics_http.serve(settings.metrics_addr, prometheus)
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.posting.enabled = False
+    try:
+        await kopf.operator(
+            registry=handlers,
+            settings=kopf_settings,
+            clusterwide=True,
+            standalone=True,
+            stop_flag=stop,
+        )
+    finally:
+        if http is not None:
+            http.shutdown()
+    return reconciler

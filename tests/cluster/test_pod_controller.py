@@ -1,0 +1,136 @@
+"""The pod controller on the real API server, with kube-controller-manager's garbage collector."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Pod
+
+from bigfleet.controlplane import LocalControlPlane
+from bigfleet.crd import CapacityRequest
+from operators.podcontroller.app import PodControllerSettings, PodReconciler, run
+from tests.cluster.test_chain import LoopThread
+
+
+class ControllerRig:
+    def __init__(self, control_plane: LocalControlPlane) -> None:
+        self.thread = LoopThread()
+        self.settings = PodControllerSettings(
+            kubeconfig=control_plane.kubeconfig_path,
+            metrics_addr="0",
+            defaults={
+                "bigfleet-test-ml": {"interruptionPenalty": "8192", "reclamationPenalty": "65536"}
+            },
+        )
+
+    def start(self) -> None:
+        async def main() -> PodReconciler:
+            self.stop_flag = asyncio.Event()
+            return await run(self.settings, self.stop_flag)
+
+        self.future = asyncio.run_coroutine_threadsafe(main(), self.thread.loop)
+
+    def stop(self) -> PodReconciler:
+        self.thread.loop.call_soon_threadsafe(self.stop_flag.set)
+        reconciler: PodReconciler = self.future.result(30)
+        self.thread.close()
+        return reconciler
+
+
+@pytest.fixture
+def pod_controller(control_plane: LocalControlPlane) -> Iterator[ControllerRig]:
+    rig = ControllerRig(control_plane)
+    rig.start()
+    yield rig
+    rig.stop()
+
+
+async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s}s")
+        await asyncio.sleep(0.2)
+
+
+async def test_unschedulable_pods_get_one_owned_request_each_and_lose_it_with_the_pod(
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    pod_controller: ControllerRig,
+    controller_manager: LocalControlPlane,
+) -> None:
+    priority_class = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": "bigfleet-test-ml"},
+        "value": 5000,
+    }
+    controller_manager.kubectl("apply", "-f", "-", stdin=json.dumps(priority_class))
+    pod = Pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "trainer", "namespace": namespace},
+            "spec": {
+                "priorityClassName": "bigfleet-test-ml",
+                "nodeSelector": {"gpu": "a100"},
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "busybox",
+                        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+                    }
+                ],
+            },
+        },
+        api=api,
+    )
+    await pod.create()
+
+    async def requests() -> list[CapacityRequest]:
+        found = [cr async for cr in api.async_get(CapacityRequest, namespace=namespace)]
+        return [cr for cr in found if isinstance(cr, CapacityRequest)]
+
+    await asyncio.sleep(1)
+    assert await requests() == []  # not yet unschedulable: nothing asked for
+    unschedulable = {
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "no gpu nodes",
+            }
+        ]
+    }
+    await pod.patch({"status": unschedulable}, subresource="status")
+    (request,) = await until(requests, "a CapacityRequest for the pod")
+    spec = request.raw["spec"]
+    assert spec["resources"] == {"cpu": "2", "memory": str(4 * 2**30)}
+    assert spec["priority"] == 5000
+    assert spec["requirements"] == [{"key": "gpu", "operator": "In", "values": ["a100"]}]
+    assert (spec["interruptionPenalty"], spec["reclamationPenalty"]) == ("8192", "65536")
+    owner = request.raw["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Pod", "trainer")
+
+    # More events for the same pod make no second request.
+    await pod.patch({"metadata": {"labels": {"touched": "yes"}}})
+    await asyncio.sleep(1.5)
+    assert len(await requests()) == 1
+
+    await pod.delete(grace_period=0)
+
+    async def collected() -> bool:
+        return await requests() == []
+
+    await until(collected, "the garbage collector removes the request with its pod")
