@@ -142,3 +142,32 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
         )
     if json_path:
         json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+
+
+@bench.command("operator")
+@click.option(
+    "--crs",
+    default=25_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="CapacityRequests to roll up; all of them are then acknowledged.",
+)
+@click.option("--ack-concurrency", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the figures here as JSON.",
+)
+def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> None:
+    """Roll-up build p50/p99 over N CRs; seconds to acknowledge them on a real API server."""
+    from operators.operator import bench as operator_bench_
+
+    result = operator_bench_.run(crs, ack_concurrency)
+    click.echo(
+        f"{result.crs} CRs -> {result.needs_out} needs; roll-up build p50/p99 "
+        f"{result.rollup_ms['p50']}/{result.rollup_ms['p99']} ms; acknowledged all in "
+        f"{result.ack_seconds} s"
+    )
+    if json_path:
+        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")

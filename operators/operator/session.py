@@ -244,24 +244,32 @@ class OperatorSession:
             self._writing.discard(machine)
 
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
-        patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
-
-        async def one(t: rollups.Translated) -> None:
-            async with self._ack_limit:
-                request = CapacityRequest(
-                    {
-                        "apiVersion": CapacityRequest.version,
-                        "kind": "CapacityRequest",
-                        "metadata": {"name": t.name, "namespace": t.namespace},
-                    },
-                    api=self.api,
-                )
-                try:
-                    await request.patch(patch, subresource="status")  # a JSON merge patch
-                    self.acknowledged += 1
-                    self.metrics.acknowledged.inc()
-                except kr8s.NotFoundError:
-                    pass  # deleted meanwhile: nothing to acknowledge
-
         with self.metrics.acknowledge_duration.time():
-            await asyncio.gather(*(one(t) for t in pending))
+            done = await acknowledge(self.api, pending, self._ack_limit)
+        self.acknowledged += done
+        self.metrics.acknowledged.inc(done)
+
+
+async def acknowledge(
+    api: kr8s.asyncio.Api, pending: Iterable[rollups.Translated], limit: asyncio.Semaphore
+) -> int:
+    """Mark requests Acknowledged, one status merge patch each, `limit` at a time."""
+    patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
+
+    async def one(t: rollups.Translated) -> int:
+        async with limit:
+            request = CapacityRequest(
+                {
+                    "apiVersion": CapacityRequest.version,
+                    "kind": "CapacityRequest",
+                    "metadata": {"name": t.name, "namespace": t.namespace},
+                },
+                api=api,
+            )
+            try:
+                await request.patch(patch, subresource="status")  # a JSON merge patch
+            except kr8s.NotFoundError:
+                return 0  # deleted meanwhile: nothing to acknowledge
+            return 1
+
+    return sum(await asyncio.gather(*(one(t) for t in pending)))

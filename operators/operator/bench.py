@@ -1,0 +1,115 @@
+"""`bigfleet bench operator`: roll-up build time and acknowledgement throughput.
+
+Starts its own local control plane (the cluster tier's binaries), creates N
+CapacityRequests over a handful of profiles, times building the roll-up from
+them (repeated), then times acknowledging all N as the operator does: one
+status patch each, `ack_concurrency` at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kr8s.asyncio
+from kr8s.asyncio.objects import Namespace
+
+from bigfleet.controlplane import LocalControlPlane
+from bigfleet.crd import API_VERSION, CapacityRequest, crd_dir
+from operators.operator import rollup
+from operators.operator.session import acknowledge
+
+
+@dataclass(frozen=True)
+class OperatorBench:
+    crs: int
+    rollup_ms: dict[str, float]
+    needs_out: int
+    ack_seconds: float
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def synthetic(n: int, namespace: str = "bench") -> list[dict[str, Any]]:
+    """N requests over 10 profiles; a tenth are gang members in groups of four."""
+    out = []
+    for i in range(n):
+        spec: dict[str, Any] = {
+            "resources": {"cpu": f"{250 * (1 + i % 4)}m", "memory": "1Gi"},
+            "priority": 100 * (i % 5),
+            "interruptionPenalty": str(2 ** (i % 2 * 6)),
+            "requirements": [
+                {
+                    "key": "node.kubernetes.io/instance-type",
+                    "operator": "In",
+                    "values": ["m6i.2xlarge"],
+                }
+            ],
+        }
+        if i % 10 == 0:
+            spec["coLocation"] = {
+                "topologyKey": "rack",
+                "labelSelector": {"matchLabels": {"gang": str(i // 40)}},
+            }
+        out.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "CapacityRequest",
+                "metadata": {"name": f"cr-{i:06d}", "namespace": namespace},
+                "spec": spec,
+            }
+        )
+    return out
+
+
+def time_rollups(crs: list[dict[str, Any]], repeats: int = 20) -> tuple[dict[str, float], int]:
+    samples = []
+    needs = 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        built = rollup.build("bench", crs, time.time_ns())
+        samples.append(time.perf_counter() - start)
+        needs = len(built.message.needs)
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"p50": round(statistics.median(ordered) * 1000, 2), "p99": round(p99 * 1000, 2)}, needs
+
+
+async def _create_and_ack(
+    kubeconfig: Path, crs: list[dict[str, Any]], ack_concurrency: int
+) -> float:
+    api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
+    await Namespace({"metadata": {"name": "bench"}}, api=api).create()
+    limit = asyncio.Semaphore(32)
+
+    async def create(body: dict[str, Any]) -> None:
+        async with limit:
+            await CapacityRequest(body, api=api).create()
+
+    await asyncio.gather(*(create(body) for body in crs))
+    built = rollup.build("bench", crs, time.time_ns())
+    start = time.perf_counter()
+    await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))
+    return time.perf_counter() - start
+
+
+def run(n: int, ack_concurrency: int = 16) -> OperatorBench:
+    crs = synthetic(n)
+    rollup_ms, needs = time_rollups(crs)
+    with tempfile.TemporaryDirectory() as work:
+        plane = LocalControlPlane(Path(work))
+        plane.start()
+        try:
+            plane.apply_crds(crd_dir())
+            ack_seconds = asyncio.run(_create_and_ack(plane.kubeconfig_path, crs, ack_concurrency))
+        finally:
+            plane.delete()
+    return OperatorBench(
+        crs=n, rollup_ms=rollup_ms, needs_out=needs, ack_seconds=round(ack_seconds, 2)
+    )
