@@ -38,6 +38,28 @@ write_files:
 _OPERATORS = {1: "In", 2: "NotIn", 3: "Exists", 4: "DoesNotExist", 5: "Same"}
 
 
+def unsatisfiable(requirements: list[dict[str, Any]]) -> str | None:
+    """Why no node could carry labels meeting every requirement, or None."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for r in requirements:
+        by_key.setdefault(r["key"], []).append(r)
+    for key, rules in sorted(by_key.items()):
+        operators = {r["operator"] for r in rules}
+        if "DoesNotExist" in operators and operators & {"In", "Exists", "Same"}:
+            return f"label {key} must both exist and not exist"
+        allowed: set[str] | None = None
+        for r in rules:
+            if r["operator"] == "In":
+                values = set(r["values"])
+                allowed = values if allowed is None else allowed & values
+        for r in rules:
+            if r["operator"] == "NotIn" and allowed is not None:
+                allowed -= set(r["values"])
+        if allowed is not None and not allowed:
+            return f"no value of label {key} satisfies every requirement"
+    return None
+
+
 class BootstrapResponder:
     def __init__(
         self,
@@ -112,6 +134,15 @@ class BootstrapResponder:
             return shard_pb2.BootstrapBlobResponse(
                 request_id=request.request_id,
                 error=f"request for cluster {request.cluster_id!r} reached {self.cluster_id!r}",
+            )
+        requirements = [
+            {"key": r.key, "operator": _OPERATORS.get(r.operator, "In"), "values": list(r.values)}
+            for r in request.requirements
+        ]
+        why = unsatisfiable(requirements)
+        if why is not None:
+            return shard_pb2.BootstrapBlobResponse(
+                request_id=request.request_id, error=f"unsatisfiable requirements: {why}"
             )
         try:
             blob = self.template.render(self.context(request, await self._token()))
