@@ -67,6 +67,7 @@ def operator(
     ack_concurrency: int,
     bootstrap_template: Path | None,
     api_server_url: str | None,
+    upcoming_retention: float,
     metrics_port: int,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
@@ -82,6 +83,7 @@ def operator(
         bootstrap_template=bootstrap_template,
         api_server_url=api_server_url,
         metrics_addr=f"0.0.0.0:{metrics_port}" if metrics_port else "0",
+        upcoming_retention_s=upcoming_retention,
     )
 
     async def main() -> None:

@@ -25,6 +25,7 @@ from operators.operator import events
 from operators.operator.bootstrap import BootstrapResponder
 from operators.operator.metrics import OperatorMetrics
 from operators.operator.session import OperatorSession
+from operators.operator.writers import collect_finished, mark_node_ready
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class OperatorSettings:
     metrics_addr: str = "0.0.0.0:8770"  # "0" disables
     api_server_url: str | None = None  # for join blobs; default: the kubeconfig's server
     ca_bundle: str | None = None  # PEM; default: the kubeconfig's CA
+    upcoming_retention_s: float = 3600.0  # Drained/Failed UpcomingNodes are deleted after
 
 
 class RequestCache:
@@ -79,7 +81,7 @@ def _from_kubeconfig(path: Path) -> tuple[str, str]:
     return cluster["server"], ca
 
 
-def registry(cache: RequestCache) -> kopf.OperatorRegistry:
+def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistry:
     handlers = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=handlers)
@@ -90,7 +92,25 @@ def registry(cache: RequestCache) -> kopf.OperatorRegistry:
     def track(event: Mapping[str, Any], **_: Any) -> None:
         cache.apply(event.get("type"), event["object"])
 
+    @kopf.on.event("", "v1", "nodes", registry=handlers)
+    async def node_ready(event: Mapping[str, Any], **_: Any) -> None:
+        node = event["object"]
+        conditions = (node.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            await mark_node_ready(api, node["metadata"]["name"])
+
     return handlers
+
+
+async def _collect(api: kr8s.asyncio.Api, retention_s: float) -> None:
+    while True:
+        try:
+            removed = await collect_finished(api, retention_s)
+            if removed:
+                log.info("finished UpcomingNodes removed", extra={"count": len(removed)})
+        except kr8s.ServerError as err:
+            log.warning("UpcomingNode collection failed", extra={"error": str(err)})
+        await asyncio.sleep(min(60.0, max(1.0, retention_s / 10)))
 
 
 async def run(
@@ -137,7 +157,7 @@ async def run(
     kopf_stop = asyncio.Event()
     watcher = asyncio.create_task(
         kopf.operator(
-            registry=registry(cache),
+            registry=registry(cache, api),
             settings=kopf_settings,
             clusterwide=True,
             standalone=True,
@@ -145,6 +165,7 @@ async def run(
         )
     )
     streamer = asyncio.create_task(session.run())
+    collector = asyncio.create_task(_collect(api, settings.upcoming_retention_s))
     log.info(
         "operator started", extra={"cluster": settings.cluster_id, "shard": settings.shard_address}
     )
@@ -152,7 +173,8 @@ async def run(
         await stop.wait()
     finally:
         streamer.cancel()  # before kopf, which cancels whatever else runs when it stops
-        await asyncio.gather(streamer, return_exceptions=True)
+        collector.cancel()
+        await asyncio.gather(streamer, collector, return_exceptions=True)
         kopf_stop.set()
         await asyncio.gather(watcher, return_exceptions=True)
         if http is not None:

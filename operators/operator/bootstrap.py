@@ -78,6 +78,9 @@ class BootstrapResponder:
         self.ttl_s = ttl_s
         environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         self.template = environment.from_string(template or DEFAULT_TEMPLATE)  # fails at start
+        # A reissued request (the shard re-sends it after a reconnect) gets the same answer
+        # and no second token.
+        self._answered: dict[str, shard_pb2.BootstrapBlobResponse] = {}
 
     async def _token(self) -> str:
         token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
@@ -130,6 +133,16 @@ class BootstrapResponder:
         }
 
     async def answer(self, request: shard_pb2.BootstrapRequest) -> shard_pb2.BootstrapBlobResponse:
+        previous = self._answered.get(request.request_id)
+        if previous is not None:
+            return previous
+        response = await self._answer(request)
+        if len(self._answered) > 4096:  # answers outlive their use by far; keep memory flat
+            self._answered.clear()
+        self._answered[request.request_id] = response
+        return response
+
+    async def _answer(self, request: shard_pb2.BootstrapRequest) -> shard_pb2.BootstrapBlobResponse:
         if request.cluster_id and request.cluster_id != self.cluster_id:
             return shard_pb2.BootstrapBlobResponse(
                 request_id=request.request_id,

@@ -31,6 +31,7 @@ async def _emit(
     reason: str,
     message: str,
     kind: str = "Normal",
+    involved: dict[str, str] | None = None,
 ) -> None:
     now = _now()
     await Event(
@@ -38,7 +39,8 @@ async def _emit(
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {
+            "involvedObject": involved
+            or {
                 "apiVersion": API_VERSION,
                 "kind": "CapacityRequest",
                 "name": name,
@@ -78,3 +80,22 @@ async def untranslatable(api: kr8s.asyncio.Api, namespace: str, name: str, why: 
     )
     with contextlib.suppress(kr8s.NotFoundError):
         await request.patch({"status": {"conditions": [condition]}}, subresource="status")
+
+
+async def node_reclaimed(
+    api: kr8s.asyncio.Api, node: str, grace_s: int, preemptor_priority: int
+) -> None:
+    """On the Node: BigFleet is taking it back, and why."""
+    why = (
+        f"for a workload of priority {preemptor_priority}"
+        if preemptor_priority
+        else "no demand needs it any more"
+    )
+    await _emit(
+        api,
+        "default",
+        node,
+        "BigFleetReclaim",
+        f"cordoned; draining within {grace_s}s: {why}",
+        involved={"apiVersion": "v1", "kind": "Node", "name": node},
+    )

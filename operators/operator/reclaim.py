@@ -21,6 +21,7 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import Node, Pod
 
 from bigfleet.wire import shard_pb2
+from operators.operator import events
 from operators.operator.writers import set_upcoming_phase
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ async def handle(
             log.warning("reclaimed node not found", extra={"node": name})
         started.append(name)
         await set_upcoming_phase(api, name, "Draining")
+        try:
+            await events.node_reclaimed(api, name, grace, instruction.preemptor_priority)
+        except kr8s.ServerError as err:
+            log.info("reclaim event not written", extra={"node": name, "error": str(err)})
     ack(shard_pb2.ReclaimAck(instruction_id=instruction.instruction_id, nodes_started=len(started)))
     deadline = time.monotonic() + grace
     outcome: dict[str, str] = {}

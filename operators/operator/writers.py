@@ -30,6 +30,8 @@ PHASES = {
     S.MACHINE_STATE_FAILED: "Failed",
 }
 AVAILABILITY = {4: "High", 3: "Medium", 2: "Low"}
+# When an UpcomingNode reached Drained or Failed; garbage collection counts from here.
+FINISHED_AT = "bigfleet.lucy.sh/finished-at"
 _OPERATOR_NAMES = {1: "In", 2: "NotIn", 3: "Exists", 4: "DoesNotExist", 5: "Same"}
 
 
@@ -83,6 +85,8 @@ async def write_upcoming(api: kr8s.asyncio.Api, update: shard_pb2.NodeStateUpdat
         status["nodeRef"] = {"kind": "Node", "name": update.node_name}
     if previous is None:
         status["provisioningStartTime"] = _now()
+    if phase in ("Drained", "Failed") and phase != previous:
+        await node.patch({"metadata": {"annotations": {FINISHED_AT: _now()}}})
     await node.patch(
         {"status": {k: v for k, v in status.items() if v is not None}}, subresource="status"
     )
@@ -133,3 +137,40 @@ async def set_upcoming_phase(
     if error is not None:
         status["lastError"] = error
     await node.patch({"status": status}, subresource="status")
+
+
+async def mark_node_ready(api: kr8s.asyncio.Api, node_name: str) -> bool:
+    """The real Node turned Ready: so is its UpcomingNode, if it was still on its way."""
+    try:
+        node = await UpcomingNode.get(upcoming_name(node_name), api=api)
+    except kr8s.NotFoundError:
+        return False
+    phase = (cast(dict[str, Any], node.raw).get("status") or {}).get("phase")
+    if phase not in ("Provisioning", "Launched", "Registered"):
+        return False
+    await node.patch(
+        {"status": {"phase": "Ready", "nodeRef": {"kind": "Node", "name": node_name}}},
+        subresource="status",
+    )
+    return True
+
+
+async def collect_finished(api: kr8s.asyncio.Api, retention_s: float) -> list[str]:
+    """Delete UpcomingNodes Drained or Failed longer than `retention_s` ago."""
+    now = datetime.datetime.now(datetime.UTC)
+    removed = []
+    async for node in api.async_get(UpcomingNode):
+        if not isinstance(node, UpcomingNode):
+            continue
+        raw = cast(dict[str, Any], node.raw)
+        finished = (raw["metadata"].get("annotations") or {}).get(FINISHED_AT)
+        phase = (raw.get("status") or {}).get("phase")
+        if phase not in ("Drained", "Failed") or not finished:
+            continue
+        since = datetime.datetime.strptime(finished, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC
+        )
+        if (now - since).total_seconds() >= retention_s:
+            await node.delete()
+            removed.append(node.name)
+    return removed

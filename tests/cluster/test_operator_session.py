@@ -19,6 +19,7 @@ from bigfleet.crd import API_VERSION, CapacityRequest, UpcomingNode
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2, shard_pb2_grpc
 from operators.operator.bootstrap import BootstrapResponder
 from operators.operator.session import OperatorSession
+from operators.operator.writers import collect_finished, mark_node_ready
 
 S = provider_pb2.MachineState
 
@@ -191,6 +192,13 @@ async def test_bootstrap_requests_get_a_rendered_blob_and_a_token_secret(
     token_id = token.split(".")[0]
     secret = await Secret.get(f"bootstrap-token-{token_id}", namespace="kube-system", api=api)
     assert secret.raw["type"] == "bootstrap.kubernetes.io/token"
+    # The shard re-sends the request after a reconnect: same answer, no second token.
+    operator_rig.send(shard_pb2.ShardMessage(bootstrap_request=requirement))
+    answers = await until(
+        lambda: len(operator_rig.shard.answers) >= 2 and operator_rig.shard.answers,
+        "the reissued request answered",
+    )
+    assert answers[1].user_data == answers[0].user_data
 
 
 async def test_node_state_updates_walk_the_upcoming_node_phases(
@@ -230,6 +238,37 @@ async def test_node_state_updates_walk_the_upcoming_node_phases(
     node = await UpcomingNode.get("un-m-walk", api=api)
     assert node.raw["spec"]["resources"] == {"cpu": "8"}
     assert "provisioningStartTime" in node.raw["status"]
+    # Drained nodes are kept for the retention window, then collected.
+    assert "un-m-walk" not in await collect_finished(api, retention_s=3600)
+    assert "un-m-walk" in await collect_finished(api, retention_s=0)
+    with pytest.raises(kr8s.NotFoundError):
+        await UpcomingNode.get("un-m-walk", api=api)
+
+
+async def test_a_ready_node_makes_its_upcoming_node_ready(
+    api: kr8s.asyncio.Api, operator_rig: OperatorRig
+) -> None:
+    await until(lambda: operator_rig.shard.hellos, "session open")
+    update = shard_pb2.NodeStateUpdate(
+        supersedes_key="node:m-join",
+        machine_id="m-join",
+        cluster_id="c1",
+        state=S.MACHINE_STATE_CONFIGURING,
+    )
+    operator_rig.send(shard_pb2.ShardMessage(node_state_update=update))
+
+    async def registered() -> bool:
+        try:
+            node = await UpcomingNode.get("un-m-join", api=api)
+        except kr8s.NotFoundError:
+            return False
+        return bool((node.raw.get("status") or {}).get("phase") == "Registered")
+
+    await until(registered, "Registered")
+    assert await mark_node_ready(api, "m-join")
+    node = await UpcomingNode.get("un-m-join", api=api)
+    assert node.raw["status"]["phase"] == "Ready"
+    assert node.raw["status"]["nodeRef"]["name"] == "m-join"
 
 
 async def _equals(value: Any, expected: str) -> str | None:
