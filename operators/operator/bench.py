@@ -95,7 +95,8 @@ async def _create_and_ack(
     await asyncio.gather(*(create(body) for body in crs))
     built = rollup.build("bench", crs, time.time_ns())
     start = time.perf_counter()
-    await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))
+    done = await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))
+    assert len(done) == len(built.pending)
     return time.perf_counter() - start
 
 

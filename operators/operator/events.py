@@ -99,3 +99,35 @@ async def node_reclaimed(
         f"cordoned; draining within {grace_s}s: {why}",
         involved={"apiVersion": "v1", "kind": "Node", "name": node},
     )
+
+
+async def acknowledged(api: kr8s.asyncio.Api, namespace: str, name: str) -> None:
+    await _emit(
+        api,
+        namespace,
+        name,
+        "Acknowledged",
+        "the shard received this request in a roll-up and works on it",
+    )
+
+
+async def waiting(api: kr8s.asyncio.Api, namespace: str, name: str) -> None:
+    await _emit(
+        api,
+        namespace,
+        name,
+        "WaitingForCapacity",
+        "no machine of this shape is available in the fleet now; the request waits "
+        "for capacity or for lower-priority work to be preempted",
+        kind="Warning",
+    )
+
+
+async def node_coming(api: kr8s.asyncio.Api, namespace: str, name: str, machine: str) -> None:
+    await _emit(
+        api,
+        namespace,
+        name,
+        "NodeComing",
+        f"machine {machine}, which fits this request, is joining the cluster",
+    )

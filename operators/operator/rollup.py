@@ -130,6 +130,7 @@ class Rollup:
     message: capacity_pb2.ClusterCapacityNeeds
     pending: list[Translated]  # CRs to mark Acknowledged once the shard acknowledged
     problems: list[tuple[str, str, str]]  # (namespace, name, why) of CRs left out
+    translated: list[Translated]  # every CR that went into the roll-up
 
 
 def _text(milli: int) -> str:
@@ -139,6 +140,7 @@ def _text(milli: int) -> str:
 def build(cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int) -> Rollup:
     folded: dict[tuple[object, ...], tuple[Translated, dict[str, int], dict[str, int]]] = {}
     pending: list[Translated] = []
+    translated: list[Translated] = []
     problems: list[tuple[str, str, str]] = []
     for cr in crs:
         try:
@@ -147,6 +149,7 @@ def build(cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int) -> Rollup
             meta = cr.get("metadata", {})
             problems.append((meta.get("namespace", ""), meta.get("name", ""), str(err)))
             continue
+        translated.append(t)
         if t.phase == "Pending":
             pending.append(t)
         first, total, unit = folded.get(t.key, (t, {}, {}))
@@ -182,4 +185,4 @@ def build(cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int) -> Rollup
     message = capacity_pb2.ClusterCapacityNeeds(
         cluster_id=cluster, timestamp_unix_nanos=now_ns, needs=needs
     )
-    return Rollup(message, pending, problems)
+    return Rollup(message, pending, problems, translated)

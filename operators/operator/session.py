@@ -30,10 +30,11 @@ from tenacity import (
 
 from bigfleet import logs
 from bigfleet.crd import CapacityRequest
-from bigfleet.wire import GRPC_OPTIONS, shard_pb2, shard_pb2_grpc
-from operators.operator import reclaim
+from bigfleet.wire import GRPC_OPTIONS, provider_pb2, shard_pb2, shard_pb2_grpc
+from operators.operator import events, reclaim
 from operators.operator import rollup as rollups
 from operators.operator.bootstrap import BootstrapResponder
+from operators.operator.explain import Explainer
 from operators.operator.metrics import OperatorMetrics
 from operators.operator.writers import write_available, write_upcoming
 
@@ -78,6 +79,10 @@ class OperatorSession:
         self._pending_upcoming: dict[str, shard_pb2.NodeStateUpdate] = {}
         self._writing: set[str] = set()
         self._reported: set[tuple[str, str, str]] = set()
+        self._event_limit = asyncio.Semaphore(8)
+        self._event_tasks: set[asyncio.Task[None]] = set()
+        self._explainer = Explainer()
+        self._requests: list[rollups.Translated] = []  # what the last roll-up carried
 
     async def _list_from_api(self) -> list[Mapping[str, Any]]:
         found = [cr async for cr in self.api.async_get(CapacityRequest, namespace=kr8s.ALL)]
@@ -160,6 +165,7 @@ class OperatorSession:
                             "untranslatable request not reported",
                             extra={"request": name, "error": str(err)},
                         )
+            self._requests = built.translated
             slot[0] = built  # a newer roll-up replaces an unsent one
             wake.set()
 
@@ -209,9 +215,19 @@ class OperatorSession:
                 answer = await self.responder.answer(frame.bootstrap_request)
                 reply(shard_pb2.OperatorMessage(bootstrap_response=answer))
             elif kind == "node_state_update":
-                await self._coalesced_upcoming(frame.node_state_update)
+                update = frame.node_state_update
+                if update.state == provider_pb2.MACHINE_STATE_CONFIGURING:
+                    coming = self._explainer.node_coming(
+                        self._requests, update.labels, update.machine_id
+                    )
+                    self._explain([(events.node_coming, t) for t in coming], update.machine_id)
+                await self._coalesced_upcoming(update)
             elif kind == "available_capacity":
-                await write_available(self.api, frame.available_capacity)
+                hint = frame.available_capacity
+                await write_available(self.api, hint)
+                if hint.available_count == 0:
+                    waiting = self._explainer.waiting(self._requests, hint)
+                    self._explain([(events.waiting, t) for t in waiting])
             elif kind == "reclaim_instruction":
                 await reclaim.handle(
                     self.api,
@@ -246,17 +262,35 @@ class OperatorSession:
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         with self.metrics.acknowledge_duration.time():
             done = await acknowledge(self.api, pending, self._ack_limit)
-        self.acknowledged += done
-        self.metrics.acknowledged.inc(done)
+        self.acknowledged += len(done)
+        self.metrics.acknowledged.inc(len(done))
+        # Events explain, they do not gate: written after the acknowledgements, at a lower pace.
+        self._explain([(events.acknowledged, t) for t in done])
+
+    def _explain(
+        self, items: list[tuple[Callable[..., Awaitable[None]], rollups.Translated]], *extra: str
+    ) -> None:
+        async def write() -> None:
+            for emit, t in items:
+                async with self._event_limit:
+                    try:
+                        await emit(self.api, t.namespace, t.name, *extra)
+                    except kr8s.ServerError as err:
+                        log.info("event not written", extra={"request": t.name, "error": str(err)})
+
+        if items:
+            task = asyncio.create_task(write())
+            self._event_tasks.add(task)
+            task.add_done_callback(self._event_tasks.discard)
 
 
 async def acknowledge(
     api: kr8s.asyncio.Api, pending: Iterable[rollups.Translated], limit: asyncio.Semaphore
-) -> int:
+) -> list[rollups.Translated]:
     """Mark requests Acknowledged, one status merge patch each, `limit` at a time."""
     patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
 
-    async def one(t: rollups.Translated) -> int:
+    async def one(t: rollups.Translated) -> rollups.Translated | None:
         async with limit:
             request = CapacityRequest(
                 {
@@ -269,7 +303,8 @@ async def acknowledge(
             try:
                 await request.patch(patch, subresource="status")  # a JSON merge patch
             except kr8s.NotFoundError:
-                return 0  # deleted meanwhile: nothing to acknowledge
-            return 1
+                return None  # deleted meanwhile: nothing to acknowledge
+            return t
 
-    return sum(await asyncio.gather(*(one(t) for t in pending)))
+    done = await asyncio.gather(*(one(t) for t in pending))
+    return [t for t in done if t is not None]

@@ -142,6 +142,9 @@ async def test_capacity_requests_become_ready_upcoming_nodes_through_a_real_shar
     for i in range(4):  # 4 pods of 4 CPU: two 8-CPU machines
         await CapacityRequest(request(f"job-{i}", namespace, {"cpu": "4"}), api=api).create()
     await CapacityRequest(request("odd", namespace, {"CPU cores": "1"}), api=api).create()
+    missing = request("metal", namespace, {"cpu": "64"})
+    missing["spec"]["requirements"][0]["values"] = ["m6i.metal"]  # no such machines
+    await CapacityRequest(missing, api=api).create()
 
     async def ready_nodes() -> list[str]:
         nodes = [n async for n in api.async_get(UpcomingNode)]
@@ -171,6 +174,13 @@ async def test_capacity_requests_become_ready_upcoming_nodes_through_a_real_shar
         )
 
     await until(warned, "a Warning Event on the untranslatable request")
+
+    async def explained() -> set[tuple[str, str]]:
+        found = [e async for e in api.async_get("events", namespace=namespace)]
+        return {(e.raw["involvedObject"]["name"], e.raw.get("reason")) for e in found}
+
+    wanted = {("job-0", "Acknowledged"), ("job-0", "NodeComing"), ("metal", "WaitingForCapacity")}
+    await until(lambda: _superset(explained(), wanted), "Events explaining the requests")
     odd = await CapacityRequest.get("odd", namespace=namespace, api=api)
     (condition,) = odd.raw["status"]["conditions"]
     assert (condition["type"], condition["status"]) == ("Translatable", "False")
@@ -180,3 +190,7 @@ async def test_capacity_requests_become_ready_upcoming_nodes_through_a_real_shar
 async def _at_least(values: Awaitable[list[str]], n: int) -> list[str] | None:
     found = await values
     return found if len(found) >= n else None
+
+
+async def _superset(found: Awaitable[set[tuple[str, str]]], wanted: set[tuple[str, str]]) -> bool:
+    return wanted <= await found
