@@ -11,6 +11,11 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 
+def doubling_buckets(start: float, count: int) -> list[float]:
+    """Histogram bounds start, 2*start, 4*start... (the catalog's "1 ms x2 (14)" style)."""
+    return [start * 2**i for i in range(count)]
+
+
 def parse_address(address: str) -> tuple[str, int] | None:
     """ "HOST:PORT" or ":PORT" (all interfaces) to (host, port); "0" disables the listener."""
     if address == "0":

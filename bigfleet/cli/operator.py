@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 from pathlib import Path
 
 import click
+
+from bigfleet.cli.running import until_signalled
 
 
 @click.command()
@@ -86,11 +86,4 @@ def operator(
         upcoming_retention_s=upcoming_retention,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    asyncio.run(main())
+    until_signalled(lambda stop: run(settings, stop))

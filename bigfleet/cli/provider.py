@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from pathlib import Path
 
 import click
+
+from bigfleet.cli.running import until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,14 @@ def fake(listen: str, config_path: Path | None, idle: int, speculative: int) -> 
     config = FleetConfig.load(config_path) if config_path else FleetConfig()
     fleet = config.with_quick_seeds(idle, speculative).build(time.monotonic)
 
-    async def serve() -> None:
+    async def serve(stop: asyncio.Event) -> None:
         server, port = await start(fleet, listen)
         host = listen.rpartition(":")[0] or "0.0.0.0"
         log.info(
             "fake provider serving", extra={"address": f"{host}:{port}", "machines": len(fleet)}
         )
         click.echo(f"fake provider on {host}:{port} with {len(fleet)} machines", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.stop(grace=2)
 
-    asyncio.run(serve())
+    until_signalled(serve)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 from pathlib import Path
 
 import click
+
+from bigfleet.cli.running import until_signalled
 
 
 def _default_id() -> str | None:
@@ -170,12 +171,8 @@ def shard(
         incremental_reconcile=incremental_reconcile,
     )
 
-    async def run() -> None:
+    async def run(stop: asyncio.Event) -> None:
         service = ShardService(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(service.run())]
             if kubeconfig:
@@ -191,4 +188,4 @@ def shard(
             for task in tasks:
                 task.cancel()
 
-    asyncio.run(run())
+    until_signalled(run)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-
-def _doubling(start: float, count: int) -> list[float]:
-    return [start * 2**i for i in range(count)]
+from bigfleet.metrics import doubling_buckets
 
 
 class OperatorMetrics:
@@ -15,13 +13,13 @@ class OperatorMetrics:
         self.rollup_duration = Histogram(
             p + "rollup_duration_seconds",
             "Building one roll-up (acknowledgements excluded).",
-            buckets=_doubling(0.001, 16),
+            buckets=doubling_buckets(0.001, 16),
             registry=r,
         )
         self.acknowledge_duration = Histogram(
             p + "acknowledge_duration_seconds",
             "Acknowledging the CRs of one roll-up.",
-            buckets=_doubling(0.01, 16),
+            buckets=doubling_buckets(0.01, 16),
             registry=r,
         )
         self.acknowledged = Counter(

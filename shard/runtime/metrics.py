@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-
-def _doubling(start: float, count: int) -> list[float]:
-    return [start * 2**i for i in range(count)]
+from bigfleet.metrics import doubling_buckets
 
 
 class ShardMetrics:
@@ -20,20 +18,20 @@ class ShardMetrics:
         self.cycle_duration = Histogram(
             p + "cycle_duration_seconds",
             "One decision cycle.",
-            buckets=_doubling(0.001, 14),
+            buckets=doubling_buckets(0.001, 14),
             registry=r,
         )
         self.cycle_compute = Histogram(
             p + "cycle_compute_seconds",
             "One cycle minus the wait for providers' List: the time the shard itself spends.",
-            buckets=_doubling(0.001, 14),
+            buckets=doubling_buckets(0.001, 14),
             registry=r,
         )
         self.cycle_phase_duration = Histogram(
             p + "cycle_phase_duration_seconds",
             "Time per cycle phase.",
             ["phase"],
-            buckets=_doubling(0.001, 14),
+            buckets=doubling_buckets(0.001, 14),
             registry=r,
         )
         self.inventory_machines = Gauge(
@@ -112,24 +110,24 @@ class ShardMetrics:
         self.request_bootstrap = Histogram(
             p + "request_bootstrap_seconds",
             "Bootstrap request sent to blob received.",
-            buckets=_doubling(0.01, 16),
+            buckets=doubling_buckets(0.01, 16),
             registry=r,
         )
         self.configure_phase = Histogram(
             p + "configure_phase_seconds",
             "Configure sent to the provider's answer.",
-            buckets=_doubling(0.01, 16),
+            buckets=doubling_buckets(0.01, 16),
             registry=r,
         )
         self.drain_phase = Histogram(
             p + "drain_phase_seconds",
             "Drain sent to the provider's answer.",
-            buckets=_doubling(0.01, 16),
+            buckets=doubling_buckets(0.01, 16),
             registry=r,
         )
         self.provisioning_latency = Histogram(
             p + "provisioning_latency_seconds",
             "First sighting of demand to Configured.",
-            buckets=_doubling(0.01, 16),
+            buckets=doubling_buckets(0.01, 16),
             registry=r,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from providers_fake.fleet import FakeFleet
 from providers_fake.server import start as start_provider
 from shard.engine.rails import RailSettings
 from shard.runtime.service import ShardService, ShardSettings
+from tests.support.waiting import until
 
 
 class LoopThread:
@@ -104,17 +105,6 @@ def chain(control_plane: LocalControlPlane, tmp_path: Path) -> Iterator[Chain]:
     the_chain.start()
     yield the_chain
     the_chain.stop()
-
-
-async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s}s")
-        await asyncio.sleep(0.2)
 
 
 def request(name: str, namespace: str, resources: dict[str, str]) -> dict[str, Any]:

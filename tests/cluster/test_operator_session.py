@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -20,6 +19,7 @@ from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2, shard_pb2_grpc
 from operators.operator.bootstrap import BootstrapResponder
 from operators.operator.session import OperatorSession
 from operators.operator.writers import collect_finished, mark_node_ready
+from tests.support.waiting import until
 
 S = provider_pb2.MachineState
 
@@ -115,19 +115,6 @@ def operator_rig(control_plane: LocalControlPlane) -> Iterator[OperatorRig]:
     rig.start()
     yield rig
     rig.stop()
-
-
-async def until(probe: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s}s")
-        await asyncio.sleep(0.1)
 
 
 async def test_hundreds_of_requests_roll_up_into_one_need_and_are_acknowledged(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import kr8s
 import kr8s.asyncio
@@ -17,6 +15,7 @@ from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import CapacityRequest
 from operators.podcontroller.app import PodControllerSettings, PodReconciler, run
 from tests.cluster.test_chain import LoopThread
+from tests.support.waiting import until
 
 
 class ControllerRig:
@@ -50,17 +49,6 @@ def pod_controller(control_plane: LocalControlPlane) -> Iterator[ControllerRig]:
     rig.start()
     yield rig
     rig.stop()
-
-
-async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s}s")
-        await asyncio.sleep(0.2)
 
 
 async def test_unschedulable_pods_get_one_owned_request_each_and_lose_it_with_the_pod(
