@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import yaml
 
 from bigfleet.controlplane.binaries import find_binaries
 from bigfleet.controlplane.pki import Pki, make_pki
-from bigfleet.controlplane.process import ManagedProcess, free_port, wait_until
+from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok, wait_until
 from bigfleet.crd.manifests import load_crds
 
 _ETCD_READY_S = 30.0
@@ -75,7 +73,7 @@ class LocalControlPlane:
             ],
             self.work_dir / "etcd.log",
         )
-        self._launch(etcd, lambda: _http_ok(f"{self.etcd_url}/health"), _ETCD_READY_S)
+        self._launch(etcd, lambda: http_ok(f"{self.etcd_url}/health"), _ETCD_READY_S)
 
     def _start_apiserver(self) -> None:
         port = free_port()
@@ -112,7 +110,7 @@ class LocalControlPlane:
         context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         self._launch(
             apiserver,
-            lambda: _http_ok(f"{self.apiserver_url}/readyz", context),
+            lambda: http_ok(f"{self.apiserver_url}/readyz", context),
             _APISERVER_READY_S,
         )
 
@@ -145,7 +143,7 @@ class LocalControlPlane:
         context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
         self._launch(
             manager,
-            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
             _APISERVER_READY_S,
         )
 
@@ -218,11 +216,3 @@ class LocalControlPlane:
         """Stop every process, newest first."""
         while self._processes:
             self._processes.pop().stop()
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False

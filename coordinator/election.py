@@ -1,0 +1,88 @@
+"""Leader election on etcd: a transaction on one key with a short lease attached.
+
+The failure this prevents is two coordinators acting as leader. A candidate
+creates the election key only if it does not exist, attaching its lease; it
+leads while it keeps the lease alive. Its term is the key's create revision:
+etcd's revisions only grow, so every new leader has a higher term, and a
+write guarded by "the election key still has my create revision" fails once
+someone else leads (see `Store`). Losing the lease, or failing to refresh it
+within the TTL, ends leadership; nothing here is home-made consensus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import aetcd
+
+log = logging.getLogger(__name__)
+ELECTION_KEY = b"/bigfleet/coordinator/leader"
+
+
+@dataclass(frozen=True)
+class Leadership:
+    identity: str
+    term: int  # the election key's create revision
+
+
+class Election:
+    def __init__(
+        self, client: aetcd.Client, identity: str, ttl_s: int = 2, key: bytes = ELECTION_KEY
+    ) -> None:
+        self.client = client
+        self.identity = identity
+        self.ttl_s = max(1, ttl_s)
+        self.key = key
+        self.lost = asyncio.Event()
+        self._lease: aetcd.leases.Lease | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def campaign(self) -> Leadership:
+        """Wait until this candidate leads; start keeping the lease alive."""
+        while True:
+            lease = await self.client.lease(self.ttl_s)
+            tx = self.client.transactions
+            won, _ = await self.client.transaction(
+                compare=[tx.create(self.key) == 0],
+                success=[tx.put(self.key, self.identity.encode(), lease)],
+                failure=[],
+            )
+            if won:
+                held = await self.client.get(self.key)
+                assert held is not None
+                self._lease, self.lost = lease, asyncio.Event()
+                self._keeper = asyncio.create_task(self._keep_alive(lease))
+                log.info("leading", extra={"identity": self.identity, "term": held.create_revision})
+                return Leadership(self.identity, held.create_revision)
+            await self.client.revoke_lease(lease.id)
+            await asyncio.sleep(self.ttl_s / 4)  # the holder's lease expires within the TTL
+
+    async def _keep_alive(self, lease: aetcd.leases.Lease) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.ttl_s / 3)
+                async with asyncio.timeout(self.ttl_s / 2):
+                    response = await lease.refresh()
+                if response is None or response.TTL <= 0:  # etcd dropped the lease
+                    break
+        except (TimeoutError, aetcd.exceptions.ClientError) as err:
+            log.warning("leader lease not refreshed", extra={"error": str(err)})
+        finally:
+            self.lost.set()  # step down: the lease may already be gone
+
+    async def leader(self) -> str | None:
+        """Who leads now, as far as etcd says; None when nobody does."""
+        held = await self.client.get(self.key)
+        return held.value.decode() if held is not None else None
+
+    async def resign(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+        if self._lease is not None:
+            with contextlib.suppress(aetcd.exceptions.ClientError):
+                await self._lease.revoke()
+        self.lost.set()
