@@ -2,10 +2,12 @@
 
 Every write is a transaction guarded by "the election key's create revision
 is still my term": a deposed leader's late write fails instead of landing.
-Reads are plain gets under the state prefix.
+Reads are plain gets under the state prefix; any replica may serve them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import aetcd
 import grpc
@@ -17,27 +19,48 @@ PREFIX = b"/bigfleet/coordinator/state/"
 
 
 class NotLeader(BigFleetError):
-    """This replica no longer leads; the write was not applied."""
+    """This replica does not lead (or no longer does); the write was not applied."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class Store:
-    def __init__(self, client: aetcd.Client, term: int, election_key: bytes = ELECTION_KEY) -> None:
+class StateReader:
+    def __init__(self, client: aetcd.Client, prefix: bytes = PREFIX) -> None:
         self.client = client
+        self.prefix = prefix
+
+    async def get(self, key: str) -> bytes | None:
+        found = await self.client.get(self.prefix + key.encode())
+        return found.value if found is not None else None
+
+    async def scan(self, under: str) -> dict[str, bytes]:
+        """Every key below `under` (named without the state prefix) and its value."""
+        found = await self.client.get_prefix(self.prefix + under.encode())
+        return {kv.key[len(self.prefix) :].decode(): kv.value for kv in found}
+
+
+class Store(StateReader):
+    def __init__(
+        self,
+        client: aetcd.Client,
+        term: int,
+        election_key: bytes = ELECTION_KEY,
+        prefix: bytes = PREFIX,
+    ) -> None:
+        super().__init__(client, prefix)
         self.term = term
         self.election_key = election_key
 
     async def put(self, key: str, value: bytes) -> None:
+        await self.commit({key: value})
+
+    async def commit(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
+        """Apply every put and delete in one transaction, or none once the term is over."""
         tx = self.client.transactions
+        ops = [tx.put(self.prefix + k.encode(), v) for k, v in puts.items()]
+        ops += [tx.delete(self.prefix + k.encode()) for k in deletes]
         applied, _ = await self.client.transaction(
-            compare=[tx.create(self.election_key) == self.term],
-            success=[tx.put(PREFIX + key.encode(), value)],
-            failure=[],
+            compare=[tx.create(self.election_key) == self.term], success=ops, failure=[]
         )
         if not applied:
-            raise NotLeader(f"term {self.term} is over; {key} not written")
-
-    async def get(self, key: str) -> bytes | None:
-        found = await self.client.get(PREFIX + key.encode())
-        return found.value if found is not None else None
+            raise NotLeader(f"term {self.term} is over; {len(ops)} change(s) not written")

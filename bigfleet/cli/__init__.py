@@ -15,6 +15,7 @@ import click
 from bigfleet import __version__, logs
 from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
+from bigfleet.cli.coordinator import coordinator
 from bigfleet.cli.operator import operator
 from bigfleet.cli.planned import planned
 from bigfleet.cli.podcontroller import pod_controller
@@ -26,7 +27,6 @@ from bigfleet.crd import crd_dir
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "coordinator": ("Run a coordinator replica on etcd", 6),
     "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
     "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
 }
@@ -85,5 +85,6 @@ main.add_command(conformance)
 main.add_command(sim)
 main.add_command(bench)
 main.add_command(shard)
+main.add_command(coordinator)
 main.add_command(operator)
 main.add_command(pod_controller)

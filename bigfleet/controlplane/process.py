@@ -98,6 +98,12 @@ class ManagedProcess:
             time.sleep(_PROBE_INTERVAL_S)
         raise ProcessFailed(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up, as when its node dies."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

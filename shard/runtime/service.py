@@ -20,14 +20,13 @@ from pathlib import Path
 import grpc
 from prometheus_client import CollectorRegistry
 
-from bigfleet import logs
+from bigfleet import logs, probes
 from bigfleet.fencing import advance_epoch
 from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
 from shard import codec
 from shard.engine.cycle import CycleResult, Engine
 from shard.engine.machine import MachineState
 from shard.engine.rails import RailSettings
-from shard.runtime import http
 from shard.runtime.channels import Channels, SessionService
 from shard.runtime.executor import Executor
 from shard.runtime.hints import Hints
@@ -261,8 +260,12 @@ class ShardService:
         runner = None
         if self.settings.metrics_addr != "0":
             host, _, port = self.settings.metrics_addr.rpartition(":")
-            runner = await http.start(
-                host or "0.0.0.0", int(port), self.registry, lambda: self.reconciler.ready
+            runner = await probes.start(
+                host or "0.0.0.0",
+                int(port),
+                self.registry,
+                lambda: self.reconciler.ready,
+                "no provider reconcile has succeeded yet",
             )
         log.info(
             "shard serving",

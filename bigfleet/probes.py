@@ -1,7 +1,8 @@
-"""/metrics, /healthz and /readyz on the shard's metrics port.
+"""/metrics, /healthz and /readyz on a long-running component's metrics port.
 
-/healthz answers while the process serves; /readyz only after the first
-successful provider reconcile. Neither touches the coordinator.
+/healthz answers while the process serves; /readyz answers 200 only while the
+component's own readiness check holds (the shard: a provider reconcile has
+succeeded; the coordinator: a leader is known).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 async def start(
-    host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    not_ready: str,
 ) -> web.AppRunner:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -26,7 +31,7 @@ async def start(
     async def readyz(_: web.Request) -> web.Response:
         if ready():
             return web.Response(text="ok")
-        return web.Response(status=503, text="no provider reconcile has succeeded yet")
+        return web.Response(status=503, text=not_ready)
 
     app = web.Application()
     app.add_routes(

@@ -1,0 +1,22 @@
+"""The coordinator's metric catalog, served on its metrics port (8790)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class CoordinatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # Named "raft" for dashboard compatibility; the value is the etcd-derived term.
+        self.term = Gauge(
+            "bigfleet_coordinator_raft_term",
+            "Term of the leadership this replica holds (0 while following).",
+            registry=registry,
+        )
+        self.apply = Counter(
+            "bigfleet_coordinator_apply_total",
+            "Leader writes by outcome: success, error (etcd or not leader), "
+            "fsm_error (a table rule refused it).",
+            ["outcome"],
+            registry=registry,
+        )

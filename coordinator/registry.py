@@ -1,0 +1,128 @@
+"""The coordinator's replicated tables: shard membership and domain ownership.
+
+Rules (the state machine's, kept whatever the store): adding a shard that
+exists fails; a heartbeat for an unknown shard is a no-op; removing a shard
+removes the domains it owned; a domain's owner may re-assign it to itself,
+another shard gets AlreadyExists, an unknown shard NotFound.
+
+Only the leader writes, and it writes from one task at a time, so a
+read-check-then-guarded-write is safe: any other writer would need the
+election key, which the guard checks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from urllib.parse import quote
+
+import grpc
+
+from bigfleet.errors import BigFleetError, InvalidRequest
+from coordinator.store import StateReader, Store
+
+SHARDS = "shards/"
+DOMAINS = "domains/"
+
+
+class ShardExists(BigFleetError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class DomainTaken(BigFleetError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class UnknownShard(BigFleetError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    shard_id: str
+    address: str
+    registered_at_unix_ns: int
+    last_heartbeat_unix_ns: int
+
+
+@dataclass(frozen=True)
+class Domain:
+    topology_key: str
+    topology_value: str
+    shard_id: str
+
+
+def _domain_key(topology_key: str, topology_value: str) -> str:
+    # Label keys hold "/", so both parts are escaped to keep one path level each.
+    return f"{DOMAINS}{quote(topology_key, safe='')}/{quote(topology_value, safe='')}"
+
+
+def _require(value: str, what: str) -> None:
+    if not value:
+        raise InvalidRequest(f"{what} is required")
+
+
+async def shards(state: StateReader) -> list[ShardEntry]:
+    found = await state.scan(SHARDS)
+    return sorted((ShardEntry(**json.loads(v)) for v in found.values()), key=lambda s: s.shard_id)
+
+
+async def domains(state: StateReader) -> list[Domain]:
+    found = await state.scan(DOMAINS)
+    return sorted(
+        (Domain(**json.loads(v)) for v in found.values()),
+        key=lambda d: (d.topology_key, d.topology_value),
+    )
+
+
+async def add_shard(store: Store, shard_id: str, address: str, now_ns: int) -> ShardEntry:
+    _require(shard_id, "shard_id")
+    if await store.get(SHARDS + shard_id) is not None:
+        raise ShardExists(f"shard {shard_id} is already registered")
+    entry = ShardEntry(shard_id, address, now_ns, now_ns)
+    await store.put(SHARDS + shard_id, json.dumps(asdict(entry)).encode())
+    return entry
+
+
+async def heartbeat(store: Store, shard_id: str, now_ns: int) -> bool:
+    """Record a heartbeat; False (and nothing written) for an unknown shard."""
+    raw = await store.get(SHARDS + shard_id)
+    if raw is None:
+        return False
+    entry = json.loads(raw) | {"last_heartbeat_unix_ns": now_ns}
+    await store.put(SHARDS + shard_id, json.dumps(entry).encode())
+    return True
+
+
+async def remove_shard(store: Store, shard_id: str) -> None:
+    _require(shard_id, "shard_id")
+    if await store.get(SHARDS + shard_id) is None:
+        raise UnknownShard(f"shard {shard_id} is not registered")
+    owned = [
+        key
+        for key, raw in (await store.scan(DOMAINS)).items()
+        if json.loads(raw)["shard_id"] == shard_id
+    ]
+    await store.commit({}, deletes=[SHARDS + shard_id, *owned])
+
+
+async def assign_domain(store: Store, domain: Domain) -> None:
+    _require(domain.topology_key, "topology_key")
+    _require(domain.topology_value, "topology_value")
+    _require(domain.shard_id, "shard_id")
+    if await store.get(SHARDS + domain.shard_id) is None:
+        raise UnknownShard(f"shard {domain.shard_id} is not registered")
+    key = _domain_key(domain.topology_key, domain.topology_value)
+    held = await store.get(key)
+    if held is not None:
+        owner = json.loads(held)["shard_id"]
+        if owner == domain.shard_id:
+            return
+        raise DomainTaken(f"{domain.topology_key}={domain.topology_value} belongs to shard {owner}")
+    await store.put(key, json.dumps(asdict(domain)).encode())
+
+
+async def unassign_domain(store: Store, topology_key: str, topology_value: str) -> None:
+    _require(topology_key, "topology_key")
+    _require(topology_value, "topology_value")
+    await store.commit({}, deletes=[_domain_key(topology_key, topology_value)])

@@ -1,0 +1,191 @@
+"""The Coordinator gRPC service of one replica.
+
+Every replica campaigns; the one that leads serves ReportShard and the admin
+writes, the others answer those with FAILED_PRECONDITION naming the leader,
+so a client can redial. Reads of the replicated tables come from etcd and
+any replica serves them; the last report per shard is leader-local soft
+state and starts empty after a failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aetcd
+import grpc
+from prometheus_client import CollectorRegistry
+
+from bigfleet.errors import BigFleetError
+from bigfleet.wire import coordinator_pb2 as pb
+from bigfleet.wire import coordinator_pb2_grpc
+from coordinator import registry
+from coordinator.election import Election
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.store import NotLeader, StateReader, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(
+        self, election: Election, state: StateReader, metrics: CoordinatorMetrics | None = None
+    ) -> None:
+        self.election = election
+        self.state = state
+        self.metrics = metrics or CoordinatorMetrics(CollectorRegistry())
+        self.store: Store | None = None  # set while this replica leads
+        self.reports: dict[str, pb.ShardReportSnapshot] = {}
+        self.leader_seen = False  # readiness: some replica leads
+        self._writes = asyncio.Lock()  # one leader write at a time (see registry)
+
+    async def lead_forever(self) -> None:
+        """Campaign, lead until the lease is lost, step down, campaign again."""
+        while True:
+            try:
+                leadership = await self.election.campaign()
+            except aetcd.exceptions.ClientError as err:
+                log.warning("campaign failed; retrying", extra={"error": str(err)})
+                await asyncio.sleep(self.election.ttl_s)
+                continue
+            self.store = Store(
+                self.election.client,
+                leadership.term,
+                election_key=self.election.key,
+                prefix=self.state.prefix,
+            )
+            self.reports = {}
+            self.metrics.term.set(leadership.term)
+            try:
+                await self.election.lost.wait()
+            finally:
+                self.store = None
+                self.metrics.term.set(0)
+                log.warning("stepped down", extra={"term": leadership.term})
+
+    async def watch_leader(self, every_s: float = 1.0) -> None:
+        """Keep `leader_seen` current, for the readiness probe."""
+        while True:
+            try:
+                self.leader_seen = await self.election.leader() is not None
+            except aetcd.exceptions.ClientError:
+                self.leader_seen = False
+            await asyncio.sleep(every_s)
+
+    async def _as_leader(
+        self, context: grpc.aio.ServicerContext, write: Callable[[Store], Awaitable[T]]
+    ) -> T:
+        async with self._writes:
+            try:
+                if self.store is None:
+                    leader = await self.election.leader()
+                    raise NotLeader(f"not the leader; the leader is {leader or 'not elected yet'}")
+                result = await write(self.store)
+            except NotLeader as err:
+                self.metrics.apply.labels("error").inc()
+                await context.abort(err.code, str(err))
+                raise  # abort raises; this line only satisfies the type checker
+            except BigFleetError as err:
+                self.metrics.apply.labels("fsm_error").inc()
+                await context.abort(err.code, str(err))
+                raise
+            except aetcd.exceptions.ClientError as err:
+                self.metrics.apply.labels("error").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {err}")
+                raise
+            self.metrics.apply.labels("success").inc()
+            return result
+
+    async def ReportShard(
+        self, request: pb.ShardReport, context: grpc.aio.ServicerContext
+    ) -> pb.ReportAck:
+        async def report(store: Store) -> int:
+            now = time.time_ns()
+            if not await registry.heartbeat(store, request.shard_id, now):
+                await registry.add_shard(store, request.shard_id, request.shard_address, now)
+            self.reports[request.shard_id] = pb.ShardReportSnapshot(
+                shard_id=request.shard_id,
+                cycle=request.cycle,
+                received_at_unix_ns=now,
+                summary=request.summary,
+                shortfalls=request.shortfalls,
+            )
+            return store.term
+
+        term = await self._as_leader(context, report)
+        return pb.ReportAck(coordinator_term=term, acknowledged=True)
+
+    async def AssignDomain(
+        self, request: pb.AssignDomainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AssignDomainResponse:
+        domain = registry.Domain(request.topology_key, request.topology_value, request.shard_id)
+        await self._as_leader(context, lambda store: registry.assign_domain(store, domain))
+        return pb.AssignDomainResponse()
+
+    async def UnassignDomain(
+        self, request: pb.UnassignDomainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnassignDomainResponse:
+        await self._as_leader(
+            context,
+            lambda store: registry.unassign_domain(
+                store, request.topology_key, request.topology_value
+            ),
+        )
+        return pb.UnassignDomainResponse()
+
+    async def RemoveShard(
+        self, request: pb.RemoveShardRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveShardResponse:
+        await self._as_leader(context, lambda store: registry.remove_shard(store, request.shard_id))
+        self.reports.pop(request.shard_id, None)
+        return pb.RemoveShardResponse()
+
+    async def JoinRaftCluster(
+        self, request: pb.JoinRaftClusterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JoinRaftClusterResponse:
+        # Kept for wire compatibility: membership belongs to etcd here.
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "membership is etcd's; add an etcd member"
+        )
+        raise AssertionError("unreachable")
+
+    async def ListShards(
+        self, request: pb.ListShardsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListShardsResponse:
+        entries = await registry.shards(self.state)
+        return pb.ListShardsResponse(
+            shards=[
+                pb.ShardRegistryEntry(
+                    shard_id=e.shard_id,
+                    address=e.address,
+                    registered_at_unix_ns=e.registered_at_unix_ns,
+                    last_heartbeat_unix_ns=e.last_heartbeat_unix_ns,
+                )
+                for e in entries
+            ]
+        )
+
+    async def ListDomainAssignments(
+        self, request: pb.ListDomainAssignmentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDomainAssignmentsResponse:
+        found = await registry.domains(self.state)
+        return pb.ListDomainAssignmentsResponse(
+            assignments=[
+                pb.DomainAssignment(
+                    topology_key=d.topology_key,
+                    topology_value=d.topology_value,
+                    shard_id=d.shard_id,
+                )
+                for d in found
+            ]
+        )
+
+    async def ListShardReports(
+        self, request: pb.ListShardReportsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListShardReportsResponse:
+        wanted = sorted(r for r in self.reports if not request.shard_id or r == request.shard_id)
+        return pb.ListShardReportsResponse(reports=[self.reports[r] for r in wanted])

@@ -1,0 +1,244 @@
+"""Two coordinator replicas over gRPC on a real three-member etcd cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aetcd
+import grpc
+import pytest
+
+from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.wire import coordinator_pb2 as pb
+from bigfleet.wire import coordinator_pb2_grpc
+from coordinator.election import Election
+from coordinator.service import CoordinatorService
+from coordinator.store import StateReader
+from tests.component.etcd_cluster import EtcdCluster
+from tests.support.waiting import until
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class Replica:
+    name: str
+    client: aetcd.Client
+    service: CoordinatorService
+    server: grpc.aio.Server
+    leading: asyncio.Task[None]
+    stub: coordinator_pb2_grpc.CoordinatorStub
+    channel: grpc.aio.Channel
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.leading.cancel()
+        await asyncio.gather(self.leading, return_exceptions=True)
+        await self.service.election.resign()
+        await self.channel.close()
+        await self.server.stop(None)
+        await self.client.close()
+
+
+async def start_replica(name: str, etcd_port: int, scope: str) -> Replica:
+    client = aetcd.Client(host="127.0.0.1", port=etcd_port)
+    await client.connect()
+    election = Election(client, name, ttl_s=2, key=f"/bigfleet/test/{scope}/leader".encode())
+    service = CoordinatorService(election, StateReader(client, f"/bigfleet/test/{scope}/".encode()))
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
+    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    leading = asyncio.create_task(service.lead_forever())
+    return Replica(
+        name,
+        client,
+        service,
+        server,
+        leading,
+        coordinator_pb2_grpc.CoordinatorStub(channel),
+        channel,
+    )
+
+
+@pytest.fixture
+async def replicas(
+    etcd: EtcdCluster, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Replica, Replica]]:
+    a = await start_replica("coord-a", etcd.client_ports[0], request.node.name)
+    await until(lambda: a.service.store is not None, "coord-a leads", 20)  # then b follows
+    b = await start_replica("coord-b", etcd.client_ports[1], request.node.name)
+    yield a, b
+    for replica in (b, a):
+        await replica.stop()
+
+
+def report(shard_id: str, cycle: int = 1) -> pb.ShardReport:
+    return pb.ShardReport(
+        shard_id=shard_id,
+        cycle=cycle,
+        shard_address=f"{shard_id}.shards:7780",
+        summary=pb.ShardSummary(total_machines=10, free_machines=4),
+    )
+
+
+async def test_reports_register_shards_on_the_leader_and_followers_name_it(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, follower = replicas
+    ack = await leader.stub.ReportShard(report("shard-0"))
+    assert ack.acknowledged and ack.coordinator_term > 0
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await follower.stub.ReportShard(report("shard-0"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "coord-a" in (refused.value.details() or "")
+
+    await leader.stub.ReportShard(report("shard-0", cycle=2))  # a heartbeat, not a duplicate
+    listed = (await follower.stub.ListShards(pb.ListShardsRequest())).shards
+    assert [(s.shard_id, s.address) for s in listed] == [("shard-0", "shard-0.shards:7780")]
+    assert listed[0].last_heartbeat_unix_ns > listed[0].registered_at_unix_ns
+    snapshots = (await leader.stub.ListShardReports(pb.ListShardReportsRequest())).reports
+    assert [(r.shard_id, r.cycle, r.summary.free_machines) for r in snapshots] == [
+        ("shard-0", 2, 4)
+    ]
+
+    with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
+        await leader.stub.JoinRaftCluster(pb.JoinRaftClusterRequest(node_id="x"))
+    assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_domain_ownership_rules_and_removal_cascade(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, follower = replicas
+    for shard in ("shard-0", "shard-1"):
+        await leader.stub.ReportShard(report(shard))
+    zone = ("topology.kubernetes.io/zone", "eu-1a")
+
+    async def assign(shard_id: str, key: str = zone[0], value: str = zone[1]) -> None:
+        await leader.stub.AssignDomain(
+            pb.AssignDomainRequest(topology_key=key, topology_value=value, shard_id=shard_id)
+        )
+
+    await assign("shard-0")
+    await assign("shard-0")  # the owner again: idempotent
+    await assign("shard-1", value="eu-1b")
+    for shard, code in (
+        ("shard-1", "ALREADY_EXISTS"),
+        ("shard-9", "NOT_FOUND"),
+        ("", "INVALID_ARGUMENT"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await assign(shard)
+        assert refused.value.code().name == code
+
+    listed = (
+        await follower.stub.ListDomainAssignments(pb.ListDomainAssignmentsRequest())
+    ).assignments
+    assert [(a.topology_value, a.shard_id) for a in listed] == [
+        ("eu-1a", "shard-0"),
+        ("eu-1b", "shard-1"),
+    ]
+
+    await leader.stub.RemoveShard(pb.RemoveShardRequest(shard_id="shard-0"))
+    listed = (
+        await follower.stub.ListDomainAssignments(pb.ListDomainAssignmentsRequest())
+    ).assignments
+    assert [(a.topology_value, a.shard_id) for a in listed] == [("eu-1b", "shard-1")]
+    shards = (await follower.stub.ListShards(pb.ListShardsRequest())).shards
+    assert [s.shard_id for s in shards] == ["shard-1"]
+
+
+async def test_after_failover_the_new_leader_has_every_acknowledged_write(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, follower = replicas
+    acked = []
+    for i in range(20):
+        await leader.stub.ReportShard(report(f"shard-{i:02}"))
+        acked.append(f"shard-{i:02}")
+    old_term = (await leader.stub.ReportShard(report("shard-00", cycle=2))).coordinator_term
+
+    await leader.stop()  # resigns: the follower may take over at once
+    await until(lambda: follower.service.store is not None, "coord-b leads", 10)
+    ack = await follower.stub.ReportShard(report("shard-00", cycle=3))
+    assert ack.coordinator_term > old_term
+    shards = (await follower.stub.ListShards(pb.ListShardsRequest())).shards
+    assert [s.shard_id for s in shards] == acked
+    # Soft state starts empty after a failover: only the report sent since.
+    reports = (await follower.stub.ListShardReports(pb.ListShardReportsRequest())).reports
+    assert [r.shard_id for r in reports] == ["shard-00"]
+
+
+async def test_coordinator_processes_fail_over_when_the_leader_is_killed(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    endpoints = ",".join(f"127.0.0.1:{p}" for p in etcd.client_ports)
+    replicas = []
+    for name in ("coord-0", "coord-1"):
+        grpc_port, metrics_port = free_port(), free_port()
+        process = ManagedProcess(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "bigfleet.cli",
+                "coordinator",
+                "--etcd",
+                endpoints,
+                "--id",
+                name,
+                "--listen",
+                f"127.0.0.1:{grpc_port}",
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            tmp_path / f"{name}.log",
+        )
+        process.start()
+        process.wait_ready(lambda p=metrics_port: http_ok(f"http://127.0.0.1:{p}/readyz"), 30)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+        replicas.append(
+            (process, coordinator_pb2_grpc.CoordinatorStub(channel), channel, metrics_port)
+        )
+    try:
+        (first, first_stub, _, first_metrics), (_, second_stub, _, _) = replicas
+        ack = await first_stub.ReportShard(report("shard-a"))  # coord-0 started first: it leads
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{first_metrics}/metrics").read()
+        assert f"bigfleet_coordinator_raft_term {ack.coordinator_term}.0".encode() in metrics
+        assert b'bigfleet_coordinator_apply_total{outcome="success"} 1.0' in metrics
+
+        first.kill()  # SIGKILL: no resignation, the lease has to lapse
+        died = time.monotonic()
+
+        async def second_leads() -> bool:
+            try:
+                return (await second_stub.ReportShard(report("shard-b"))).acknowledged
+            except grpc.aio.AioRpcError:
+                return False
+
+        await until(second_leads, "coord-1 leads", 10)
+        assert time.monotonic() - died <= 2 + 1  # lease TTL + 1 s
+        shards = (await second_stub.ListShards(pb.ListShardsRequest())).shards
+        assert [s.shard_id for s in shards] == ["shard-a", "shard-b"]
+    finally:
+        for process, _, channel, _ in replicas:
+            await channel.close()
+            process.stop()
