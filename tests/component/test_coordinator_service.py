@@ -119,9 +119,13 @@ async def test_reports_register_shards_on_the_leader_and_followers_name_it(
         ("shard-0", 2, 4)
     ]
 
-    with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
-        await leader.stub.JoinRaftCluster(pb.JoinRaftClusterRequest(node_id="x"))
-    assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    for unbuilt in (
+        leader.stub.JoinRaftCluster(pb.JoinRaftClusterRequest(node_id="x")),
+        leader.stub.ListQuotas(pb.ListQuotasRequest()),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
+            await unbuilt
+        assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_domain_ownership_rules_and_removal_cascade(
