@@ -16,6 +16,7 @@ from bigfleet import __version__, logs
 from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.coordinator import coordinator
+from bigfleet.cli.ctl import ctl
 from bigfleet.cli.operator import operator
 from bigfleet.cli.planned import planned
 from bigfleet.cli.podcontroller import pod_controller
@@ -27,7 +28,6 @@ from bigfleet.crd import crd_dir
 # Subcommands that later work fills in, with the issue that builds each.
 # They refuse to run rather than pretend.
 PLANNED: dict[str, tuple[str, int]] = {
-    "ctl": ("Administer the coordinator (shards, domain assignments)", 6),
     "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
 }
 
@@ -86,5 +86,6 @@ main.add_command(sim)
 main.add_command(bench)
 main.add_command(shard)
 main.add_command(coordinator)
+main.add_command(ctl)
 main.add_command(operator)
 main.add_command(pod_controller)

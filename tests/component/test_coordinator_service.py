@@ -13,7 +13,9 @@ from pathlib import Path
 import aetcd
 import grpc
 import pytest
+from click.testing import CliRunner, Result
 
+from bigfleet.cli import main
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
@@ -40,6 +42,7 @@ class Replica:
     server: grpc.aio.Server
     leading: asyncio.Task[None]
     stub: coordinator_pb2_grpc.CoordinatorStub
+    server_port: int
     channel: grpc.aio.Channel
     stopped: bool = False
 
@@ -73,6 +76,7 @@ async def start_replica(name: str, etcd_port: int, scope: str) -> Replica:
         server,
         leading,
         coordinator_pb2_grpc.CoordinatorStub(channel),
+        port,
         channel,
     )
 
@@ -246,3 +250,31 @@ async def test_coordinator_processes_fail_over_when_the_leader_is_killed(
         for process, _, channel, _ in replicas:
             await channel.close()
             process.stop()
+
+
+async def test_ctl_administers_through_whichever_replica_leads(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, follower = replicas
+    await leader.stub.ReportShard(report("shard-0"))
+    # The follower is named first: writes must find the leader on their own.
+    addresses = ",".join(f"127.0.0.1:{r.server_port}" for r in (follower, leader))
+
+    async def ctl(*args: str) -> Result:
+        return await asyncio.to_thread(
+            CliRunner().invoke, main, ["ctl", "--coordinator", addresses, *args]
+        )
+
+    zone = ["--key", "topology.kubernetes.io/zone", "--value", "eu-1a"]
+    assigned = await ctl("assign-domain", *zone, "--shard", "shard-0")
+    assert assigned.exit_code == 0, assigned.output
+    listed = await ctl("list-domain-assignments")
+    assert "topology.kubernetes.io/zone" in listed.output and "shard-0" in listed.output
+    shards = await ctl("list-shards")
+    assert shards.output.split()[:4] == ["SHARD", "ADDRESS", "REGISTERED", "LAST_HEARTBEAT"]
+    assert "shard-0.shards:7780" in shards.output
+    refused = await ctl("assign-domain", *zone, "--shard", "shard-9")
+    assert refused.exit_code == 1 and "NOT_FOUND" in refused.output
+    removed = await ctl("remove-shard", "--shard", "shard-0")
+    assert removed.exit_code == 0
+    assert "shard-0" not in (await ctl("list-domain-assignments")).output

@@ -1,0 +1,170 @@
+"""`bigfleet ctl`: administer the coordinator over its gRPC service."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import click
+import grpc
+
+from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc
+
+T = TypeVar("T")
+Call = Callable[[coordinator_pb2_grpc.CoordinatorStub, float], T]
+
+
+class Coordinators:
+    """The replicas named on the command line; writes find whichever leads."""
+
+    def __init__(self, addresses: Sequence[str], timeout_s: float) -> None:
+        self.addresses = addresses
+        self.timeout_s = timeout_s
+
+    def call(self, rpc: Call[T]) -> T:
+        refusals = []
+        for address in self.addresses:
+            with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+                try:
+                    return rpc(coordinator_pb2_grpc.CoordinatorStub(channel), self.timeout_s)
+                except grpc.RpcError as err:
+                    code, details = err.code(), err.details()
+                    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION):
+                        refusals.append(f"{address}: {details}")  # down or a follower: next one
+                        continue
+                    raise click.ClickException(f"{code.name}: {details}") from err
+        raise click.ClickException("no coordinator took the call: " + "; ".join(refusals))
+
+
+def _when(unix_ns: int) -> str:
+    if not unix_ns:
+        return "—"
+    return datetime.fromtimestamp(unix_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, box=None, header_style="bold")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@click.group()
+@click.option(
+    "--coordinator",
+    "addresses",
+    default="127.0.0.1:7790",
+    show_default=True,
+    metavar="HOST:PORT[,...]",
+    help="Coordinator replicas; a write goes to whichever leads.",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds per RPC.",
+)
+@click.pass_context
+def ctl(ctx: click.Context, addresses: str, timeout: float) -> None:
+    """Administer the coordinator: shards, domain assignments, reports."""
+    ctx.obj = Coordinators([a.strip() for a in addresses.split(",") if a.strip()], timeout)
+
+
+@ctl.command("list-shards")
+@click.pass_obj
+def list_shards(coordinators: Coordinators) -> None:
+    """Registered shards and their last heartbeat (UTC)."""
+    reply = coordinators.call(
+        lambda stub, t: stub.ListShards(coordinator_pb2.ListShardsRequest(), timeout=t)
+    )
+    _table(
+        ["SHARD", "ADDRESS", "REGISTERED", "LAST_HEARTBEAT"],
+        [
+            [
+                s.shard_id,
+                s.address or "—",
+                _when(s.registered_at_unix_ns),
+                _when(s.last_heartbeat_unix_ns),
+            ]
+            for s in reply.shards
+        ],
+    )
+
+
+@ctl.command("list-domain-assignments")
+@click.pass_obj
+def list_domain_assignments(coordinators: Coordinators) -> None:
+    """Which shard owns each topology domain."""
+    reply = coordinators.call(
+        lambda stub, t: stub.ListDomainAssignments(
+            coordinator_pb2.ListDomainAssignmentsRequest(), timeout=t
+        )
+    )
+    _table(
+        ["TOPOLOGY_KEY", "TOPOLOGY_VALUE", "SHARD"],
+        [[a.topology_key, a.topology_value, a.shard_id] for a in reply.assignments],
+    )
+
+
+@ctl.command("list-shard-reports")
+@click.option("--shard", default="", help="Only this shard.")
+@click.pass_obj
+def list_shard_reports(coordinators: Coordinators, shard: str) -> None:
+    """The leader's latest report per shard (empty right after a failover)."""
+    request = coordinator_pb2.ListShardReportsRequest(shard_id=shard)
+    reply = coordinators.call(lambda stub, t: stub.ListShardReports(request, timeout=t))
+    _table(
+        ["SHARD", "CYCLE", "RECEIVED", "MACHINES", "FREE", "SHORTFALLS"],
+        [
+            [
+                r.shard_id,
+                r.cycle,
+                _when(r.received_at_unix_ns),
+                r.summary.total_machines,
+                r.summary.free_machines,
+                len(r.shortfalls),
+            ]
+            for r in reply.reports
+        ],
+    )
+
+
+@ctl.command("assign-domain")
+@click.option("--key", required=True, help="Topology label key, e.g. topology.kubernetes.io/zone.")
+@click.option("--value", required=True, help="Label value, e.g. eu-west-1a.")
+@click.option("--shard", required=True, help="The shard that will own the domain.")
+@click.pass_obj
+def assign_domain(coordinators: Coordinators, key: str, value: str, shard: str) -> None:
+    """Give a topology domain to a shard (a no-op if it already owns it)."""
+    request = coordinator_pb2.AssignDomainRequest(
+        topology_key=key, topology_value=value, shard_id=shard
+    )
+    coordinators.call(lambda stub, t: stub.AssignDomain(request, timeout=t))
+    click.echo(f"{key}={value} -> {shard}")
+
+
+@ctl.command("unassign-domain")
+@click.option("--key", required=True, help="Topology label key.")
+@click.option("--value", required=True, help="Label value.")
+@click.pass_obj
+def unassign_domain(coordinators: Coordinators, key: str, value: str) -> None:
+    """Release a topology domain from its shard."""
+    request = coordinator_pb2.UnassignDomainRequest(topology_key=key, topology_value=value)
+    coordinators.call(lambda stub, t: stub.UnassignDomain(request, timeout=t))
+    click.echo(f"{key}={value} unassigned")
+
+
+@ctl.command("remove-shard")
+@click.option("--shard", required=True, help="The shard to remove.")
+@click.pass_obj
+def remove_shard(coordinators: Coordinators, shard: str) -> None:
+    """Remove a shard and the domains it owned."""
+    request = coordinator_pb2.RemoveShardRequest(shard_id=shard)
+    coordinators.call(lambda stub, t: stub.RemoveShard(request, timeout=t))
+    click.echo(f"shard {shard} removed")
