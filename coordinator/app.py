@@ -70,9 +70,15 @@ async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
         asyncio.create_task(service.lead_forever()),
         asyncio.create_task(service.watch_leader()),
     ]
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # A background task that ends on its own has failed: let the process exit and restart.
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                task.result()  # re-raise its error
     finally:
+        stopping.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

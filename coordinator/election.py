@@ -43,21 +43,29 @@ class Election:
     async def campaign(self) -> Leadership:
         """Wait until this candidate leads; start keeping the lease alive."""
         while True:
+            if await self.client.get(self.key) is not None:  # someone leads: no lease churn
+                await asyncio.sleep(self.ttl_s / 4)
+                continue
             lease = await self.client.lease(self.ttl_s)
-            tx = self.client.transactions
-            won, _ = await self.client.transaction(
-                compare=[tx.create(self.key) == 0],
-                success=[tx.put(self.key, self.identity.encode(), lease)],
-                failure=[],
-            )
+            won = False
+            try:
+                tx = self.client.transactions
+                won, responses = await self.client.transaction(
+                    compare=[tx.create(self.key) == 0],
+                    success=[tx.put(self.key, self.identity.encode(), lease), tx.get(self.key)],
+                    failure=[],
+                )
+            finally:
+                if not won:  # lost, failed or cancelled: give the lease back now
+                    await self._revoke(lease)
             if won:
-                held = await self.client.get(self.key)
-                assert held is not None
+                # The term comes from the winning transaction itself: a separate read
+                # could already see a successor's key.
+                (_, held), *_ = responses[1]
                 self._lease, self.lost = lease, asyncio.Event()
                 self._keeper = asyncio.create_task(self._keep_alive(lease))
                 log.info("leading", extra={"identity": self.identity, "term": held.create_revision})
                 return Leadership(self.identity, held.create_revision)
-            await self.client.revoke_lease(lease.id)
             await asyncio.sleep(self.ttl_s / 4)  # the holder's lease expires within the TTL
 
     async def _keep_alive(self, lease: aetcd.leases.Lease) -> None:
@@ -72,6 +80,13 @@ class Election:
             log.warning("leader lease not refreshed", extra={"error": str(err)})
         finally:
             self.lost.set()  # step down: the lease may already be gone
+        await self._revoke(lease)  # if it is not, free the key for a successor now
+
+    async def _revoke(self, lease: aetcd.leases.Lease) -> None:
+        """Best effort and bounded: an unreachable etcd expires the lease anyway."""
+        with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
+            async with asyncio.timeout(self.ttl_s):
+                await lease.revoke()
 
     async def leader(self) -> str | None:
         """Who leads now, as far as etcd says; None when nobody does."""
@@ -83,6 +98,5 @@ class Election:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
         if self._lease is not None:
-            with contextlib.suppress(aetcd.exceptions.ClientError):
-                await self._lease.revoke()
+            await self._revoke(self._lease)
         self.lost.set()

@@ -63,7 +63,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             try:
                 await self.election.lost.wait()
             finally:
-                self.store = None
+                self.store, self.reports = None, {}
                 self.metrics.term.set(0)
                 log.warning("stepped down", extra={"term": leadership.term})
 
@@ -76,16 +76,27 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 self.leader_seen = False
             await asyncio.sleep(every_s)
 
+    async def _refuse_unless_leading(self, context: grpc.aio.ServicerContext) -> Store:
+        store = self.store
+        if store is None:
+            try:
+                leader = await self.election.leader()
+            except aetcd.exceptions.ClientError:
+                leader = None
+            await context.abort(
+                NotLeader.code, f"not the leader; the leader is {leader or 'not known'}"
+            )
+            raise AssertionError("unreachable: abort raises")
+        return store
+
     async def _as_leader(
         self, context: grpc.aio.ServicerContext, write: Callable[[Store], Awaitable[T]]
     ) -> T:
+        await self._refuse_unless_leading(context)  # followers refuse without queueing
         async with self._writes:
             try:
-                if self.store is None:
-                    leader = await self.election.leader()
-                    raise NotLeader(f"not the leader; the leader is {leader or 'not elected yet'}")
-                result = await write(self.store)
-            except NotLeader as err:
+                result = await write(await self._refuse_unless_leading(context))
+            except NotLeader as err:  # the term ended under this write
                 self.metrics.apply.labels("error").inc()
                 await context.abort(err.code, str(err))
                 raise  # abort raises; this line only satisfies the type checker
@@ -99,6 +110,13 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 raise
             self.metrics.apply.labels("success").inc()
             return result
+
+    async def _read(self, context: grpc.aio.ServicerContext, read: Awaitable[T]) -> T:
+        try:
+            return await read
+        except aetcd.exceptions.ClientError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {err}")
+            raise
 
     async def ReportShard(
         self, request: pb.ShardReport, context: grpc.aio.ServicerContext
@@ -156,7 +174,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def ListShards(
         self, request: pb.ListShardsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListShardsResponse:
-        entries = await registry.shards(self.state)
+        entries = await self._read(context, registry.shards(self.state))
         return pb.ListShardsResponse(
             shards=[
                 pb.ShardRegistryEntry(
@@ -172,7 +190,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def ListDomainAssignments(
         self, request: pb.ListDomainAssignmentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDomainAssignmentsResponse:
-        found = await registry.domains(self.state)
+        found = await self._read(context, registry.domains(self.state))
         return pb.ListDomainAssignmentsResponse(
             assignments=[
                 pb.DomainAssignment(
@@ -187,5 +205,6 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def ListShardReports(
         self, request: pb.ListShardReportsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListShardReportsResponse:
+        await self._refuse_unless_leading(context)  # soft state: only the leader's is current
         wanted = sorted(r for r in self.reports if not request.shard_id or r == request.shard_id)
         return pb.ListShardReportsResponse(reports=[self.reports[r] for r in wanted])

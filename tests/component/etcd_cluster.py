@@ -46,7 +46,7 @@ class EtcdCluster:
             member.wait_ready(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60)
 
     def kill(self, index: int) -> None:
-        self.members[index].stop()
+        self.members[index].kill()
 
     def stop(self) -> None:
         for member in self.members:

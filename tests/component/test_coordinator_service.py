@@ -269,12 +269,19 @@ async def test_ctl_administers_through_whichever_replica_leads(
     assigned = await ctl("assign-domain", *zone, "--shard", "shard-0")
     assert assigned.exit_code == 0, assigned.output
     listed = await ctl("list-domain-assignments")
+    assert listed.exit_code == 0, listed.output
     assert "topology.kubernetes.io/zone" in listed.output and "shard-0" in listed.output
     shards = await ctl("list-shards")
+    assert shards.exit_code == 0, shards.output
     assert shards.output.split()[:4] == ["SHARD", "ADDRESS", "REGISTERED", "LAST_HEARTBEAT"]
     assert "shard-0.shards:7780" in shards.output
     refused = await ctl("assign-domain", *zone, "--shard", "shard-9")
     assert refused.exit_code == 1 and "NOT_FOUND" in refused.output
+    reports = await ctl("list-shard-reports")  # soft state: the follower passes it on
+    assert reports.exit_code == 0, reports.output
+    row = next(line.split() for line in reports.output.splitlines() if "shard-0" in line)
+    assert row[:2] == ["shard-0", "1"] and row[3:] == ["10", "4", "0"]  # cycle, machines, free
     removed = await ctl("remove-shard", "--shard", "shard-0")
-    assert removed.exit_code == 0
-    assert "shard-0" not in (await ctl("list-domain-assignments")).output
+    assert removed.exit_code == 0, removed.output
+    after = await ctl("list-domain-assignments")
+    assert after.exit_code == 0 and "shard-0" not in after.output
