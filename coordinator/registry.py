@@ -23,6 +23,7 @@ from coordinator.store import StateReader, Store
 
 SHARDS = "shards/"
 DOMAINS = "domains/"
+_TXN_OPS = 100
 
 
 class ShardExists(BigFleetError):
@@ -103,7 +104,11 @@ async def remove_shard(store: Store, shard_id: str) -> None:
         for key, raw in (await store.scan(DOMAINS)).items()
         if json.loads(raw)["shard_id"] == shard_id
     ]
-    await store.commit({}, deletes=[SHARDS + shard_id, *owned])
+    # Domains first, in batches under etcd's per-transaction operation limit (128 by
+    # default); the shard goes last, so a failure part-way leaves it registered to retry.
+    for start in range(0, len(owned), _TXN_OPS):
+        await store.commit({}, deletes=owned[start : start + _TXN_OPS])
+    await store.commit({}, deletes=[SHARDS + shard_id])
 
 
 async def assign_domain(store: Store, domain: Domain) -> None:

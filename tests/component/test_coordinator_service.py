@@ -285,3 +285,20 @@ async def test_ctl_administers_through_whichever_replica_leads(
     assert removed.exit_code == 0, removed.output
     after = await ctl("list-domain-assignments")
     assert after.exit_code == 0 and "shard-0" not in after.output
+
+
+async def test_removing_a_shard_with_more_domains_than_one_etcd_transaction_holds(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, follower = replicas
+    await leader.stub.ReportShard(report("shard-0"))
+    for rack in range(150):  # etcd refuses transactions of more than 128 operations
+        await leader.stub.AssignDomain(
+            pb.AssignDomainRequest(
+                topology_key="rack", topology_value=f"r{rack}", shard_id="shard-0"
+            )
+        )
+    await leader.stub.RemoveShard(pb.RemoveShardRequest(shard_id="shard-0"))
+    listed = await follower.stub.ListDomainAssignments(pb.ListDomainAssignmentsRequest())
+    assert list(listed.assignments) == []
+    assert list((await follower.stub.ListShards(pb.ListShardsRequest())).shards) == []
