@@ -36,6 +36,8 @@ class Election:
         self.identity = identity
         self.ttl_s = max(1, ttl_s)
         self.key = key
+        # A read this often is cheap for etcd and keeps the takeover close to the lease expiry.
+        self.poll_s = min(0.1, self.ttl_s / 10)
         self.lost = asyncio.Event()
         self._lease: aetcd.leases.Lease | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -44,7 +46,7 @@ class Election:
         """Wait until this candidate leads; start keeping the lease alive."""
         while True:
             if await self.client.get(self.key) is not None:  # someone leads: no lease churn
-                await asyncio.sleep(self.ttl_s / 4)
+                await asyncio.sleep(self.poll_s)
                 continue
             lease = await self.client.lease(self.ttl_s)
             won = False
@@ -66,7 +68,7 @@ class Election:
                 self._keeper = asyncio.create_task(self._keep_alive(lease))
                 log.info("leading", extra={"identity": self.identity, "term": held.create_revision})
                 return Leadership(self.identity, held.create_revision)
-            await asyncio.sleep(self.ttl_s / 4)  # the holder's lease expires within the TTL
+            await asyncio.sleep(self.poll_s)
 
     async def _keep_alive(self, lease: aetcd.leases.Lease) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class EtcdCluster:
 
     def start(self) -> None:
         etcd = find_binaries() / "etcd"
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         peers = [free_port() for _ in range(self.size)]
         self.client_ports = [free_port() for _ in range(self.size)]
         initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
@@ -41,9 +43,8 @@ class EtcdCluster:
             )
             member.start()
             self.members.append(member)
-        for i, member in enumerate(self.members):
-            port = self.client_ports[i]
-            member.wait_ready(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60)
+        for member, port in zip(self.members, self.client_ports, strict=True):
+            member.wait_ready(functools.partial(http_ok, f"http://127.0.0.1:{port}/health"), 60)
 
     def kill(self, index: int) -> None:
         self.members[index].kill()
