@@ -150,15 +150,16 @@ def rollup_from_wire(rollup: capacity_pb2.ClusterCapacityNeeds) -> list[Need]:
     return [need_from_wire(rollup.cluster_id, n, rollup.timestamp_unix_nanos) for n in rollup.needs]
 
 
+def requirement_to_wire(r: Requirement) -> capacity_pb2.NodeSelectorRequirement:
+    return capacity_pb2.NodeSelectorRequirement(
+        key=r.key, operator=_OPERATOR_NUMBERS[r.operator], values=r.values
+    )
+
+
 def need_to_wire(need: Need) -> capacity_pb2.CapacityNeed:
     p = need.profile
     return capacity_pb2.CapacityNeed(
-        requirements=[
-            capacity_pb2.NodeSelectorRequirement(
-                key=r.key, operator=_OPERATOR_NUMBERS[r.operator], values=r.values
-            )
-            for r in p.requirements
-        ],
+        requirements=[requirement_to_wire(r) for r in p.requirements],
         aggregate_resources=vector_to_wire(need.aggregate),
         priority=p.priority,
         spread=[

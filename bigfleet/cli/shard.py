@@ -116,6 +116,25 @@ def _default_id() -> str | None:
     is_flag=True,
     help="List with since_revision cursors (cannot see removed machines).",
 )
+@click.option(
+    "--coordinator-addr",
+    default=None,
+    metavar="HOST:PORT",
+    help="Report to this coordinator; without it the shard runs on its own.",
+)
+@click.option(
+    "--coordinator-heartbeat-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between coordinator reports.",
+)
+@click.option(
+    "--advertise-addr",
+    default="",
+    metavar="HOST:PORT",
+    help="The address reported to the coordinator [default: --listen].",
+)
 def shard(
     shard_id: str | None,
     listen: str,
@@ -134,6 +153,9 @@ def shard(
     max_actions_per_cycle: int,
     clusters: tuple[str, ...],
     incremental_reconcile: bool,
+    coordinator_addr: str | None,
+    coordinator_heartbeat_interval: float,
+    advertise_addr: str,
 ) -> None:
     """Run a shard: Session server, decision engine, provider reconcile and execution.
 
@@ -169,12 +191,20 @@ def shard(
         empty_rollup_guard=empty_rollup_guard,
         allowed_clusters=frozenset(clusters),
         incremental_reconcile=incremental_reconcile,
+        advertise=advertise_addr,
     )
 
     async def run(stop: asyncio.Event) -> None:
         service = ShardService(settings)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(service.run())]
+            if coordinator_addr:
+                from shard.coordclient import CoordinatorClient
+
+                client = CoordinatorClient(
+                    coordinator_addr, service, coordinator_heartbeat_interval
+                )
+                tasks.append(group.create_task(client.run()))
             if kubeconfig:
                 import kr8s.asyncio
 

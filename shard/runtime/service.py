@@ -25,8 +25,10 @@ from bigfleet.fencing import advance_epoch
 from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
 from shard import codec
 from shard.engine.cycle import CycleResult, Engine
+from shard.engine.inventory import Inventory
 from shard.engine.machine import MachineState
 from shard.engine.rails import RailSettings
+from shard.engine.shortfall import ShortfallLedger
 from shard.runtime.channels import Channels, SessionService
 from shard.runtime.executor import Executor
 from shard.runtime.hints import Hints
@@ -56,6 +58,7 @@ class ShardSettings:
     max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
     allowed_clusters: frozenset[str] = frozenset()
     incremental_reconcile: bool = False
+    advertise: str = ""  # the address reported to the coordinator; default: listen
 
 
 class ShardService:
@@ -284,6 +287,27 @@ class ShardService:
                 await runner.cleanup()
             for client in self.providers.values():
                 await client.close()
+
+    # What a coordinator report reads (shard.coordclient.ShardView).
+    @property
+    def shard_id(self) -> str:
+        return self.settings.shard_id
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.state.inventory
+
+    @property
+    def shortfalls(self) -> ShortfallLedger:
+        return self.engine.shortfalls
+
+    @property
+    def address(self) -> str:
+        return self.settings.advertise or self.settings.listen
+
+    @property
+    def provider_address(self) -> str:
+        return self.settings.providers[0][1] if self.settings.providers else ""
 
     def status(self) -> dict[str, object]:
         """The Shard resource's status, from the last cycle."""

@@ -1,0 +1,145 @@
+"""The shard's client of the coordinator: heartbeat reports and instruction fencing.
+
+Runs only when a coordinator address is configured, in its own task, and
+nothing in the shard waits on it: with every coordinator down the shard
+keeps provisioning from what it owns (static stability). It imports only
+the wire, never the coordinator package.
+
+Each report carries the outcomes of the instructions received on earlier
+replies. Instructions are fenced by term: a reply whose term is below the
+highest seen is ignored whole; an instruction below it is REJECTED_STALE.
+This build carries out no instruction payload yet and answers the rest
+REJECTED_INVALID, so the coordinator stops redelivering them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Protocol
+
+import grpc
+
+from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc, provider_pb2
+from shard import codec
+from shard.engine.inventory import Inventory
+from shard.engine.machine import MachineState
+from shard.engine.shortfall import ShortfallLedger
+
+log = logging.getLogger(__name__)
+Outcome = coordinator_pb2.InstructAck.Outcome
+_FREE = (MachineState.IDLE, MachineState.SPECULATIVE)
+
+
+class ShardView(Protocol):
+    """What a report reads from the running shard."""
+
+    @property
+    def shard_id(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def inventory(self) -> Inventory: ...
+    @property
+    def shortfalls(self) -> ShortfallLedger: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def provider_address(self) -> str: ...
+
+
+def build_report(
+    view: ShardView, acks: list[coordinator_pb2.InstructAck]
+) -> coordinator_pb2.ShardReport:
+    machines = list(view.inventory.all())
+    summary = coordinator_pb2.ShardSummary(
+        total_machines=len(machines),
+        free_machines=sum(m.state in _FREE for m in machines),
+        per_instance_type_counts=Counter(m.instance_type for m in machines if m.instance_type),
+        per_zone_counts=Counter(m.zone for m in machines if m.zone),
+        provider_address=view.provider_address,
+    )
+    shortfalls = [
+        coordinator_pb2.Shortfall(
+            requirements=[codec.requirement_to_wire(r) for r in s.profile.requirements],
+            deficit=provider_pb2.Resources(resources=codec.vector_to_wire(s.deficit)),
+            priority=s.profile.priority,
+            age_cycles=s.age_cycles,
+            interruption_penalty_bucket=s.profile.interruption_bucket,  # type: ignore[arg-type]
+        )
+        for s in view.shortfalls.report()
+    ]
+    return coordinator_pb2.ShardReport(
+        shard_id=view.shard_id,
+        cycle=view.cycles,
+        timestamp_unix_nanos=time.time_ns(),
+        shard_epoch=view.epoch,
+        summary=summary,
+        shortfalls=shortfalls,
+        instruction_acks=acks,
+        shard_address=view.address,
+    )
+
+
+class InstructionFence:
+    """The highest coordinator term seen, and each instruction's outcome against it."""
+
+    def __init__(self) -> None:
+        self.high_water = 0
+
+    def judge(self, reply: coordinator_pb2.ReportAck) -> list[coordinator_pb2.InstructAck]:
+        if reply.coordinator_term < self.high_water:
+            log.warning(
+                "reply from a deposed coordinator ignored",
+                extra={"term": reply.coordinator_term, "high_water": self.high_water},
+            )
+            return []
+        self.high_water = reply.coordinator_term
+        return [self._one(i) for i in reply.instructions]
+
+    def _one(
+        self, instruction: coordinator_pb2.CoordinatorInstruction
+    ) -> coordinator_pb2.InstructAck:
+        ack = coordinator_pb2.InstructAck(instruction_id=instruction.instruction_id)
+        if instruction.coordinator_term < self.high_water:
+            ack.outcome = Outcome.OUTCOME_REJECTED_STALE
+            ack.reason = f"term {instruction.coordinator_term} is below {self.high_water}"
+        else:
+            kind = instruction.WhichOneof("payload") or "empty"
+            ack.outcome, ack.reason = Outcome.OUTCOME_REJECTED_INVALID, f"{kind} is not handled"
+        return ack
+
+
+class CoordinatorClient:
+    def __init__(self, address: str, view: ShardView, interval_s: float = 10.0) -> None:
+        self.address = address
+        self.view = view
+        self.interval_s = interval_s
+        self.fence = InstructionFence()
+        self.pending_acks: list[coordinator_pb2.InstructAck] = []
+        self.reports_acknowledged = 0
+
+    async def run(self) -> None:
+        async with grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS) as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+            while True:
+                await self.report_once(stub)
+                await asyncio.sleep(self.interval_s)
+
+    async def report_once(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> None:
+        acks, self.pending_acks = self.pending_acks, []
+        try:
+            reply = await stub.ReportShard(build_report(self.view, acks), timeout=self.interval_s)
+        except grpc.aio.AioRpcError as err:
+            self.pending_acks = acks + self.pending_acks  # resent with the next report
+            log.warning(
+                "coordinator report failed",
+                extra={"code": err.code().name, "error": err.details()},
+            )
+            return
+        self.reports_acknowledged += reply.acknowledged
+        self.pending_acks.extend(self.fence.judge(reply))
