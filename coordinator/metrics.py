@@ -20,3 +20,9 @@ class CoordinatorMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.pending = Gauge(
+            "bigfleet_coordinator_pending_instructions",
+            "Instructions owed to a shard: sent on every reply until it acknowledges them.",
+            ["shard"],
+            registry=registry,
+        )

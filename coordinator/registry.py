@@ -127,7 +127,14 @@ async def assign_domain(store: Store, domain: Domain) -> None:
     await store.put(key, json.dumps(asdict(domain)).encode())
 
 
-async def unassign_domain(store: Store, topology_key: str, topology_value: str) -> None:
+async def unassign_domain(store: Store, topology_key: str, topology_value: str) -> str | None:
+    """Release a domain; returns the shard that owned it (None if nobody did)."""
     _require(topology_key, "topology_key")
     _require(topology_value, "topology_value")
-    await store.commit({}, deletes=[_domain_key(topology_key, topology_value)])
+    key = _domain_key(topology_key, topology_value)
+    held = await store.get(key)
+    if held is None:
+        return None
+    await store.commit({}, deletes=[key])
+    owner: str = json.loads(held)["shard_id"]
+    return owner

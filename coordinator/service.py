@@ -10,6 +10,7 @@ state and starts empty after a failover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
 from coordinator import registry
 from coordinator.election import Election
+from coordinator.instructions import InstructionQueue
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import NotLeader, StateReader, Store
 
@@ -40,6 +42,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.metrics = metrics or CoordinatorMetrics(CollectorRegistry())
         self.store: Store | None = None  # set while this replica leads
         self.reports: dict[str, pb.ShardReportSnapshot] = {}
+        self.instructions = InstructionQueue(term=0)  # replaced on every win
         self.leader_seen = False  # readiness: some replica leads
         self._writes = asyncio.Lock()  # one leader write at a time (see registry)
 
@@ -58,7 +61,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 election_key=self.election.key,
                 prefix=self.state.prefix,
             )
-            self.reports = {}
+            self.reports, self.instructions = {}, InstructionQueue(leadership.term)
             self.metrics.term.set(leadership.term)
             try:
                 await self.election.lost.wait()
@@ -135,24 +138,41 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             return store.term
 
         term = await self._as_leader(context, report)
-        return pb.ReportAck(coordinator_term=term, acknowledged=True)
+        self.instructions.acknowledge(request.shard_id, request.instruction_acks)
+        owed = self.instructions.for_shard(request.shard_id)
+        self.metrics.pending.labels(request.shard_id).set(len(owed))
+        return pb.ReportAck(coordinator_term=term, acknowledged=True, instructions=owed)
+
+    def _instruct(self, shard_id: str, instruction: pb.CoordinatorInstruction) -> None:
+        self.instructions.send(shard_id, instruction)
+        owed = len(self.instructions.for_shard(shard_id))
+        self.metrics.pending.labels(shard_id).set(owed)
 
     async def AssignDomain(
         self, request: pb.AssignDomainRequest, context: grpc.aio.ServicerContext
     ) -> pb.AssignDomainResponse:
         domain = registry.Domain(request.topology_key, request.topology_value, request.shard_id)
         await self._as_leader(context, lambda store: registry.assign_domain(store, domain))
+        payload = pb.AssignDomain(
+            topology_key=request.topology_key, topology_value=request.topology_value
+        )
+        self._instruct(request.shard_id, pb.CoordinatorInstruction(assign_domain=payload))
         return pb.AssignDomainResponse()
 
     async def UnassignDomain(
         self, request: pb.UnassignDomainRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnassignDomainResponse:
-        await self._as_leader(
+        owner = await self._as_leader(
             context,
             lambda store: registry.unassign_domain(
                 store, request.topology_key, request.topology_value
             ),
         )
+        if owner is not None:
+            payload = pb.UnassignDomain(
+                topology_key=request.topology_key, topology_value=request.topology_value
+            )
+            self._instruct(owner, pb.CoordinatorInstruction(unassign_domain=payload))
         return pb.UnassignDomainResponse()
 
     async def RemoveShard(
@@ -160,6 +180,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     ) -> pb.RemoveShardResponse:
         await self._as_leader(context, lambda store: registry.remove_shard(store, request.shard_id))
         self.reports.pop(request.shard_id, None)
+        self.instructions.forget(request.shard_id)
+        with contextlib.suppress(KeyError):  # a shard never instructed has no series
+            self.metrics.pending.remove(request.shard_id)
         return pb.RemoveShardResponse()
 
     async def JoinRaftCluster(

@@ -299,3 +299,40 @@ async def test_removing_a_shard_with_more_domains_than_one_etcd_transaction_hold
     listed = await follower.stub.ListDomainAssignments(pb.ListDomainAssignmentsRequest())
     assert list(listed.assignments) == []
     assert list((await follower.stub.ListShards(pb.ListShardsRequest())).shards) == []
+
+
+async def test_domain_changes_become_instructions_redelivered_until_acknowledged(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    leader, _ = replicas
+    term = (await leader.stub.ReportShard(report("shard-0"))).coordinator_term
+    zone = {"topology_key": "topology.kubernetes.io/zone", "topology_value": "eu-1a"}
+    await leader.stub.AssignDomain(pb.AssignDomainRequest(shard_id="shard-0", **zone))
+
+    first = (await leader.stub.ReportShard(report("shard-0"))).instructions
+    assert [
+        (i.coordinator_term, i.sequence_number, i.assign_domain.topology_value) for i in first
+    ] == [(term, 1, "eu-1a")]
+    again = (await leader.stub.ReportShard(report("shard-0"))).instructions
+    assert [i.instruction_id for i in again] == [first[0].instruction_id]  # not acked: resent
+
+    failed = pb.InstructAck(
+        instruction_id=first[0].instruction_id, outcome=pb.InstructAck.Outcome.OUTCOME_FAILED
+    )
+    retried = await leader.stub.ReportShard(
+        pb.ShardReport(shard_id="shard-0", instruction_acks=[failed])
+    )
+    assert [i.instruction_id for i in retried.instructions] == [first[0].instruction_id]
+
+    await leader.stub.UnassignDomain(pb.UnassignDomainRequest(**zone))
+    accepted = pb.InstructAck(
+        instruction_id=first[0].instruction_id, outcome=pb.InstructAck.Outcome.OUTCOME_ACCEPTED
+    )
+    reply = await leader.stub.ReportShard(
+        pb.ShardReport(shard_id="shard-0", instruction_acks=[accepted])
+    )
+    assert [(i.sequence_number, i.WhichOneof("payload")) for i in reply.instructions] == [
+        (2, "unassign_domain")
+    ]
+    (pending,) = leader.service.metrics.pending.collect()
+    assert [(x.labels["shard"], x.value) for x in pending.samples] == [("shard-0", 1.0)]

@@ -1,0 +1,42 @@
+"""Instructions the leader owes each shard, redelivered on every reply until acknowledged.
+
+Leader-local: a new leadership starts empty with its own sequence. Every
+instruction carries (term, sequence) and an id stable across redelivery, so
+a shard can refuse a deposed leader's and recognise a repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bigfleet.wire import coordinator_pb2 as pb
+
+_RETRY = pb.InstructAck.Outcome.OUTCOME_FAILED  # the only outcome that keeps it pending
+
+
+class InstructionQueue:
+    def __init__(self, term: int) -> None:
+        self.term = term
+        self.sequence = 0
+        self.pending: dict[str, dict[str, pb.CoordinatorInstruction]] = {}
+
+    def send(self, shard_id: str, instruction: pb.CoordinatorInstruction) -> str:
+        """Queue `instruction` (its payload set) for `shard_id`; returns its id."""
+        self.sequence += 1
+        instruction.coordinator_term = self.term
+        instruction.sequence_number = self.sequence
+        instruction.instruction_id = f"{self.term}-{self.sequence}"
+        self.pending.setdefault(shard_id, {})[instruction.instruction_id] = instruction
+        return instruction.instruction_id
+
+    def acknowledge(self, shard_id: str, acks: Iterable[pb.InstructAck]) -> None:
+        queued = self.pending.get(shard_id, {})
+        for ack in acks:
+            if ack.outcome != _RETRY:
+                queued.pop(ack.instruction_id, None)
+
+    def for_shard(self, shard_id: str) -> list[pb.CoordinatorInstruction]:
+        return sorted(self.pending.get(shard_id, {}).values(), key=lambda i: i.sequence_number)
+
+    def forget(self, shard_id: str) -> None:
+        self.pending.pop(shard_id, None)
