@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from bigfleet.cli.options import json_output, write_json
 from bigfleet.cli.planned import planned
 
 
@@ -34,12 +34,7 @@ def bench() -> None:
     help="Warm cycles measured after the first.",
 )
 @click.option("--seed", default=1, show_default=True)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the figures here as JSON.",
-)
+@json_output
 def engine(
     machines: int,
     needs: int,
@@ -87,8 +82,7 @@ def engine(
         f"first cycle {result.first_cycle_ms} ms; peak RSS {result.peak_rss_mb} MiB; "
         f"{result.bytes_per_machine} bytes per machine in the inventory"
     )
-    if json_path:
-        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    write_json(json_path, result.as_json())
 
 
 bench.add_command(planned("chain", "1,000 unschedulable Pods bound on the local control plane", 7))
@@ -116,12 +110,7 @@ bench.add_command(planned("chain", "1,000 unschedulable Pods bound on the local 
     type=click.IntRange(min=1),
     help="Machines the fake provider serves (half Idle, half Speculative).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the figures here as JSON.",
-)
+@json_output
 def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
     """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
     from sim import bench_shard
@@ -139,8 +128,7 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
             f"{label} ms p50/p99 idle {idle['p50']}/{idle['p99']}, while ingesting "
             f"{loaded['p50']}/{loaded['p99']} (histogram bucket upper bounds)"
         )
-    if json_path:
-        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    write_json(json_path, result.as_json())
 
 
 @bench.command("operator")
@@ -152,12 +140,7 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
     help="CapacityRequests to roll up; all of them are then acknowledged.",
 )
 @click.option("--ack-concurrency", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the figures here as JSON.",
-)
+@json_output
 def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> None:
     """Roll-up build p50/p99 over N CRs; seconds to acknowledge them on a real API server."""
     from operators.operator import bench as operator_bench_
@@ -168,8 +151,7 @@ def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> No
         f"{result.rollup_ms['p50']}/{result.rollup_ms['p99']} ms; acknowledged all in "
         f"{result.ack_seconds} s"
     )
-    if json_path:
-        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    write_json(json_path, result.as_json())
 
 
 @bench.command("coordinator")
@@ -181,12 +163,7 @@ def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> No
     help="Leader kills (SIGKILL), one per round.",
 )
 @click.option("--lease-ttl", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the figures here as JSON.",
-)
+@json_output
 def coordinator_bench(kills: int, lease_ttl: int, json_path: Path | None) -> None:
     """Failover p50/p99/max and lost acknowledged writes over repeated leader kills.
 
@@ -207,5 +184,4 @@ def coordinator_bench(kills: int, lease_ttl: int, json_path: Path | None) -> Non
         f"{result.kills} leader kills, lease TTL {result.lease_ttl_s} s: failover p50/p99/max "
         f"{f['p50']}/{f['p99']}/{f['max']} s; acknowledged writes lost: {result.lost_writes}"
     )
-    if json_path:
-        json_path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    write_json(json_path, result.as_json())

@@ -7,6 +7,7 @@ import socket
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
 
 
@@ -38,13 +39,7 @@ def _endpoints(
     help="This replica's name, as followers report the leader.",
 )
 @click.option("--listen", default="0.0.0.0:7790", show_default=True, help="HOST:PORT for gRPC.")
-@click.option(
-    "--metrics-port",
-    default=8790,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port for /metrics, /healthz and /readyz; 0 disables them.",
-)
+@options.metrics_port(8790, "/metrics, /healthz and /readyz")
 @click.option(
     "--lease-ttl",
     default=2,
@@ -68,12 +63,11 @@ def coordinator(
     """
     from coordinator.app import CoordinatorSettings, run
 
-    host = listen.rpartition(":")[0] or "0.0.0.0"
     settings = CoordinatorSettings(
         replica_id=replica_id,
         etcd=etcd,
         listen=listen,
-        metrics_addr=f"{host}:{metrics_port}" if metrics_port else "0",
+        metrics_addr=options.metrics_address(listen.rpartition(":")[0], metrics_port),
         lease_ttl_s=lease_ttl,
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
 
 
@@ -52,13 +53,7 @@ from bigfleet.cli.running import until_signalled
     default=None,
     help="API server URL written into join blobs [default: the kubeconfig's].",
 )
-@click.option(
-    "--metrics-port",
-    default=8770,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port for /metrics; 0 disables it.",
-)
+@options.metrics_port(8770)
 def operator(
     cluster_id: str,
     shard_address: str,
@@ -82,7 +77,7 @@ def operator(
         ack_concurrency=ack_concurrency,
         bootstrap_template=bootstrap_template,
         api_server_url=api_server_url,
-        metrics_addr=f"0.0.0.0:{metrics_port}" if metrics_port else "0",
+        metrics_addr=options.metrics_address("", metrics_port),
         upcoming_retention_s=upcoming_retention,
     )
 

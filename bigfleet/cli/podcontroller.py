@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
 
 
@@ -32,13 +33,7 @@ from bigfleet.cli.running import until_signalled
     help="YAML: PriorityClass name -> {interruptionPenalty, reclamationPenalty} "
     "(mount a ConfigMap here); used when a pod has no penalty annotations.",
 )
-@click.option(
-    "--metrics-port",
-    default=8080,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port for /metrics; 0 disables it.",
-)
+@options.metrics_port(8080)
 def pod_controller(
     kubeconfig: Path, mode: str, priority_class_defaults: Path | None, metrics_port: int
 ) -> None:
@@ -50,7 +45,7 @@ def pod_controller(
         kubeconfig=kubeconfig,
         mode=mode,  # type: ignore[arg-type]
         defaults=load_defaults(priority_class_defaults),
-        metrics_addr=f"0.0.0.0:{metrics_port}" if metrics_port else "0",
+        metrics_addr=options.metrics_address("", metrics_port),
     )
 
     until_signalled(lambda stop: run(settings, stop))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
 
 
@@ -40,13 +41,7 @@ def _default_id() -> str | None:
     metavar="NAME=HOST:PORT",
     help="A capacity provider to dial; repeat for several.",
 )
-@click.option(
-    "--metrics-port",
-    default=8780,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port for /metrics, /healthz and /readyz; 0 disables them.",
-)
+@options.metrics_port(8780, "/metrics, /healthz and /readyz")
 @click.option(
     "--data-dir",
     default=Path("./data"),
@@ -171,13 +166,12 @@ def shard(
         parsed = tuple(parse_provider_flag(p) for p in providers)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--provider") from err
-    host = listen.rpartition(":")[0] or "0.0.0.0"
     settings = ShardSettings(
         shard_id=shard_id,
         listen=listen,
         providers=parsed,
         data_dir=data_dir,
-        metrics_addr=f"{host}:{metrics_port}" if metrics_port else "0",
+        metrics_addr=options.metrics_address(listen.rpartition(":")[0], metrics_port),
         cycle_interval_s=cycle_interval,
         execute_concurrency=execute_concurrency,
         bootstrap_timeout_s=bootstrap_timeout,
