@@ -41,7 +41,9 @@ class CoordinatorBench:
         return {**self.__dict__, "rebalance_s": None}
 
 
-class _Replica:
+class CoordinatorProcess:
+    """A `bigfleet coordinator` process on loopback, with a client for its service."""
+
     def __init__(self, name: str, etcd: str, work_dir: Path, ttl_s: int) -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         argv = [
@@ -53,15 +55,17 @@ class _Replica:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
-    async def start(self) -> None:
+    async def start(self, ready: str = "/healthz") -> None:
+        """Start it and wait for `ready` (/readyz: until some replica leads)."""
         self.process.start()
         await asyncio.to_thread(
             self.process.wait_ready,
-            lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/healthz"),
+            lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}{ready}"),
             60,
         )
 
     async def write(self, shard_id: str) -> bool:
+        """Register (or heartbeat) a shard; True when this replica leads and acknowledged it."""
         try:
             ack = await self.stub.ReportShard(pb.ShardReport(shard_id=shard_id), timeout=1)
         except grpc.aio.AioRpcError:
@@ -69,7 +73,7 @@ class _Replica:
         return bool(ack.acknowledged)
 
 
-async def _first_to_ack(replicas: list[_Replica], shard_id: str) -> _Replica:
+async def _first_to_ack(replicas: list[CoordinatorProcess], shard_id: str) -> CoordinatorProcess:
     while True:
         for replica in replicas:
             if await replica.write(shard_id):
@@ -91,7 +95,7 @@ async def _run(
     etcd = EtcdCluster(work_dir / "etcd")
     etcd.start()
     endpoints = ",".join(f"127.0.0.1:{p}" for p in etcd.client_ports)
-    replicas = [_Replica(f"coord-{i}", endpoints, work_dir, ttl_s) for i in range(3)]
+    replicas = [CoordinatorProcess(f"coord-{i}", endpoints, work_dir, ttl_s) for i in range(3)]
     failovers: list[float] = []
     acked: set[str] = set()
     lost = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ from click.testing import CliRunner, Result
 
 from bigfleet.cli import main
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
-from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.controlplane.process import free_port
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
+from coordinator.bench import CoordinatorProcess
 from coordinator.election import Election
 from coordinator.service import CoordinatorService
 from coordinator.store import StateReader
@@ -198,55 +198,23 @@ async def test_coordinator_processes_fail_over_when_the_leader_is_killed(
     etcd: EtcdCluster, tmp_path: Path
 ) -> None:
     endpoints = ",".join(f"127.0.0.1:{p}" for p in etcd.client_ports)
-    replicas = []
-    for name in ("coord-0", "coord-1"):
-        grpc_port, metrics_port = free_port(), free_port()
-        process = ManagedProcess(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "bigfleet.cli",
-                "coordinator",
-                "--etcd",
-                endpoints,
-                "--id",
-                name,
-                "--listen",
-                f"127.0.0.1:{grpc_port}",
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            tmp_path / f"{name}.log",
-        )
-        process.start()
-        process.wait_ready(lambda p=metrics_port: http_ok(f"http://127.0.0.1:{p}/readyz"), 30)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
-        replicas.append(
-            (process, coordinator_pb2_grpc.CoordinatorStub(channel), channel, metrics_port)
-        )
+    first, second = (CoordinatorProcess(n, endpoints, tmp_path, 2) for n in ("coord-0", "coord-1"))
     try:
-        (first, first_stub, _, first_metrics), (_, second_stub, _, _) = replicas
-        ack = await first_stub.ReportShard(report("shard-a"))  # coord-0 started first: it leads
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{first_metrics}/metrics").read()
+        await first.start(ready="/readyz")  # coord-0 leads before coord-1 exists
+        await second.start()
+        ack = await first.stub.ReportShard(report("shard-a"))
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{first.metrics_port}/metrics").read()
         assert f"bigfleet_coordinator_raft_term {ack.coordinator_term}.0".encode() in metrics
         assert b'bigfleet_coordinator_apply_total{outcome="success"} 1.0' in metrics
 
-        first.kill()  # SIGKILL: no resignation, the lease has to lapse
-
-        async def second_leads() -> bool:
-            try:
-                return (await second_stub.ReportShard(report("shard-b"))).acknowledged
-            except grpc.aio.AioRpcError:
-                return False
-
-        await until(second_leads, "coord-1 leads", 10)
-        shards = (await second_stub.ListShards(pb.ListShardsRequest())).shards
+        first.process.kill()  # SIGKILL: no resignation, the lease has to lapse
+        await until(lambda: second.write("shard-b"), "coord-1 leads", 10)
+        shards = (await second.stub.ListShards(pb.ListShardsRequest())).shards
         assert [s.shard_id for s in shards] == ["shard-a", "shard-b"]
     finally:
-        for process, _, channel, _ in replicas:
-            await channel.close()
-            process.stop()
+        for replica in (first, second):
+            await replica.channel.close()
+            replica.process.stop()
 
 
 async def test_ctl_administers_through_whichever_replica_leads(
