@@ -21,6 +21,9 @@ import aetcd
 log = logging.getLogger(__name__)
 ELECTION_KEY = b"/bigfleet/coordinator/leader"
 
+# What etcd answers while it elects its own leader or loses a member: worth another try.
+TRANSIENT = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
+
 
 @dataclass(frozen=True)
 class Leadership:
@@ -45,30 +48,39 @@ class Election:
     async def campaign(self) -> Leadership:
         """Wait until this candidate leads; start keeping the lease alive."""
         while True:
-            if await self.client.get(self.key) is not None:  # someone leads: no lease churn
-                await asyncio.sleep(self.poll_s)
-                continue
-            lease = await self.client.lease(self.ttl_s)
-            won = False
             try:
-                tx = self.client.transactions
-                won, responses = await self.client.transaction(
-                    compare=[tx.create(self.key) == 0],
-                    success=[tx.put(self.key, self.identity.encode(), lease), tx.get(self.key)],
-                    failure=[],
-                )
-            finally:
-                if not won:  # lost, failed or cancelled: give the lease back now
-                    await self._revoke(lease)
-            if won:
-                # The term comes from the winning transaction itself: a separate read
-                # could already see a successor's key.
-                (_, held), *_ = responses[1]
-                self._lease, self.lost = lease, asyncio.Event()
-                self._keeper = asyncio.create_task(self._keep_alive(lease))
-                log.info("leading", extra={"identity": self.identity, "term": held.create_revision})
-                return Leadership(self.identity, held.create_revision)
+                won = await self._try_once()
+            except TRANSIENT as err:  # etcd is electing its own leader: ask again shortly
+                log.info("campaign retried", extra={"error": str(err)})
+                won = None
+            if won is not None:
+                return won
             await asyncio.sleep(self.poll_s)
+
+    async def _try_once(self) -> Leadership | None:
+        if await self.client.get(self.key) is not None:  # someone leads: no lease churn
+            return None
+        lease = await self.client.lease(self.ttl_s)
+        won = False
+        try:
+            tx = self.client.transactions
+            won, responses = await self.client.transaction(
+                compare=[tx.create(self.key) == 0],
+                success=[tx.put(self.key, self.identity.encode(), lease), tx.get(self.key)],
+                failure=[],
+            )
+        finally:
+            if not won:  # lost, failed or cancelled: give the lease back now
+                await self._revoke(lease)
+        if not won:
+            return None
+        # The term comes from the winning transaction itself: a separate read
+        # could already see a successor's key.
+        (_, held), *_ = responses[1]
+        self._lease, self.lost = lease, asyncio.Event()
+        self._keeper = asyncio.create_task(self._keep_alive(lease))
+        log.info("leading", extra={"identity": self.identity, "term": held.create_revision})
+        return Leadership(self.identity, held.create_revision)
 
     async def _keep_alive(self, lease: aetcd.leases.Lease) -> None:
         try:

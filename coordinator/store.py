@@ -11,11 +11,22 @@ from collections.abc import Iterable
 
 import aetcd
 import grpc
+import tenacity
 
 from bigfleet.errors import BigFleetError
-from coordinator.election import ELECTION_KEY
+from coordinator.election import ELECTION_KEY, TRANSIENT
 
 PREFIX = b"/bigfleet/coordinator/state/"
+
+# An etcd leader change drops requests for a moment. Every call here is safe to
+# repeat (reads, and term-guarded transactions that write the same values), so
+# a short retry hides the blip instead of failing the caller's RPC.
+retry_transient = tenacity.retry(
+    retry=tenacity.retry_if_exception_type(TRANSIENT),
+    wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+    stop=tenacity.stop_after_delay(3),
+    reraise=True,
+)
 
 
 class NotLeader(BigFleetError):
@@ -29,10 +40,12 @@ class StateReader:
         self.client = client
         self.prefix = prefix
 
+    @retry_transient
     async def get(self, key: str) -> bytes | None:
         found = await self.client.get(self.prefix + key.encode())
         return found.value if found is not None else None
 
+    @retry_transient
     async def scan(self, under: str) -> dict[str, bytes]:
         """Every key below `under` (named without the state prefix) and its value."""
         found = await self.client.get_prefix(self.prefix + under.encode())
@@ -54,6 +67,7 @@ class Store(StateReader):
     async def put(self, key: str, value: bytes) -> None:
         await self.commit({key: value})
 
+    @retry_transient
     async def commit(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
         """Apply every put and delete in one transaction, or none once the term is over."""
         tx = self.client.transactions

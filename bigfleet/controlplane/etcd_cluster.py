@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,17 @@ class EtcdCluster:
             self.members.append(member)
         for member, port in zip(self.members, self.client_ports, strict=True):
             member.wait_ready(functools.partial(http_ok, f"http://127.0.0.1:{port}/health"), 60)
+
+    def raft_leader(self) -> int | None:
+        """Index of the member that leads etcd's own Raft group, from its metrics."""
+        for index, port in enumerate(self.client_ports):
+            if not self.members[index].running:
+                continue
+            url = f"http://127.0.0.1:{port}/metrics"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                if b"\netcd_server_is_leader 1" in r.read():
+                    return index
+        return None
 
     def kill(self, index: int) -> None:
         self.members[index].kill()

@@ -98,6 +98,10 @@ class ManagedProcess:
             time.sleep(_PROBE_INTERVAL_S)
         raise ProcessFailed(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up, as when its node dies."""
         if self._proc is not None and self._proc.poll() is None:
