@@ -8,8 +8,8 @@ the wire, never the coordinator package.
 Each report carries the outcomes of the instructions received on earlier
 replies. Instructions are fenced by term: a reply whose term is below the
 highest seen is ignored whole; an instruction below it is REJECTED_STALE.
-This build carries out no instruction payload yet and answers the rest
-REJECTED_INVALID, so the coordinator stops redelivering them.
+The rest go to a handler (the shard runtime's), which carries them out; with
+no handler every payload is answered REJECTED_INVALID.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import grpc
@@ -86,13 +87,22 @@ def build_report(
     )
 
 
+Handler = Callable[[coordinator_pb2.CoordinatorInstruction], Awaitable[tuple[int, str]]]
+
+
+async def _refuse(instruction: coordinator_pb2.CoordinatorInstruction) -> tuple[int, str]:
+    kind = instruction.WhichOneof("payload") or "empty"
+    return Outcome.OUTCOME_REJECTED_INVALID, f"{kind} is not handled"
+
+
 class InstructionFence:
     """The highest coordinator term seen, and each instruction's outcome against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Handler = _refuse) -> None:
         self.high_water = 0
+        self.handler = handler
 
-    def judge(self, reply: coordinator_pb2.ReportAck) -> list[coordinator_pb2.InstructAck]:
+    async def judge(self, reply: coordinator_pb2.ReportAck) -> list[coordinator_pb2.InstructAck]:
         if reply.coordinator_term < self.high_water:
             log.warning(
                 "reply from a deposed coordinator ignored",
@@ -100,9 +110,9 @@ class InstructionFence:
             )
             return []
         self.high_water = reply.coordinator_term
-        return [self._one(i) for i in reply.instructions]
+        return [await self._one(i) for i in reply.instructions]
 
-    def _one(
+    async def _one(
         self, instruction: coordinator_pb2.CoordinatorInstruction
     ) -> coordinator_pb2.InstructAck:
         ack = coordinator_pb2.InstructAck(instruction_id=instruction.instruction_id)
@@ -110,17 +120,22 @@ class InstructionFence:
             ack.outcome = Outcome.OUTCOME_REJECTED_STALE
             ack.reason = f"term {instruction.coordinator_term} is below {self.high_water}"
         else:
-            kind = instruction.WhichOneof("payload") or "empty"
-            ack.outcome, ack.reason = Outcome.OUTCOME_REJECTED_INVALID, f"{kind} is not handled"
+            ack.outcome, ack.reason = await self.handler(instruction)  # type: ignore[assignment]
         return ack
 
 
 class CoordinatorClient:
-    def __init__(self, address: str, view: ShardView, interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        view: ShardView,
+        interval_s: float = 10.0,
+        handler: Handler = _refuse,
+    ) -> None:
         self.address = address
         self.view = view
         self.interval_s = interval_s
-        self.fence = InstructionFence()
+        self.fence = InstructionFence(handler)
         self.pending_acks: list[coordinator_pb2.InstructAck] = []
         self.reports_acknowledged = 0
 
@@ -128,10 +143,14 @@ class CoordinatorClient:
         async with grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS) as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             while True:
-                await self.report_once(stub)
-                await asyncio.sleep(self.interval_s)
+                # Settled outcomes go back at once rather than an interval later; a
+                # FAILED one is redelivered on every reply, so it waits for the interval.
+                settled = await self.report_once(stub)
+                if not settled:
+                    await asyncio.sleep(self.interval_s)
 
-    async def report_once(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> None:
+    async def report_once(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> bool:
+        """One report; True when it brought outcomes worth sending straight back."""
         acks, self.pending_acks = self.pending_acks, []
         try:
             reply = await stub.ReportShard(build_report(self.view, acks), timeout=self.interval_s)
@@ -141,6 +160,8 @@ class CoordinatorClient:
                 "coordinator report failed",
                 extra={"code": err.code().name, "error": err.details()},
             )
-            return
+            return False
         self.reports_acknowledged += reply.acknowledged
-        self.pending_acks.extend(self.fence.judge(reply))
+        outcomes = await self.fence.judge(reply)
+        self.pending_acks.extend(outcomes)
+        return any(a.outcome != Outcome.OUTCOME_FAILED for a in outcomes)

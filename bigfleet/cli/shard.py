@@ -196,7 +196,10 @@ def shard(
                 from shard.coordclient import CoordinatorClient
 
                 client = CoordinatorClient(
-                    coordinator_addr, service, coordinator_heartbeat_interval
+                    coordinator_addr,
+                    service,
+                    coordinator_heartbeat_interval,
+                    handler=service.instructions.handle,
                 )
                 tasks.append(group.create_task(client.run()))
             if kubeconfig:

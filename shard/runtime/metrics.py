@@ -62,6 +62,12 @@ class ShardMetrics:
             "Actions skipped: machine busy or no longer in position.",
             registry=r,
         )
+        self.machines_transferred = Counter(
+            p + "machines_transferred_total",
+            "Machines handed to (out) or claimed from (in) other shards.",
+            ["direction"],
+            registry=r,
+        )
         self.action_queue_depth = Gauge(p + "action_queue_depth", "Queued actions.", registry=r)
         self.execute_inflight = Gauge(p + "execute_inflight", "Actions executing.", registry=r)
         self.reclaims_capped = Counter(

@@ -32,7 +32,9 @@ from shard.engine.shortfall import ShortfallLedger
 from shard.runtime.channels import Channels, SessionService
 from shard.runtime.executor import Executor
 from shard.runtime.hints import Hints
+from shard.runtime.instructions import InstructionHandler
 from shard.runtime.metrics import ShardMetrics
+from shard.runtime.ownership import Ownership
 from shard.runtime.provider import ProviderClient
 from shard.runtime.reconcile import Reconciler
 from shard.runtime.state import ShardState
@@ -58,6 +60,7 @@ class ShardSettings:
     max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
     allowed_clusters: frozenset[str] = frozenset()
     incremental_reconcile: bool = False
+    transfer_batch: int = 8  # machines handed to another shard per coordinator instruction
     advertise: str = ""  # the address reported to the coordinator; default: listen
 
 
@@ -76,6 +79,7 @@ class ShardService:
             self.channels,
             quarantine_enabled=settings.empty_rollup_guard,
             on_demand=self._wake.set,
+            ownership=Ownership.load(settings.data_dir / "ownership.json"),
         )
         self.providers = {
             name: ProviderClient(name, address, settings.shard_id, self.epoch)
@@ -91,6 +95,14 @@ class ShardService:
             execute_timeout_s=settings.execute_timeout_s,
         )
         self.engine = Engine(settings.rails)
+        self.instructions = InstructionHandler(
+            self.state,
+            self.reconciler,
+            self.executor,
+            batch=settings.transfer_batch,
+            has_shortfall=lambda: len(self.engine.shortfalls) > 0,
+            wake=self._wake.set,
+        )
         self.hints = Hints()
         self.cycle_interval_s = settings.cycle_interval_s
         self.cycles = 0

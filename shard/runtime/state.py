@@ -29,6 +29,7 @@ from shard.engine.needs import NeedsTable
 from shard.engine.rails import RollupQuarantine
 from shard.runtime.channels import BadFrame, Channels
 from shard.runtime.metrics import ShardMetrics
+from shard.runtime.ownership import Ownership
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class ShardState:
     quarantine: RollupQuarantine = field(default_factory=RollupQuarantine)
     reported: set[str] = field(default_factory=set)  # clusters with a roll-up since start
     in_flight: set[str] = field(default_factory=set)  # machines with an action running
+    ownership: Ownership = field(default_factory=Ownership)
+    leaving: set[str] = field(default_factory=set)  # draining to be handed to another shard
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     on_demand: Callable[[], None] = lambda: None  # a roll-up changed demand: cycle early
 
@@ -91,7 +94,18 @@ class ShardState:
             if cluster:
                 self.channels.get(cluster).outbox.put(node_state_update(machine, cluster))
                 self._observe_latency(machine, cluster, now)
+        if machine.id in self.leaving and machine.state is MachineState.IDLE:
+            self._hand_over(machine.id)
         return True
+
+    def _hand_over(self, machine_id: str) -> None:
+        """A machine drained for another shard is let go the moment it is Idle,
+        before this shard's own engine could bind or delete it."""
+        self.leaving.discard(machine_id)
+        self.inventory.remove(machine_id)
+        self.ownership.release([machine_id])
+        self.ownership.save()
+        self.metrics.machines_transferred.labels("out").inc()
 
     def _observe_latency(self, m: Machine, cluster: str, now: float) -> None:
         """First sighting of a need's demand to a machine Configured for it, once per need."""

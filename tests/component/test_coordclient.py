@@ -36,7 +36,7 @@ def instruction(term: int, instruction_id: str) -> pb.CoordinatorInstruction:
         sequence_number=1,
         instruction_id=instruction_id,
         assign_domain=pb.AssignDomain(
-            topology_key="topology.kubernetes.io/zone", topology_value="z"
+            topology_key="topology.kubernetes.io/zone", topology_value="zone-a"
         ),
     )
 
@@ -67,7 +67,9 @@ async def test_reports_describe_the_shard_and_instructions_are_fenced_by_term(
             op.start()
             op.rollup(need(64))  # 8 machines wanted, 4 exist: a shortfall
             await eventually(lambda: len(shard.shortfalls) > 0, what="a shortfall")
-            client = CoordinatorClient(f"127.0.0.1:{port}", shard, interval_s=0.05)
+            client = CoordinatorClient(
+                f"127.0.0.1:{port}", shard, interval_s=0.05, handler=shard.instructions.handle
+            )
             running = asyncio.create_task(client.run())
             await eventually(lambda: len(coordinator.reports) >= 4, what="four reports")
             running.cancel()
@@ -87,7 +89,7 @@ async def test_reports_describe_the_shard_and_instructions_are_fenced_by_term(
     outcomes = {a.instruction_id: a.outcome for a in second.instruction_acks}
     assert outcomes == {
         "old-leader": Outcome.OUTCOME_REJECTED_STALE,
-        "current": Outcome.OUTCOME_REJECTED_INVALID,
+        "current": Outcome.OUTCOME_ACCEPTED,  # the shard now owns zone-a by name
     }
     assert not third.instruction_acks  # the term-3 reply was dropped whole
     assert client.fence.high_water == 5
