@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class CoordinatorMetrics:
@@ -24,5 +24,17 @@ class CoordinatorMetrics:
             "bigfleet_coordinator_pending_instructions",
             "Instructions owed to a shard: sent on every reply until it acknowledges them.",
             ["shard"],
+            registry=registry,
+        )
+        self.rebalance_moves = Counter(
+            "bigfleet_coordinator_rebalance_moves_total",
+            "Machine moves between shards completed, by tier (idle, speculative, drain).",
+            ["tier"],
+            registry=registry,
+        )
+        self.rebalance_seconds = Histogram(
+            "bigfleet_coordinator_rebalance_seconds",
+            "From the report that made a shortfall eligible to the recipient's claim.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=registry,
         )

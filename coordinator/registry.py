@@ -138,3 +138,58 @@ async def unassign_domain(store: Store, topology_key: str, topology_value: str) 
     await store.commit({}, deletes=[key])
     owner: str = json.loads(held)["shard_id"]
     return owner
+
+
+# -- provider registry and quota slices -------------------------------------------------------
+
+PROVIDERS = "providers/"
+QUOTAS = "quotas/"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    address: str
+    region: str = ""
+
+
+async def register_provider(store: Store, provider: Provider) -> bool:
+    """Record a provider the first time a shard names it; False when already known."""
+    key = PROVIDERS + quote(provider.name, safe="")
+    if await store.get(key) is not None:
+        return False
+    await store.put(key, json.dumps(asdict(provider)).encode())
+    return True
+
+
+async def providers(state: StateReader) -> list[Provider]:
+    found = await state.scan(PROVIDERS)
+    return sorted((Provider(**json.loads(v)) for v in found.values()), key=lambda p: p.name)
+
+
+def _quota_key(provider: str, region: str) -> str:
+    return f"{QUOTAS}{quote(provider, safe='')}/{quote(region, safe='')}"
+
+
+async def move_quota(
+    store: Store, provider: str, region: str, donor: str, recipient: str, slots: int
+) -> None:
+    """Record `slots` quota slots of (provider, region) moving from donor to recipient.
+
+    The table holds the net slots each shard gained or gave by rebalancing;
+    what a shard starts with is what its provider holds for it.
+    """
+    key = _quota_key(provider, region)
+    raw = await store.get(key)
+    per_shard: dict[str, int] = json.loads(raw)["per_shard"] if raw else {}
+    per_shard[donor] = per_shard.get(donor, 0) - slots
+    per_shard[recipient] = per_shard.get(recipient, 0) + slots
+    document = {"provider": provider, "region": region, "per_shard": per_shard}
+    await store.put(key, json.dumps(document).encode())
+
+
+async def quotas(state: StateReader) -> list[tuple[str, str, dict[str, int]]]:
+    found = [json.loads(v) for v in (await state.scan(QUOTAS)).values()]
+    return sorted(
+        ((q["provider"], q["region"], q["per_shard"]) for q in found), key=lambda q: q[:2]
+    )

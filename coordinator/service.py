@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import aetcd
@@ -27,22 +28,39 @@ from coordinator import registry
 from coordinator.election import Election
 from coordinator.instructions import InstructionQueue
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.rebalance import TRANSFERS, Rebalancer, RebalanceSettings, Transfer, transfers
 from coordinator.store import NotLeader, StateReader, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SNAPSHOT_CHUNK = 1 << 20
+
+
+def _without_requirements(shortfall: pb.Shortfall) -> pb.Shortfall:
+    """Reports are kept without requirements: soft state for humans, not for matching."""
+    kept = pb.Shortfall()
+    kept.CopyFrom(shortfall)
+    del kept.requirements[:]
+    return kept
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(
-        self, election: Election, state: StateReader, metrics: CoordinatorMetrics | None = None
+        self,
+        election: Election,
+        state: StateReader,
+        metrics: CoordinatorMetrics | None = None,
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
         self.election = election
         self.state = state
         self.metrics = metrics or CoordinatorMetrics(CollectorRegistry())
+        self.rebalance_settings = rebalance or RebalanceSettings()
         self.store: Store | None = None  # set while this replica leads
         self.reports: dict[str, pb.ShardReportSnapshot] = {}
         self.instructions = InstructionQueue(term=0)  # replaced on every win
+        self.rebalancer = self._new_rebalancer()  # leader-local; replaced on every win
+        self.known_providers: set[str] = set()
         self.leader_seen = False  # readiness: some replica leads
         self._writes = asyncio.Lock()  # one leader write at a time (see registry)
 
@@ -62,13 +80,52 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 prefix=self.state.prefix,
             )
             self.reports, self.instructions = {}, InstructionQueue(leadership.term)
+            self.rebalancer, self.known_providers = self._new_rebalancer(), set()
             self.metrics.term.set(leadership.term)
+            sweeping = asyncio.create_task(self._rebalance_while_leading(self.store))
             try:
                 await self.election.lost.wait()
             finally:
+                sweeping.cancel()
+                await asyncio.gather(sweeping, return_exceptions=True)
                 self.store, self.reports = None, {}
                 self.metrics.term.set(0)
                 log.warning("stepped down", extra={"term": leadership.term})
+
+    def _new_rebalancer(self) -> Rebalancer:
+        rebalancer = Rebalancer(
+            self.rebalance_settings,
+            send=self._instruct,
+            cancel=lambda shard, i: self.instructions.cancel(shard, i),
+        )
+        rebalancer.on_done = self._rebalanced
+        return rebalancer
+
+    def _rebalanced(self, move: Transfer, seconds: float) -> None:
+        self.metrics.rebalance_moves.labels(move.tier).inc()
+        self.metrics.rebalance_seconds.observe(seconds)
+
+    async def _rebalance_while_leading(self, store: Store) -> None:
+        """Resume open moves, then sweep every interval or when new demand ages in."""
+        rebalancer = self.rebalancer
+        while True:
+            try:
+                async with self._writes:
+                    await rebalancer.resume(store)
+                break
+            except (aetcd.exceptions.ClientError, NotLeader) as err:
+                log.warning("resuming moves failed", extra={"error": str(err)})
+                await asyncio.sleep(self.rebalance_settings.interval_s)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.rebalance_settings.interval_s):
+                    await rebalancer.wake.wait()
+            rebalancer.wake.clear()
+            try:
+                async with self._writes:
+                    await rebalancer.sweep(store)
+            except (aetcd.exceptions.ClientError, NotLeader) as err:
+                log.warning("rebalance sweep failed", extra={"error": str(err)})
 
     async def watch_leader(self, every_s: float = 1.0) -> None:
         """Keep `leader_seen` current, for the readiness probe."""
@@ -133,8 +190,26 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 cycle=request.cycle,
                 received_at_unix_ns=now,
                 summary=request.summary,
-                shortfalls=request.shortfalls,
+                shortfalls=[_without_requirements(s) for s in request.shortfalls],
             )
+            provider = request.summary.provider_address
+            if provider and provider not in self.known_providers:
+                await registry.register_provider(store, registry.Provider(provider, provider))
+                self.known_providers.add(provider)
+            self.rebalancer.observe(request)
+            moved = await self.rebalancer.acknowledged(
+                store, request.shard_id, request.instruction_acks
+            )
+            for move in moved:
+                if move.tier == "speculative" and move.machine_ids:
+                    await registry.move_quota(
+                        store,
+                        move.provider,
+                        "",
+                        move.donor,
+                        move.recipient,
+                        len(move.machine_ids),
+                    )
             return store.term
 
         term = await self._as_leader(context, report)
@@ -143,8 +218,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.metrics.pending.labels(request.shard_id).set(len(owed))
         return pb.ReportAck(coordinator_term=term, acknowledged=True, instructions=owed)
 
-    def _instruct(self, shard_id: str, instruction: pb.CoordinatorInstruction) -> None:
-        self.instructions.send(shard_id, instruction)
+    def _instruct(
+        self, shard_id: str, instruction: pb.CoordinatorInstruction, instruction_id: str = ""
+    ) -> None:
+        self.instructions.send(shard_id, instruction, instruction_id)
         owed = len(self.instructions.for_shard(shard_id))
         self.metrics.pending.labels(shard_id).set(owed)
 
@@ -178,8 +255,20 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def RemoveShard(
         self, request: pb.RemoveShardRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveShardResponse:
-        await self._as_leader(context, lambda store: registry.remove_shard(store, request.shard_id))
+        async def remove(store: Store) -> None:
+            await registry.remove_shard(store, request.shard_id)
+            # Moves it takes part in end with it: its machines leave with the shard.
+            involved = [
+                TRANSFERS + t.recipient
+                for t in (await transfers(store)).values()
+                if request.shard_id in (t.recipient, t.donor)
+            ]
+            if involved:
+                await store.commit({}, deletes=involved)
+
+        await self._as_leader(context, remove)
         self.reports.pop(request.shard_id, None)
+        self.rebalancer.forget(request.shard_id)
         self.instructions.forget(request.shard_id)
         with contextlib.suppress(KeyError):  # a shard never instructed has no series
             self.metrics.pending.remove(request.shard_id)
@@ -224,6 +313,38 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 for d in found
             ]
         )
+
+    async def ListQuotas(
+        self, request: pb.ListQuotasRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListQuotasResponse:
+        found = await self._read(context, registry.quotas(self.state))
+        return pb.ListQuotasResponse(
+            allocations=[
+                pb.QuotaAllocation(provider=p, region=r, per_shard=slots) for p, r, slots in found
+            ]
+        )
+
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProvidersResponse:
+        found = await self._read(context, registry.providers(self.state))
+        return pb.ListProvidersResponse(
+            providers=[
+                pb.ProviderEntry(name=p.name, address=p.address, region=p.region) for p in found
+            ]
+        )
+
+    async def SnapshotSave(
+        self, request: pb.SnapshotSaveRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SnapshotSaveChunk]:
+        """A consistent export of every table: one read of the state prefix, as JSON."""
+        store = await self._refuse_unless_leading(context)
+        tables = await self._read(context, store.scan(""))
+        meta = {"term": store.term, "keys": len(tables), "taken_at_unix_ns": time.time_ns()}
+        yield pb.SnapshotSaveChunk(meta_json=json.dumps(meta).encode())
+        data = json.dumps({k: v.decode() for k, v in sorted(tables.items())}).encode()
+        for start in range(0, len(data), SNAPSHOT_CHUNK):
+            yield pb.SnapshotSaveChunk(data=data[start : start + SNAPSHOT_CHUNK])
 
     async def ListShardReports(
         self, request: pb.ListShardReportsRequest, context: grpc.aio.ServicerContext

@@ -13,7 +13,7 @@ only then does the coordinator tell the recipient to claim those ids.
   `TransferOwnership` naming them answers once all are released.
 - `TransferOwnership` / `ReassignSpeculative` with ids, to the recipient: claim.
 
-The acknowledgement's reason carries the machine ids ("released: a,b"), the
+The acknowledgement's reason names the machine ids (`bigfleet.handover`), the
 only channel the wire gives a shard to answer with data. An instruction
 already carried out gets the same answer again.
 """
@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bigfleet.errors import BigFleetError
+from bigfleet.handover import DRAINING, RELEASED, naming
 from bigfleet.wire import coordinator_pb2 as pb
 from shard import codec
 from shard.engine.decision.actions import Action, ActionKind
@@ -36,14 +37,6 @@ from shard.runtime.state import ShardState
 log = logging.getLogger(__name__)
 Outcome = pb.InstructAck.Outcome
 Result = tuple[int, str]
-RELEASED = "released: "
-DRAINING = "draining: "
-
-
-def ids_in(reason: str, prefix: str) -> list[str]:
-    """The machine ids an acknowledgement's reason names after `prefix`."""
-    _, found, rest = reason.partition(prefix)
-    return [i for i in rest.split(";")[0].strip().split(",") if i] if found else []
 
 
 class InstructionHandler:
@@ -141,7 +134,7 @@ class InstructionHandler:
         if not spare:
             return Outcome.OUTCOME_FAILED, f"no {state.title} machine to spare"
         self._let_go(spare)
-        return Outcome.OUTCOME_ACCEPTED, RELEASED + ",".join(spare)
+        return Outcome.OUTCOME_ACCEPTED, naming(RELEASED, spare)
 
     def _let_go(self, ids: list[str]) -> None:
         for machine_id in ids:
@@ -161,7 +154,7 @@ class InstructionHandler:
             return Outcome.OUTCOME_FAILED, f"still draining: {','.join(draining)}"
         # A machine whose drain failed never became Idle and stays here.
         released = [i for i in ids if i in self.ownership.released]
-        return Outcome.OUTCOME_ACCEPTED, RELEASED + ",".join(released)
+        return Outcome.OUTCOME_ACCEPTED, naming(RELEASED, released)
 
     async def _cross_shard_drain(self, instruction: pb.CoordinatorInstruction) -> Result:
         preemptor = instruction.cross_shard_drain.preemptor_priority
@@ -189,7 +182,7 @@ class InstructionHandler:
         if not started:
             return Outcome.OUTCOME_FAILED, f"no machine below priority {preemptor} to drain"
         self.state.leaving.update(started)
-        return Outcome.OUTCOME_ACCEPTED, DRAINING + ",".join(started)
+        return Outcome.OUTCOME_ACCEPTED, naming(DRAINING, started)
 
     async def _claim(self, ids: list[str]) -> Result:
         self.ownership.claim(ids)

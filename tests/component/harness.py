@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
-from providers_fake.config import FleetConfig
+from providers_fake.config import FleetConfig, LatencyConfig, Pool
 from providers_fake.fleet import FakeFleet
 from providers_fake.server import start as start_provider
 from shard.engine.rails import RailSettings
@@ -191,3 +191,70 @@ async def rig(
         for channel in the_rig.channels:
             await channel.close()
         await the_rig.stop_provider()
+
+
+def operator(shard: ShardService, cluster: str) -> Operator:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{shard.port}", options=GRPC_OPTIONS)
+    return Operator(cluster, shard_pb2_grpc.ShardStub(channel))
+
+
+@dataclass
+class Pair:
+    fleet: FakeFleet
+    provider_address: str
+    root: Path
+    shards: dict[str, ShardService]
+    tasks: dict[str, asyncio.Task[None]]
+
+    async def start(self, shard_id: str, **overrides: object) -> ShardService:
+        fields: dict[str, object] = dict(
+            shard_id=shard_id,
+            listen="127.0.0.1:0",
+            providers=(("fake", self.provider_address),),
+            data_dir=self.root / shard_id,
+            metrics_addr="0",
+            cycle_interval_s=0.2,
+            min_cycle_gap_s=0.05,
+            bootstrap_timeout_s=2.0,
+            transfer_batch=2,
+        )
+        shard = ShardService(ShardSettings(**(fields | overrides)))  # type: ignore[arg-type]
+        started = asyncio.Event()
+        self.tasks[shard_id] = asyncio.create_task(shard.run(started))
+        await asyncio.wait_for(started.wait(), 10)
+        self.shards[shard_id] = shard
+        return shard
+
+    async def stop(self, shard_id: str) -> None:
+        task = self.tasks.pop(shard_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def owned(self, shard_id: str) -> set[str]:
+        return {m.id for m in self.shards[shard_id].inventory.all()}
+
+
+@asynccontextmanager
+async def two_shards(
+    tmp_path: Path, latency: LatencyConfig | None = None, **settings: object
+) -> AsyncIterator[Pair]:
+    """Shards "donor" and "recipient" on one provider: zone-a 4 idle, zone-b 2 idle + 2 slots."""
+    config = FleetConfig(
+        latency=latency or LatencyConfig(),
+        pools=(
+            Pool(prefix="a", count=4, state="idle", zone="zone-a"),
+            Pool(prefix="b", count=2, state="idle", zone="zone-b"),
+            Pool(prefix="bs", count=2, state="speculative", zone="zone-b"),
+        ),
+    )
+    fleet = config.build(time.monotonic)
+    server, port = await start_provider(fleet, "127.0.0.1:0")
+    the_pair = Pair(fleet, f"127.0.0.1:{port}", tmp_path, {}, {})
+    try:
+        for shard_id in ("donor", "recipient"):
+            await the_pair.start(shard_id, **settings)
+        yield the_pair
+    finally:
+        for shard_id in list(the_pair.tasks):
+            await the_pair.stop(shard_id)
+        await server.stop(None)

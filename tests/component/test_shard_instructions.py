@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from bigfleet.wire import GRPC_OPTIONS, provider_pb2, shard_pb2_grpc
+from bigfleet.handover import DRAINING, RELEASED, ids_in
 from bigfleet.wire import coordinator_pb2 as pb
-from providers_fake.config import FleetConfig, LatencyConfig, Pool
-from providers_fake.fleet import FakeFleet
-from providers_fake.server import start as start_provider
+from bigfleet.wire import provider_pb2
+from providers_fake.config import LatencyConfig
 from shard.engine.machine import ZONE_KEY, MachineState
-from shard.runtime.instructions import DRAINING, RELEASED, ids_in
-from shard.runtime.service import ShardService, ShardSettings
-from tests.component.harness import Operator, eventually, need
+from tests.component.harness import Pair, eventually, need, operator, two_shards
 
 Outcome = pb.InstructAck.Outcome
 _ids = itertools.count(1)
@@ -36,74 +29,17 @@ def instruct(**payload: object) -> pb.CoordinatorInstruction:
     )  # type: ignore[arg-type]
 
 
-def operator(shard: ShardService, cluster: str) -> Operator:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{shard.port}", options=GRPC_OPTIONS)
-    return Operator(cluster, shard_pb2_grpc.ShardStub(channel))
-
-
 def domain(zone: str) -> pb.CoordinatorInstruction:
     return instruct(assign_domain=pb.AssignDomain(topology_key=ZONE_KEY, topology_value=zone))
 
 
-@dataclass
-class Pair:
-    fleet: FakeFleet
-    provider_address: str
-    root: Path
-    shards: dict[str, ShardService]
-    tasks: dict[str, asyncio.Task[None]]
-
-    async def start(self, shard_id: str) -> ShardService:
-        settings = ShardSettings(
-            shard_id=shard_id,
-            listen="127.0.0.1:0",
-            providers=(("fake", self.provider_address),),
-            data_dir=self.root / shard_id,
-            metrics_addr="0",
-            cycle_interval_s=0.2,
-            min_cycle_gap_s=0.05,
-            bootstrap_timeout_s=2.0,
-            transfer_batch=2,
-        )
-        shard = ShardService(settings)
-        started = asyncio.Event()
-        self.tasks[shard_id] = asyncio.create_task(shard.run(started))
-        await asyncio.wait_for(started.wait(), 10)
-        self.shards[shard_id] = shard
-        return shard
-
-    async def stop(self, shard_id: str) -> None:
-        task = self.tasks.pop(shard_id)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    def owned(self, shard_id: str) -> set[str]:
-        return {m.id for m in self.shards[shard_id].inventory.all()}
-
-
 @asynccontextmanager
 async def pair(tmp_path: Path, latency: LatencyConfig | None = None) -> AsyncIterator[Pair]:
-    config = FleetConfig(
-        latency=latency or LatencyConfig(),
-        pools=(
-            Pool(prefix="a", count=4, state="idle", zone="zone-a"),
-            Pool(prefix="b", count=2, state="idle", zone="zone-b"),
-            Pool(prefix="bs", count=2, state="speculative", zone="zone-b"),
-        ),
-    )
-    fleet = config.build(time.monotonic)
-    server, port = await start_provider(fleet, "127.0.0.1:0")
-    the_pair = Pair(fleet, f"127.0.0.1:{port}", tmp_path, {}, {})
-    try:
+    async with two_shards(tmp_path, latency) as the_pair:
         for shard_id, zone in (("donor", "zone-a"), ("recipient", "zone-b")):
-            shard = await the_pair.start(shard_id)
-            outcome, _ = await shard.instructions.handle(domain(zone))
+            outcome, _ = await the_pair.shards[shard_id].instructions.handle(domain(zone))
             assert outcome == Outcome.OUTCOME_ACCEPTED
         yield the_pair
-    finally:
-        for shard_id in list(the_pair.tasks):
-            await the_pair.stop(shard_id)
-        await server.stop(None)
 
 
 async def test_domains_split_one_provider_between_shards(tmp_path: Path) -> None:
@@ -183,8 +119,10 @@ async def test_cross_shard_drain_hands_over_machines_only_once_idle(tmp_path: Pa
         op.start()
         op.rollup(need(32, priority=10))  # all four zone-a machines, low priority
         await eventually(
-            lambda: len(donor.inventory.in_state(MachineState.CONFIGURED)) == 4
-            and not donor.state.in_flight,
+            lambda: (
+                len(donor.inventory.in_state(MachineState.CONFIGURED)) == 4
+                and not donor.state.in_flight
+            ),
             what="zone-a bound to the low-priority cluster",
         )
         drain = instruct(cross_shard_drain=pb.CrossShardDrain(preemptor_priority=1000))
