@@ -1,14 +1,16 @@
 """One coordinator replica: campaign on etcd, serve the Coordinator service, expose probes.
 
 A replica always serves: followers answer reads and name the leader on
-writes, so a rolling restart never leaves clients without an answer.
+writes, so a rolling restart never leaves clients without an answer. With
+the embedded store there is no etcd and exactly one replica, which leads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aetcd
 import grpc
@@ -17,10 +19,12 @@ from prometheus_client import CollectorRegistry
 from bigfleet import probes
 from bigfleet.metrics import parse_address
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2_grpc
-from coordinator.election import Election
+from coordinator.election import Candidate, Election
+from coordinator.embedded import EmbeddedElection, EmbeddedState
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.rebalance import RebalanceSettings
 from coordinator.service import CoordinatorService
-from coordinator.store import StateReader
+from coordinator.store import EtcdStateReader, StateReader
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +32,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CoordinatorSettings:
     replica_id: str
-    etcd: tuple[tuple[str, int], ...]
+    etcd: tuple[tuple[str, int], ...] = ()  # empty: the embedded store
+    data_dir: Path = Path("./coord-data")  # the embedded store's file lives here
     listen: str = "0.0.0.0:7790"
     metrics_addr: str = "0.0.0.0:8790"
     lease_ttl_s: int = 2
+    rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
 
 
 async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
@@ -50,10 +56,19 @@ async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
 
 
 async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
-    client = await connect(settings.etcd)
+    client = await connect(settings.etcd) if settings.etcd else None
+    election: Candidate
+    state: StateReader
+    if client is None:
+        embedded = EmbeddedState(settings.data_dir / "coordinator-state.json")
+        election, state = EmbeddedElection(embedded, settings.replica_id), embedded
+    else:
+        election = Election(client, settings.replica_id, ttl_s=settings.lease_ttl_s)
+        state = EtcdStateReader(client)
     registry = CollectorRegistry()
-    election = Election(client, settings.replica_id, ttl_s=settings.lease_ttl_s)
-    service = CoordinatorService(election, StateReader(client), CoordinatorMetrics(registry))
+    service = CoordinatorService(
+        election, state, CoordinatorMetrics(registry), rebalance=settings.rebalance
+    )
     server = grpc.aio.server(options=GRPC_OPTIONS)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
     server.add_insecure_port(settings.listen)
@@ -86,4 +101,5 @@ async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
         await server.stop(grace=2)
         if runner is not None:
             await runner.cleanup()
-        await client.close()
+        if client is not None:
+            await client.close()

@@ -15,20 +15,31 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import aetcd
 
-log = logging.getLogger(__name__)
-ELECTION_KEY = b"/bigfleet/coordinator/leader"
+from coordinator.store import ELECTION_KEY, TRANSIENT, EtcdStore, Store
 
-# What etcd answers while it elects its own leader or loses a member: worth another try.
-TRANSIENT = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Leadership:
     identity: str
     term: int  # the election key's create revision
+
+
+class Candidate(Protocol):
+    """What a coordinator replica needs from its election, whatever the store."""
+
+    ttl_s: int
+    lost: asyncio.Event  # set when leadership ends
+
+    async def campaign(self) -> Leadership: ...
+    async def leader(self) -> str | None: ...
+    async def resign(self) -> None: ...
+    def store_for(self, term: int, prefix: bytes) -> Store: ...
 
 
 class Election:
@@ -101,6 +112,10 @@ class Election:
         with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
             async with asyncio.timeout(self.ttl_s):
                 await lease.revoke()
+
+    def store_for(self, term: int, prefix: bytes) -> Store:
+        """Writes guarded by this election's key holding `term`."""
+        return EtcdStore(self.client, term, election_key=self.key, prefix=prefix)
 
     async def leader(self) -> str | None:
         """Who leads now, as far as etcd says; None when nobody does."""

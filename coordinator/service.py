@@ -25,7 +25,7 @@ from bigfleet.errors import BigFleetError
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
 from coordinator import registry
-from coordinator.election import Election
+from coordinator.election import Candidate
 from coordinator.instructions import InstructionQueue
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rebalance import TRANSFERS, Rebalancer, RebalanceSettings, Transfer, transfers
@@ -47,7 +47,7 @@ def _without_requirements(shortfall: pb.Shortfall) -> pb.Shortfall:
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(
         self,
-        election: Election,
+        election: Candidate,
         state: StateReader,
         metrics: CoordinatorMetrics | None = None,
         rebalance: RebalanceSettings | None = None,
@@ -73,12 +73,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 log.warning("campaign failed; retrying", extra={"error": str(err)})
                 await asyncio.sleep(self.election.ttl_s)
                 continue
-            self.store = Store(
-                self.election.client,
-                leadership.term,
-                election_key=self.election.key,
-                prefix=self.state.prefix,
-            )
+            self.store = self.election.store_for(leadership.term, self.state.prefix)
             self.reports, self.instructions = {}, InstructionQueue(leadership.term)
             self.rebalancer, self.known_providers = self._new_rebalancer(), set()
             self.metrics.term.set(leadership.term)

@@ -8,15 +8,18 @@ Reads are plain gets under the state prefix; any replica may serve them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import aetcd
 import grpc
 import tenacity
 
 from bigfleet.errors import BigFleetError
-from coordinator.election import ELECTION_KEY, TRANSIENT
 
 PREFIX = b"/bigfleet/coordinator/state/"
+ELECTION_KEY = b"/bigfleet/coordinator/leader"
+# What etcd answers while it elects its own leader or loses a member: worth another try.
+TRANSIENT = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
 
 # An etcd leader change drops requests for a moment. Every call here is safe to
 # repeat (reads, and term-guarded transactions that write the same values), so
@@ -35,7 +38,29 @@ class NotLeader(BigFleetError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class StateReader:
+class StateReader(Protocol):
+    """Reads of the replicated tables; any replica may serve them."""
+
+    prefix: bytes
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def scan(self, under: str) -> dict[str, bytes]:
+        """Every key below `under` (named without the state prefix) and its value."""
+        ...
+
+
+class Store(StateReader, Protocol):
+    """The leader's writes: all of a commit or none, and none once `term` is over."""
+
+    term: int
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+    async def commit(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None: ...
+
+
+class EtcdStateReader:
     def __init__(self, client: aetcd.Client, prefix: bytes = PREFIX) -> None:
         self.client = client
         self.prefix = prefix
@@ -47,12 +72,11 @@ class StateReader:
 
     @retry_transient
     async def scan(self, under: str) -> dict[str, bytes]:
-        """Every key below `under` (named without the state prefix) and its value."""
         found = await self.client.get_prefix(self.prefix + under.encode())
         return {kv.key[len(self.prefix) :].decode(): kv.value for kv in found}
 
 
-class Store(StateReader):
+class EtcdStore(EtcdStateReader):
     def __init__(
         self,
         client: aetcd.Client,

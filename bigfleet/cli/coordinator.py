@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import click
 
@@ -14,6 +15,8 @@ from bigfleet.cli.running import until_signalled
 def _endpoints(
     _ctx: click.Context, _param: click.Parameter, value: str
 ) -> tuple[tuple[str, int], ...]:
+    if not value:
+        return ()
     parsed = []
     for item in value.split(","):
         host, sep, port = item.strip().rpartition(":")
@@ -25,11 +28,25 @@ def _endpoints(
 
 @click.command()
 @click.option(
+    "--store",
+    type=click.Choice(["etcd", "embedded"]),
+    default="etcd",
+    show_default=True,
+    help="etcd for N replicas; embedded keeps state in a local file (one replica, no HA).",
+)
+@click.option(
     "--etcd",
-    required=True,
+    default="",
     callback=_endpoints,
     metavar="HOST:PORT[,...]",
-    help="etcd client endpoints; the first that answers is used.",
+    help="etcd client endpoints (required with --store etcd); the first that answers is used.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./coord-data"),
+    show_default=True,
+    help="Where the embedded store keeps its file.",
 )
 @click.option(
     "--id",
@@ -47,28 +64,75 @@ def _endpoints(
     type=click.IntRange(1),
     help="Seconds a leader may go silent before another replica takes over.",
 )
+@click.option(
+    "--rebalance-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between rebalancing sweeps (new eligible demand also starts one).",
+)
+@click.option(
+    "--rebalance-min-age",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Shard cycles a shortfall must last before other shards' machines move to it.",
+)
+@click.option(
+    "--rebalance-drain-age",
+    default=12,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Shard cycles after which lower-priority machines of another shard are drained for it.",
+)
+@click.option(
+    "--rebalance-cooldown",
+    default=40.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a shard waits after receiving machines before it may receive more.",
+)
 def coordinator(
+    store: str,
     etcd: tuple[tuple[str, int], ...],
+    data_dir: Path,
     replica_id: str,
     listen: str,
     metrics_port: int,
     lease_ttl: int,
+    rebalance_interval: float,
+    rebalance_min_age: int,
+    rebalance_drain_age: int,
+    rebalance_cooldown: float,
 ) -> None:
     """Run a coordinator replica: leader by etcd lease, state in etcd.
 
     Serves shard reports and admin writes while leading; followers serve
-    reads and refuse writes naming the leader. Built so far: election,
-    shard registry and heartbeats, domain assignments. Not yet: instructions
-    and rebalancing, quotas, providers, snapshots, the embedded store.
+    reads and refuse writes naming the leader. The leader rebalances:
+    shards with aged shortfalls receive idle machines, quota slots, or
+    (for higher priority) machines drained from other shards. With
+    --store embedded there is no etcd: one replica, state in --data-dir.
     """
     from coordinator.app import CoordinatorSettings, run
+    from coordinator.rebalance import RebalanceSettings
 
+    if store == "etcd" and not etcd:
+        raise click.UsageError("--etcd is required with --store etcd")
+    if store == "embedded" and etcd:
+        raise click.UsageError("--etcd does not apply to --store embedded")
     settings = CoordinatorSettings(
         replica_id=replica_id,
         etcd=etcd,
+        data_dir=data_dir,
         listen=listen,
         metrics_addr=options.metrics_address(listen.rpartition(":")[0], metrics_port),
         lease_ttl_s=lease_ttl,
+        rebalance=RebalanceSettings(
+            interval_s=rebalance_interval,
+            min_age_cycles=rebalance_min_age,
+            drain_age_cycles=rebalance_drain_age,
+            cooldown_s=rebalance_cooldown,
+        ),
     )
 
     async def main(stop: asyncio.Event) -> None:

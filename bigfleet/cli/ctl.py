@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -168,3 +170,50 @@ def remove_shard(coordinators: Coordinators, shard: str) -> None:
     request = coordinator_pb2.RemoveShardRequest(shard_id=shard)
     coordinators.call(lambda stub, t: stub.RemoveShard(request, timeout=t))
     click.echo(f"shard {shard} removed")
+
+
+@ctl.command("list-quotas")
+@click.pass_obj
+def list_quotas(coordinators: Coordinators) -> None:
+    """Quota slots moved between shards by rebalancing, per provider and region."""
+    reply = coordinators.call(
+        lambda stub, t: stub.ListQuotas(coordinator_pb2.ListQuotasRequest(), timeout=t)
+    )
+    _table(
+        ["PROVIDER", "REGION", "SHARD", "SLOTS"],
+        [
+            [a.provider, a.region or "-", shard, slots]
+            for a in reply.allocations
+            for shard, slots in sorted(a.per_shard.items())
+        ],
+    )
+
+
+@ctl.command("list-providers")
+@click.pass_obj
+def list_providers(coordinators: Coordinators) -> None:
+    """Capacity providers the shards report."""
+    reply = coordinators.call(
+        lambda stub, t: stub.ListProviders(coordinator_pb2.ListProvidersRequest(), timeout=t)
+    )
+    _table(
+        ["NAME", "ADDRESS", "REGION"],
+        [[p.name, p.address, p.region or "-"] for p in reply.providers],
+    )
+
+
+@ctl.command("snapshot-save")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def snapshot_save(coordinators: Coordinators, path: Path) -> None:
+    """Write a consistent export of the coordinator's tables to PATH (JSON)."""
+
+    def save(stub: coordinator_pb2_grpc.CoordinatorStub, timeout: float) -> dict[str, object]:
+        chunks = list(stub.SnapshotSave(coordinator_pb2.SnapshotSaveRequest(), timeout=timeout))
+        meta: dict[str, object] = json.loads(chunks[0].meta_json)
+        tables = json.loads(b"".join(c.data for c in chunks[1:]) or b"{}")
+        path.write_text(json.dumps({"meta": meta, "tables": tables}, indent=2) + "\n")
+        return meta
+
+    meta = coordinators.call(save)
+    click.echo(f"{meta['keys']} keys at term {meta['term']} written to {path}")

@@ -21,7 +21,7 @@ from bigfleet.wire import coordinator_pb2_grpc
 from coordinator.bench import CoordinatorProcess
 from coordinator.election import Election
 from coordinator.service import CoordinatorService
-from coordinator.store import StateReader
+from coordinator.store import EtcdStateReader
 from tests.support.waiting import until
 
 
@@ -61,7 +61,9 @@ async def start_replica(name: str, etcd_port: int, scope: str) -> Replica:
     client = aetcd.Client(host="127.0.0.1", port=etcd_port)
     await client.connect()
     election = Election(client, name, ttl_s=2, key=f"/bigfleet/test/{scope}/leader".encode())
-    service = CoordinatorService(election, StateReader(client, f"/bigfleet/test/{scope}/".encode()))
+    service = CoordinatorService(
+        election, EtcdStateReader(client, f"/bigfleet/test/{scope}/".encode())
+    )
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")

@@ -11,7 +11,7 @@ import pytest
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from coordinator.election import Election
-from coordinator.store import NotLeader, Store
+from coordinator.store import EtcdStore, NotLeader
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +91,14 @@ async def test_a_deposed_leaders_late_write_is_rejected(
 ) -> None:
     first = Election(clients[0], "c-0", ttl_s=1, key=key(request))
     old = await first.campaign()
-    stale = Store(clients[0], old.term, election_key=key(request))
+    stale = EtcdStore(clients[0], old.term, election_key=key(request))
     await stale.put("shards/s-1", b"registered")
     await first.resign()
     second = Election(clients[1], "c-1", ttl_s=1, key=key(request))
     new = await second.campaign()
     with pytest.raises(NotLeader):
         await stale.put("shards/s-1", b"overwritten by a zombie")
-    current = Store(clients[1], new.term, election_key=key(request))
+    current = EtcdStore(clients[1], new.term, election_key=key(request))
     await current.put("shards/s-1", b"moved")
     assert await current.get("shards/s-1") == b"moved"
     await second.resign()
@@ -118,7 +118,7 @@ async def test_losing_one_member_keeps_election_and_writes_working(
     try:
         election = Election(client, "c-0", ttl_s=2, key=key(request))
         leadership = await asyncio.wait_for(election.campaign(), timeout=10)
-        await Store(client, leadership.term, election_key=key(request)).put("k", b"v")
+        await EtcdStore(client, leadership.term, election_key=key(request)).put("k", b"v")
         await election.resign()
     finally:
         await client.close()

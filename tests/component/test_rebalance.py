@@ -22,7 +22,7 @@ from bigfleet.wire import coordinator_pb2_grpc, provider_pb2
 from coordinator.election import Election
 from coordinator.rebalance import RebalanceSettings
 from coordinator.service import CoordinatorService
-from coordinator.store import StateReader
+from coordinator.store import EtcdStateReader
 from providers_fake.config import LatencyConfig
 from shard.coordclient import CoordinatorClient
 from shard.engine.machine import ZONE_KEY
@@ -63,7 +63,7 @@ async def fleet(
     client = aetcd.Client(host="127.0.0.1", port=etcd.client_ports[0])
     await client.connect()
     election = Election(client, "c-0", ttl_s=2, key=f"/bigfleet/test/{scope}/leader".encode())
-    state = StateReader(client, f"/bigfleet/test/{scope}/".encode())
+    state = EtcdStateReader(client, f"/bigfleet/test/{scope}/".encode())
     service = CoordinatorService(election, state, rebalance=FAST)
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
