@@ -1,9 +1,17 @@
-"""`bigfleet bench coordinator`: failover time and lost writes over repeated leader kills.
+"""`bigfleet bench coordinator`: failover, lost writes, and rebalance latency.
 
-Starts a three-member etcd and three `bigfleet coordinator` processes. Each
-round sends a few acknowledged writes (shard registrations) to the leader,
-SIGKILLs it, times until another replica acknowledges a write, checks every
-acknowledged registration survived, and restarts the killed replica.
+Failover: a three-member etcd and three `bigfleet coordinator` processes.
+Each round sends a few acknowledged writes (shard registrations) to the
+leader, SIGKILLs it, times until another replica acknowledges a write,
+checks every acknowledged registration survived, and restarts the replica.
+
+Rebalance: on the same etcd, a coordinator service (in this process) and
+three scripted shards of `machines` machines each, over real gRPC. Each
+move gives one shard an eligible shortfall; the others report idle
+machines. The figure is the coordinator's own: from the report that made
+the shortfall eligible to the recipient's claim acknowledged (the donor's
+release and the claim both travel on report replies, so shards report
+every 50 ms here and at once after acting, as a shard does).
 """
 
 from __future__ import annotations
@@ -17,12 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aetcd
 import grpc
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.handover import RELEASED, naming
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
+from coordinator.election import Election
+from coordinator.rebalance import RebalanceSettings
+from coordinator.service import CoordinatorService
+from coordinator.store import EtcdStateReader
 
 WRITES_PER_ROUND = 5
 _POLL_S = 0.02
@@ -35,10 +49,12 @@ class CoordinatorBench:
     lease_ttl_s: int
     failover_s: dict[str, float]
     lost_writes: int
+    rebalance_s: dict[str, float]
+    rebalance_moves: int
+    machines_per_shard: int
 
     def as_json(self) -> dict[str, object]:
-        # Rebalancing is not built yet; the key stays so the output keeps its shape.
-        return {**self.__dict__, "rebalance_s": None}
+        return dict(self.__dict__)
 
 
 class CoordinatorProcess:
@@ -89,8 +105,102 @@ def _p99(samples: list[float]) -> float:
     )
 
 
+class ScriptedShard:
+    """A shard as the coordinator sees it: reports, and answers hand-over instructions."""
+
+    def __init__(self, shard_id: str, machines: int, stub: coordinator_pb2_grpc.CoordinatorStub):
+        self.shard_id = shard_id
+        self.stub = stub
+        self.idle = [f"{shard_id}-m{i}" for i in range(machines)]
+        self.total = machines
+        self.short = False
+        self.acks: list[pb.InstructAck] = []
+
+    def report(self) -> pb.ShardReport:
+        shortfalls = [pb.Shortfall(priority=100, age_cycles=10)] if self.short else []
+        acks, self.acks = self.acks, []
+        return pb.ShardReport(
+            shard_id=self.shard_id,
+            summary=pb.ShardSummary(total_machines=self.total, free_machines=len(self.idle)),
+            shortfalls=shortfalls,
+            instruction_acks=acks,
+        )
+
+    def answer(self, instruction: pb.CoordinatorInstruction) -> pb.InstructAck:
+        move = instruction.transfer_ownership
+        ack = pb.InstructAck(instruction_id=instruction.instruction_id)
+        ack.outcome = pb.InstructAck.Outcome.OUTCOME_ACCEPTED
+        if move.from_shard_id == self.shard_id and not move.machine_ids:
+            given, self.idle = self.idle[-8:], self.idle[:-8]
+            self.total -= len(given)
+            ack.reason = naming(RELEASED, given)
+        elif move.to_shard_id == self.shard_id:
+            self.idle.extend(move.machine_ids)
+            self.total += len(move.machine_ids)
+            ack.reason = f"claimed {len(move.machine_ids)}"
+        return ack
+
+    async def run(self, interval_s: float = 0.05) -> None:
+        while True:
+            reply = await self.stub.ReportShard(self.report(), timeout=5)
+            self.acks = [self.answer(i) for i in reply.instructions]
+            if not self.acks:
+                await asyncio.sleep(interval_s)
+
+
+async def _rebalance(
+    endpoint: tuple[str, int], moves: int, machines: int, progress: Progress | None
+) -> list[float]:
+    client = aetcd.Client(host=endpoint[0], port=endpoint[1])
+    await client.connect()
+    election = Election(client, "bench", ttl_s=2, key=b"/bigfleet/bench/rebalance/leader")
+    service = CoordinatorService(
+        election,
+        EtcdStateReader(client, b"/bigfleet/bench/rebalance/"),
+        rebalance=RebalanceSettings(cooldown_s=0),
+    )
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+    leading = asyncio.create_task(service.lead_forever())
+    shards = [ScriptedShard(f"shard-{i}", machines, stub) for i in range(3)]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        while service.store is None:
+            await asyncio.sleep(_POLL_S)
+        tasks = [asyncio.create_task(s.run()) for s in shards]
+        completed = service.rebalancer.completed
+        for move in range(moves):
+            recipient = shards[move % 3]
+            recipient.short = True
+            while len(service.rebalancer.completed) <= move:
+                await asyncio.sleep(0.005)
+                completed = service.rebalancer.completed
+            recipient.short = False
+            await asyncio.sleep(0.2)  # a report without the shortfall ends its eligibility
+            if progress is not None:
+                progress(move + 1, completed[-1])
+        return list(completed)
+    finally:
+        for task in [*tasks, leading]:
+            task.cancel()
+        await asyncio.gather(*tasks, leading, return_exceptions=True)
+        await election.resign()
+        await channel.close()
+        await server.stop(None)
+        await client.close()
+
+
 async def _run(
-    kills: int, ttl_s: int, work_dir: Path, progress: Progress | None
+    kills: int,
+    ttl_s: int,
+    moves: int,
+    machines: int,
+    work_dir: Path,
+    progress: Progress | None,
 ) -> CoordinatorBench:
     etcd = EtcdCluster(work_dir / "etcd")
     etcd.start()
@@ -118,6 +228,11 @@ async def _run(
             await leader.start()  # back as a follower for the next round
             if progress is not None:
                 progress(round_ + 1, failovers[-1])
+        for replica in replicas:  # the rebalance part runs its own coordinator
+            replica.process.stop()
+        rebalances = await _rebalance(
+            ("127.0.0.1", etcd.client_ports[0]), moves, machines, progress
+        )
     finally:
         for replica in replicas:
             await replica.channel.close()
@@ -132,9 +247,21 @@ async def _run(
             "max": round(max(failovers), 3),
         },
         lost_writes=lost,
+        rebalance_s={
+            "p50": round(statistics.median(rebalances), 3),
+            "p99": round(_p99(rebalances), 3),
+        },
+        rebalance_moves=len(rebalances),
+        machines_per_shard=machines,
     )
 
 
-def run(kills: int, ttl_s: int = 2, progress: Progress | None = None) -> CoordinatorBench:
+def run(
+    kills: int,
+    ttl_s: int = 2,
+    moves: int = 30,
+    machines: int = 100_000,
+    progress: Progress | None = None,
+) -> CoordinatorBench:
     with tempfile.TemporaryDirectory(prefix="bigfleet-bench-coord-") as tmp:
-        return asyncio.run(_run(kills, ttl_s, Path(tmp), progress))
+        return asyncio.run(_run(kills, ttl_s, moves, machines, Path(tmp), progress))
