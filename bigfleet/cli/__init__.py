@@ -13,23 +13,17 @@ from pathlib import Path
 import click
 
 from bigfleet import __version__, logs
+from bigfleet.cli.allinone import all_in_one
 from bigfleet.cli.bench import bench
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.coordinator import coordinator
 from bigfleet.cli.ctl import ctl
 from bigfleet.cli.operator import operator
-from bigfleet.cli.planned import planned
 from bigfleet.cli.podcontroller import pod_controller
 from bigfleet.cli.provider import provider
 from bigfleet.cli.shard import shard
 from bigfleet.cli.sim import sim
 from bigfleet.crd import crd_dir
-
-# Subcommands that later work fills in, with the issue that builds each.
-# They refuse to run rather than pretend.
-PLANNED: dict[str, tuple[str, int]] = {
-    "all-in-one": ("Run coordinator, shard and fake provider in one process group", 6),
-}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,9 +71,6 @@ def selfcheck(crds_path: Path | None) -> None:
     sys.exit(0 if passed == len(results) else 1)
 
 
-for _name, (_summary, _issue) in PLANNED.items():
-    main.add_command(planned(_name, _summary, _issue))
-
 main.add_command(provider)
 main.add_command(conformance)
 main.add_command(sim)
@@ -88,4 +79,5 @@ main.add_command(shard)
 main.add_command(coordinator)
 main.add_command(ctl)
 main.add_command(operator)
+main.add_command(all_in_one)
 main.add_command(pod_controller)

@@ -199,9 +199,7 @@ OPS = st.sampled_from(
         "failover",
     ]
 )
-STEPS = st.lists(
-    st.tuples(OPS, st.sampled_from(SHARDS), st.sampled_from([0, 5, 50])), max_size=60
-)
+STEPS = st.lists(st.tuples(OPS, st.sampled_from(SHARDS), st.sampled_from([0, 5, 50])), max_size=60)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
