@@ -38,6 +38,8 @@ class CoordinatorSettings:
     metrics_addr: str = "0.0.0.0:8790"
     lease_ttl_s: int = 2
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
+    kubeconfig: str | None = None  # mirror state onto Shard objects when set
+    mirror_interval_s: float = 10.0
 
 
 async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
@@ -85,6 +87,16 @@ async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
         asyncio.create_task(service.lead_forever()),
         asyncio.create_task(service.watch_leader()),
     ]
+    if settings.kubeconfig:
+        import kr8s.asyncio
+
+        from coordinator.mirror import StatusMirror
+
+        api = await kr8s.asyncio.api(kubeconfig=settings.kubeconfig)
+        mirror = StatusMirror(
+            api, lambda: service.store, settings.replica_id, settings.mirror_interval_s
+        )
+        tasks.append(asyncio.create_task(mirror.run()))
     stopping = asyncio.create_task(stop.wait())
     try:
         # A background task that ends on its own has failed: let the process exit and restart.

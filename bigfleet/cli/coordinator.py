@@ -92,6 +92,20 @@ def _endpoints(
     type=click.FloatRange(0),
     help="Seconds a shard waits after receiving machines before it may receive more.",
 )
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    default=None,
+    help="Mirror shard registrations, heartbeats, domains and moves onto the Shard "
+    "objects' status.coordinator (read-only; the store stays the source of truth).",
+)
+@click.option(
+    "--mirror-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between mirror writes (leader only).",
+)
 def coordinator(
     store: str,
     etcd: tuple[tuple[str, int], ...],
@@ -104,6 +118,8 @@ def coordinator(
     rebalance_min_age: int,
     rebalance_drain_age: int,
     rebalance_cooldown: float,
+    kubeconfig: str | None,
+    mirror_interval: float,
 ) -> None:
     """Run a coordinator replica: leader by etcd lease, state in etcd.
 
@@ -133,6 +149,8 @@ def coordinator(
             drain_age_cycles=rebalance_drain_age,
             cooldown_s=rebalance_cooldown,
         ),
+        kubeconfig=kubeconfig,
+        mirror_interval_s=mirror_interval,
     )
 
     async def main(stop: asyncio.Event) -> None:

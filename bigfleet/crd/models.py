@@ -203,6 +203,17 @@ class Condition(Model):
     message: str
 
 
+class ShardCoordinatorView(Model):
+    registered: bool | None = None
+    address: str | None = None
+    last_heartbeat_time: datetime | None = None
+    domains: tuple[str, ...] | None = None
+    rebalancing: str | None = None
+    leader: str | None = None
+    term: NonNegative | None = None
+    mirrored_time: datetime | None = None
+
+
 class ShardStatus(Model):
     observed_generation: NonNegative | None = None
     epoch: NonNegative | None = None
@@ -217,3 +228,4 @@ class ShardStatus(Model):
     connected_clusters: tuple[str, ...] | None = None
     connected_cluster_count: NonNegative | None = None
     conditions: tuple[Condition, ...] | None = None
+    coordinator: ShardCoordinatorView | None = None

@@ -160,6 +160,7 @@ async def test_shard_columns_make_a_dashboard(
         "DRY-RUN",
         "LAST-CYCLE",
         "DEGRADED",
+        "LAST-HEARTBEAT",
     ]
     row = _row(wide, "shard-cols")
     assert {
