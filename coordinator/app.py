@@ -42,6 +42,10 @@ class CoordinatorSettings:
     mirror_interval_s: float = 10.0
 
 
+class EtcdUnreachable(ConnectionError):
+    """The etcd member this replica talks to stopped answering."""
+
+
 async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
     """A client on the first endpoint that answers."""
     errors = []
@@ -50,6 +54,7 @@ async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
         try:
             await client.connect()
             await client.status()
+            log.info("etcd connected", extra={"endpoint": f"{host}:{port}"})
             return client
         except aetcd.exceptions.ClientError as err:
             errors.append(f"{host}:{port}: {err}")
@@ -57,8 +62,41 @@ async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
     raise ConnectionError("no etcd endpoint answered: " + "; ".join(errors))
 
 
+async def watch_member(client: aetcd.Client, every_s: float = 1.0, patience: int = 5) -> None:
+    """Raise EtcdUnreachable after `patience` unanswered checks in a row.
+
+    The client talks to one member; when that member dies the replica must
+    move to another, which `run` does by starting over on the next endpoint.
+    """
+    misses = 0
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with asyncio.timeout(2 * every_s):
+                await client.status()
+            misses = 0
+        except (aetcd.exceptions.ClientError, TimeoutError):
+            misses += 1
+            if misses >= patience:
+                raise EtcdUnreachable(f"no answer from etcd for {misses} checks") from None
+
+
 async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
-    client = await connect(settings.etcd) if settings.etcd else None
+    """Serve until `stop`; when its etcd member is lost, start over on the next one."""
+    endpoints = settings.etcd
+    while True:
+        try:
+            await _serve(settings, endpoints, stop)
+            return
+        except EtcdUnreachable as err:
+            log.warning("moving to another etcd endpoint", extra={"error": str(err)})
+            endpoints = endpoints[1:] + endpoints[:1]  # the lost one is tried last
+
+
+async def _serve(
+    settings: CoordinatorSettings, endpoints: tuple[tuple[str, int], ...], stop: asyncio.Event
+) -> None:
+    client = await connect(endpoints) if endpoints else None
     election: Candidate
     state: StateReader
     if client is None:
@@ -87,6 +125,8 @@ async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
         asyncio.create_task(service.lead_forever()),
         asyncio.create_task(service.watch_leader()),
     ]
+    if client is not None:
+        tasks.append(asyncio.create_task(watch_member(client)))
     if settings.kubeconfig:
         import kr8s.asyncio
 
