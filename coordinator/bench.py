@@ -47,6 +47,7 @@ Progress = Callable[[int, float], None]  # (rounds done, last failover in s)
 class CoordinatorBench:
     kills: int
     lease_ttl_s: int
+    etcd_election_timeout_ms: int
     failover_s: dict[str, float]
     lost_writes: int
     rebalance_s: dict[str, float]
@@ -199,10 +200,11 @@ async def _run(
     ttl_s: int,
     moves: int,
     machines: int,
+    election_timeout_ms: int | None,
     work_dir: Path,
     progress: Progress | None,
 ) -> CoordinatorBench:
-    etcd = EtcdCluster(work_dir / "etcd")
+    etcd = EtcdCluster(work_dir / "etcd", election_timeout_ms=election_timeout_ms)
     etcd.start()
     endpoints = ",".join(f"127.0.0.1:{p}" for p in etcd.client_ports)
     replicas = [CoordinatorProcess(f"coord-{i}", endpoints, work_dir, ttl_s) for i in range(3)]
@@ -241,6 +243,7 @@ async def _run(
     return CoordinatorBench(
         kills=kills,
         lease_ttl_s=ttl_s,
+        etcd_election_timeout_ms=election_timeout_ms or 1000,
         failover_s={
             "p50": round(statistics.median(failovers), 3),
             "p99": round(_p99(failovers), 3),
@@ -262,6 +265,9 @@ def run(
     moves: int = 30,
     machines: int = 100_000,
     progress: Progress | None = None,
+    election_timeout_ms: int | None = None,
 ) -> CoordinatorBench:
     with tempfile.TemporaryDirectory(prefix="bigfleet-bench-coord-") as tmp:
-        return asyncio.run(_run(kills, ttl_s, moves, machines, Path(tmp), progress))
+        return asyncio.run(
+            _run(kills, ttl_s, moves, machines, election_timeout_ms, Path(tmp), progress)
+        )

@@ -47,6 +47,7 @@ class RebalanceSettings:
     min_age_cycles: int = 5
     drain_age_cycles: int = 12
     cooldown_s: float = 40.0  # about 8 shard cycles
+    silent_after_s: float = 60.0  # a shard not heard from for this long is no donor
 
 
 @dataclass
@@ -60,6 +61,7 @@ class ShardView:
     priority: int = 0  # of the oldest eligible shortfall's class; 0 with none
     age_cycles: int = 0
     eligible_since: float = 0.0  # monotonic time of the first report that made it eligible
+    seen_at: float = 0.0  # monotonic time of its latest report
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Rebalancer:
     def observe(self, report: pb.ShardReport) -> None:
         """Fold one report into the leader-local view; new eligible demand wakes a sweep."""
         view = self.views.setdefault(report.shard_id, ShardView())
+        view.seen_at = time.monotonic()
         view.free = report.summary.free_machines
         view.total = report.summary.total_machines
         view.short = bool(report.shortfalls)
@@ -187,7 +190,12 @@ class Rebalancer:
 
     def _plan(self, recipient: str, busy: set[str], now: float) -> Transfer | None:
         want = self.views[recipient]
-        others = [(s, v) for s, v in self.views.items() if s != recipient and s not in busy]
+        heard = now - self.settings.silent_after_s
+        others = [
+            (s, v)
+            for s, v in self.views.items()
+            if s != recipient and s not in busy and v.seen_at >= heard
+        ]
         for tier in TIERS:
             if tier == "drain":
                 if want.age_cycles <= self.settings.drain_age_cycles:
@@ -222,7 +230,7 @@ class Rebalancer:
     async def acknowledged(
         self, store: Store, shard_id: str, acks: Iterable[pb.InstructAck]
     ) -> list[Transfer]:
-        """Advance the moves these acknowledgements answer; returns the finished ones."""
+        """Advance the moves these acknowledgements answer; returns the completed ones."""
         finished = []
         moves = None
         for ack in acks:
@@ -237,7 +245,7 @@ class Rebalancer:
         return finished
 
     async def _advance(self, store: Store, move: Transfer, ack: pb.InstructAck) -> bool:
-        """One step of `move` on `ack`; True when the move is over."""
+        """One step of `move` on `ack`; True when the recipient has claimed the machines."""
         if ack.outcome == Outcome.OUTCOME_REJECTED_STALE:
             return False  # a deposed leader's copy; this leader's copy of the same id stands
         if ack.outcome == Outcome.OUTCOME_FAILED and move.phase == "handover":
@@ -249,8 +257,8 @@ class Rebalancer:
                     time.monotonic() + self.settings.cooldown_s
                 )
             await store.commit({}, deletes=[TRANSFERS + move.recipient])
-            log.info("rebalance ended", extra={"reason": ack.reason, **asdict(move)})
-            return move.phase == "claim"
+            log.warning("rebalance abandoned", extra={"reason": ack.reason, **asdict(move)})
+            return False
         if move.phase == "claim":
             await store.commit({}, deletes=[TRANSFERS + move.recipient])
             self.cooling[move.recipient] = time.monotonic() + self.settings.cooldown_s

@@ -108,7 +108,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 async with self._writes:
                     await rebalancer.resume(store)
                 break
-            except (aetcd.exceptions.ClientError, NotLeader) as err:
+            except Exception as err:  # top of a loop: tried again after an interval
                 log.warning("resuming moves failed", extra={"error": str(err)})
                 await asyncio.sleep(self.rebalance_settings.interval_s)
         while True:
@@ -119,7 +119,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             try:
                 async with self._writes:
                     await rebalancer.sweep(store)
-            except (aetcd.exceptions.ClientError, NotLeader) as err:
+            except Exception as err:  # top of a loop: the next sweep tries again
                 log.warning("rebalance sweep failed", extra={"error": str(err)})
 
     async def watch_leader(self, every_s: float = 1.0) -> None:

@@ -16,6 +16,9 @@ from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 class EtcdCluster:
     work_dir: Path
     size: int = 3
+    # etcd's default is 1000 ms; its shortest lease is 1.5x this, so a shorter
+    # election timeout is what allows a leader lease under 2 s.
+    election_timeout_ms: int | None = None
     members: list[ManagedProcess] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
 
@@ -40,6 +43,7 @@ class EtcdCluster:
                     "--initial-cluster-state=new",
                     "--unsafe-no-fsync",
                     "--log-level=warn",
+                    *self._timing(),
                 ],
                 self.work_dir / f"m{i}.log",
             )
@@ -47,6 +51,15 @@ class EtcdCluster:
             self.members.append(member)
         for member, port in zip(self.members, self.client_ports, strict=True):
             member.wait_ready(functools.partial(http_ok, f"http://127.0.0.1:{port}/health"), 60)
+
+    def _timing(self) -> list[str]:
+        if self.election_timeout_ms is None:
+            return []
+        heartbeat = max(10, self.election_timeout_ms // 10)
+        return [
+            f"--election-timeout={self.election_timeout_ms}",
+            f"--heartbeat-interval={heartbeat}",
+        ]
 
     def raft_leader(self) -> int | None:
         """Index of the member that leads etcd's own Raft group, from its metrics."""
