@@ -99,7 +99,9 @@ def report(shard_id: str, cycle: int = 1) -> pb.ShardReport:
         shard_id=shard_id,
         cycle=cycle,
         shard_address=f"{shard_id}.shards:7780",
-        summary=pb.ShardSummary(total_machines=10, free_machines=4),
+        summary=pb.ShardSummary(
+            total_machines=10, free_machines=4, provider_address="fake.providers:7800"
+        ),
     )
 
 
@@ -124,13 +126,14 @@ async def test_reports_register_shards_on_the_leader_and_followers_name_it(
         ("shard-0", 2, 4)
     ]
 
-    for unbuilt in (
-        leader.stub.JoinRaftCluster(pb.JoinRaftClusterRequest(node_id="x")),
-        leader.stub.ListQuotas(pb.ListQuotasRequest()),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
-            await unbuilt
-        assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # The provider the shard reports is registered; any replica reads the tables.
+    providers = (await follower.stub.ListProviders(pb.ListProvidersRequest())).providers
+    assert [(p.name, p.address) for p in providers] == [("fake.providers:7800",) * 2]
+    assert not (await follower.stub.ListQuotas(pb.ListQuotasRequest())).allocations
+
+    with pytest.raises(grpc.aio.AioRpcError) as unimplemented:  # membership is etcd's
+        await leader.stub.JoinRaftCluster(pb.JoinRaftClusterRequest(node_id="x"))
+    assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_domain_ownership_rules_and_removal_cascade(
