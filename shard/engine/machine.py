@@ -178,3 +178,14 @@ def transition(machine: Machine, to: MachineState, **changes: Any) -> Machine:
     moved = replace(machine, state=to, **changes)
     check(moved)
     return moved
+
+
+def labels_with_topology(m: Machine) -> dict[str, str]:
+    """The machine's labels plus the well-known instance-type and zone ones it records:
+    what its Node will carry, and what a topology domain matches."""
+    labels = dict(m.labels)
+    if m.instance_type:
+        labels.setdefault(INSTANCE_TYPE_KEY, m.instance_type)
+    if m.zone:
+        labels.setdefault(ZONE_KEY, m.zone)
+    return labels

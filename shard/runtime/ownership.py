@@ -14,23 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shard.engine.machine import INSTANCE_TYPE_KEY, ZONE_KEY, Machine
+from shard.engine.machine import Machine, labels_with_topology
 
 Domain = tuple[str, str]  # (topology key, value)
-
-
-def machine_labels(m: Machine) -> Mapping[str, str]:
-    """The labels a domain matches, with the well-known ones the record carries."""
-    labels = dict(m.labels)
-    if m.zone:
-        labels.setdefault(ZONE_KEY, m.zone)
-    if m.instance_type:
-        labels.setdefault(INSTANCE_TYPE_KEY, m.instance_type)
-    return labels
 
 
 @dataclass
@@ -61,7 +50,7 @@ class Ownership:
             return False
         if m.id in self.claimed or not self.domains:
             return True
-        labels = machine_labels(m)
+        labels = labels_with_topology(m)
         return any(labels.get(key) == value for key, value in self.domains)
 
     def release(self, ids: list[str]) -> None:

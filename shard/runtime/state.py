@@ -18,13 +18,7 @@ from bigfleet import quantity
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
 from shard import codec
 from shard.engine.inventory import Inventory
-from shard.engine.machine import (
-    INSTANCE_TYPE_KEY,
-    ZONE_KEY,
-    InvalidMachine,
-    Machine,
-    MachineState,
-)
+from shard.engine.machine import InvalidMachine, Machine, MachineState, labels_with_topology
 from shard.engine.needs import NeedsTable
 from shard.engine.rails import RollupQuarantine
 from shard.runtime.channels import BadFrame, Channels
@@ -43,20 +37,10 @@ def node_state_update(m: Machine, cluster: str) -> shard_pb2.ShardMessage:
         node_name=m.id,  # the fake and our operators name nodes after machines
         provider_id=m.host,
         last_error=m.last_error,
-        labels=_node_labels(m),
+        labels=labels_with_topology(m),
         resources=provider_pb2.Resources(resources=codec.vector_to_wire(m.alloc)),
     )
     return shard_pb2.ShardMessage(node_state_update=update)
-
-
-def _node_labels(m: Machine) -> dict[str, str]:
-    """The labels the Node will carry: the machine's own plus the well-known topology ones."""
-    labels = dict(m.labels)
-    if m.instance_type:
-        labels.setdefault(INSTANCE_TYPE_KEY, m.instance_type)
-    if m.zone:
-        labels.setdefault(ZONE_KEY, m.zone)
-    return labels
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aetcd
 import pytest
@@ -12,14 +12,6 @@ import pytest
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from coordinator.election import Election
 from coordinator.store import EtcdStore, NotLeader
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ everything through their coordinator clients, as in production.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aetcd
 import grpc
-import pytest
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.wire import coordinator_pb2 as pb
@@ -29,14 +28,6 @@ from shard.engine.machine import ZONE_KEY
 from tests.component.harness import Pair, eventually, need, operator, two_shards
 
 FAST = RebalanceSettings(interval_s=0.2, min_age_cycles=2, drain_age_cycles=4, cooldown_s=1.0)
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @dataclass

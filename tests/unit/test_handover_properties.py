@@ -108,6 +108,15 @@ class World:
         self.rebalancer: Rebalancer | None = None
         self.lost_acks: list[tuple[str, list[pb.InstructAck]]] = []
 
+    @classmethod
+    async def started(cls, root: Path) -> World:
+        """A leader, and every shard's first reconcile done."""
+        world = cls(root)
+        await world.lead()
+        for shard in world.shards.values():
+            await shard.reconciler.run()
+        return world
+
     async def lead(self) -> None:
         """A (new) leadership: fresh queue and views, open moves resumed from the store."""
         leadership = await self.election.campaign()
@@ -207,10 +216,7 @@ STEPS = st.lists(st.tuples(OPS, st.sampled_from(SHARDS), st.sampled_from([0, 5, 
 def test_no_machine_is_ever_owned_by_two_shards(steps: list[tuple[str, str, int]]) -> None:
     async def play() -> None:
         with tempfile.TemporaryDirectory() as root:
-            world = World(Path(root))
-            await world.lead()
-            for shard in world.shards.values():
-                await shard.reconciler.run()
+            world = await World.started(Path(root))
             for op, shard_id, priority in steps:
                 await world.step(op, shard_id, priority)
                 owners = world.owners()
@@ -230,10 +236,7 @@ def test_a_move_completes_when_every_message_arrives() -> None:
 
     async def play() -> None:
         with tempfile.TemporaryDirectory() as root:
-            world = World(Path(root))
-            await world.lead()
-            for shard in world.shards.values():
-                await shard.reconciler.run()
+            world = await World.started(Path(root))
             await world.step("report", "s0", 50)
             for other in ("s1", "s2"):
                 await world.step("report", other, 0)
