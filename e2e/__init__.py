@@ -1,0 +1,1 @@
+"""End-to-end tests on kind: from unschedulable Pods to bound machines, across clusters."""
