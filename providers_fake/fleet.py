@@ -82,6 +82,7 @@ class Slot:
     labels: dict[str, str] = field(default_factory=dict)
     cluster: str = ""
     shard_metadata: dict[str, str] = field(default_factory=dict)
+    bootstrap_blob: bytes = b""  # what Configure carried; a joiner boots the machine with it
     last_error: str = ""
     host_ref: str = ""
     last_op: tuple[Op, str] | None = None  # the latest accepted call and its operation id
@@ -157,7 +158,9 @@ class FakeFleet:
     ) -> pb.TransitionAck:
         if not cluster:
             raise InvalidRequest("configure needs a cluster_id")
-        return self._mutate(Op.CONFIGURE, machine_id, token, cluster=cluster, metadata=metadata)
+        return self._mutate(
+            Op.CONFIGURE, machine_id, token, cluster=cluster, metadata=metadata, blob=blob
+        )
 
     def drain(self, machine_id: str, grace_seconds: int, token: FencingToken) -> pb.TransitionAck:
         if grace_seconds < 0:
@@ -166,6 +169,10 @@ class FakeFleet:
 
     def delete(self, machine_id: str, token: FencingToken) -> pb.TransitionAck:
         return self._mutate(Op.DELETE, machine_id, token)
+
+    def bootstrap_blob(self, machine_id: str) -> bytes:
+        """The join blob the machine was configured with; empty when it is not bound."""
+        return self._slot(machine_id).bootstrap_blob
 
     def get(self, machine_id: str) -> pb.Machine:
         if not machine_id:
@@ -202,6 +209,7 @@ class FakeFleet:
         *,
         cluster: str = "",
         metadata: Mapping[str, str] | None = None,
+        blob: bytes = b"",
     ) -> pb.TransitionAck:
         if not machine_id:
             raise InvalidRequest("empty machine id")
@@ -231,6 +239,7 @@ class FakeFleet:
         if op is Op.CONFIGURE:
             slot.cluster = cluster
             slot.shard_metadata = dict(metadata or {})
+            slot.bootstrap_blob = blob
         slot.due = self._clock() + self.latency.of(op)
         self._touch(slot)
         ack = pb.TransitionAck(operation_id=operation_id, machine=self._snapshot(slot))
@@ -268,10 +277,12 @@ class FakeFleet:
         elif op is Op.DRAIN:
             slot.cluster = ""
             slot.shard_metadata = {}
+            slot.bootstrap_blob = b""
         elif op is Op.DELETE:
             slot.host_ref = ""
             slot.cluster = ""
             slot.shard_metadata = {}
+            slot.bootstrap_blob = b""
         self._touch(slot)
 
     def _fail(self, slot: Slot, error: str) -> None:

@@ -53,6 +53,13 @@ from bigfleet.cli.running import until_signalled
     default=None,
     help="API server URL written into join blobs [default: the kubeconfig's].",
 )
+@click.option(
+    "--upcoming-retention",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a Drained or Failed UpcomingNode is kept before it is deleted.",
+)
 @options.metrics_port(8770)
 def operator(
     cluster_id: str,

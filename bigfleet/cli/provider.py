@@ -47,13 +47,22 @@ def provider() -> None:
     type=click.IntRange(min=0),
     help="Seed this many Speculative quota slots of the default shape.",
 )
-def fake(listen: str, config_path: Path | None, idle: int, speculative: int) -> None:
+@click.option(
+    "--join-nodes",
+    is_flag=True,
+    help="Boot Configured machines into their cluster: TLS-bootstrap with the join blob's "
+    "token, register a Node (annotated for kwok), delete it when the machine leaves.",
+)
+def fake(
+    listen: str, config_path: Path | None, idle: int, speculative: int, join_nodes: bool
+) -> None:
     """Serve the fake provider: a test and demo fixture, never for production.
 
     Transitions are asynchronous with the configured per-state latency;
     stale fencing tokens are refused with FAILED_PRECONDITION.
     """
     from providers_fake.config import FleetConfig
+    from providers_fake.joiner import NodeJoiner
     from providers_fake.server import start
 
     config = FleetConfig.load(config_path) if config_path else FleetConfig()
@@ -61,12 +70,15 @@ def fake(listen: str, config_path: Path | None, idle: int, speculative: int) -> 
 
     async def serve(stop: asyncio.Event) -> None:
         server, port = await start(fleet, listen)
+        joining = asyncio.create_task(NodeJoiner(fleet).run()) if join_nodes else None
         host = listen.rpartition(":")[0] or "0.0.0.0"
         log.info(
             "fake provider serving", extra={"address": f"{host}:{port}", "machines": len(fleet)}
         )
         click.echo(f"fake provider on {host}:{port} with {len(fleet)} machines", err=True)
         await stop.wait()
+        if joining is not None:
+            joining.cancel()
         await server.stop(grace=2)
 
     until_signalled(serve)

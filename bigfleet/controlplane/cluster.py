@@ -23,6 +23,9 @@ _ETCD_READY_S = 30.0
 _APISERVER_READY_S = 90.0
 
 
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+
+
 class KubectlFailed(RuntimeError):
     """kubectl exited non-zero; the message carries its stderr."""
 
@@ -98,7 +101,8 @@ class LocalControlPlane:
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-account-key-file={pki.service_account_pub}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
+                # Node: a joined node (system:node:<name>) may write its own Node.
+                "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 # No controller-manager creates `default` ServiceAccounts here.
                 "--disable-admission-plugins=ServiceAccount",
@@ -135,6 +139,9 @@ class LocalControlPlane:
                 f"--root-ca-file={pki.ca_cert}",
                 "--use-service-account-credentials=false",
                 "--controllers=*,bootstrapsigner,tokencleaner",
+                # Signs the kubelet client certificates that joining nodes ask for.
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
             ],
             self.work_dir / "kube-controller-manager.log",
         )
@@ -146,6 +153,46 @@ class LocalControlPlane:
             lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
             _APISERVER_READY_S,
         )
+
+    def start_scheduler(self) -> None:
+        """kube-scheduler: binds pods to nodes."""
+        port = free_port()
+        scheduler = ManagedProcess(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+            ],
+            self.work_dir / "kube-scheduler.log",
+        )
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
+        self._launch(
+            scheduler,
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            _APISERVER_READY_S,
+        )
+
+    def start_kwok(self) -> None:
+        """kwok, the fake kubelet: keeps Nodes annotated `kwok.x-k8s.io/node: fake` Ready
+        and runs the pods bound to them."""
+        port = free_port()
+        kwok = ManagedProcess(
+            "kwok",
+            [
+                str(self.bin_dir / "kwok"),
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{port}",
+            ],
+            self.work_dir / "kwok.log",
+        )
+        self._launch(kwok, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), _ETCD_READY_S)
 
     def _write_kubeconfig(self) -> None:
         pki = self.pki

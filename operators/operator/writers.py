@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 from typing import Any, cast
 
 import kr8s
 import kr8s.asyncio
+from kr8s.asyncio.objects import Node
 
 from bigfleet.crd import AvailableCapacity, UpcomingNode
 from bigfleet.wire import provider_pb2, shard_pb2
+
+log = logging.getLogger(__name__)
 
 S = provider_pb2.MachineState
 PHASES = {
@@ -76,6 +80,7 @@ async def write_upcoming(api: kr8s.asyncio.Api, update: shard_pb2.NodeStateUpdat
     phase = PHASES.get(update.state, "Provisioning")
     if update.state == S.MACHINE_STATE_IDLE and previous in ("Draining", "Drained"):
         phase = "Drained"  # back to Idle after a drain: it left this cluster
+        await _delete_node(api, update.node_name or update.machine_id)
     status: dict[str, Any] = {
         "phase": phase,
         "providerID": update.provider_id,
@@ -91,6 +96,17 @@ async def write_upcoming(api: kr8s.asyncio.Api, update: shard_pb2.NodeStateUpdat
         {"status": {k: v for k, v in status.items() if v is not None}}, subresource="status"
     )
     return phase
+
+
+async def _delete_node(api: kr8s.asyncio.Api, name: str) -> None:
+    """The machine left the cluster, wiped: its Node will never come back Ready, so it
+    goes, as a cloud's node lifecycle would remove it (its name may join again later)."""
+    try:
+        node = await Node.get(name, api=api)
+        await node.delete()
+        log.info("node of a drained machine deleted", extra={"node": name})
+    except kr8s.NotFoundError:
+        pass
 
 
 async def write_available(api: kr8s.asyncio.Api, update: shard_pb2.AvailableCapacityUpdate) -> str:

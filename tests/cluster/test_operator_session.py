@@ -39,6 +39,12 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
         request_iterator: AsyncIterator[shard_pb2.OperatorMessage],
         context: grpc.aio.ServicerContext,
     ) -> None:
+        writing = asyncio.Lock()  # a stream takes one write at a time; two tasks write here
+
+        async def write(frame: shard_pb2.ShardMessage) -> None:
+            async with writing:
+                await context.write(frame)
+
         async def read() -> None:
             async for frame in request_iterator:
                 kind = frame.WhichOneof("payload")
@@ -46,7 +52,7 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
                     self.hellos.append(frame.hello.cluster_id)
                 elif kind == "rollup":
                     self.rollups.append(frame)
-                    await context.write(
+                    await write(
                         shard_pb2.ShardMessage(ack=shard_pb2.Acknowledgement(echo="rollup"))
                     )
                 elif kind == "bootstrap_response":
@@ -56,7 +62,7 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
 
         reader = asyncio.create_task(read())
         while (frame := await self.push.get()) is not None:
-            await context.write(frame)
+            await write(frame)
         reader.cancel()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted disconnect")
 
