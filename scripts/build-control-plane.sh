@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries the cluster test tier runs (kube-apiserver,
-# kube-controller-manager, kube-scheduler, a matching kubectl, etcd, kwok) from their Go modules and
-# cache them outside the repository. Idempotent: a complete cache is reused as is.
+# kube-controller-manager, kube-scheduler, a matching kubectl, etcd, kwok) and helm (for the chart
+# tests) from their Go modules and cache them outside the repository. Idempotent: a complete cache
+# is reused as is.
 #
 #   scripts/build-control-plane.sh            build or reuse, print the bin dir
 #   KUBE_VERSION=1.34.4 scripts/...           choose another Kubernetes release
@@ -13,10 +14,12 @@ set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.34.4}
 KWOK_VERSION=${KWOK_VERSION:-0.7.0}
+# helm 3.19 is built on the same Kubernetes 1.34 client libraries and needs Go >= 1.24.
+HELM_VERSION=${HELM_VERSION:-3.19.5}
 CACHE_ROOT=${BIGFLEET_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bigfleet/control-plane}
 OUT="$CACHE_ROOT/v$KUBE_VERSION"
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-BINS=("${KUBE_BINS[@]}" etcd kwok)
+BINS=("${KUBE_BINS[@]}" etcd kwok helm)
 
 complete() { for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
 if complete; then echo "$OUT"; exit 0; fi
@@ -73,10 +76,28 @@ build_kwok() {
   GOBIN="$OUT" go install "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
 }
 
+build_helm() {
+  [ -x "$OUT/helm" ] && return
+  log "building helm v$HELM_VERSION"
+  cd "$work"  # outside any module: the pins of the wrappers above must not apply
+  # Stamp what helm's Makefile stamps: its own version, and the Kubernetes minor of its
+  # client libraries, which `helm template` and `helm lint` assume without a cluster.
+  local gomod kube_minor p
+  gomod=$(go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  kube_minor=$(awk '$1 == "k8s.io/client-go" {split($2, v, "."); print v[2]}' "$gomod")
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kube_minor"
+  done
+  GOBIN="$OUT" go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+}
+
 start=$(date +%s)
 build_kube
 build_etcd
 build_kwok
+build_helm
 "$OUT/kube-apiserver" --version >&2
 "$OUT/etcd" --version | head -1 >&2
 log "done in $(( $(date +%s) - start ))s"

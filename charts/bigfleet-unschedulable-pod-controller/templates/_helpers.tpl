@@ -1,0 +1,110 @@
+{{- define "bigfleet-upc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bigfleet-upc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "bigfleet-upc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bigfleet-upc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bigfleet-upc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: pod-controller
+{{- end }}
+
+{{- define "bigfleet-upc.labels" -}}
+helm.sh/chart: {{ include "bigfleet-upc.chart" . }}
+{{ include "bigfleet-upc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bigfleet
+{{- end }}
+
+{{- define "bigfleet-upc.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "bigfleet-upc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bigfleet-upc.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+API access. The kopf and kr8s clients in the image read a kubeconfig file
+with an inline token and do not load the in-cluster service-account config,
+so an init container writes one into a memory-backed volume from a
+long-lived service-account token Secret (ADR 0013).
+*/}}
+{{- define "bigfleet-upc.kubeconfigPath" -}}
+/var/run/bigfleet/kube/kubeconfig
+{{- end }}
+
+{{- define "bigfleet-upc.kubeconfigInitContainer" -}}
+- name: kubeconfig
+  image: {{ include "bigfleet-upc.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/bin/sh", "-ec"]
+  args:
+    - |
+      dir=/var/run/bigfleet/token
+      token=""
+      IFS= read -r token < "$dir/token" || true
+      if [ -z "$token" ]; then
+        echo "service-account token not issued yet into its Secret; retrying" >&2
+        exit 1
+      fi
+      host="$KUBERNETES_SERVICE_HOST"
+      case "$host" in *:*) host="[$host]" ;; esac
+      umask 077
+      cat > {{ include "bigfleet-upc.kubeconfigPath" . }} <<EOF
+      apiVersion: v1
+      kind: Config
+      clusters:
+        - name: in-cluster
+          cluster:
+            server: "https://$host:$KUBERNETES_SERVICE_PORT"
+            certificate-authority: "$dir/ca.crt"
+      users:
+        - name: service-account
+          user:
+            token: "$token"
+      contexts:
+        - name: in-cluster
+          context: {cluster: in-cluster, user: service-account}
+      current-context: in-cluster
+      EOF
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+  volumeMounts:
+    - {name: kube, mountPath: /var/run/bigfleet/kube}
+    - {name: token, mountPath: /var/run/bigfleet/token, readOnly: true}
+{{- end }}
+
+{{- define "bigfleet-upc.kubeconfigVolumes" -}}
+- name: kube
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: token
+  secret:
+    secretName: {{ include "bigfleet-upc.fullname" . }}-token
+{{- end }}

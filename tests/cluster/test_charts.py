@@ -1,0 +1,1071 @@
+"""The Helm charts lint, render what each value set promises, and the API server takes it.
+
+helm is built with the other control-plane binaries by scripts/build-control-plane.sh;
+without it these tests fail, they do not skip. Rendered manifests go to the session's
+real API server with a server-side dry run. The RBAC objects are applied for real and
+checked through the kubeconfig the charts' init container writes from a service-account
+token that kube-controller-manager issues, so what is checked is what a pod would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import kopf
+import kr8s
+import kr8s.asyncio
+import pytest
+import yaml
+
+from bigfleet.cli import main as bigfleet_cli
+from bigfleet.controlplane import KUBE_VERSION, LocalControlPlane, find_binaries
+from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
+from bigfleet.crd import crd_dir
+from operators.operator.app import _from_kubeconfig
+from operators.podcontroller.app import load_defaults
+from tests.support.waiting import until
+
+Manifest = dict[str, Any]
+
+CHARTS = Path(__file__).resolve().parents[2] / "charts"
+BIGFLEET = CHARTS / "bigfleet"
+OPERATOR = CHARTS / "bigfleet-operator"
+POD_CONTROLLER = CHARTS / "bigfleet-unschedulable-pod-controller"
+
+PROVIDERS = {"shard": {"providers": [{"name": "metal", "address": "metal.providers.svc:7800"}]}}
+OPERATOR_REQUIRED = {"clusterID": "prod-eu-1", "shardAddress": "shard-0.fleet.example:7780"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+RBAC_KINDS = {
+    "ServiceAccount",
+    "Secret",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+}
+
+# What a join template really looks like: Jinja2 blocks, quotes, markup characters
+# that JSON escapes, and a trailing newline; all of it must reach the file unchanged.
+JOIN_TEMPLATE = """#cloud-config
+# cluster {{ cluster_id }}, request {{ request_id }}
+write_files:
+  - path: /etc/kubernetes/bootstrap-kubelet.conf
+    content: |
+      server: "{{ api_server }}" & token <{{ token }}>
+{% if labels %}kubelet_node_labels: "{{ labels | dictsort | map('join', '=') | join(',') }}"
+{% endif %}"""
+
+# The fields of prometheus-operator's ServiceMonitor the chart uses, typed as upstream
+# types them and nothing else, so a misspelt field is refused by strict field validation.
+SERVICE_MONITOR_CRD: Manifest = yaml.safe_load("""
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors,
+          singular: servicemonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              required: [selector, endpoints]
+              properties:
+                selector:
+                  type: object
+                  properties:
+                    matchLabels: {type: object, additionalProperties: {type: string}}
+                namespaceSelector:
+                  type: object
+                  properties:
+                    any: {type: boolean}
+                    matchNames: {type: array, items: {type: string}}
+                endpoints:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      port: {type: string}
+                      path: {type: string}
+                      interval: &duration
+                        type: string
+                        pattern: "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+                      scrapeTimeout: *duration
+""")
+
+
+class Helm:
+    """The cached helm binary, kept away from the user's helm configuration."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.home = home
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=120
+        )
+
+    def _values_file(self, values: Manifest) -> Path:
+        text = json.dumps(values, sort_keys=True)  # JSON is YAML
+        path = self.home / f"values-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        path.write_text(text)
+        return path
+
+    def lint(self, chart: Path, values: Manifest) -> subprocess.CompletedProcess[str]:
+        values_file = str(self._values_file(values))
+        return self.run("lint", "--strict", str(chart), "--values", values_file)
+
+    def template(
+        self, chart: Path, values: Manifest, namespace: str = "bigfleet-system", release: str = "r1"
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "template",
+            release,
+            str(chart),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            KUBE_VERSION,
+            "--values",
+            str(self._values_file(values)),
+        )
+
+    def notes(self, chart: Path, values: Manifest, namespace: str, kubeconfig: Path) -> str:
+        """NOTES.txt as `helm install` prints it (a client-side dry run asks the cluster
+        only for its version)."""
+        result = self.run(
+            "install",
+            "r1",
+            str(chart),
+            "--dry-run=client",
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--values",
+            str(self._values_file(values)),
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.partition("\nNOTES:\n")[2]
+
+    def render(
+        self, chart: Path, values: Manifest, namespace: str = "bigfleet-system", release: str = "r1"
+    ) -> Rendered:
+        result = self.template(chart, values, namespace, release)
+        assert result.returncode == 0, result.stderr
+        return Rendered(result.stdout)
+
+
+class Rendered:
+    """A chart's rendered manifests, looked up by kind and name."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.docs: list[Manifest] = [d for d in yaml.safe_load_all(text) if d]
+
+    def kinds(self) -> set[str]:
+        return {d["kind"] for d in self.docs}
+
+    def of(self, kind: str) -> list[Manifest]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, suffix: str) -> Manifest:
+        found = [d for d in self.of(kind) if d["metadata"]["name"].endswith(suffix)]
+        assert len(found) == 1, f"{kind} *{suffix}: {[d['metadata']['name'] for d in found]}"
+        return found[0]
+
+    def only(self, kinds: set[str]) -> str:
+        return yaml.safe_dump_all([d for d in self.docs if d["kind"] in kinds])
+
+
+def containers(workload: Manifest) -> dict[str, Manifest]:
+    spec = workload["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec.get("initContainers", []) + spec["containers"]}
+
+
+def args_of(workload: Manifest, container: str) -> list[str]:
+    return list(containers(workload)[container]["args"])
+
+
+def flag(args: list[str], name: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+    assert len(values) == 1, f"{name} in {args}"
+    return values[0]
+
+
+def rules_of(role: Manifest) -> dict[str, set[str]]:
+    """resource (with its group) -> verbs."""
+    granted: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = f"{resource}.{group}" if group else resource
+                granted.setdefault(key, set()).update(rule["verbs"])
+    return granted
+
+
+def dry_run(control_plane: LocalControlPlane, manifests: str) -> str:
+    result = control_plane.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=manifests, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_applied(out: str, rendered: Rendered) -> None:
+    """kubectl reports every rendered object, and nothing else, as applied in the dry run."""
+    applied = set()
+    for line in out.splitlines():
+        resource, _, outcome = line.partition(" ")
+        assert outcome == "serverside-applied (server dry run)", line
+        kind_group, _, name = resource.partition("/")
+        applied.add((kind_group.split(".")[0], name))
+    assert applied == {(d["kind"].lower(), d["metadata"]["name"]) for d in rendered.docs}
+
+
+def assert_namespaced(
+    rendered: Rendered, namespace: str, elsewhere: frozenset[str] = frozenset()
+) -> None:
+    for doc in rendered.docs:
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], doc["metadata"]["name"]
+        elif doc["metadata"]["name"] not in elsewhere:
+            assert doc["metadata"].get("namespace") == namespace, doc["metadata"]["name"]
+
+
+def parse_cli(args: list[str]) -> click.Context:
+    """Parse a container's arguments as `bigfleet` would, stopping short of running it.
+
+    Every option, type, range and callback is checked; a misspelt flag or a bad value
+    raises click's usage error.
+    """
+    command: click.Command = bigfleet_cli
+    name, rest = "bigfleet", list(args)
+    parent: click.Context | None = None
+    while isinstance(command, click.Group):
+        at = next(i for i, a in enumerate(rest) if not a.startswith("-"))
+        parent = command.make_context(name, rest[: at + 1], parent=parent)
+        sub = command.get_command(parent, rest[at])
+        assert sub is not None, f"no command {rest[at]!r}"
+        command, name, rest = sub, rest[at], rest[at + 1 :]
+    return command.make_context(name, rest, parent=parent)
+
+
+def materialize_mounts(
+    rendered: Rendered, workload: Manifest, container: str, root: Path
+) -> dict[str, Path]:
+    """Write the files a container would see at its ConfigMap mounts (and a stand-in for
+    its generated kubeconfig) under `root`; mount path -> local directory."""
+    spec = workload["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts: dict[str, Path] = {}
+    for mount in containers(workload)[container].get("volumeMounts", []):
+        local = root / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        volume = volumes.get(mount["name"], {})  # else a volume claim template
+        if "configMap" in volume:
+            config_map = rendered.get("ConfigMap", volume["configMap"]["name"])
+            for key, text in config_map["data"].items():
+                (local / key).write_text(text)
+        elif mount["name"] == "kube":
+            (local / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+        mounts[mount["mountPath"]] = local
+    return mounts
+
+
+def localize(args: list[str], mounts: dict[str, Path]) -> list[str]:
+    out = []
+    for arg in args:
+        for mount_path, local in mounts.items():
+            arg = arg.replace(f"={mount_path}/", f"={local}/")
+        out.append(arg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary = find_binaries() / "helm"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(
+            f"helm not found at {binary}: run scripts/build-control-plane.sh, which builds it",
+            pytrace=False,
+        )
+    return Helm(binary, tmp_path_factory.mktemp("helm"))
+
+
+@pytest.fixture(scope="session")
+def service_monitor_crd(control_plane: LocalControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(SERVICE_MONITOR_CRD))
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        f"crd/{SERVICE_MONITOR_CRD['metadata']['name']}",
+    )
+
+
+# -- lint and the schema ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chart", "values"),
+    [
+        (BIGFLEET, PROVIDERS),
+        (BIGFLEET, {**PROVIDERS, "coordinator": {"store": "embedded"}}),
+        (
+            BIGFLEET,
+            {"fakeProvider": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}},
+        ),
+        (OPERATOR, OPERATOR_REQUIRED),
+        (OPERATOR, {**OPERATOR_REQUIRED, "bootstrapTemplate": JOIN_TEMPLATE}),
+        (POD_CONTROLLER, {}),
+        (
+            POD_CONTROLLER,
+            {
+                "mode": "per-pod",
+                "priorityClassDefaults": {"critical": {"interruptionPenalty": "8192"}},
+            },
+        ),
+    ],
+    ids=[
+        "bigfleet",
+        "bigfleet-embedded",
+        "bigfleet-demo",
+        "operator",
+        "operator-template",
+        "upc",
+        "upc-defaults",
+    ],
+)
+def test_every_chart_passes_strict_lint(helm: Helm, chart: Path, values: Manifest) -> None:
+    result = helm.lint(chart, values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_charts_carry_name_version_and_kube_version(helm: Helm) -> None:
+    for chart in (BIGFLEET, OPERATOR, POD_CONTROLLER):
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        assert meta["apiVersion"] == "v2" and meta["name"] == chart.name
+        assert meta["version"] == "0.1.0" and meta["appVersion"] == "0.1.0"
+        assert meta["kubeVersion"] == ">= 1.31.0-0"
+    # A cluster older than the CRDs' selectable fields is refused at render time.
+    old = helm.run("template", "r1", str(POD_CONTROLLER), "--kube-version", "1.30.0")
+    assert old.returncode != 0 and "kubeVersion" in old.stderr
+
+
+@pytest.mark.parametrize(
+    ("chart", "values", "complaints"),
+    [
+        (BIGFLEET, {**PROVIDERS, "coordinator": {"store": "raft"}}, ["'/coordinator/store'"]),
+        (BIGFLEET, {**PROVIDERS, "coordinater": {"replicas": 3}}, ["'coordinater' not allowed"]),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "etcd": {"external": {"endpoints": ["etcd-a.db.svc"]}}},
+            ["'/etcd/external/endpoints/0'"],
+        ),
+        (BIGFLEET, {"shard": {"reclaimCapFraction": 2}}, ["'/shard/reclaimCapFraction'"]),
+        (
+            BIGFLEET,
+            {"shard": {"providers": [{"name": "metal"}]}},
+            ["'/shard/providers/0'", "address"],
+        ),
+        (BIGFLEET, {**PROVIDERS, "etcd": {"replicas": 2}}, ["'/etcd/replicas'"]),
+        (BIGFLEET, {**PROVIDERS, "image": {"pullPolicy": "Sometimes"}}, ["'/image/pullPolicy'"]),
+        (OPERATOR, {}, ["'/clusterID'", "'/shardAddress'"]),
+        (OPERATOR, {**OPERATOR_REQUIRED, "shardAddress": "shard-0"}, ["'/shardAddress'"]),
+        (OPERATOR, {**OPERATOR_REQUIRED, "apiServerURL": "http://10.0.0.1"}, ["'/apiServerURL'"]),
+        (OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 70000}, ["'/metricsPort'"]),
+        (POD_CONTROLLER, {"mode": "everything"}, ["'/mode'"]),
+        (
+            POD_CONTROLLER,
+            {"priorityClassDefaults": {"critical": {"interruptionPenalty": "lots"}}},
+            ["'/priorityClassDefaults/critical/interruptionPenalty'"],
+        ),
+        (
+            POD_CONTROLLER,
+            {"priorityClassDefaults": {"critical": {"interruptionPenaltee": "1"}}},
+            ["'interruptionPenaltee' not allowed"],
+        ),
+    ],
+)
+def test_schema_refuses_bad_values_naming_the_field(
+    helm: Helm, chart: Path, values: Manifest, complaints: list[str]
+) -> None:
+    result = helm.template(chart, values)
+    assert result.returncode != 0
+    assert "don't meet the specifications of the schema" in result.stderr
+    for complaint in complaints:
+        assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({}, "shard.providers: name at least one capacity provider"),
+        (
+            {**PROVIDERS, "etcd": {"electionTimeoutMs": 200, "heartbeatIntervalMs": 50}},
+            "etcd.electionTimeoutMs must be at least 5 x etcd.heartbeatIntervalMs",
+        ),
+    ],
+    ids=["no-provider", "etcd-timeouts"],
+)
+def test_values_the_schema_cannot_judge_fail_the_render_by_name(
+    helm: Helm, values: Manifest, complaint: str
+) -> None:
+    result = helm.template(BIGFLEET, values)
+    assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+def test_chart_crds_are_the_repository_crds_byte_for_byte() -> None:
+    expected = {
+        BIGFLEET: {"bigfleet.lucy.sh_shards.yaml"},
+        OPERATOR: {
+            "bigfleet.lucy.sh_capacityrequests.yaml",
+            "bigfleet.lucy.sh_upcomingnodes.yaml",
+            "bigfleet.lucy.sh_availablecapacities.yaml",
+        },
+    }
+    for chart, names in expected.items():
+        assert {p.name for p in (chart / "crds").iterdir()} == names
+        for name in names:
+            assert (chart / "crds" / name).read_bytes() == (crd_dir() / name).read_bytes(), name
+    assert set().union(*expected.values()) == {p.name for p in crd_dir().glob("*.yaml")}
+    assert not (POD_CONTROLLER / "crds").exists()  # it relies on the operator chart's
+
+
+# -- the bigfleet chart ------------------------------------------------------------------
+
+
+def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    rendered = helm.render(BIGFLEET, PROVIDERS, namespace)
+    assert rendered.kinds() == {
+        "Service", "StatefulSet", "PodDisruptionBudget", "ServiceAccount", "Secret",
+        "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
+    }  # fmt: skip
+    etcd = rendered.get("StatefulSet", "-etcd")
+    assert etcd["spec"]["replicas"] == 3
+    assert etcd["spec"]["podManagementPolicy"] == "Parallel"
+    etcd_args = args_of(etcd, "etcd")
+    assert flag(etcd_args, "--election-timeout") == "500"
+    assert flag(etcd_args, "--heartbeat-interval") == "50"
+    members = flag(etcd_args, "--initial-cluster").split(",")
+    assert [m.split("=")[0] for m in members] == [f"r1-bigfleet-etcd-{i}" for i in range(3)]
+    assert etcd["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    headless = rendered.get("Service", "-etcd")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert rendered.get("PodDisruptionBudget", "-etcd")["spec"]["minAvailable"] == 2  # quorum
+
+    coordinator = rendered.get("StatefulSet", "-coordinator")
+    assert coordinator["spec"]["replicas"] == 3
+    args = args_of(coordinator, "coordinator")
+    assert args[:2] == ["--log-level=info", "coordinator"]
+    assert flag(args, "--store") == "etcd"
+    assert flag(args, "--lease-ttl") == "1"  # meets the failover target with the tuned etcd
+    assert flag(args, "--id") == "$(POD_NAME)"
+    assert flag(args, "--etcd").split(",") == [
+        f"r1-bigfleet-etcd-{i}.r1-bigfleet-etcd.{namespace}.svc:2379" for i in range(3)
+    ]
+    assert not any(a.startswith("--kubeconfig") for a in args)  # the mirror is off by default
+    assert "volumeClaimTemplates" not in coordinator["spec"]  # no state of its own on etcd
+    probes = containers(coordinator)["coordinator"]
+    assert probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert rendered.get("PodDisruptionBudget", "-coordinator")["spec"]["maxUnavailable"] == 1
+
+    shard = rendered.get("StatefulSet", "-shard")
+    shard_args = args_of(shard, "shard")
+    assert not any(a.startswith("--id") for a in shard_args)  # shard-<ordinal> from the pod
+    assert flag(shard_args, "--provider") == "metal=metal.providers.svc:7800"
+    assert flag(shard_args, "--data-dir") == "/data"
+    assert flag(shard_args, "--coordinator-addr") == f"r1-bigfleet-coordinator.{namespace}.svc:7790"
+    assert flag(shard_args, "--advertise-addr") == (
+        f"$(POD_NAME).r1-bigfleet-shard.{namespace}.svc:7780"
+    )
+    assert flag(shard_args, "--kubeconfig") == "/var/run/bigfleet/kube/kubeconfig"
+    assert shard["spec"]["serviceName"] == "r1-bigfleet-shard"
+    assert rendered.get("Service", "-shard")["spec"]["clusterIP"] == "None"
+    claim = shard["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    shard_container = containers(shard)["shard"]
+    assert {"name": "data", "mountPath": "/data"} in shard_container["volumeMounts"]
+    assert shard_container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert shard_container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert shard_container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert shard["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    shard_role = rules_of(rendered.get("ClusterRole", "-shard"))
+    assert shard_role["shards.bigfleet.lucy.sh"] == {
+        "get", "list", "watch", "create", "patch", "update",
+    }  # fmt: skip
+    assert shard_role["shards/status.bigfleet.lucy.sh"] == {"get", "patch", "update"}
+    assert not any(k.startswith("capacityrequests") for k in shard_role)
+
+    assert_namespaced(rendered, namespace)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_embedded_store_runs_one_coordinator_on_a_volume_and_no_etcd(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    rendered = helm.render(BIGFLEET, {**PROVIDERS, "coordinator": {"store": "embedded"}}, namespace)
+    assert not [d for d in rendered.docs if "-etcd" in d["metadata"]["name"]]
+    coordinator = rendered.get("StatefulSet", "-coordinator")
+    assert coordinator["spec"]["replicas"] == 1  # whatever coordinator.replicas says
+    args = args_of(coordinator, "coordinator")
+    assert flag(args, "--store") == "embedded"
+    assert flag(args, "--data-dir") == "/data"
+    assert not any(a.startswith("--etcd") for a in args)
+    assert coordinator["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert {"name": "data", "mountPath": "/data"} in containers(coordinator)["coordinator"][
+        "volumeMounts"
+    ]
+    assert [p["metadata"]["name"] for p in rendered.of("PodDisruptionBudget")] == [
+        "r1-bigfleet-shard"
+    ]
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_external_etcd_is_dialled_and_none_is_deployed(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    endpoints = ["etcd-a.db.svc:2379", "etcd-b.db.svc:2379", "etcd-c.db.svc:2379"]
+    values = {**PROVIDERS, "etcd": {"external": {"endpoints": endpoints}}}
+    rendered = helm.render(BIGFLEET, values, namespace)
+    assert not [d for d in rendered.docs if "-etcd" in d["metadata"]["name"]]
+    assert "NetworkPolicy" not in rendered.kinds()
+    coordinator = rendered.get("StatefulSet", "-coordinator")
+    assert flag(args_of(coordinator, "coordinator"), "--etcd") == ",".join(endpoints)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_service_monitor_scrapes_every_metrics_port_of_the_release(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, service_monitor_crd: None
+) -> None:
+    values = {
+        **PROVIDERS,
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"team": "fleet"}}},
+    }
+    rendered = helm.render(BIGFLEET, values, namespace)
+    monitor = rendered.get("ServiceMonitor", "r1-bigfleet")
+    assert monitor["metadata"]["labels"]["team"] == "fleet"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = {
+        s["metadata"]["name"]
+        for s in rendered.of("Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    }
+    assert scraped == {"r1-bigfleet-coordinator-headless", "r1-bigfleet-shard", "r1-bigfleet-etcd"}
+    port = monitor["spec"]["endpoints"][0]["port"]
+    for service in rendered.of("Service"):
+        if service["metadata"]["name"] in scraped:
+            assert port in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [namespace]
+    # Off by default.
+    assert "ServiceMonitor" not in helm.render(BIGFLEET, PROVIDERS, namespace).kinds()
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_demo_values_add_the_fake_provider_and_a_service_per_shard(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    values = {
+        "fakeProvider": {"enabled": True, "idle": 16},
+        "shard": {"replicas": 2, "perPodService": {"enabled": True}},
+    }
+    rendered = helm.render(BIGFLEET, values, namespace)
+    fake = rendered.get("Deployment", "-fake-provider")
+    assert args_of(fake, "provider")[1:4] == ["provider", "fake", "--listen=0.0.0.0:7800"]
+    assert flag(args_of(fake, "provider"), "--idle") == "16"
+    shard_args = args_of(rendered.get("StatefulSet", "-shard"), "shard")
+    assert flag(shard_args, "--provider") == f"fake=r1-bigfleet-fake-provider.{namespace}.svc:7800"
+    for ordinal in (0, 1):
+        per_pod = rendered.get("Service", f"-shard-{ordinal}")
+        assert per_pod["spec"]["type"] == "LoadBalancer"
+        assert per_pod["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == (
+            f"r1-bigfleet-shard-{ordinal}"
+        )
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_the_longest_release_name_keeps_every_object_name_distinct_and_legal(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    release = "a" * 53  # helm's limit
+    values = {"fakeProvider": {"enabled": True}, "shard": {"perPodService": {"enabled": True}}}
+    rendered = helm.render(BIGFLEET, values, namespace, release)
+    names = [(d["kind"], d["metadata"]["name"]) for d in rendered.docs]
+    assert len(names) == len(set(names))
+    for workload in rendered.of("StatefulSet"):
+        # Room for "-<ordinal>" and the controller-revision-hash label of each pod.
+        assert len(workload["metadata"]["name"]) <= 52
+    for service in rendered.of("Service"):
+        assert len(service["metadata"]["name"]) <= 63
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_mirroring_shard_status_gives_the_coordinator_a_kubeconfig_and_rbac(helm: Helm) -> None:
+    rendered = helm.render(BIGFLEET, {**PROVIDERS, "coordinator": {"mirrorShardStatus": True}})
+    coordinator = rendered.get("StatefulSet", "-coordinator")
+    args = args_of(coordinator, "coordinator")
+    assert flag(args, "--kubeconfig") == "/var/run/bigfleet/kube/kubeconfig"
+    assert flag(args, "--mirror-interval") == "10"
+    assert "kubeconfig" in containers(coordinator)
+    role = rules_of(rendered.get("ClusterRole", "-coordinator"))
+    assert role == {
+        "shards.bigfleet.lucy.sh": {"get", "list", "watch", "create"},
+        "shards/status.bigfleet.lucy.sh": {"get", "patch", "update"},
+    }
+    # Without the shard resource, the shard needs neither RBAC nor a token.
+    quiet = helm.render(BIGFLEET, {"shard": {**PROVIDERS["shard"], "publishShardResource": False}})
+    assert "ClusterRole" not in quiet.kinds() and "Secret" not in quiet.kinds()
+    assert not any(
+        a.startswith("--kubeconfig") for a in args_of(quiet.get("StatefulSet", "-shard"), "shard")
+    )
+
+
+# -- the operator and pod-controller charts ---------------------------------------------
+
+
+def test_operator_bootstrap_template_reaches_its_file_unchanged(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    values = {**OPERATOR_REQUIRED, "apiServerURL": "https://api.prod-eu-1.example:6443"}
+    rendered = helm.render(OPERATOR, {**values, "bootstrapTemplate": JOIN_TEMPLATE}, namespace)
+    config_map = rendered.get("ConfigMap", "-bootstrap-template")
+    assert config_map["data"] == {"bootstrap.tmpl": JOIN_TEMPLATE}
+    deployment = rendered.get("Deployment", "r1-bigfleet-operator")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two sessions
+    args = args_of(deployment, "operator")
+    assert flag(args, "--cluster-id") == "prod-eu-1"
+    assert flag(args, "--shard") == "shard-0.fleet.example:7780"
+    assert flag(args, "--api-server-url") == "https://api.prod-eu-1.example:6443"
+    assert flag(args, "--metrics-port") == "8770"
+    mounts = materialize_mounts(rendered, deployment, "operator", tmp_path)
+    template_file = Path(flag(args, "--bootstrap-template"))
+    assert (mounts[str(template_file.parent)] / template_file.name).read_text() == JOIN_TEMPLATE
+    # A new template restarts the pod.
+    plain = helm.render(OPERATOR, values, namespace)
+    annotation = "checksum/bootstrap-template"
+    assert (
+        plain.get("Deployment", "r1-bigfleet-operator")["spec"]["template"]["metadata"][
+            "annotations"
+        ][annotation]
+        != deployment["spec"]["template"]["metadata"]["annotations"][annotation]
+    )
+    assert "ConfigMap" not in plain.kinds()
+    assert not any(a.startswith("--bootstrap-template") for a in args_of(
+        plain.get("Deployment", "r1-bigfleet-operator"), "operator"
+    ))  # fmt: skip
+    assert_namespaced(rendered, namespace, frozenset({"r1-bigfleet-operator-bootstrap-tokens"}))
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_operator_rbac_matches_the_spec(helm: Helm) -> None:
+    rendered = helm.render(OPERATOR, OPERATOR_REQUIRED)
+    role = rules_of(rendered.get("ClusterRole", "r1-bigfleet-operator"))
+    assert role["capacityrequests.bigfleet.lucy.sh"] == {"get", "list", "watch"}
+    assert {"patch", "update"} <= role["capacityrequests/status.bigfleet.lucy.sh"]
+    for kind in ("upcomingnodes", "availablecapacities"):
+        assert {"get", "list", "watch", "create", "update", "patch", "delete"} <= role[
+            f"{kind}.bigfleet.lucy.sh"
+        ]
+    assert role["nodes"] == {"get", "list", "watch", "patch", "update"}
+    assert role["pods"] == {"get", "list", "watch"}
+    assert role["pods/eviction"] == {"create"}
+    assert "secrets" not in role  # only in kube-system, below
+    tokens = rendered.get("Role", "-bootstrap-tokens")
+    assert tokens["metadata"]["namespace"] == "kube-system"
+    assert rules_of(tokens) == {"secrets": {"create"}}
+    join = {
+        b["roleRef"]["name"]: b["subjects"]
+        for b in rendered.of("ClusterRoleBinding")
+        if b["subjects"][0]["kind"] == "Group"
+    }
+    assert set(join) == {
+        "system:node-bootstrapper",
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+    }
+    for subjects in join.values():
+        assert subjects[0]["name"] == BOOTSTRAP_GROUP
+    off = helm.render(OPERATOR, {**OPERATOR_REQUIRED, "bootstrapTokens": {"grantJoinRoles": False}})
+    assert all(b["subjects"][0]["kind"] != "Group" for b in off.of("ClusterRoleBinding"))
+
+
+def test_pod_controller_defaults_file_is_what_the_controller_loads(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    defaults = {
+        "critical": {"interruptionPenalty": "8192", "reclamationPenalty": 65536},
+        "batch-low": {"interruptionPenalty": "500m"},
+    }
+    values = {"mode": "per-pod", "priorityClassDefaults": defaults}
+    rendered = helm.render(POD_CONTROLLER, values, namespace)
+    deployment = rendered.get("Deployment", "r1-bigfleet-unschedulable-pod-controller")
+    args = args_of(deployment, "pod-controller")
+    assert flag(args, "--mode") == "per-pod"
+    assert flag(args, "--metrics-port") == "8080"
+    mounts = materialize_mounts(rendered, deployment, "pod-controller", tmp_path)
+    path = Path(flag(args, "--priority-class-defaults"))
+    loaded = load_defaults(mounts[str(path.parent)] / path.name)
+    assert loaded == {
+        "critical": {"interruptionPenalty": "8192", "reclamationPenalty": "65536"},
+        "batch-low": {"interruptionPenalty": "500m"},
+    }
+    role = rules_of(rendered.get("ClusterRole", "r1-bigfleet-unschedulable-pod-controller"))
+    assert role["pods"] == {"get", "list", "watch"}
+    assert {"create", "delete", "list", "watch", "patch"} <= role[
+        "capacityrequests.bigfleet.lucy.sh"
+    ]
+    assert "nodes" not in role and "secrets" not in role
+    plain = helm.render(POD_CONTROLLER, {}, namespace)
+    assert "ConfigMap" not in plain.kinds()
+    assert_namespaced(rendered, namespace)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_install_notes_tell_how_to_check_each_release(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    kubeconfig = control_plane.kubeconfig_path
+    notes = helm.notes(BIGFLEET, PROVIDERS, namespace, kubeconfig)
+    assert "kubectl get shards -o wide" in notes
+    replicas = ",".join(
+        f"r1-bigfleet-coordinator-{i}.r1-bigfleet-coordinator-headless.{namespace}.svc:7790"
+        for i in range(3)
+    )
+    assert f"bigfleet ctl --coordinator {replicas} list-shards" in notes
+    assert f"r1-bigfleet-shard-0.r1-bigfleet-shard.{namespace}.svc:7780" in notes
+    embedded = helm.notes(
+        BIGFLEET, {**PROVIDERS, "coordinator": {"store": "embedded"}}, namespace, kubeconfig
+    )
+    assert "embedded store, one replica" in embedded
+    only = f"r1-bigfleet-coordinator-0.r1-bigfleet-coordinator-headless.{namespace}.svc:7790"
+    assert f"--coordinator {only} list-shards" in embedded
+
+    operator = helm.notes(OPERATOR, OPERATOR_REQUIRED, namespace, kubeconfig)
+    assert 'for cluster "prod-eu-1"' in operator and "kubectl get upcomingnodes" in operator
+    assert "apiServerURL is empty" in operator
+    with_url = {**OPERATOR_REQUIRED, "apiServerURL": "https://api.example:6443"}
+    assert "apiServerURL is empty" not in helm.notes(OPERATOR, with_url, namespace, kubeconfig)
+
+    controller = helm.notes(POD_CONTROLLER, {}, namespace, kubeconfig)
+    assert "kubectl get capacityrequests -A -l bigfleet.lucy.sh/owned-by-pod" in controller
+
+
+# -- what runs in the pods ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chart", "values"),
+    [
+        (BIGFLEET, PROVIDERS),
+        (BIGFLEET, {**PROVIDERS, "coordinator": {"store": "embedded", "mirrorShardStatus": True}}),
+        (
+            BIGFLEET,
+            {
+                "fakeProvider": {"enabled": True},
+                "shard": {
+                    "clusters": ["a", "b"],
+                    "pauseAcquisitions": True,
+                    "pauseReclaims": True,
+                    "dryRun": True,
+                    "incrementalReconcile": True,
+                    "emptyRollupGuard": False,
+                    "cycleIntervalSeconds": 2.5,
+                },
+                "etcd": {"external": {"endpoints": ["etcd.db.svc:2379"]}},
+                "logLevel": "debug",
+            },
+        ),
+        (
+            OPERATOR,
+            {
+                **OPERATOR_REQUIRED,
+                "bootstrapTemplate": JOIN_TEMPLATE,
+                "apiServerURL": "https://a:6443",
+            },
+        ),
+        (OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 0}),
+        (POD_CONTROLLER, {"priorityClassDefaults": {"critical": {"reclamationPenalty": "1"}}}),
+    ],
+    ids=[
+        "bigfleet",
+        "bigfleet-embedded-mirror",
+        "bigfleet-switches",
+        "operator",
+        "operator-quiet",
+        "upc",
+    ],
+)
+def test_every_bigfleet_container_has_arguments_the_cli_accepts(
+    helm: Helm, chart: Path, values: Manifest, tmp_path: Path
+) -> None:
+    rendered = helm.render(chart, values)
+    checked = 0
+    for workload in rendered.of("StatefulSet") + rendered.of("Deployment"):
+        for name, container in containers(workload).items():
+            if "command" in container:
+                continue  # etcd, and the shell that writes the kubeconfig
+            assert container["image"] == "bigfleet:0.1.0"
+            mounts = materialize_mounts(rendered, workload, name, tmp_path / name)
+            parse_cli(localize(container["args"], mounts))
+            checked += 1
+    assert checked >= 1
+
+
+def test_shard_switches_become_flags(helm: Helm) -> None:
+    values = {
+        "shard": {
+            **PROVIDERS["shard"],
+            "clusters": ["a", "b"],
+            "pauseAcquisitions": True,
+            "pauseReclaims": True,
+            "dryRun": True,
+            "incrementalReconcile": True,
+            "emptyRollupGuard": False,
+            "maxActionsPerCycle": 40,
+        }
+    }
+    args = args_of(helm.render(BIGFLEET, values).get("StatefulSet", "-shard"), "shard")
+    for switch in (
+        "--pause-acquisitions",
+        "--pause-reclaims",
+        "--dry-run",
+        "--incremental-reconcile",
+        "--no-empty-rollup-guard",
+    ):
+        assert switch in args
+    assert [a for a in args if a.startswith("--cluster=")] == ["--cluster=a", "--cluster=b"]
+    assert flag(args, "--max-actions-per-cycle") == "40"
+    defaults = args_of(helm.render(BIGFLEET, PROVIDERS).get("StatefulSet", "-shard"), "shard")
+    assert "--empty-rollup-guard" in defaults
+    assert not {"--pause-acquisitions", "--pause-reclaims", "--dry-run"} & set(defaults)
+
+
+def test_cli_parsing_catches_a_misspelt_flag() -> None:
+    parse_cli(["--log-level=info", "shard", "--provider=a=b:1", "--cycle-interval=1"])
+    with pytest.raises(click.UsageError):
+        parse_cli(["--log-level=info", "shard", "--provider=a=b:1", "--cycle-intervall=1"])
+    with pytest.raises(click.BadParameter):
+        parse_cli(["coordinator", "--etcd=no-port"])
+
+
+# -- RBAC as the pods get it --------------------------------------------------------------
+
+ALL = "*"
+
+
+def _component_cases() -> list[Any]:
+    mirror = {**PROVIDERS, "coordinator": {"mirrorShardStatus": True}}
+    operator_can = [
+        ("list", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
+        ("watch", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
+        ("patch", "capacityrequests.bigfleet.lucy.sh", "status", ALL, True),
+        ("delete", "capacityrequests.bigfleet.lucy.sh", "", ALL, False),
+        ("create", "upcomingnodes.bigfleet.lucy.sh", "", None, True),
+        ("delete", "upcomingnodes.bigfleet.lucy.sh", "", None, True),
+        ("patch", "upcomingnodes.bigfleet.lucy.sh", "status", None, True),
+        ("patch", "availablecapacities.bigfleet.lucy.sh", "", None, True),
+        ("patch", "nodes", "", None, True),
+        ("delete", "nodes", "", None, False),
+        ("list", "pods", "", ALL, True),
+        ("delete", "pods", "", ALL, False),
+        ("create", "pods", "eviction", "default", True),
+        ("create", "secrets", "", "kube-system", True),
+        ("get", "secrets", "", "kube-system", False),
+        ("create", "secrets", "", "default", False),
+        ("create", "events", "", "default", True),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", None, True),
+        ("create", "shards.bigfleet.lucy.sh", "", None, False),
+    ]
+    shard_can = [
+        ("create", "shards.bigfleet.lucy.sh", "", None, True),
+        ("watch", "shards.bigfleet.lucy.sh", "", None, True),
+        ("patch", "shards.bigfleet.lucy.sh", "", None, True),
+        ("patch", "shards.bigfleet.lucy.sh", "status", None, True),
+        ("delete", "shards.bigfleet.lucy.sh", "", None, False),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", "", None, True),
+        ("list", "capacityrequests.bigfleet.lucy.sh", "", ALL, False),
+        ("get", "secrets", "", "default", False),
+    ]
+    coordinator_can = [
+        ("create", "shards.bigfleet.lucy.sh", "", None, True),
+        ("list", "shards.bigfleet.lucy.sh", "", None, True),
+        ("patch", "shards.bigfleet.lucy.sh", "status", None, True),
+        ("patch", "shards.bigfleet.lucy.sh", "", None, False),  # status only
+        ("delete", "shards.bigfleet.lucy.sh", "", None, False),
+    ]
+    pod_controller_can = [
+        ("watch", "pods", "", ALL, True),
+        ("create", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
+        ("delete", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
+        ("patch", "capacityrequests.bigfleet.lucy.sh", "status", ALL, True),
+        ("delete", "pods", "", ALL, False),
+        ("patch", "nodes", "", None, False),
+        ("create", "secrets", "", "kube-system", False),
+    ]
+    return [
+        pytest.param(
+            OPERATOR,
+            OPERATOR_REQUIRED,
+            "Deployment",
+            "operator",
+            "capacityrequests",
+            operator_can,
+            id="operator",
+        ),
+        pytest.param(BIGFLEET, mirror, "StatefulSet", "-shard", "shards", shard_can, id="shard"),
+        pytest.param(
+            BIGFLEET,
+            mirror,
+            "StatefulSet",
+            "-coordinator",
+            "shards",
+            coordinator_can,
+            id="coordinator",
+        ),
+        pytest.param(
+            POD_CONTROLLER,
+            {},
+            "Deployment",
+            "controller",
+            "pods",
+            pod_controller_can,
+            id="pod-controller",
+        ),
+    ]
+
+
+def _kubectl_as(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(find_binaries() / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _issued_token(
+    control_plane: LocalControlPlane, namespace: str, secret: str
+) -> dict[str, str] | None:
+    """The Secret's token and CA once the token controller has filled them in."""
+    out = control_plane.kubectl("get", "secret", secret, "-n", namespace, "-o", "json").stdout
+    data = {k: base64.b64decode(v).decode() for k, v in json.loads(out).get("data", {}).items()}
+    return data if data.get("token") and data.get("ca.crt") else None
+
+
+@pytest.mark.parametrize(
+    ("chart", "values", "kind", "suffix", "listable", "checks"), _component_cases()
+)
+async def test_component_rbac_grants_what_its_code_does_and_no_more(
+    helm: Helm,
+    controller_manager: LocalControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chart: Path,
+    values: Manifest,
+    kind: str,
+    suffix: str,
+    listable: str,
+    checks: list[tuple[str, str, str, str | None, bool]],
+) -> None:
+    control_plane = controller_manager
+    release = f"r{namespace[2:]}"
+    rendered = helm.render(chart, values, namespace, release)
+    control_plane.kubectl("apply", "--server-side", "-f", "-", stdin=rendered.only(RBAC_KINDS))
+
+    # The token controller fills the Secret the init container reads.
+    workload = rendered.get(kind, suffix)
+    pod = workload["spec"]["template"]["spec"]
+    secret = next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "token")
+    token: dict[str, str] = await until(
+        lambda: asyncio.to_thread(_issued_token, control_plane, namespace, secret),
+        f"a token in Secret {secret}",
+    )
+    init = containers(workload)["kubeconfig"]
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in init["volumeMounts"]}
+    for local in mounts.values():
+        local.mkdir()
+    token_dir = mounts["/var/run/bigfleet/token"]
+    (token_dir / "token").write_text(token["token"])
+    (token_dir / "ca.crt").write_text(token["ca.crt"])
+    script = init["args"][0]
+    for mount_path, local in mounts.items():
+        script = script.replace(mount_path, str(local))
+    host, port = control_plane.apiserver_url.removeprefix("https://").rsplit(":", 1)
+    env = {
+        "PATH": os.environ["PATH"],
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+    }
+    wrote = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True)
+    assert wrote.returncode == 0, wrote.stderr
+    kubeconfig = mounts["/var/run/bigfleet/kube"] / "kubeconfig"
+    assert kubeconfig.stat().st_mode & 0o077 == 0  # the token is for the process alone
+
+    sa = pod["serviceAccountName"]
+    whoami = _kubectl_as(kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
+    wrong = []
+    for verb, resource, subresource, where, allowed in checks:
+        args = ["auth", "can-i", verb, resource]
+        if subresource:
+            args.append(f"--subresource={subresource}")
+        if where == ALL:
+            args.append("--all-namespaces")
+        elif where:
+            args.append(f"--namespace={where}")
+        answer = _kubectl_as(kubeconfig, *args).stdout.strip()
+        if answer != ("yes" if allowed else "no"):
+            wrong.append(f"{' '.join(args[2:])}: {answer}")
+    assert not wrong, wrong
+
+    # The clients in the image accept the file: kr8s lists, kopf logs in, and the
+    # operator finds the API server and CA it writes into join blobs.
+    api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
+    [o async for o in api.async_get(listable, namespace=kr8s.ALL)]  # raises when refused
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert login is not None and login.token == token["token"]
+    assert login.server == control_plane.apiserver_url
+    assert _from_kubeconfig(kubeconfig) == (control_plane.apiserver_url, token["ca.crt"])
+    if chart == OPERATOR:
+        # Join tokens carry the group the chart binds: they may ask for, and get, a
+        # kubelet certificate.
+        for subresource in ("", "nodeclient"):
+            can = control_plane.kubectl(
+                "auth", "can-i", "create", "certificatesigningrequests.certificates.k8s.io",
+                *([f"--subresource={subresource}"] if subresource else []),
+                "--as=system:bootstrap:abcdef", f"--as-group={BOOTSTRAP_GROUP}",
+                check=False,
+            )  # fmt: skip
+            assert can.stdout.strip() == "yes", subresource
