@@ -132,7 +132,10 @@ class CoordinatorClient:
         interval_s: float = 10.0,
         handler: Handler = _refuse,
     ) -> None:
-        self.address = address
+        # Several replicas, comma-separated: only the leader takes reports, so a refusal
+        # (a follower) or silence (down) moves the client on to the next one.
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        self.current = 0
         self.view = view
         self.interval_s = interval_s
         self.fence = InstructionFence(handler)
@@ -140,17 +143,30 @@ class CoordinatorClient:
         self.reports_acknowledged = 0
 
     async def run(self) -> None:
-        async with grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS) as channel:
-            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        channels = [grpc.aio.insecure_channel(a, options=GRPC_OPTIONS) for a in self.addresses]
+        stubs = [coordinator_pb2_grpc.CoordinatorStub(c) for c in channels]
+        misses = 0
+        try:
             while True:
+                settled = await self.report_once(stubs[self.current])
+                if settled is None:  # refused or unanswered: try the next replica
+                    self.current = (self.current + 1) % len(stubs)
+                    misses += 1
+                    if misses % len(stubs):
+                        continue  # every replica once before waiting
+                else:
+                    misses = 0
                 # Settled outcomes go back at once rather than an interval later; a
                 # FAILED one is redelivered on every reply, so it waits for the interval.
-                settled = await self.report_once(stub)
                 if not settled:
                     await asyncio.sleep(self.interval_s)
+        finally:
+            for channel in channels:
+                await channel.close()
 
-    async def report_once(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> bool:
-        """One report; True when it brought outcomes worth sending straight back."""
+    async def report_once(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> bool | None:
+        """One report; True when it brought outcomes worth sending straight back,
+        None when it was not taken (a follower, or no answer)."""
         acks, self.pending_acks = self.pending_acks, []
         try:
             reply = await stub.ReportShard(build_report(self.view, acks), timeout=self.interval_s)
@@ -158,9 +174,13 @@ class CoordinatorClient:
             self.pending_acks = acks + self.pending_acks  # resent with the next report
             log.warning(
                 "coordinator report failed",
-                extra={"code": err.code().name, "error": err.details()},
+                extra={
+                    "coordinator": self.addresses[self.current],
+                    "code": err.code().name,
+                    "error": err.details(),
+                },
             )
-            return False
+            return None
         self.reports_acknowledged += reply.acknowledged
         outcomes = await self.fence.judge(reply)
         self.pending_acks.extend(outcomes)

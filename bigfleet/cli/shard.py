@@ -114,8 +114,9 @@ def _default_id() -> str | None:
 @click.option(
     "--coordinator-addr",
     default=None,
-    metavar="HOST:PORT",
-    help="Report to this coordinator; without it the shard runs on its own.",
+    metavar="HOST:PORT[,...]",
+    help="Report to the coordinator; name every replica, the leader is found among them. "
+    "Without it the shard runs on its own.",
 )
 @click.option(
     "--coordinator-heartbeat-interval",

@@ -504,7 +504,11 @@ def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
     assert not any(a.startswith("--id") for a in shard_args)  # shard-<ordinal> from the pod
     assert flag(shard_args, "--provider") == "metal=metal.providers.svc:7800"
     assert flag(shard_args, "--data-dir") == "/data"
-    assert flag(shard_args, "--coordinator-addr") == f"r1-bigfleet-coordinator.{namespace}.svc:7790"
+    # Every replica's stable address: the shard's client finds the leader among them.
+    assert flag(shard_args, "--coordinator-addr") == ",".join(
+        f"r1-bigfleet-coordinator-{i}.r1-bigfleet-coordinator-headless.{namespace}.svc:7790"
+        for i in range(3)
+    )
     assert flag(shard_args, "--advertise-addr") == (
         f"$(POD_NAME).r1-bigfleet-shard.{namespace}.svc:7780"
     )

@@ -19,14 +19,17 @@ Outcome = pb.InstructAck.Outcome
 class ScriptedCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     """Records every report and answers with the next scripted reply."""
 
-    def __init__(self, replies: list[pb.ReportAck]) -> None:
+    def __init__(self, replies: list[pb.ReportAck], follower: bool = False) -> None:
         self.replies = replies
+        self.follower = follower
         self.reports: list[pb.ShardReport] = []
 
     async def ReportShard(
         self, request: pb.ShardReport, context: grpc.aio.ServicerContext
     ) -> pb.ReportAck:
         self.reports.append(request)
+        if self.follower:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not the leader")
         return self.replies.pop(0) if self.replies else pb.ReportAck(acknowledged=True)
 
 
@@ -113,3 +116,30 @@ async def test_with_no_coordinator_the_shard_keeps_provisioning(tmp_path: Path) 
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await op.close()
+
+
+async def test_the_client_finds_the_leader_among_the_replicas_it_is_given(
+    tmp_path: Path,
+) -> None:
+    follower, leader = ScriptedCoordinator([], follower=True), ScriptedCoordinator([])
+    servers, addresses = [], []
+    for coordinator in (follower, leader):
+        server = grpc.aio.server()
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        await server.start()
+        servers.append(server)
+    try:
+        async with rig(tmp_path, idle=1) as r:
+            shard = await r.start_shard()
+            dead = f"127.0.0.1:{free_port()}"  # a replica that is down comes first
+            client = CoordinatorClient(",".join([dead, *addresses]), shard, interval_s=0.05)
+            running = asyncio.create_task(client.run())
+            await eventually(lambda: len(leader.reports) >= 3, what="reports reach the leader")
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    finally:
+        for server in servers:
+            await server.stop(None)
+    assert len(follower.reports) == 1  # refused once, then the client stays with the leader
+    assert client.reports_acknowledged >= 3
