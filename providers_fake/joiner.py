@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tenacity
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,6 +42,12 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KUBELET_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 _BOUND = (pb.MACHINE_STATE_CONFIGURED, pb.MACHINE_STATE_DRAINING)
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    if isinstance(err, httpx.HTTPStatusError):
+        return err.response.status_code in (401, 403, 429) or err.response.status_code >= 500
+    return isinstance(err, httpx.TransportError)
 
 
 class BadBlob(ValueError):
@@ -150,9 +157,17 @@ class NodeJoiner:
         return machine is None or machine.state not in _BOUND
 
     async def _join(self, machine: pb.Machine, blob: bytes) -> None:
+        # A kubelet keeps trying: a token is refused (401) until the API server's token
+        # cache has seen its Secret, and an API server may be briefly away.
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_worth_retrying),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+            stop=tenacity.stop_after_delay(self.csr_timeout_s),
+            reraise=True,
+        )
         try:
             async with self._slots:
-                self.joined[machine.id] = await self.join(machine, blob)
+                self.joined[machine.id] = await retrying(self.join, machine, blob)
             log.info("node joined", extra={"machine_id": machine.id})
         except (BadBlob, httpx.HTTPError, TimeoutError, KeyError) as err:
             self.failed[machine.id] = str(err)

@@ -38,8 +38,7 @@ from bigfleet.crd import crd_dir
 def main(log_level: str) -> None:
     """BigFleet: a fleet-level infrastructure autoscaler for many Kubernetes clusters.
 
-    Commands marked [not built yet] exist so the layout is visible; they exit
-    with status 2 and name the issue that builds them.
+    One binary for every component; `bigfleet COMMAND --help` for each.
     """
     logs.configure(log_level)
 

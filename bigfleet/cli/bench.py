@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from bigfleet.cli.options import json_output, write_json
-from bigfleet.cli.planned import planned
 
 
 @click.group()
@@ -85,7 +84,35 @@ def engine(
     write_json(json_path, result.as_json())
 
 
-bench.add_command(planned("chain", "1,000 unschedulable Pods bound on the local control plane", 7))
+@bench.command("chain")
+@click.option(
+    "--pods",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Replicas of one Deployment (1 CPU each, 8 per machine), all unschedulable at first.",
+)
+@json_output
+def chain_bench(pods: int, json_path: Path | None) -> None:
+    """Unschedulable Pods bound through the whole chain on the local control plane.
+
+    Starts its own kube-apiserver, controller-manager, scheduler and kwok, and
+    the fake provider (booting Nodes), shard, operator and pod controller as
+    processes; reports all-bound time and CapacityRequest-to-bound p50/p99.
+    """
+    from rich.progress import Progress
+
+    from bigfleet.controlplane import chain_bench as chain_bench_
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("pods bound", total=pods)
+        result = chain_bench_.run(pods, lambda done: bar.update(task, completed=done))
+    b = result.bind_s
+    click.echo(
+        f"{result.pods} pods bound on {result.nodes} nodes in {result.all_bound_s} s; "
+        f"CapacityRequest created to pod scheduled p50/p99 {b['p50']}/{b['p99']} s"
+    )
+    write_json(json_path, result.as_json())
 
 
 @bench.command("shard")

@@ -1,13 +1,15 @@
-"""The whole chain on the local control plane, every component a real process.
+"""The whole chain on local control planes, every component a real process.
 
-A control plane with controller-manager (garbage collection, CSR approval
-and signing), scheduler and kwok; the RBAC a cluster admin grants BigFleet's
-join tokens; then `bigfleet provider fake --join-nodes`, `bigfleet shard`,
-`bigfleet operator` and `bigfleet pod-controller` as child processes. An
-unschedulable Pod travels the real path: pod controller -> CapacityRequest
--> operator roll-up -> shard -> provider Create/Configure -> the fake boots
-the machine into a Node with the operator's join blob -> kube-scheduler binds.
-The cluster tier's chain tests and `bigfleet bench chain` share it.
+Per cluster a control plane with controller-manager (garbage collection,
+CSR approval and signing), scheduler and kwok, the RBAC a cluster admin
+grants BigFleet's join tokens, a `bigfleet operator` and a `bigfleet
+pod-controller`; once for the fleet `bigfleet provider fake --join-nodes`,
+`bigfleet shard` and, optionally, `bigfleet coordinator --store embedded`.
+An unschedulable Pod travels the real path: pod controller ->
+CapacityRequest -> operator roll-up -> shard -> provider Create/Configure ->
+the fake boots the machine into a Node with the operator's join blob ->
+kube-scheduler binds. The cluster tier's chain tests and `bigfleet bench
+chain` share it; components can be killed and restarted one by one.
 """
 
 from __future__ import annotations
@@ -56,72 +58,93 @@ def _bigfleet(*args: str) -> list[str]:
 
 
 class Chain:
-    """Start with `start()`, stop with `stop()`; components can be killed and restarted."""
+    """Start with `start()`, stop with `stop()`; `kill`/`start_component` by name:
+    provider, coordinator, shard, operator-<cluster>, pod-controller-<cluster>."""
 
     def __init__(
         self,
         work_dir: Path,
         fleet_config: dict[str, object],
-        cluster_id: str = "chain",
+        clusters: Sequence[str] = ("chain",),
         shard_args: Sequence[str] = (),
         rollup_interval_s: float = 0.5,
+        pod_controller_mode: str = "unschedulable-only",
+        coordinator: bool = False,
     ) -> None:
         self.work_dir = work_dir
-        self.cluster_id = cluster_id
-        self.control_plane = LocalControlPlane(work_dir / "control-plane")
-        self.ports = {name: free_port() for name in ("provider", "shard", "sm", "om", "pm")}
-        fleet_file = work_dir / "fleet.yaml"
         work_dir.mkdir(parents=True, exist_ok=True)
+        self.control_planes = {
+            c: LocalControlPlane(work_dir / f"control-plane-{c}") for c in clusters
+        }
+        self.probes: dict[str, str] = {}
+        self.processes: dict[str, ManagedProcess] = {}
+        fleet_file = work_dir / "fleet.yaml"
         fleet_file.write_text(yaml.safe_dump(fleet_config))
-        kubeconfig = str(self.control_plane.kubeconfig_path)
-        self.processes = {
-            "provider": ManagedProcess(
-                "provider",
-                _bigfleet(
-                    "provider", "fake", "--listen", f"127.0.0.1:{self.ports['provider']}",
-                    "--config", str(fleet_file), "--join-nodes",
-                ),
-                work_dir / "provider.log",
-            ),
-            "shard": ManagedProcess(
-                "shard",
-                _bigfleet(
-                    "shard", "--id", "shard-0", "--listen", f"127.0.0.1:{self.ports['shard']}",
-                    "--provider", f"fake=127.0.0.1:{self.ports['provider']}",
-                    "--metrics-port", str(self.ports["sm"]), "--data-dir", str(work_dir / "shard"),
-                    *shard_args,
-                ),
-                work_dir / "shard.log",
-            ),
-            "operator": ManagedProcess(
-                "operator",
-                _bigfleet(
-                    "operator", "--cluster-id", cluster_id,
-                    "--shard", f"127.0.0.1:{self.ports['shard']}", "--kubeconfig", kubeconfig,
-                    "--rollup-interval", str(rollup_interval_s),
-                    "--metrics-port", str(self.ports["om"]),
-                ),
-                work_dir / "operator.log",
-            ),
-            "pod-controller": ManagedProcess(
-                "pod-controller",
-                _bigfleet(
-                    "pod-controller", "--kubeconfig", kubeconfig,
-                    "--metrics-port", str(self.ports["pm"]),
-                ),
-                work_dir / "pod-controller.log",
-            ),
-        }  # fmt: skip
+        provider, shard = free_port(), free_port()
+        self.shard_address = f"127.0.0.1:{shard}"
+        self._add(
+            "provider",
+            "provider", "fake", "--listen", f"127.0.0.1:{provider}",
+            "--config", str(fleet_file), "--join-nodes",
+        )  # fmt: skip
+        reporting: list[str] = []
+        if coordinator:
+            grpc_port, metrics = free_port(), free_port()
+            self.coordinator_address = f"127.0.0.1:{grpc_port}"
+            self._add(
+                "coordinator",
+                "coordinator", "--store", "embedded", "--data-dir", str(work_dir / "coordinator"),
+                "--listen", self.coordinator_address, "--metrics-port", str(metrics),
+                probe=f"http://127.0.0.1:{metrics}/healthz",
+            )  # fmt: skip
+            reporting = [
+                "--coordinator-addr", self.coordinator_address,
+                "--coordinator-heartbeat-interval", "1",
+            ]  # fmt: skip
+        metrics = free_port()
+        self._add(
+            "shard",
+            "shard", "--id", "shard-0", "--listen", self.shard_address,
+            "--provider", f"fake=127.0.0.1:{provider}", "--metrics-port", str(metrics),
+            "--data-dir", str(work_dir / "shard"), *reporting, *shard_args,
+            probe=f"http://127.0.0.1:{metrics}/healthz",
+        )  # fmt: skip
+        for cluster, cp in self.control_planes.items():
+            kubeconfig = str(cp.kubeconfig_path)
+            om, pm = free_port(), free_port()
+            self._add(
+                f"operator-{cluster}",
+                "operator", "--cluster-id", cluster, "--shard", self.shard_address,
+                "--kubeconfig", kubeconfig, "--rollup-interval", str(rollup_interval_s),
+                "--metrics-port", str(om),
+                probe=f"http://127.0.0.1:{om}/metrics",
+            )  # fmt: skip
+            self._add(
+                f"pod-controller-{cluster}",
+                "pod-controller", "--kubeconfig", kubeconfig, "--mode", pod_controller_mode,
+                "--metrics-port", str(pm),
+                probe=f"http://127.0.0.1:{pm}/metrics",
+            )  # fmt: skip
+
+    def _add(self, name: str, *args: str, probe: str = "") -> None:
+        self.processes[name] = ManagedProcess(name, _bigfleet(*args), self.work_dir / f"{name}.log")
+        if probe:
+            self.probes[name] = probe
+
+    @property
+    def control_plane(self) -> LocalControlPlane:
+        """The first cluster's control plane."""
+        return next(iter(self.control_planes.values()))
 
     def start(self) -> None:
-        cp = self.control_plane
-        cp.start()
         try:
-            cp.apply_crds(crd_dir())
-            cp.start_controller_manager()
-            cp.start_scheduler()
-            cp.start_kwok()
-            cp.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(bootstrap_rbac()))
+            for cp in self.control_planes.values():
+                cp.start()
+                cp.apply_crds(crd_dir())
+                cp.start_controller_manager()
+                cp.start_scheduler()
+                cp.start_kwok()
+                cp.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(bootstrap_rbac()))
             for name in self.processes:
                 self.start_component(name)
         except BaseException:
@@ -131,13 +154,8 @@ class Chain:
     def start_component(self, name: str) -> None:
         process = self.processes[name]
         process.start()
-        probes = {
-            "shard": f"http://127.0.0.1:{self.ports['sm']}/healthz",
-            "operator": f"http://127.0.0.1:{self.ports['om']}/metrics",
-            "pod-controller": f"http://127.0.0.1:{self.ports['pm']}/metrics",
-        }
-        if name in probes:
-            url = probes[name]
+        if name in self.probes:
+            url = self.probes[name]
             process.wait_ready(lambda: http_ok(url), _READY_S)
 
     def kill(self, name: str) -> None:
@@ -146,4 +164,5 @@ class Chain:
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
             process.stop()
-        self.control_plane.delete()
+        for cp in self.control_planes.values():
+            cp.delete()

@@ -139,6 +139,9 @@ class LocalControlPlane:
                 f"--root-ca-file={pki.ca_cert}",
                 "--use-service-account-credentials=false",
                 "--controllers=*,bootstrapsigner,tokencleaner",
+                # The defaults (20 QPS) make a burst of node joins wait on CSR approval.
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
                 # Signs the kubelet client certificates that joining nodes ask for.
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
@@ -165,6 +168,9 @@ class LocalControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 "--leader-elect=false",
+                # The defaults (50 QPS) cap binding at 50 pods a second; large clusters raise them.
+                "--kube-api-qps=300",
+                "--kube-api-burst=600",
             ],
             self.work_dir / "kube-scheduler.log",
         )

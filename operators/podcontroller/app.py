@@ -88,14 +88,15 @@ class PodReconciler:
         wanted = self.settings.mode == "per-pod" or derive.unschedulable(pod)
         if not wanted:
             return "not_wanted"
-        if uid in self._created or await self._owned(namespace, uid):
-            self._created.add(uid)
+        if uid in self._created:
             return "cr_exists"
         body = {
             "apiVersion": API_VERSION,
             "kind": "CapacityRequest",
             "metadata": {
-                "generateName": f"cr-pod-{name}-"[:58],
+                # Named after the pod's UID: a second create for the same pod (a restart
+                # of this controller, a replayed event) is refused, so no lookup first.
+                "name": derive.request_name(name, uid),
                 "namespace": namespace,
                 "labels": {derive.OWNER_LABEL: uid},
                 "ownerReferences": [
@@ -111,7 +112,13 @@ class PodReconciler:
             "spec": derive.capacity_request_spec(pod, self.settings.defaults),
         }
         request = CapacityRequest(body, api=self.api)
-        await request.create()
+        try:
+            await request.create()
+        except kr8s.ServerError as err:
+            if err.response is None or err.response.status_code != 409:
+                raise
+            self._created.add(uid)
+            return "cr_exists"
         self._created.add(uid)
         try:
             await request.patch({"status": {"phase": "Pending"}}, subresource="status")

@@ -152,3 +152,9 @@ def unschedulable(pod: Mapping[str, Any]) -> bool:
 def terminal(pod: Mapping[str, Any]) -> bool:
     phase: str = (pod.get("status") or {}).get("phase") or ""
     return phase in ("Succeeded", "Failed")
+
+
+def request_name(pod_name: str, uid: str) -> str:
+    """`cr-pod-<pod>-<first 8 of the UID>`, within the 63 characters a name may have."""
+    stem = pod_name[:46].rstrip(".-")
+    return f"cr-pod-{stem}-{uid.replace('-', '')[:8]}".lower()

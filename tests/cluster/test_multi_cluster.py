@@ -1,0 +1,98 @@
+"""Two clusters, one shard: high-priority demand in B takes a machine from A's
+low-priority work through a real ReclaimInstruction, and the machine joins B."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kr8s.asyncio
+import pytest
+import yaml
+from kr8s.asyncio.objects import Node, Pod
+
+from bigfleet.controlplane.chain import Chain
+from bigfleet.crd import UpcomingNode
+from tests.support.waiting import until
+
+FLEET = {
+    "latency": {"configuring": 0.3, "draining": 0.3},
+    "pools": [{"prefix": "m", "count": 2, "state": "idle"}],
+}
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    the_chain = Chain(
+        tmp_path / "chain", FLEET, clusters=("a", "b"), shard_args=("--cycle-interval", "0.5")
+    )
+    the_chain.start()
+    yield the_chain
+    the_chain.stop()
+
+
+def priority_class(name: str, value: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": name},
+        "value": value,
+    }
+
+
+# Whole machines: demand is summed per need, so pods that leave a remainder on every
+# node (6 CPU on 8) would be counted as fitting where the scheduler cannot place them.
+def pod(name: str, priority_class_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "priorityClassName": priority_class_name,
+            "containers": [
+                {"name": "app", "image": "pause", "resources": {"requests": {"cpu": "8"}}}
+            ],
+            "terminationGracePeriodSeconds": 0,
+        },
+    }
+
+
+async def node_of(api: kr8s.asyncio.Api, name: str) -> str | None:
+    try:
+        found = await Pod.get(name, namespace="default", api=api)
+    except kr8s.NotFoundError:
+        return None
+    node: str | None = found.raw["spec"].get("nodeName")
+    return node
+
+
+async def test_high_priority_demand_in_b_reclaims_a_machine_of_a(chain: Chain) -> None:
+    a, b = [
+        await kr8s.asyncio.api(kubeconfig=str(chain.control_planes[c].kubeconfig_path))
+        for c in ("a", "b")
+    ]
+    for c in ("a", "b"):
+        classes = [priority_class("low", 10), priority_class("high", 1_000_000)]
+        chain.control_planes[c].kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(classes))
+
+    # Cluster A takes both machines for low-priority work.
+    for name in ("batch-0", "batch-1"):
+        await Pod(pod(name, "low"), api=a).create()
+    for name in ("batch-0", "batch-1"):
+        await until(lambda n=name: node_of(a, n), f"{name} bound in cluster a", 90)
+    a_nodes = {n.name async for n in a.async_get(Node)}
+    assert len(a_nodes) == 2
+
+    # Cluster B needs one machine at high priority; none is free.
+    await Pod(pod("serving", "high"), api=b).create()
+    machine = await until(lambda: node_of(b, "serving"), "serving bound in cluster b", 120)
+    assert machine in a_nodes  # one of A's machines, drained and rejoined to B
+
+    # In A: its Node is gone, its UpcomingNode says Drained, one batch pod was evicted.
+    remaining = {n.name async for n in a.async_get(Node)}
+    assert machine not in remaining and len(remaining) == 1
+    upcoming = await UpcomingNode.get(f"un-{machine}", api=a)
+    assert upcoming.raw["status"]["phase"] == "Drained"
+    survivors = [await node_of(a, n) for n in ("batch-0", "batch-1")]
+    assert survivors.count(machine) == 0
