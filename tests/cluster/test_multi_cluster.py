@@ -1,5 +1,6 @@
-"""Two clusters, one shard: high-priority demand in B takes a machine from A's
-low-priority work through a real ReclaimInstruction, and the machine joins B."""
+"""Two clusters, one shard (reporting to a coordinator): high-priority demand in B
+takes a machine from A's low-priority work through a real ReclaimInstruction, and
+the machine joins B."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ FLEET = {
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[Chain]:
     the_chain = Chain(
-        tmp_path / "chain", FLEET, clusters=("a", "b"), shard_args=("--cycle-interval", "0.5")
+        tmp_path / "chain",
+        FLEET,
+        clusters=("a", "b"),
+        shard_args=("--cycle-interval", "0.5"),
+        coordinator=True,
     )
     the_chain.start()
     yield the_chain
