@@ -141,6 +141,7 @@ class CoordinatorClient:
         self.fence = InstructionFence(handler)
         self.pending_acks: list[coordinator_pb2.InstructAck] = []
         self.reports_acknowledged = 0
+        self.failures = 0  # reports in a row that no replica took
 
     async def run(self) -> None:
         channels = [grpc.aio.insecure_channel(a, options=GRPC_OPTIONS) for a in self.addresses]
@@ -172,15 +173,24 @@ class CoordinatorClient:
             reply = await stub.ReportShard(build_report(self.view, acks), timeout=self.interval_s)
         except grpc.aio.AioRpcError as err:
             self.pending_acks = acks + self.pending_acks  # resent with the next report
-            log.warning(
+            self.failures += 1
+            # A dead coordinator would otherwise log every interval: the first failure of
+            # a run and every tenth after it are warnings, the rest debug.
+            level = logging.WARNING if self.failures % 10 == 1 else logging.DEBUG
+            log.log(
+                level,
                 "coordinator report failed",
                 extra={
                     "coordinator": self.addresses[self.current],
                     "code": err.code().name,
                     "error": err.details(),
+                    "failures_in_a_row": self.failures,
                 },
             )
             return None
+        if self.failures:
+            log.info("coordinator reached again", extra={"after_failures": self.failures})
+        self.failures = 0
         self.reports_acknowledged += reply.acknowledged
         outcomes = await self.fence.judge(reply)
         self.pending_acks.extend(outcomes)
