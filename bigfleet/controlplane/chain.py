@@ -53,6 +53,26 @@ def bootstrap_rbac() -> list[dict[str, object]]:
     ]
 
 
+def pod_spec(cpu: str, priority_class: str = "") -> dict[str, object]:
+    """A pod that only asks for CPU; kwok "runs" it, so the image is never pulled."""
+    spec: dict[str, object] = {
+        "containers": [{"name": "app", "image": "pause", "resources": {"requests": {"cpu": cpu}}}],
+        "terminationGracePeriodSeconds": 0,
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    return spec
+
+
+def pod_manifest(name: str, cpu: str, priority_class: str = "") -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": pod_spec(cpu, priority_class),
+    }
+
+
 def _bigfleet(*args: str) -> list[str]:
     return [sys.executable, "-m", "bigfleet.cli", "--log-level", "warning", *args]
 

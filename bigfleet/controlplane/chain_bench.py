@@ -25,7 +25,7 @@ from typing import Any
 import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Node
 
-from bigfleet.controlplane.chain import Chain
+from bigfleet.controlplane.chain import Chain, pod_spec
 
 PODS_PER_MACHINE = 8
 _POLL_S = 1.0
@@ -54,12 +54,7 @@ def _deployment(pods: int) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": "pause", "resources": {"requests": {"cpu": "1"}}}
-                    ],
-                    "terminationGracePeriodSeconds": 0,
-                },
+                "spec": pod_spec("1"),
             },
         },
     }

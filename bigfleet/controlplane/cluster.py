@@ -123,6 +123,17 @@ class LocalControlPlane:
         process.start()
         process.wait_ready(probe, timeout_s)
 
+    def _launch_self_signed(self, process: ManagedProcess, port: int) -> None:
+        """Launch a component whose /healthz is served with a self-signed certificate."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self._launch(
+            process,
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            _APISERVER_READY_S,
+        )
+
     def start_controller_manager(self) -> None:
         """kube-controller-manager: garbage collection, PDB status, namespace cleanup."""
         port = free_port()
@@ -148,14 +159,7 @@ class LocalControlPlane:
             ],
             self.work_dir / "kube-controller-manager.log",
         )
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
-        self._launch(
-            manager,
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
-            _APISERVER_READY_S,
-        )
+        self._launch_self_signed(manager, port)
 
     def start_scheduler(self) -> None:
         """kube-scheduler: binds pods to nodes."""
@@ -174,14 +178,7 @@ class LocalControlPlane:
             ],
             self.work_dir / "kube-scheduler.log",
         )
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
-        self._launch(
-            scheduler,
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
-            _APISERVER_READY_S,
-        )
+        self._launch_self_signed(scheduler, port)
 
     def start_kwok(self) -> None:
         """kwok, the fake kubelet: keeps Nodes annotated `kwok.x-k8s.io/node: fake` Ready

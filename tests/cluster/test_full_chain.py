@@ -15,7 +15,7 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Node, Pod
 
-from bigfleet.controlplane.chain import Chain
+from bigfleet.controlplane.chain import Chain, pod_manifest
 from bigfleet.crd import UpcomingNode
 from tests.support.waiting import until
 
@@ -36,24 +36,10 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
     the_chain.stop()
 
 
-def pod(name: str, cpu: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": "chain"}},
-        "spec": {
-            "containers": [
-                {"name": "app", "image": "pause", "resources": {"requests": {"cpu": cpu}}}
-            ],
-            "terminationGracePeriodSeconds": 0,
-        },
-    }
-
-
 async def test_unschedulable_pods_get_nodes_and_leave_them_when_deleted(chain: Chain) -> None:
     api = await kr8s.asyncio.api(kubeconfig=str(chain.control_plane.kubeconfig_path))
     for i in range(6):  # 6 x 3 CPU on 8-CPU machines: three machines
-        await Pod(pod(f"job-{i}", "3"), api=api).create()
+        await Pod(pod_manifest(f"job-{i}", "3"), api=api).create()
 
     async def bound() -> list[str]:
         pods = [p async for p in api.async_get("pods", namespace="default")]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kr8s.asyncio.objects import Node, Pod
 
-from bigfleet.controlplane.chain import Chain
+from bigfleet.controlplane.chain import Chain, pod_manifest
 from bigfleet.crd import UpcomingNode
 from tests.support.waiting import until
 
@@ -46,23 +46,6 @@ def priority_class(name: str, value: int) -> dict[str, Any]:
     }
 
 
-# Whole machines: demand is summed per need, so pods that leave a remainder on every
-# node (6 CPU on 8) would be counted as fitting where the scheduler cannot place them.
-def pod(name: str, priority_class_name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "priorityClassName": priority_class_name,
-            "containers": [
-                {"name": "app", "image": "pause", "resources": {"requests": {"cpu": "8"}}}
-            ],
-            "terminationGracePeriodSeconds": 0,
-        },
-    }
-
-
 async def node_of(api: kr8s.asyncio.Api, name: str) -> str | None:
     try:
         found = await Pod.get(name, namespace="default", api=api)
@@ -81,16 +64,17 @@ async def test_high_priority_demand_in_b_reclaims_a_machine_of_a(chain: Chain) -
         classes = [priority_class("low", 10), priority_class("high", 1_000_000)]
         chain.control_planes[c].kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(classes))
 
-    # Cluster A takes both machines for low-priority work.
+    # Cluster A takes both machines for low-priority work; pods of whole machines
+    # (8 CPU on 8), since demand is summed per need.
     for name in ("batch-0", "batch-1"):
-        await Pod(pod(name, "low"), api=a).create()
+        await Pod(pod_manifest(name, "8", "low"), api=a).create()
     for name in ("batch-0", "batch-1"):
         await until(lambda n=name: node_of(a, n), f"{name} bound in cluster a", 90)
     a_nodes = {n.name async for n in a.async_get(Node)}
     assert len(a_nodes) == 2
 
     # Cluster B needs one machine at high priority; none is free.
-    await Pod(pod("serving", "high"), api=b).create()
+    await Pod(pod_manifest("serving", "8", "high"), api=b).create()
     machine = await until(lambda: node_of(b, "serving"), "serving bound in cluster b", 120)
     assert machine in a_nodes  # one of A's machines, drained and rejoined to B
 

@@ -15,7 +15,7 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Node, Pod
 
-from bigfleet.controlplane.chain import Chain
+from bigfleet.controlplane.chain import Chain, pod_manifest
 from tests.support.waiting import until
 
 FLEET = {
@@ -35,29 +35,15 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
     the_chain.stop()
 
 
-# Whole machines: demand is summed per need, so pods that leave a remainder on every
-# node (6 CPU on 8) would be counted as fitting where the scheduler cannot place them.
-def pod(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "containers": [
-                {"name": "app", "image": "pause", "resources": {"requests": {"cpu": "8"}}}
-            ],
-            "terminationGracePeriodSeconds": 0,
-        },
-    }
-
-
 class Cluster:
     def __init__(self, api: kr8s.asyncio.Api) -> None:
         self.api = api
 
     async def add(self, *names: str) -> None:
         for name in names:
-            await Pod(pod(name), api=self.api).create()
+            # Whole machines (8 CPU on 8): demand is summed per need, so pods leaving a
+            # remainder on every node would be counted as fitting where they cannot.
+            await Pod(pod_manifest(name, "8"), api=self.api).create()
 
     async def pods(self) -> dict[str, dict[str, Any]]:
         found = [p async for p in self.api.async_get("pods", namespace="default")]
