@@ -33,9 +33,21 @@ from bigfleet.cli.running import until_signalled
     help="YAML: PriorityClass name -> {interruptionPenalty, reclamationPenalty} "
     "(mount a ConfigMap here); used when a pod has no penalty annotations.",
 )
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Pods reconciled at once; more than the API client keeps connections for "
+    "makes every extra request pay a TLS handshake.",
+)
 @options.metrics_port(8080)
 def pod_controller(
-    kubeconfig: Path, mode: str, priority_class_defaults: Path | None, metrics_port: int
+    kubeconfig: Path,
+    mode: str,
+    priority_class_defaults: Path | None,
+    concurrency: int,
+    metrics_port: int,
 ) -> None:
     """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
     from operators.podcontroller.app import PodControllerSettings, load_defaults, run
@@ -45,6 +57,7 @@ def pod_controller(
         kubeconfig=kubeconfig,
         mode=mode,  # type: ignore[arg-type]
         defaults=load_defaults(priority_class_defaults),
+        concurrency=concurrency,
         metrics_addr=options.metrics_address("", metrics_port),
     )
 

@@ -47,6 +47,7 @@ class PodControllerSettings:
     mode: Mode = "unschedulable-only"
     defaults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     metrics_addr: str = "0.0.0.0:8080"
+    concurrency: int = 16  # pods reconciled at once
 
 
 class PodReconciler:
@@ -62,6 +63,9 @@ class PodReconciler:
             registry=registry,
         )
         self._created: set[str] = set()  # pod UIDs whose CR exists (saves a list per event)
+        # kopf runs every pod's handler at once; past the HTTP client's 20 kept-alive
+        # connections each extra request pays a new TLS handshake, on both ends.
+        self._calls = asyncio.Semaphore(settings.concurrency)
 
     async def _owned(self, namespace: str, uid: str) -> list[CapacityRequest]:
         found = [
@@ -73,7 +77,8 @@ class PodReconciler:
         return [cr for cr in found if isinstance(cr, CapacityRequest)]
 
     async def reconcile(self, pod: Mapping[str, Any]) -> str:
-        outcome = await self._reconcile(pod)
+        async with self._calls:
+            outcome = await self._reconcile(pod)
         self.reconciles.labels(outcome).inc()
         return outcome
 
