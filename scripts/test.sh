@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v go >/dev/null || {
-  echo "the cluster tier builds kube-apiserver and etcd from Go modules: install Go >= 1.24" >&2
-  exit 1
-}
-
+scripts/system-deps.sh   # python3-venv and Go, when missing
 scripts/setup.sh test
 # Builds on a cache miss only (minutes), else returns at once.
 BIGFLEET_CONTROL_PLANE_BIN=$(scripts/build-control-plane.sh)
