@@ -17,7 +17,6 @@ every 50 ms here and at once after acting, as a shard does).
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import grpc
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 from bigfleet.handover import RELEASED, naming
+from bigfleet.stats import percentiles
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
 from coordinator.election import Election
@@ -96,14 +96,6 @@ async def _first_to_ack(replicas: list[CoordinatorProcess], shard_id: str) -> Co
             if await replica.write(shard_id):
                 return replica
         await asyncio.sleep(_POLL_S)
-
-
-def _p99(samples: list[float]) -> float:
-    return (
-        statistics.quantiles(samples, n=100, method="inclusive")[98]
-        if len(samples) > 1
-        else samples[0]
-    )
 
 
 class ScriptedShard:
@@ -244,16 +236,9 @@ async def _run(
         kills=kills,
         lease_ttl_s=ttl_s,
         etcd_election_timeout_ms=election_timeout_ms or 1000,
-        failover_s={
-            "p50": round(statistics.median(failovers), 3),
-            "p99": round(_p99(failovers), 3),
-            "max": round(max(failovers), 3),
-        },
+        failover_s={**percentiles(failovers), "max": round(max(failovers), 3)},
         lost_writes=lost,
-        rebalance_s={
-            "p50": round(statistics.median(rebalances), 3),
-            "p99": round(_p99(rebalances), 3),
-        },
+        rebalance_s=percentiles(rebalances),
         rebalance_moves=len(rebalances),
         machines_per_shard=machines,
     )

@@ -15,12 +15,12 @@ from __future__ import annotations
 import gc
 import random
 import resource
-import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bigfleet import penalty
+from bigfleet.stats import percentiles
 from shard.engine.cycle import Engine
 from shard.engine.decision.actions import Action, ActionKind
 from shard.engine.inventory import Inventory
@@ -202,12 +202,6 @@ def converge(
     return now
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered) * 1000, 3), "p99": round(p99 * 1000, 3)}
-
-
 def run(
     machines: int,
     needs: int,
@@ -246,9 +240,9 @@ def run(
         clusters=clusters,
         colocated=colocated,
         cycles=cycles,
-        cycle_ms=_percentiles(samples["cycle"]),
-        phases_ms={k: _percentiles(v) for k, v in samples.items() if k != "cycle"},
-        steady_cycle_ms=_percentiles(steady),
+        cycle_ms=percentiles(samples["cycle"], 1000),
+        phases_ms={k: percentiles(v, 1000) for k, v in samples.items() if k != "cycle"},
+        steady_cycle_ms=percentiles(steady, 1000),
         first_cycle_ms=round(first * 1000, 3),
         peak_rss_mb=round(_rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),

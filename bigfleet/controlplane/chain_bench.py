@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Node
 
 from bigfleet.controlplane.chain import Chain, pod_spec
+from bigfleet.stats import percentiles
 
 PODS_PER_MACHINE = 8
 _POLL_S = 1.0
@@ -102,14 +102,10 @@ async def _measure(chain: Chain, pods: int, progress: Progress | None) -> ChainB
         if at is not None and name in requested
     )
     nodes = [n async for n in api.async_get(Node)]
-    p99 = waits[min(len(waits) - 1, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
     return ChainBench(
         pods=pods,
         all_bound_s=round(max(a for a in scheduled.values() if a is not None) - created, 2),
-        bind_s={
-            "p50": round(statistics.median(waits), 2) if waits else 0.0,
-            "p99": round(p99, 2),
-        },
+        bind_s=percentiles(waits, digits=2),
         nodes=len(nodes),
     )
 

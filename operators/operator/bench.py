@@ -9,7 +9,6 @@ status patch each, `ack_concurrency` at a time.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from kr8s.asyncio.objects import Namespace
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest, crd_dir
+from bigfleet.stats import percentiles
 from operators.operator import rollup
 from operators.operator.session import acknowledge
 
@@ -76,9 +76,7 @@ def time_rollups(crs: list[dict[str, Any]], repeats: int = 20) -> tuple[dict[str
         built = rollup.build("bench", crs, time.time_ns())
         samples.append(time.perf_counter() - start)
         needs = len(built.message.needs)
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered) * 1000, 2), "p99": round(p99 * 1000, 2)}, needs
+    return percentiles(samples, 1000, digits=2), needs
 
 
 async def _create_and_ack(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from bigfleet import logs, probes
 from bigfleet.fencing import advance_epoch
+from bigfleet.stats import p50_p99
 from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
 from shard import codec
 from shard.engine.cycle import CycleResult, Engine
@@ -222,12 +222,7 @@ class ShardService:
 
     def cycle_percentiles(self) -> tuple[float, float]:
         """p50 and p99 of recent cycle durations, in seconds."""
-        samples = sorted(self.cycle_seconds)
-        if not samples:
-            return 0.0, 0.0
-        return statistics.median(samples), samples[
-            min(len(samples) - 1, round(0.99 * (len(samples) - 1)))
-        ]
+        return p50_p99(self.cycle_seconds)
 
     def wake(self) -> None:
         self._wake.set()
