@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shard.engine.machine import Machine, labels_with_topology
+from shard.engine.machine import Machine
 
 Domain = tuple[str, str]  # (topology key, value)
 
@@ -50,8 +50,7 @@ class Ownership:
             return False
         if m.id in self.claimed or not self.domains:
             return True
-        labels = labels_with_topology(m)
-        return any(labels.get(key) == value for key, value in self.domains)
+        return any(m.attribute(key) == value for key, value in self.domains)
 
     def release(self, ids: list[str]) -> None:
         self.released.update(ids)
