@@ -20,13 +20,7 @@ from bigfleet.cli.running import until_signalled
     metavar="HOST:PORT",
     help="The shard this cluster belongs to (dialled out, never listened on).",
 )
-@click.option(
-    "--kubeconfig",
-    envvar="KUBECONFIG",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Credentials for this cluster's API server.",
-)
+@options.cluster_kubeconfig
 @click.option(
     "--rollup-interval",
     default=10.0,

@@ -38,3 +38,13 @@ def metrics_port(default: int, serves: str = "/metrics") -> Callable[[F], F]:
 def metrics_address(host: str, port: int) -> str:
     """The metrics listener address for a port flag: "0" (disabled) when the port is 0."""
     return f"{host or '0.0.0.0'}:{port}" if port else "0"
+
+
+# The managed cluster's API server, for the processes that run in one.
+cluster_kubeconfig = click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Credentials for this cluster's API server.",
+)

@@ -12,13 +12,7 @@ from bigfleet.cli.running import until_signalled
 
 
 @click.command("pod-controller")
-@click.option(
-    "--kubeconfig",
-    envvar="KUBECONFIG",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Credentials for this cluster's API server.",
-)
+@options.cluster_kubeconfig
 @click.option(
     "--mode",
     type=click.Choice(["unschedulable-only", "per-pod"]),
