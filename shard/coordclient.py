@@ -146,17 +146,13 @@ class CoordinatorClient:
     async def run(self) -> None:
         channels = [grpc.aio.insecure_channel(a, options=GRPC_OPTIONS) for a in self.addresses]
         stubs = [coordinator_pb2_grpc.CoordinatorStub(c) for c in channels]
-        misses = 0
         try:
             while True:
                 settled = await self.report_once(stubs[self.current])
                 if settled is None:  # refused or unanswered: try the next replica
                     self.current = (self.current + 1) % len(stubs)
-                    misses += 1
-                    if misses % len(stubs):
+                    if self.failures % len(stubs):
                         continue  # every replica once before waiting
-                else:
-                    misses = 0
                 # Settled outcomes go back at once rather than an interval later; a
                 # FAILED one is redelivered on every reply, so it waits for the interval.
                 if not settled:
