@@ -53,12 +53,20 @@ class ProcessFailed(RuntimeError):
     """A control-plane process exited or never became ready; the message carries its log tail."""
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on loopback that nothing listens on right now, and that this process
+    has not handed out before: the kernel may offer a just-released port again, and
+    two components given the same one would have one of them fail to listen."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class ManagedProcess:
