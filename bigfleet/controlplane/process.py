@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import random
 import signal
 import socket
 import ssl
@@ -54,15 +55,31 @@ class ProcessFailed(RuntimeError):
 
 
 _GIVEN: set[int] = set()
+_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _below_ephemeral() -> range:
+    """Ports under the kernel's range for outgoing connections, which can then never
+    hold them; empty when that range is unknown or starts too low."""
+    try:
+        low = int(_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(20000, low) if low > 21000 else range(0)
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now, and that this process
-    has not handed out before: the kernel may offer a just-released port again, and
-    two components given the same one would have one of them fail to listen."""
+    """A TCP port on loopback that nothing listens on right now, that this process has
+    not handed out before (a just-released port may be offered again), and, where the
+    kernel says which, outside the ports outgoing connections take."""
+    candidates = _below_ephemeral()
     while True:
+        wanted = random.choice(candidates) if candidates else 0
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue
             port: int = sock.getsockname()[1]
         if port not in _GIVEN:
             _GIVEN.add(port)
