@@ -5,9 +5,11 @@ Configured machines of a few instance types spread over racks; the shard also
 holds Idle machines and Speculative slots; a fraction of the needs are
 co-location gangs pinned to one rack (Same), the rest plain demand. Demand
 roughly matches bound supply; the decided actions are applied at once until
-the fleet converges (the steady regime). Measured cycles then alternate:
-one after a cluster's roll-up changed (all phases recompute on warm inventory
-orderings) and one with nothing changed (decisions reused).
+the fleet converges (the steady regime). Measured cycles then rotate through
+three kinds: one after a cluster's roll-up changed, one with nothing changed
+(decisions reused), and one after one Idle machine's declared price changed
+(acquirable supply moved, so every co-location need that could use that
+machine type weighs its domains again).
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ class BenchResult:
     clusters: int
     colocated: float
     cycles: int
-    cycle_ms: dict[str, float]  # cycles after a demand change: every phase recomputed
+    cycle_ms: dict[str, float]  # cycles after one cluster's roll-up changed
     phases_ms: dict[str, dict[str, float]]
     steady_cycle_ms: dict[str, float]  # cycles with nothing changed
+    machine_change_cycle_ms: dict[str, float]  # cycles after one Idle machine changed
     first_cycle_ms: float
     peak_rss_mb: float
     bytes_per_machine: float
@@ -67,6 +70,7 @@ class BenchResult:
             "cycle_ms": self.cycle_ms,
             "phases_ms": self.phases_ms,
             "steady_cycle_ms": self.steady_cycle_ms,
+            "machine_change_cycle_ms": self.machine_change_cycle_ms,
             "first_cycle_ms": self.first_cycle_ms,
             "peak_rss_mb": self.peak_rss_mb,
             "bytes_per_machine": self.bytes_per_machine,
@@ -188,7 +192,7 @@ def _apply(inv: Inventory, action: Action, now: float) -> None:
 
 
 def converge(
-    engine: Engine, inv: Inventory, table: NeedsTable, reported: set[str], rounds: int = 8
+    engine: Engine, inv: Inventory, table: NeedsTable, reported: set[str], rounds: int = 40
 ) -> float:
     """Run and apply cycles until nothing is left to do (or `rounds` ran); returns the clock."""
     now = 0.0
@@ -224,15 +228,21 @@ def run(
     clock = converge(engine, inv, table, reported)
     samples: dict[str, list[float]] = {"cycle": [], "phase1": [], "phase2": [], "phase3": []}
     steady: list[float] = []
+    machine_change: list[float] = []
     for done in range(cycles):
-        # A changed roll-up (one cluster's rows arrive again, re-stamped) forces every
-        # phase to recompute; the next cycle sees no change at all.
+        now = clock + 3 * done
+        # One cluster's rows arrive again, re-stamped: that cluster's needs recompute.
         cluster = f"cluster-{done % clusters:03d}"
         table.replace(cluster, [replace(n, arrival=n.arrival + 1) for n in table.rows(cluster)])
-        result = engine.cycle(inv, table, reported, now=clock + 2 * done + 1)
+        result = engine.cycle(inv, table, reported, now=now + 1)
         for key in samples:
             samples[key].append(result.seconds[key])
-        steady.append(engine.cycle(inv, table, reported, now=clock + 2 * done + 2).seconds["cycle"])
+        steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
+        idle = inv.in_state(S.IDLE)
+        if idle:
+            m = idle[rng.randrange(len(idle))]
+            inv.upsert(replace(m, price_per_hour=round(m.price_per_hour + 0.01, 2)), now + 3)
+            machine_change.append(engine.cycle(inv, table, reported, now=now + 3).seconds["cycle"])
         progress(done + 1)
     return BenchResult(
         machines=machines,
@@ -243,6 +253,7 @@ def run(
         cycle_ms=percentiles(samples["cycle"], 1000),
         phases_ms={k: percentiles(v, 1000) for k, v in samples.items() if k != "cycle"},
         steady_cycle_ms=percentiles(steady, 1000),
+        machine_change_cycle_ms=percentiles(machine_change, 1000),
         first_cycle_ms=round(first * 1000, 3),
         peak_rss_mb=round(_rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),

@@ -68,13 +68,20 @@ def engine(
     )
     for column in ("", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if column else "left")
-    table.add_row("cycle after a change", str(result.cycle_ms["p50"]), str(result.cycle_ms["p99"]))
+    table.add_row(
+        "cycle after a roll-up change", str(result.cycle_ms["p50"]), str(result.cycle_ms["p99"])
+    )
     for phase, figures in result.phases_ms.items():
         table.add_row(phase, str(figures["p50"]), str(figures["p99"]))
     table.add_row(
         "cycle, nothing changed",
         str(result.steady_cycle_ms["p50"]),
         str(result.steady_cycle_ms["p99"]),
+    )
+    table.add_row(
+        "cycle after an Idle machine changed",
+        str(result.machine_change_cycle_ms["p50"]),
+        str(result.machine_change_cycle_ms["p99"]),
     )
     console.print(table)
     console.print(

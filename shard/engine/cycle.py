@@ -18,7 +18,7 @@ from shard.engine.decision import phase1, phase2, phase3
 from shard.engine.decision.actions import Action
 from shard.engine.inventory import Inventory
 from shard.engine.needs import Need, NeedsTable
-from shard.engine.normalize import normalize
+from shard.engine.normalize import FoldMemo, normalize
 from shard.engine.parking import ParkingLedger
 from shard.engine.shortfall import ShortfallLedger
 
@@ -52,7 +52,9 @@ class Engine:
         self.parking = ParkingLedger()
         self.shortfalls = ShortfallLedger()
         self._normalized: tuple[_Inputs, list[Need]] | None = None
+        self._fold_memo: FoldMemo = {}
         self._last: _Decisions | None = None
+        self.phase1_memo = phase1.Phase1Memo()
 
     def cycle(
         self, inventory: Inventory, table: NeedsTable, reported: set[str], now: float
@@ -63,7 +65,7 @@ class Engine:
         start = clock()
         inputs: _Inputs = (inventory.version, table.version, frozenset(reported))
         if self._normalized is None or self._normalized[0] != inputs:
-            self._normalized = (inputs, normalize(inventory, table.snapshot()))
+            self._normalized = (inputs, normalize(inventory, table.snapshot(), self._fold_memo))
         demand = self.parking.stamp(self._normalized[1])
         seconds["normalize"] = clock() - start
 
@@ -71,7 +73,7 @@ class Engine:
         reused = self._last is not None and self._last.key == key
         if not reused:
             mark = clock()
-            first = phase1.run(inventory, demand)
+            first = phase1.run(inventory, demand, self.phase1_memo)
             seconds["phase1"] = clock() - mark
             mark = clock()
             second = phase2.run(inventory, first.unsatisfied)

@@ -9,11 +9,13 @@ little.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shard.engine import resources as rv
 from shard.engine.machine import CapacityType, Machine, MachineState, check
 
 # Versions are unique across instances, so a cache keyed on one can never confuse two.
@@ -31,26 +33,85 @@ def _keep_order(m: Machine) -> tuple[float, float, str]:
     return (m.price_per_hour, -m.assigned_reclamation_penalty, m.id)
 
 
+def _max_of(ceilings: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for ceiling in ceilings:
+        out = rv.maximum(out, ceiling)
+    return out
+
+
 class _SortedBuckets:
-    """Machines grouped by a key, each group sorted on demand and cached until it changes."""
+    """Machines grouped by a key, each group sorted on demand and cached.
+
+    A change to a group whose sorted view is cached patches a copy of the view
+    (a binary search and a C-level list copy) instead of dropping it, so one
+    machine changing in a group of 100,000 costs no re-sort; past a few patches
+    between two reads the view is dropped and sorted afresh on the next read.
+    Views already handed out are never mutated. Each group's per-dimension
+    ceiling (the largest allocatable of any member) is cached too: "could any
+    machine here host this?" is then one check.
+    """
+
+    _MAX_PATCHES = 8  # between two reads; a bulk change sorts once instead
 
     def __init__(self, order: Callable[[Machine], Any]) -> None:
         self._order = order
         self._members: dict[Any, dict[str, Machine]] = defaultdict(dict)
         self._sorted: dict[Any, list[Machine]] = {}
+        self._patches: dict[Any, int] = {}
+        self._ceilings: dict[Any, dict[str, int]] = {}
 
     def put(self, key: Any, machine: Machine) -> None:
         self._members[key][machine.id] = machine
-        self._sorted.pop(key, None)
+        ceiling = self._ceilings.get(key)
+        if ceiling is not None:
+            self._ceilings[key] = rv.maximum(ceiling, machine.alloc)
+        view = self._patchable(key)
+        if view is not None:
+            bisect.insort(view, machine, key=self._order)
 
     def drop(self, key: Any, machine_id: str) -> None:
         members = self._members.get(key)
-        if members is not None and members.pop(machine_id, None) is not None:
-            self._sorted.pop(key, None)
-            if not members:
-                del self._members[key]
+        machine = members.pop(machine_id, None) if members is not None else None
+        if machine is None:
+            return
+        self._ceilings.pop(key, None)
+        if not members:
+            del self._members[key]
+        view = self._patchable(key)
+        if view is not None:
+            at = bisect.bisect_left(view, self._order(machine), key=self._order)
+            if at < len(view) and view[at].id == machine_id:
+                del view[at]
+            else:  # the order key changed under us: sort afresh
+                self._sorted.pop(key, None)
+
+    def _patchable(self, key: Any) -> list[Machine] | None:
+        """A fresh copy of the cached view to patch (now cached), or None to re-sort later."""
+        view = self._sorted.get(key)
+        if view is None:
+            return None
+        patches = self._patches.get(key, 0)
+        if patches >= self._MAX_PATCHES:
+            del self._sorted[key]
+            return None
+        self._patches[key] = patches + 1
+        view = self._sorted[key] = list(view)
+        return view
+
+    def ceiling(self, key: Any) -> dict[str, int]:
+        cached = self._ceilings.get(key)
+        if cached is None:
+            cached = {}
+            for shape in {
+                id(m.alloc): m.alloc for m in self._members.get(key, {}).values()
+            }.values():
+                cached = rv.maximum(cached, shape)
+            self._ceilings[key] = cached
+        return cached
 
     def sorted(self, key: Any) -> list[Machine]:
+        self._patches.pop(key, None)
         cached = self._sorted.get(key)
         if cached is None:
             cached = sorted(self._members.get(key, {}).values(), key=self._order)
@@ -75,6 +136,10 @@ class Inventory:
         # Idle machines per capacity type, longest idle first: release scans stop early.
         self._idle_by_type = _SortedBuckets(lambda m: (self._idle_since.get(m.id, 0.0), m.id))
         self.version = next(_VERSIONS)  # changes with every write that changes a machine
+        # Finer stamps (values of `version`) for caches that read only part of the fleet:
+        # bound machines per cluster and per (cluster, instance type); acquirable
+        # (Idle, Speculative) machines per state and per (state, instance type).
+        self._stamps: dict[object, int] = {}
 
     def __len__(self) -> int:
         return len(self._machines)
@@ -98,6 +163,8 @@ class Inventory:
         self.version = next(_VERSIONS)
         if previous is not None:
             self._unindex(previous)
+            self._stamp(previous)
+        self._stamp(machine)
         self._machines[machine.id] = machine
         if machine.state == S.IDLE:
             if previous is None or previous.state != S.IDLE:
@@ -110,8 +177,32 @@ class Inventory:
         machine = self._machines.pop(machine_id, None)
         if machine is not None:
             self.version = next(_VERSIONS)
+            self._stamp(machine)
             self._unindex(machine)
             self._idle_since.pop(machine_id, None)
+
+    def _stamp(self, m: Machine) -> None:
+        stamps, version = self._stamps, self.version
+        if m.cluster:
+            stamps[("cluster", m.cluster)] = version
+            stamps[("cluster", m.cluster, m.instance_type)] = version
+        if m.state in (S.IDLE, S.SPECULATIVE):
+            stamps[("state", m.state)] = version
+            stamps[("state", m.state, m.instance_type)] = version
+
+    def bound_stamp(self, cluster: str, types: tuple[str, ...] = ()) -> object:
+        """Changes whenever a machine of `types` (any type when empty) bound to, or
+        leaving, `cluster` changes."""
+        if not types:
+            return self._stamps.get(("cluster", cluster), 0)
+        return tuple(self._stamps.get(("cluster", cluster, t), 0) for t in types)
+
+    def acquirable_stamp(self, state: MachineState, types: tuple[str, ...] = ()) -> object:
+        """Changes whenever an Idle or Speculative machine of `types` entering, in or
+        leaving `state` changes."""
+        if not types:
+            return self._stamps.get(("state", state), 0)
+        return tuple(self._stamps.get(("state", state, t), 0) for t in types)
 
     def _index(self, m: Machine) -> None:
         if m.state == S.IDLE:
@@ -148,6 +239,20 @@ class Inventory:
         if len(pools) == 1:
             return pools[0]
         return sorted((m for pool in pools for m in pool), key=_price_order)
+
+    def ceiling(self, state: MachineState, types: Iterable[str] = ()) -> dict[str, int]:
+        """Per dimension, the largest allocatable among machines in `state` (of `types`)."""
+        if not types:
+            return self._by_state.ceiling(state)
+        return _max_of(self._by_state_type.ceiling((state, t)) for t in set(types))
+
+    def cluster_ceiling(
+        self, cluster: str, state: MachineState, types: Iterable[str] = ()
+    ) -> dict[str, int]:
+        """`ceiling` over one cluster's machines."""
+        if not types:
+            return self._by_cluster_state.ceiling((cluster, state))
+        return _max_of(self._by_cluster_state_type.ceiling((cluster, state, t)) for t in set(types))
 
     def keep_order(self, cluster: str, state: MachineState) -> list[Machine]:
         """A cluster's machines in `state`: price asc, reclamation penalty desc, id asc."""

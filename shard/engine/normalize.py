@@ -8,6 +8,7 @@ per cycle before every phase (engine.md §1.7).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from shard.engine import resources as rv
@@ -29,60 +30,83 @@ def _positive(vector: rv.Vector) -> dict[str, int]:
     return {k: v for k, v in vector.items() if v > 0}
 
 
-class _Hosts:
-    """Answers "does any available machine host this whole gang?" for one cycle.
+def _pool(inv: Inventory, need: Need, state: MachineState, want: rv.Vector) -> list[Machine]:
+    """The need's machines in `state`, or none when the bucket's ceiling is too small.
 
-    Pools are narrowed to the need's pinned instance types, and a pool whose
-    per-dimension maximum cannot cover the gang is skipped without a scan: most
-    gangs span several machines, so most answers are a cheap no.
+    Most gangs span several machines, so most answers are this cheap no.
     """
+    cluster, types = need.cluster, need.profile.pinned_types
+    if state in (S.CONFIGURED, S.CONFIGURING):
+        if not rv.covers(inv.cluster_ceiling(cluster, state, types), want):
+            return []
+        return (
+            inv.keep_order_of_types(cluster, state, types)
+            if types
+            else inv.keep_order(cluster, state)
+        )
+    if not rv.covers(inv.ceiling(state, types), want):
+        return []
+    return inv.in_state_of_types(state, types) if types else inv.in_state(state)
 
-    def __init__(self, inventory: Inventory) -> None:
-        self.inv = inventory
-        self._ceilings: dict[int, dict[str, int]] = {}
 
-    def _pools(self, need: Need) -> list[list[Machine]]:
-        types = need.profile.pinned_types
-        pools = []
-        for state in (S.CONFIGURED, S.CONFIGURING):
-            if types:
-                pools.append(self.inv.keep_order_of_types(need.cluster, state, types))
+def _hosted_whole(inv: Inventory, need: Need) -> bool:
+    """Does one machine the need could use (bound to its cluster or acquirable) host all of it?"""
+    want = _positive(need.aggregate)
+    return any(
+        need.profile.matches(m) and rv.covers(m.alloc, want)
+        for state in (S.CONFIGURED, S.CONFIGURING, S.IDLE, S.SPECULATIVE)
+        for m in _pool(inv, need, state, want)
+    )
+
+
+# Per cluster, for each of its Same needs in order: the need, a stamp of the machines
+# its answer read, and whether one machine hosts it whole. Only that answer reads
+# the inventory, and it stands while the need and its machines stay the same.
+FoldMemo = dict[str, list[tuple[Need, object, bool]]]
+
+
+def _stamp(inv: Inventory, need: Need) -> object:
+    types = need.profile.pinned_types
+    return (
+        inv.bound_stamp(need.cluster, types),
+        inv.acquirable_stamp(S.IDLE, types),
+        inv.acquirable_stamp(S.SPECULATIVE, types),
+    )
+
+
+def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
+    """For each need, whether it is a Same need one machine hosts whole."""
+    same_by_cluster: dict[str, list[int]] = defaultdict(list)
+    for i, need in enumerate(demand):
+        if need.profile.same is not None:
+            same_by_cluster[need.cluster].append(i)
+    flags = [False] * len(demand)
+    kept: FoldMemo = {}
+    for cluster, positions in same_by_cluster.items():
+        before = memo.get(cluster, [])
+        answers = kept[cluster] = []
+        for n, i in enumerate(positions):
+            need, stamp = demand[i], _stamp(inventory, demand[i])
+            if n < len(before) and before[n][1] == stamp and before[n][0] == need:
+                answer = before[n]
             else:
-                pools.append(self.inv.keep_order(need.cluster, state))
-        for state in (S.IDLE, S.SPECULATIVE):
-            if types:
-                pools.append(self.inv.in_state_of_types(state, types))
-            else:
-                pools.append(self.inv.in_state(state))
-        return pools
-
-    def _ceiling(self, pool: list[Machine]) -> dict[str, int]:
-        ceiling = self._ceilings.get(id(pool))
-        if ceiling is None:
-            ceiling = {}
-            for m in pool:
-                ceiling = rv.maximum(ceiling, m.alloc)
-            self._ceilings[id(pool)] = ceiling
-        return ceiling
-
-    def any(self, need: Need) -> bool:
-        want = _positive(need.aggregate)
-        for pool in self._pools(need):
-            if not rv.covers(self._ceiling(pool), want):
-                continue
-            if any(need.profile.matches(m) and rv.covers(m.alloc, want) for m in pool):
-                return True
-        return False
+                answer = (need, stamp, _hosted_whole(inventory, need))
+            answers.append(answer)
+            flags[i] = answer[2]
+    memo.clear()
+    memo.update(kept)
+    return flags
 
 
-def normalize(inventory: Inventory, demand: list[Need]) -> list[Need]:
+def normalize(inventory: Inventory, demand: list[Need], memo: FoldMemo | None = None) -> list[Need]:
+    """Demand with hostable Same gangs folded; `memo` carries answers across cycles."""
     if not any(n.profile.same is not None for n in demand):
         return demand
-    hosts = _Hosts(inventory)
+    hosted = _hosted_flags(inventory, demand, memo if memo is not None else {})
     out: list[Need] = []
     folds: dict[tuple[str, str, str], _Fold] = {}
-    for need in demand:
-        if need.profile.same is None or not hosts.any(need):
+    for need, whole in zip(demand, hosted, strict=True):
+        if not whole:
             out.append(need)
             continue
         stripped = need.profile.without_same()

@@ -35,13 +35,29 @@ def scale(a: Vector, factor: int) -> dict[str, int]:
     return {name: value * factor for name, value in a.items()}
 
 
+# The two predicates below run in every inner loop of the engine; plain loops with an
+# early return cost about half of all() over a generator.
+
+
 def covers(have: Vector, want: Vector) -> bool:
     """Every dimension of `want` is met by `have`."""
-    return all(have.get(name, 0) >= value for name, value in want.items())
+    for name, value in want.items():  # noqa: SIM110 - see above
+        if have.get(name, 0) < value:
+            return False
+    return True
 
 
 def is_zero(a: Vector) -> bool:
-    return all(value <= 0 for value in a.values())
+    for value in a.values():  # noqa: SIM110 - see above
+        if value > 0:
+            return False
+    return True
+
+
+def add_scaled(total: dict[str, int], a: Vector, factor: int) -> None:
+    """total += a * factor, in place: for accumulators the caller owns."""
+    for name, value in a.items():
+        total[name] = total.get(name, 0) + value * factor
 
 
 def canonical(a: Vector) -> str:

@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from shard.engine import resources as rv
 from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
 from shard.engine.decision.cost import effective_cost
+from shard.engine.decision.replay import (
+    ClusterSteps,
+    Lane,
+    PoolKey,
+    Reservation,
+    Step,
+    need_key,
+)
 from shard.engine.inventory import Inventory
 from shard.engine.machine import Machine, MachineState
 from shard.engine.needs import Need
@@ -35,6 +43,28 @@ class Phase1Result:
     unsatisfied: list[Unsatisfied]
     claimed: dict[str, Need]  # machine id -> need: the engine's only supply attribution
     acquired: dict[int, int]  # demand index -> Idle/Speculative machines claimed
+
+
+_NO_MACHINES: list[Machine] = []
+
+
+Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
+
+
+@dataclass(slots=True)
+class Phase1Memo:
+    """What a cycle's Phase 1 keeps for the next, so it redoes only what changed
+    (see `replay`)."""
+
+    clusters: dict[str, ClusterSteps] = field(default_factory=dict)
+    reservations: list[Reservation] = field(default_factory=list)
+    # Acquirable pools in candidate order and their Same groupings (sorting and
+    # grouping are not free), each with the inventory stamp it was built at.
+    pools: dict[PoolKey, tuple[object, list[Machine]]] = field(default_factory=dict)
+    same_indexes: dict[tuple[PoolKey, str], tuple[object, _SameIndex]] = field(default_factory=dict)
+    # Clusters with needs of each attribution that in-flight machines carry.
+    creating_owners: dict[Attribution, set[str]] = field(default_factory=dict)
+    replayed: int = 0  # needs replayed in the last cycle, for tests and benchmarks
 
 
 @dataclass(slots=True)
@@ -80,16 +110,30 @@ class _SameIndex:
             group.machines.append(m)
             self.in_order.setdefault(value, []).append(m)
 
+    def clear_reservations(self) -> None:
+        for groups in self.by_value.values():
+            for group in groups:
+                group.reserved = 0
+
+
+def _attribution(m: Machine) -> Attribution:
+    return (m.assigned_group, m.assigned_need_fingerprint)
+
 
 @dataclass(slots=True)
 class _CreditGroup:
-    """A cluster's bound machines sharing a Same value, a signature and an attribution."""
+    """A cluster's bound machines sharing a Same value and a signature."""
 
     value: str
     sample: Machine
-    own: tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
     machines: list[Machine] = field(default_factory=list)
     claimed: int = 0
+    # Machines and claimed machines per attribution: a gang prefers its own.
+    by_own: dict[Attribution, int] = field(default_factory=dict)
+    claimed_by_own: dict[Attribution, int] = field(default_factory=dict)
+
+    def own_free(self, own: Attribution) -> int:
+        return self.by_own.get(own, 0) - self.claimed_by_own.get(own, 0)
 
 
 class _CreditIndex:
@@ -103,12 +147,13 @@ class _CreditIndex:
             value = m.attribute(key)
             if value is None:
                 continue
-            own = (m.assigned_group, m.assigned_need_fingerprint)
-            group = groups.get((value, m.signature, own))
+            group = groups.get((value, m.signature))
             if group is None:
-                group = groups[(value, m.signature, own)] = _CreditGroup(value, m, own)
+                group = groups[(value, m.signature)] = _CreditGroup(value, m)
                 self.by_value.setdefault(value, []).append(group)
             group.machines.append(m)
+            own = _attribution(m)
+            group.by_own[own] = group.by_own.get(own, 0) + 1
             self.position[m.id] = position
 
 
@@ -149,9 +194,14 @@ def choose_same_bucket(buckets: dict[str, _Bucket], deficit: rv.Vector) -> _Buck
 
 
 class _Phase1:
-    def __init__(self, inventory: Inventory, demand: list[Need]) -> None:
+    def __init__(self, inventory: Inventory, demand: list[Need], memo: Phase1Memo) -> None:
         self.inv = inventory
         self.demand = demand
+        self.memo = memo
+        self.credited: list[list[str]] = [[] for _ in demand]
+        self.reservations: list[Reservation] = []
+        self._same_as_memo = 0  # how many of this cycle's reservations equal the memo's
+        self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         self.remaining = [dict(n.aggregate) for n in demand]
         self.claimed: dict[str, int] = {}
         self.consumed: set[str] = set()  # acquirables reserved by Same seeding
@@ -159,11 +209,12 @@ class _Phase1:
         self.satisfiable: dict[int, bool] = {}
         self.acquired: dict[int, int] = defaultdict(int)
         self.actions: list[Action] = []
-        self._pools: dict[tuple[object, ...], list[Machine]] = {}
+        self._pools: dict[PoolKey, list[Machine]] = {}
+        self._same_indexes: dict[tuple[PoolKey, str], _SameIndex] = {}
         self._cursor: dict[int, int] = {}
-        self._same_indexes: dict[tuple[int, str], _SameIndex] = {}
         self._credit_indexes: dict[tuple[int, str], _CreditIndex] = {}
-        self._credit_groups_of: dict[str, list[_CreditGroup]] = {}
+        self._credit_groups_of: dict[str, list[tuple[_CreditGroup, Attribution]]] = {}
+        # In-flight Creating machines by attribution (assigned group, need fingerprint).
         self._creating: dict[tuple[str, str], list[Machine]] = {}
 
     # -- supply views -------------------------------------------------------------------------
@@ -177,28 +228,31 @@ class _Phase1:
             else self.inv.keep_order(need.cluster, state)
             for state in (S.CONFIGURED, S.CONFIGURING)
         ]
-        own = (need.group, need.fingerprint)
-        creating = self._creating.get(own)
-        if creating is None:
-            creating = self._creating[own] = [
-                m
-                for m in self.inv.in_state(S.CREATING)
-                if (m.assigned_group, m.assigned_need_fingerprint) == own
-            ]
-        pools.append(creating)
+        pools.append(self._creating.get((need.group, need.fingerprint), _NO_MACHINES))
         return pools
 
-    def _pool(self, need: Need, state: MachineState) -> list[Machine]:
-        """Idle by price, Speculative by effective cost for this need's interruption bucket."""
-        types = need.profile.pinned_types
+    @staticmethod
+    def _pool_key(need: Need, state: MachineState) -> PoolKey:
         bucket = need.profile.interruption_bucket if state == S.SPECULATIVE else -1
-        key = (state, types, bucket)
+        return (state, need.profile.pinned_types, bucket)
+
+    def _pool(self, key: PoolKey) -> list[Machine]:
+        """Idle by price, Speculative by effective cost for this need's interruption bucket."""
         pool = self._pools.get(key)
         if pool is None:
-            base = self.inv.in_state_of_types(state, types) if types else self.inv.in_state(state)
-            if state == S.SPECULATIVE:
-                base = sorted(base, key=lambda m: (effective_cost(m, bucket), m.id))
-            pool = self._pools[key] = base
+            state, types, bucket = key
+            stamp = self.inv.acquirable_stamp(state, types)
+            kept = self.memo.pools.get(key)
+            if kept is not None and kept[0] == stamp:
+                pool = kept[1]
+            else:
+                pool = (
+                    self.inv.in_state_of_types(state, types) if types else self.inv.in_state(state)
+                )
+                if state == S.SPECULATIVE:
+                    pool = sorted(pool, key=lambda m: (effective_cost(m, bucket), m.id))
+                self.memo.pools[key] = (stamp, pool)
+            self._pools[key] = pool
         return pool
 
     def _unclaimed(self, pool: list[Machine]) -> Iterator[Machine]:
@@ -217,10 +271,28 @@ class _Phase1:
     # -- claiming -----------------------------------------------------------------------------
 
     def _credit(self, index: int, m: Machine) -> None:
-        self.claimed[m.id] = index
+        self._claim(index, m.id)
         self.remaining[index] = rv.sub(self.remaining[index], m.alloc)
-        for group in self._credit_groups_of.get(m.id, ()):
+
+    def _claim(self, index: int, machine_id: str) -> None:
+        self.claimed[machine_id] = index
+        self.credited[index].append(machine_id)
+        for group, own in self._credit_groups_of.get(machine_id, ()):
             group.claimed += 1
+            group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
+
+    def _reserve(self, r: Reservation) -> None:
+        self.consumed.add(r.machine_id)
+        index = self._same_indexes.get((r.pool, r.key))
+        if index is None:
+            self._pending[(r.pool, r.key)].append(r)  # counted when the index is built
+        else:
+            index.by_value[r.value][r.group].reserved += 1
+        position = len(self.reservations)
+        self.reservations.append(r)
+        previous = self.memo.reservations
+        if self._same_as_memo == position < len(previous) and previous[position] == r:
+            self._same_as_memo += 1
 
     def _credit_index(self, pool: list[Machine], key: str) -> _CreditIndex:
         index = self._credit_indexes.get((id(pool), key))
@@ -228,9 +300,12 @@ class _Phase1:
             index = self._credit_indexes[(id(pool), key)] = _CreditIndex(pool, key)
             for groups in index.by_value.values():
                 for group in groups:
-                    group.claimed = sum(m.id in self.claimed for m in group.machines)
                     for m in group.machines:
-                        self._credit_groups_of.setdefault(m.id, []).append(group)
+                        own = _attribution(m)
+                        self._credit_groups_of.setdefault(m.id, []).append((group, own))
+                        if m.id in self.claimed:
+                            group.claimed += 1
+                            group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
         return index
 
     def _acquire(self, index: int, m: Machine) -> None:
@@ -251,17 +326,113 @@ class _Phase1:
     # -- (a) credit pass ----------------------------------------------------------------------
 
     def credit_bound_supply(self) -> None:
+        contested = self._contested_clusters()
+        memo = self.memo
+        lanes: dict[str, Lane] = {}
+        steps: dict[str, list[Step]] = defaultdict(list)
+        replayed = 0
         for index in sorted(range(len(self.demand)), key=lambda i: -self.demand[i].priority):
             need = self.demand[index]
+            lane = lanes.get(need.cluster)
+            if lane is None:
+                previous = None if need.cluster in contested else memo.clusters.get(need.cluster)
+                lane = lanes[need.cluster] = Lane(previous)
+            key = need_key(need)
+            stamp = self._stamp(need)
+            types = need.profile.pinned_types
+            step = lane.match(key)
+            if (
+                step is not None
+                and lane.untouched(types)
+                and step.stamp == stamp
+                and (need.profile.same is None or self._reservations_as_memo(step.reserved_before))
+            ):
+                self._replay(index, step)
+                steps[need.cluster].append(step)
+                replayed += 1
+                continue
+            lane.changed(types)
+            before = len(self.reservations)
             if need.profile.same is not None:
                 self._seed_same(index, need)
-                continue
-            for pool in self._creditable_pools(need):
-                for m in self._unclaimed(pool):
-                    if rv.is_zero(self.remaining[index]):
-                        break
-                    if self._eligible(need, m):
-                        self._credit(index, m)
+            else:
+                self._credit_plain(index, need)
+            steps[need.cluster].append(
+                Step(
+                    key,
+                    types,
+                    stamp,
+                    tuple(self.credited[index]),
+                    self.remaining[index],
+                    self.domain.get(index),
+                    self.satisfiable.get(index),
+                    tuple(self.reservations[before:]),
+                    before,
+                )
+            )
+        memo.clusters = {c: ClusterSteps(s) for c, s in steps.items()}
+        memo.reservations = self.reservations
+        memo.replayed = replayed
+
+    def _credit_plain(self, index: int, need: Need) -> None:
+        for pool in self._creditable_pools(need):
+            for m in self._unclaimed(pool):
+                if rv.is_zero(self.remaining[index]):
+                    return
+                if self._eligible(need, m):
+                    self._credit(index, m)
+
+    def _contested_clusters(self) -> set[str]:
+        """Clusters never to replay this cycle; also groups in-flight machines by attribution.
+
+        Needs of two clusters can share an attribution (a plain profile both
+        use); when in-flight Creating machines carry it, the clusters compete
+        for them in priority order, so neither's credit is its own business,
+        this cycle or the first cycle after one of them left.
+        """
+        owners: dict[Attribution, set[str]] = defaultdict(set)
+        for need in self.demand:
+            owners[(need.group, need.fingerprint)].add(need.cluster)
+        creating = self._creating
+        for m in self.inv.in_state(S.CREATING):
+            creating.setdefault(_attribution(m), []).append(m)
+        previous = self.memo.creating_owners
+        self.memo.creating_owners = {own: owners[own] for own in creating if own in owners}
+        contested: set[str] = set()
+        for own, clusters in self.memo.creating_owners.items():
+            competing = clusters | previous.get(own, set())
+            if len(competing) > 1:
+                contested |= competing
+        return contested
+
+    def _stamp(self, need: Need) -> object:
+        """What the need's credit pass reads of the inventory, as comparable stamps."""
+        types = need.profile.pinned_types
+        stamp: tuple[object, ...] = (
+            self.inv.bound_stamp(need.cluster, types),
+            tuple(self._creating.get((need.group, need.fingerprint), ())),
+        )
+        if need.profile.same is not None and not need.parked:
+            stamp += (
+                self.inv.acquirable_stamp(S.IDLE, types),
+                self.inv.acquirable_stamp(S.SPECULATIVE, types),
+            )
+        return stamp
+
+    def _reservations_as_memo(self, count: int) -> bool:
+        """This cycle made exactly the memo's first `count` reservations so far."""
+        return len(self.reservations) == count == self._same_as_memo
+
+    def _replay(self, index: int, step: Step) -> None:
+        for machine_id in step.credited:
+            self._claim(index, machine_id)
+        self.remaining[index] = step.remaining
+        if step.domain is not None:
+            self.domain[index] = step.domain
+        if step.satisfiable is not None:
+            self.satisfiable[index] = step.satisfiable
+        for r in step.reservations:
+            self._reserve(r)
 
     def _seed_same(self, index: int, need: Need) -> None:
         same = need.profile.same
@@ -275,38 +446,35 @@ class _Phase1:
                     free = len(cg.machines) - cg.claimed
                     if free <= 0 or not self._eligible(need, cg.sample):
                         continue
-                    supply = rv.scale(cg.sample.alloc, free)
-                    b = buckets.setdefault(value, _Bucket(value))
+                    alloc = cg.sample.alloc
+                    b = buckets.get(value) or buckets.setdefault(value, _Bucket(value))
                     b.count += free
-                    b.total = rv.add(b.total, supply)
-                    b.creditable_total = rv.add(b.creditable_total, supply)
-                    if cg.own == own_key:
-                        b.own_total = rv.add(b.own_total, supply)
-        indexes = (
-            []
-            if need.parked
-            else [
-                self._same_index(self._pool(need, state), same.key)
-                for state in (S.IDLE, S.SPECULATIVE)
-            ]
+                    rv.add_scaled(b.total, alloc, free)
+                    rv.add_scaled(b.creditable_total, alloc, free)
+                    own_free = cg.own_free(own_key)
+                    if own_free > 0:
+                        rv.add_scaled(b.own_total, alloc, own_free)
+        pool_keys = (
+            [] if need.parked else [self._pool_key(need, s) for s in (S.IDLE, S.SPECULATIVE)]
         )
-        for index_ in indexes:
+        indexes = [(key, self._same_index(key, same.key)) for key in pool_keys]
+        for _, index_ in indexes:
             # Seeding runs before any acquisition, so free machines are unclaimed here.
             for value, groups in index_.by_value.items():
                 for group in groups:
                     free = len(group.machines) - group.reserved
                     if free <= 0 or not self._eligible(need, group.sample):
                         continue
-                    b = buckets.setdefault(value, _Bucket(value))
+                    b = buckets.get(value) or buckets.setdefault(value, _Bucket(value))
                     b.count += free
-                    b.total = rv.add(b.total, rv.scale(group.sample.alloc, free))
+                    rv.add_scaled(b.total, group.sample.alloc, free)
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
             return
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
-            (cg.own != own_key, pool_order, credit_index.position[m.id], m)
+            (_attribution(m) != own_key, pool_order, credit_index.position[m.id], m)
             for pool_order, credit_index in enumerate(credit_indexes)
             for cg in credit_index.by_value.get(best.value, ())
             if self._eligible(need, cg.sample)
@@ -318,23 +486,32 @@ class _Phase1:
             if rv.is_zero(self.remaining[index]):
                 break
             self._credit(index, m)
-        reserve = dict(self.remaining[index])
-        for index_ in indexes:
-            for group in index_.by_value.get(best.value, ()):
+        reserve = self.remaining[index]
+        for pool_key, index_ in indexes:
+            for position, group in enumerate(index_.by_value.get(best.value, ())):
                 if not self._eligible(need, group.sample):
                     continue
                 for m in group.machines:
                     if rv.is_zero(reserve):
                         return
                     if m.id not in self.consumed:
-                        self.consumed.add(m.id)
-                        group.reserved += 1
+                        self._reserve(Reservation(pool_key, same.key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
 
-    def _same_index(self, pool: list[Machine], key: str) -> _SameIndex:
-        index = self._same_indexes.get((id(pool), key))
+    def _same_index(self, pool: PoolKey, key: str) -> _SameIndex:
+        index = self._same_indexes.get((pool, key))
         if index is None:
-            index = self._same_indexes[(id(pool), key)] = _SameIndex(pool, key)
+            stamp = self.inv.acquirable_stamp(pool[0], pool[1])
+            kept = self.memo.same_indexes.get((pool, key))
+            if kept is not None and kept[0] == stamp:
+                index = kept[1]
+                index.clear_reservations()
+            else:
+                index = _SameIndex(self._pool(pool), key)
+                self.memo.same_indexes[(pool, key)] = (stamp, index)
+            self._same_indexes[(pool, key)] = index
+            for r in self._pending.pop((pool, key), ()):
+                index.by_value[r.value][r.group].reserved += 1
         return index
 
     # -- (b) acquisition ----------------------------------------------------------------------
@@ -349,10 +526,11 @@ class _Phase1:
             for state in (S.IDLE, S.SPECULATIVE):
                 if rv.is_zero(self.remaining[index]):
                     break
-                pool = self._pool(need, state)
+                pool_key = self._pool_key(need, state)
+                pool = self._pool(pool_key)
                 spread = need.profile.strict_spread
                 if need.profile.same is not None:
-                    self._take_same(index, need, pool)
+                    self._take_same(index, need, pool_key)
                 elif spread is not None:
                     self._take_spread(index, need, pool, spread)
                 else:
@@ -365,7 +543,7 @@ class _Phase1:
             if self._eligible(need, m):
                 self._acquire(index, m)
 
-    def _take_same(self, index: int, need: Need, pool: list[Machine]) -> None:
+    def _take_same(self, index: int, need: Need, pool: PoolKey) -> None:
         domain = self.domain.get(index)
         same = need.profile.same
         if domain is None or same is None:
@@ -415,9 +593,13 @@ class _Phase1:
         return Phase1Result(self.actions, unsatisfied, claimed, dict(self.acquired))
 
 
-def run(inventory: Inventory, demand: list[Need]) -> Phase1Result:
-    """Phase 1 over one snapshot of inventory and (normalised) demand."""
-    phase = _Phase1(inventory, demand)
+def run(inventory: Inventory, demand: list[Need], memo: Phase1Memo | None = None) -> Phase1Result:
+    """Phase 1 over one snapshot of inventory and (normalised) demand.
+
+    With the memo of the previous cycle, clusters whose inputs did not change
+    replay their credit pass instead of recomputing it; the result is the same.
+    """
+    phase = _Phase1(inventory, demand, memo if memo is not None else Phase1Memo())
     phase.credit_bound_supply()
     phase.acquire()
     return phase.result()

@@ -1,0 +1,279 @@
+"""The engine's cross-cycle memos never change a decision (hypothesis).
+
+A cycle replays the credit pass of needs whose inputs did not change and
+reuses acquirable pools and fold answers; after any sequence of demand and
+machine changes its Phase 1 must equal a Phase 1 computed from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from bigfleet import penalty
+from shard.engine.cycle import Engine
+from shard.engine.decision import phase1
+from shard.engine.inventory import Inventory
+from shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
+from shard.engine.needs import Need, NeedsTable
+from shard.engine.normalize import normalize
+from shard.engine.profile import Operator, Profile, Requirement
+from shard.engine.rails import RailSettings
+from tests.unit.engine.builders import machine
+
+S = MachineState
+CLUSTERS = ("c1", "c2", "c3")
+TYPES = ("t-small", "t-big")
+RACKS = ("r1", "r2", "r3")
+SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _profile(itype: str, same: bool, priority: int) -> Profile:
+    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, (itype,))]
+    if same:
+        requirements.append(Requirement("rack", Operator.SAME))
+    return Profile(tuple(requirements), (), priority, penalty.ZERO, penalty.ZERO)
+
+
+@st.composite
+def demand_of(draw: st.DrawFn, cluster: str) -> list[Need]:
+    rows = []
+    for i in range(draw(st.integers(0, 5))):
+        same = draw(st.booleans())
+        itype = draw(st.sampled_from(TYPES))
+        rows.append(
+            Need(
+                cluster=cluster,
+                profile=_profile(itype, same, draw(st.sampled_from([100, 200]))),
+                aggregate={"cpu": draw(st.integers(1, 10)) * 4000},
+                min_unit={"cpu": 4000},
+                # Plain needs share the attribution ("", fingerprint) across clusters,
+                # so Creating machines can be contested between clusters.
+                group=f"{cluster}-g{i}" if same else "",
+                arrival=i,
+            )
+        )
+    return rows
+
+
+@st.composite
+def a_machine(draw: st.DrawFn, machine_id: str) -> Machine:
+    state = draw(st.sampled_from([S.SPECULATIVE, S.IDLE, S.CONFIGURED, S.CONFIGURING, S.CREATING]))
+    itype = draw(st.sampled_from(TYPES))
+    bound = state in (S.CONFIGURED, S.CONFIGURING)
+    group, fingerprint = "", ""
+    if state in (S.CREATING, S.CONFIGURED) and draw(st.booleans()):
+        cluster = draw(st.sampled_from(CLUSTERS))
+        same = draw(st.booleans())
+        group = f"{cluster}-g{draw(st.integers(0, 4))}" if same else ""
+        fingerprint = _profile(itype, same, draw(st.sampled_from([100, 200]))).fingerprint
+    return machine(
+        machine_id,
+        state,
+        cluster=draw(st.sampled_from(CLUSTERS)) if bound else "",
+        instance_type=itype,
+        alloc=SIZE[itype],
+        price=draw(st.sampled_from([0.0, 0.5, 2.0])),
+        p=draw(st.sampled_from([0.0, 0.1])),
+        labels={"rack": draw(st.sampled_from(RACKS))},
+        priority=100 if bound else 0,
+        group=group,
+        fingerprint=fingerprint,
+    )
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[Machine], list[object]]:
+    fleet = [draw(a_machine(f"m-{i:02d}")) for i in range(draw(st.integers(0, 20)))]
+    changes: list[object] = []
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["demand", "tweak", "reorder", "machine", "remove", "none"]))
+        if kind in ("tweak", "reorder"):
+            changes.append((kind, draw(st.sampled_from(CLUSTERS)), draw(st.integers(0, 4))))
+        elif kind == "demand":
+            cluster = draw(st.sampled_from(CLUSTERS))
+            changes.append(("demand", cluster, draw(demand_of(cluster))))
+        elif kind == "machine":
+            changes.append(("machine", draw(a_machine(f"m-{draw(st.integers(0, 24)):02d}"))))
+        elif kind == "remove":
+            changes.append(("remove", f"m-{draw(st.integers(0, 24)):02d}"))
+        else:
+            changes.append(("none",))
+    return fleet, changes
+
+
+def _facts(result: phase1.Phase1Result) -> object:
+    return (
+        [(a.kind, a.machine_id, a.cluster, a.need) for a in result.actions],
+        [(u.need, u.deficit, u.same_domain, u.same_satisfiable, u.acquired) for u in result.unsatisfied],
+        result.claimed,
+        result.acquired,
+    )
+
+
+@SETTINGS
+@given(histories(), st.data())
+def test_a_remembering_engine_decides_as_one_starting_afresh(
+    history: tuple[list[Machine], list[object]], data: st.DataObject
+) -> None:
+    fleet, changes = history
+    inv = Inventory()
+    for m in fleet:
+        inv.upsert(m, now=0.0)
+    table = NeedsTable()
+    for cluster in CLUSTERS:
+        table.replace(cluster, data.draw(demand_of(cluster)))
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    for step, change in enumerate([("none",), *changes]):
+        match change:
+            case ("demand", str(cluster), list(rows)):
+                # Re-stamped arrivals make the rows differ even when drawn alike.
+                table.replace(cluster, [replace(n, arrival=n.arrival + step) for n in rows])
+            case ("tweak", str(cluster), int(at)) if table.rows(cluster):
+                # One need of the roll-up grows by a unit; the rest stay as they were.
+                rows = list(table.rows(cluster))
+                n = rows[at % len(rows)]
+                rows[at % len(rows)] = replace(n, aggregate={"cpu": n.aggregate["cpu"] + 4000})
+                table.replace(cluster, rows)
+            case ("reorder", str(cluster), int(at)) if table.rows(cluster):
+                # One need now arrived first: needs of equal priority change order.
+                rows = list(table.rows(cluster))
+                n = rows[at % len(rows)]
+                rows[at % len(rows)] = replace(n, arrival=-step)
+                table.replace(cluster, rows)
+            case ("machine", Machine() as m):
+                inv.upsert(m, now=float(step))
+            case ("remove", str(machine_id)):
+                inv.remove(machine_id)
+        afresh = phase1.run(inv, engine.parking.stamp(normalize(inv, table.snapshot())))
+        result = engine.cycle(inv, table, set(CLUSTERS), now=float(step))
+        assert _facts(result.phase1) == _facts(afresh)
+        event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
+
+
+def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> None:
+    # The gang picks its rack by where acquirable supply is; the plain need after it
+    # (lower priority, same type) takes what the gang left of the cluster's machines.
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    inv = Inventory()
+    for m in (
+        machine("bound-r1", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **small),
+        machine("bound-r2", S.CONFIGURED, cluster="c1", labels={"rack": "r2"}, **small),
+        machine("idle-a", S.IDLE, labels={"rack": "r1"}, **small),
+    ):
+        inv.upsert(m, now=0.0)
+    gang = Need(
+        cluster="c1",
+        profile=_profile("t-small", True, 200),
+        aggregate={"cpu": 8000},
+        min_unit={"cpu": 4000},
+        group="c1-gang",
+    )
+    plain = Need(
+        cluster="c1", profile=_profile("t-small", False, 100), aggregate={"cpu": 4000}
+    )
+    table = NeedsTable()
+    table.replace("c1", [gang, plain])
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    first = engine.cycle(inv, table, {"c1"}, now=0.0).phase1
+    assert first.claimed["bound-r1"] == gang and first.claimed["bound-r2"] == plain
+
+    # The Idle machine moves to rack r2: the gang now assembles there.
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **small), now=1.0)
+    second = engine.cycle(inv, table, {"c1"}, now=1.0).phase1
+    assert second.claimed["bound-r2"] == gang and second.claimed["bound-r1"] == plain
+    assert engine.phase1_memo.replayed == 0
+
+
+def test_clusters_contesting_in_flight_machines_are_always_recomputed() -> None:
+    # Plain needs of one profile in two clusters share an attribution, so both may
+    # count the same Creating machine; whichever comes first in priority order wins.
+    small = _profile("t-small", False, 100)
+    inv = Inventory()
+    creating = machine(
+        "creating",
+        S.CREATING,
+        instance_type="t-small",
+        alloc=SIZE["t-small"],
+        fingerprint=small.fingerprint,
+    )
+    inv.upsert(creating, now=0.0)
+    first_need = Need(cluster="c1", profile=small, aggregate={"cpu": 4000}, arrival=1)
+    second_need = Need(cluster="c2", profile=small, aggregate={"cpu": 4000}, arrival=2)
+    table = NeedsTable()
+    table.replace("c1", [first_need])
+    table.replace("c2", [second_need])
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    assert engine.cycle(inv, table, {"c1", "c2"}, now=0.0).phase1.claimed["creating"] == first_need
+
+    table.replace("c1", [])  # c2's own inputs are unchanged, yet it now gets the machine
+    assert engine.cycle(inv, table, {"c1", "c2"}, now=1.0).phase1.claimed["creating"] == second_need
+
+
+@SETTINGS
+@given(histories())
+def test_patched_inventory_views_equal_views_sorted_afresh(
+    history: tuple[list[Machine], list[object]],
+) -> None:
+    fleet, changes = history
+    inv = Inventory()
+    for m in fleet:
+        inv.upsert(m, now=0.0)
+    for step, change in enumerate(changes, start=1):
+        # Read every view first, so that the change below patches cached views.
+        handed_out = _views(inv)
+        copies = [[list(view) for view in group] for group in handed_out[:5]]
+        match change:
+            case ("machine", Machine() as m):
+                inv.upsert(m, now=float(step))
+            case ("remove", str(machine_id)):
+                inv.remove(machine_id)
+        fresh = Inventory()
+        for m in inv.all():
+            fresh.upsert(m, now=inv.idle_since(m.id) or 0.0)
+        assert _views(inv) == _views(fresh)
+        # Views handed out before the change are never patched in place.
+        assert [[list(view) for view in group] for group in handed_out[:5]] == copies
+
+
+def _views(inv: Inventory) -> tuple[list[Any], ...]:
+    return (
+        [inv.in_state(s) for s in S],
+        [inv.in_state_of_types(s, (t,)) for s in S for t in TYPES],
+        [inv.keep_order(c, s) for c in CLUSTERS for s in (S.CONFIGURED, S.CONFIGURING)],
+        [inv.keep_order_of_types(c, S.CONFIGURED, (t,)) for c in CLUSTERS for t in TYPES],
+        [inv.idle_longest_first(t) for t in {m.capacity_type for m in inv.all()}],
+        [inv.ceiling(s, (t,)) for s in S for t in TYPES],
+        [inv.cluster_ceiling(c, S.CONFIGURED) for c in CLUSTERS],
+    )
+
+
+def test_one_changed_need_recomputes_only_needs_on_its_instance_types() -> None:
+    inv = Inventory()
+    for i, itype in enumerate(TYPES * 3):
+        inv.upsert(
+            machine(f"m-{i}", S.CONFIGURED, cluster="c1", instance_type=itype, alloc=SIZE[itype]),
+            now=0.0,
+        )
+    small, big = (_profile(t, False, 100) for t in TYPES)
+    rows = [
+        Need(cluster="c1", profile=small, aggregate={"cpu": 4000}, arrival=1),
+        Need(cluster="c1", profile=big, aggregate={"cpu": 16000}, arrival=2),
+        Need(cluster="c2", profile=big, aggregate={"cpu": 16000}, arrival=3),
+    ]
+    table = NeedsTable()
+    for cluster in ("c1", "c2"):
+        table.replace(cluster, [n for n in rows if n.cluster == cluster])
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine.cycle(inv, table, {"c1", "c2"}, now=0.0)
+    assert engine.phase1_memo.replayed == 0
+
+    # c1's small need grows: only it recomputes; c1's big need and c2 replay.
+    table.replace("c1", [replace(rows[0], aggregate={"cpu": 8000}, arrival=5), rows[1]])
+    result = engine.cycle(inv, table, {"c1", "c2"}, now=1.0)
+    assert engine.phase1_memo.replayed == 2
+    assert sorted(result.phase1.claimed) == ["m-0", "m-1", "m-2"]
