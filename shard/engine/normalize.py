@@ -8,7 +8,6 @@ per cycle before every phase (engine.md §1.7).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from shard.engine import resources as rv
@@ -59,40 +58,35 @@ def _hosted_whole(inv: Inventory, need: Need) -> bool:
     )
 
 
-# Per cluster, for each of its Same needs in order: the need, a stamp of the machines
-# its answer read, and whether one machine hosts it whole. Only that answer reads
-# the inventory, and it stands while the need and its machines stay the same.
-FoldMemo = dict[str, list[tuple[Need, object, bool]]]
-
-
-def _stamp(inv: Inventory, need: Need) -> object:
-    types = need.profile.pinned_types
-    return (
-        inv.bound_stamp(need.cluster, types),
-        inv.acquirable_stamp(S.IDLE, types),
-        inv.acquirable_stamp(S.SPECULATIVE, types),
-    )
+# Whether one machine hosts a gang whole depends on the gang's cluster, profile and
+# size and on the machines it could use; answers are kept per gang shape with a
+# stamp of those machines, and stand while the stamp does.
+FoldMemo = dict[tuple[object, ...], tuple[object, bool]]
 
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
-    same_by_cluster: dict[str, list[int]] = defaultdict(list)
-    for i, need in enumerate(demand):
-        if need.profile.same is not None:
-            same_by_cluster[need.cluster].append(i)
-    flags = [False] * len(demand)
+    stamps: dict[tuple[str, tuple[str, ...]], object] = {}
     kept: FoldMemo = {}
-    for cluster, positions in same_by_cluster.items():
-        before = memo.get(cluster, [])
-        answers = kept[cluster] = []
-        for n, i in enumerate(positions):
-            need, stamp = demand[i], _stamp(inventory, demand[i])
-            if n < len(before) and before[n][1] == stamp and before[n][0] == need:
-                answer = before[n]
-            else:
-                answer = (need, stamp, _hosted_whole(inventory, need))
-            answers.append(answer)
-            flags[i] = answer[2]
+    flags = []
+    for need in demand:
+        if need.profile.same is None:
+            flags.append(False)
+            continue
+        types = need.profile.pinned_types
+        stamp = stamps.get((need.cluster, types))
+        if stamp is None:
+            stamp = stamps[(need.cluster, types)] = (
+                inventory.bound_stamp(need.cluster, types),
+                inventory.acquirable_stamp(S.IDLE, types),
+                inventory.acquirable_stamp(S.SPECULATIVE, types),
+            )
+        shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
+        answer = kept.get(shape) or memo.get(shape)
+        if answer is None or answer[0] != stamp:
+            answer = (stamp, _hosted_whole(inventory, need))
+        kept[shape] = answer
+        flags.append(answer[1])
     memo.clear()
     memo.update(kept)
     return flags

@@ -9,6 +9,7 @@ effect through reconcile.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -86,6 +87,7 @@ class ShardService:
             for name, address in settings.providers
         }
         self.reconciler = Reconciler(self.state, self.providers, settings.incremental_reconcile)
+        self._inventory_frozen = False
         self.executor = Executor(
             self.state,
             self.providers,
@@ -153,6 +155,13 @@ class ShardService:
     async def cycle_once(self) -> CycleResult:
         start = time.perf_counter()
         await self.reconciler.run()
+        if self.reconciler.ready and not self._inventory_frozen:
+            # The inventory just loaded lives as long as the process: moving it out of
+            # the collector's view keeps full collections from walking every machine
+            # in the middle of a cycle.
+            gc.collect()
+            gc.freeze()
+            self._inventory_frozen = True
         reconcile_s = time.perf_counter() - start
         compute_start = time.perf_counter()  # from here on nothing awaits
         result = self.engine.cycle(

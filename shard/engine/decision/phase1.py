@@ -23,9 +23,11 @@ from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
 from shard.engine.decision.cost import effective_cost
 from shard.engine.decision.replay import (
     ClusterSteps,
+    GroupingKey,
     Lane,
     PoolKey,
     Reservation,
+    ReservationLog,
     Step,
     need_key,
 )
@@ -199,8 +201,9 @@ class _Phase1:
         self.demand = demand
         self.memo = memo
         self.credited: list[list[str]] = [[] for _ in demand]
-        self.reservations: list[Reservation] = []
-        self._same_as_memo = 0  # how many of this cycle's reservations equal the memo's
+        self.reservations = ReservationLog(memo.reservations)
+        self._reserved_now: list[Reservation] = []  # by the need being credited
+        self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, ...]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         self.remaining = [dict(n.aggregate) for n in demand]
         self.claimed: dict[str, int] = {}
@@ -277,6 +280,9 @@ class _Phase1:
     def _claim(self, index: int, machine_id: str) -> None:
         self.claimed[machine_id] = index
         self.credited[index].append(machine_id)
+        self._count_claim(machine_id)
+
+    def _count_claim(self, machine_id: str) -> None:
         for group, own in self._credit_groups_of.get(machine_id, ()):
             group.claimed += 1
             group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
@@ -288,11 +294,8 @@ class _Phase1:
             self._pending[(r.pool, r.key)].append(r)  # counted when the index is built
         else:
             index.by_value[r.value][r.group].reserved += 1
-        position = len(self.reservations)
-        self.reservations.append(r)
-        previous = self.memo.reservations
-        if self._same_as_memo == position < len(previous) and previous[position] == r:
-            self._same_as_memo += 1
+        self.reservations.add(r)
+        self._reserved_now.append(r)
 
     def _credit_index(self, pool: list[Machine], key: str) -> _CreditIndex:
         index = self._credit_indexes.get((id(pool), key))
@@ -345,14 +348,15 @@ class _Phase1:
                 step is not None
                 and lane.untouched(types)
                 and step.stamp == stamp
-                and (need.profile.same is None or self._reservations_as_memo(step.reserved_before))
+                and self.reservations.as_seen(step)
             ):
                 self._replay(index, step)
                 steps[need.cluster].append(step)
                 replayed += 1
                 continue
             lane.changed(types)
-            before = len(self.reservations)
+            seen = self.reservations.seen(self._groupings(need))
+            self._reserved_now = []
             if need.profile.same is not None:
                 self._seed_same(index, need)
             else:
@@ -366,12 +370,12 @@ class _Phase1:
                     self.remaining[index],
                     self.domain.get(index),
                     self.satisfiable.get(index),
-                    tuple(self.reservations[before:]),
-                    before,
+                    tuple(self._reserved_now),
+                    seen,
                 )
             )
         memo.clusters = {c: ClusterSteps(s) for c, s in steps.items()}
-        memo.reservations = self.reservations
+        memo.reservations = self.reservations.made
         memo.replayed = replayed
 
     def _credit_plain(self, index: int, need: Need) -> None:
@@ -408,24 +412,32 @@ class _Phase1:
     def _stamp(self, need: Need) -> object:
         """What the need's credit pass reads of the inventory, as comparable stamps."""
         types = need.profile.pinned_types
-        stamp: tuple[object, ...] = (
-            self.inv.bound_stamp(need.cluster, types),
-            tuple(self._creating.get((need.group, need.fingerprint), ())),
-        )
-        if need.profile.same is not None and not need.parked:
-            stamp += (
-                self.inv.acquirable_stamp(S.IDLE, types),
-                self.inv.acquirable_stamp(S.SPECULATIVE, types),
-            )
-        return stamp
+        seeds = need.profile.same is not None and not need.parked
+        shared = self._stamps.get((need.cluster, types, seeds))
+        if shared is None:  # many needs share a cluster and instance types
+            shared = (self.inv.bound_stamp(need.cluster, types),)
+            if seeds:
+                shared += (
+                    self.inv.acquirable_stamp(S.IDLE, types),
+                    self.inv.acquirable_stamp(S.SPECULATIVE, types),
+                )
+            self._stamps[(need.cluster, types, seeds)] = shared
+        creating = self._creating.get((need.group, need.fingerprint))
+        return (shared, tuple(creating) if creating else ())
 
-    def _reservations_as_memo(self, count: int) -> bool:
-        """This cycle made exactly the memo's first `count` reservations so far."""
-        return len(self.reservations) == count == self._same_as_memo
+    def _groupings(self, need: Need) -> tuple[GroupingKey, ...]:
+        """The acquirable groupings a need's Same seeding weighs (none for others)."""
+        same = need.profile.same
+        if same is None or need.parked:
+            return ()
+        return tuple((self._pool_key(need, s), same.key) for s in (S.IDLE, S.SPECULATIVE))
 
     def _replay(self, index: int, step: Step) -> None:
-        for machine_id in step.credited:
-            self._claim(index, machine_id)
+        self.claimed.update(dict.fromkeys(step.credited, index))
+        self.credited[index].extend(step.credited)
+        if self._credit_groups_of:  # some Same need was computed: keep its group counts
+            for machine_id in step.credited:
+                self._count_claim(machine_id)
         self.remaining[index] = step.remaining
         if step.domain is not None:
             self.domain[index] = step.domain

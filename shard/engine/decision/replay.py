@@ -8,15 +8,16 @@ two cycles little of it changes. A need's credit step reads only:
   unpinned) and what earlier needs of the cluster claimed among them,
 - the in-flight Creating machines carrying its attribution,
 - for a Same need that may acquire: the acquirable machines of its types,
-  minus what earlier Same needs reserved this cycle.
+  minus what earlier Same needs reserved among them this cycle.
 
 So a step is replayed when the need is unchanged, the inventory stamps of
 those machines are unchanged, every earlier step of the cluster on any of its
 types was itself replayed in the same order, and (Same) the reservations made
-so far this cycle equal last cycle's. Needs of disjoint instance types touch
-disjoint machines, which is what lets the rest of a cluster replay when one
-need changes. A replayed cycle decides exactly what a fresh one would; the
-engine's property tests compare the two after random changes.
+so far this cycle among the machines it weighs look as they did last cycle. Needs of
+disjoint instance types touch disjoint machines, which is what lets the rest
+of a cluster replay when one need changes. A replayed cycle decides exactly
+what a fresh one would; the engine's property tests compare the two after
+random changes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 
 from shard.engine.machine import MachineState
 from shard.engine.needs import Need
+from shard.engine.resources import is_zero
 
 PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
+GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key
 NeedKey = tuple[object, ...]
 
 
@@ -64,7 +67,56 @@ class Step:
     domain: str | None
     satisfiable: bool | None
     reservations: tuple[Reservation, ...]
-    reserved_before: int  # reservations made this cycle before this need's
+    seen: Seen  # the reservations it found made before it
+
+
+# What a Same step found reserved before it: per grouping it weighed, the reserved
+# count per machine group (what its choice of domain reads), and the log's length
+# (what its own reservations read, through the machines already taken).
+Seen = tuple[tuple[tuple[GroupingKey, frozenset[tuple[tuple[str, int], int]]], ...], int]
+
+
+class ReservationLog:
+    """This cycle's reservations, held against last cycle's."""
+
+    def __init__(self, previous: list[Reservation]) -> None:
+        self.made: list[Reservation] = []
+        self._previous = previous
+        self._as_previous = 0  # length of the common prefix with last cycle's
+        self._counts: dict[GroupingKey, dict[tuple[str, int], int]] = {}
+        self._views: dict[GroupingKey, frozenset[tuple[tuple[str, int], int]]] = {}
+
+    def add(self, r: Reservation) -> None:
+        at = len(self.made)
+        self.made.append(r)
+        if self._as_previous == at < len(self._previous) and self._previous[at] == r:
+            self._as_previous = at + 1
+        counts = self._counts.setdefault((r.pool, r.key), {})
+        counts[(r.value, r.group)] = counts.get((r.value, r.group), 0) + 1
+        self._views.pop((r.pool, r.key), None)
+
+    def _view(self, grouping: GroupingKey) -> frozenset[tuple[tuple[str, int], int]]:
+        view = self._views.get(grouping)
+        if view is None:
+            view = self._views[grouping] = frozenset(self._counts.get(grouping, {}).items())
+        return view
+
+    def seen(self, groupings: tuple[GroupingKey, ...]) -> Seen:
+        return (tuple((g, self._view(g)) for g in groupings), len(self.made))
+
+    def as_seen(self, step: Step) -> bool:
+        """Reservations so far look to the step as they did last cycle.
+
+        A step left short after crediting reserves acquirable machines itself,
+        skipping any a reservation before it took: it also needs every earlier
+        reservation to be last cycle's, in order.
+        """
+        views, made = step.seen
+        if not views:
+            return True  # it weighed no acquirable machines
+        if not is_zero(step.remaining) and not len(self.made) == made == self._as_previous:
+            return False
+        return all(self._view(g) == view for g, view in views)
 
 
 class ClusterSteps:
@@ -72,7 +124,13 @@ class ClusterSteps:
 
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
-        self.position = {step.need: i for i, step in enumerate(steps)}
+        self.positions: dict[NeedKey, list[int]] = {}  # a roll-up may repeat a need
+        for i, step in enumerate(steps):
+            self.positions.setdefault(step.need, []).append(i)
+
+    def find(self, key: NeedKey, start: int) -> int | None:
+        """The first step of this need at or after `start`."""
+        return next((i for i in self.positions.get(key, ()) if i >= start), None)
 
 
 class Lane:
@@ -93,8 +151,8 @@ class Lane:
         previous = self._previous
         if previous is None:
             return None
-        at = previous.position.get(key)
-        if at is None or at < self._next:
+        at = previous.find(key, self._next)
+        if at is None:
             return None
         for skipped in previous.steps[self._next : at]:  # gone or moved: their claims differ
             self.changed(skipped.types)

@@ -109,7 +109,10 @@ def histories(draw: st.DrawFn) -> tuple[list[Machine], list[object]]:
 def _facts(result: phase1.Phase1Result) -> object:
     return (
         [(a.kind, a.machine_id, a.cluster, a.need) for a in result.actions],
-        [(u.need, u.deficit, u.same_domain, u.same_satisfiable, u.acquired) for u in result.unsatisfied],
+        [
+            (u.need, u.deficit, u.same_domain, u.same_satisfiable, u.acquired)
+            for u in result.unsatisfied
+        ],
         result.claimed,
         result.acquired,
     )
@@ -173,9 +176,7 @@ def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> Non
         min_unit={"cpu": 4000},
         group="c1-gang",
     )
-    plain = Need(
-        cluster="c1", profile=_profile("t-small", False, 100), aggregate={"cpu": 4000}
-    )
+    plain = Need(cluster="c1", profile=_profile("t-small", False, 100), aggregate={"cpu": 4000})
     table = NeedsTable()
     table.replace("c1", [gang, plain])
     engine = Engine(RailSettings(reclaim_cap_fraction=0))
