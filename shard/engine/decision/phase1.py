@@ -15,8 +15,8 @@ so a later need never outranks an earlier claim and nothing is displaced.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, KeysView, Mapping
+from dataclasses import dataclass, field, replace
 
 from shard.engine import resources as rv
 from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
@@ -43,7 +43,7 @@ S = MachineState
 class Phase1Result:
     actions: list[Action]
     unsatisfied: list[Unsatisfied]
-    claimed: dict[str, Need]  # machine id -> need: the engine's only supply attribution
+    claimed: Mapping[str, Need]  # machine id -> need: the engine's only supply attribution
     acquired: dict[int, int]  # demand index -> Idle/Speculative machines claimed
 
 
@@ -51,6 +51,29 @@ _NO_MACHINES: list[Machine] = []
 
 
 Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
+
+
+class _Claims(Mapping[str, Need]):
+    """Machine id -> need, read through the demand list instead of copied into a dict."""
+
+    def __init__(self, by_index: dict[str, int], demand: list[Need]) -> None:
+        self._by_index = by_index
+        self._demand = demand
+
+    def __getitem__(self, machine_id: str) -> Need:
+        return self._demand[self._by_index[machine_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_index)
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __contains__(self, machine_id: object) -> bool:
+        return machine_id in self._by_index
+
+    def keys(self) -> KeysView[str]:
+        return self._by_index.keys()  # the dict's own view: membership at C speed
 
 
 @dataclass(slots=True)
@@ -332,7 +355,6 @@ class _Phase1:
         contested = self._contested_clusters()
         memo = self.memo
         lanes: dict[str, Lane] = {}
-        steps: dict[str, list[Step]] = defaultdict(list)
         replayed = 0
         for index in sorted(range(len(self.demand)), key=lambda i: -self.demand[i].priority):
             need = self.demand[index]
@@ -340,18 +362,19 @@ class _Phase1:
             if lane is None:
                 previous = None if need.cluster in contested else memo.clusters.get(need.cluster)
                 lane = lanes[need.cluster] = Lane(previous)
-            key = need_key(need)
             stamp = self._stamp(need)
             types = need.profile.pinned_types
-            step = lane.match(key)
+            step = lane.match(need)
             if (
                 step is not None
                 and lane.untouched(types)
                 and step.stamp == stamp
                 and self.reservations.as_seen(step)
             ):
+                if step.source is not need:
+                    step = replace(step, source=need)
                 self._replay(index, step)
-                steps[need.cluster].append(step)
+                lane.steps.append(step)
                 replayed += 1
                 continue
             lane.changed(types)
@@ -361,9 +384,10 @@ class _Phase1:
                 self._seed_same(index, need)
             else:
                 self._credit_plain(index, need)
-            steps[need.cluster].append(
+            lane.steps.append(
                 Step(
-                    key,
+                    need_key(need),
+                    need,
                     types,
                     stamp,
                     tuple(self.credited[index]),
@@ -374,7 +398,7 @@ class _Phase1:
                     seen,
                 )
             )
-        memo.clusters = {c: ClusterSteps(s) for c, s in steps.items()}
+        memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.reservations = self.reservations.made
         memo.replayed = replayed
 
@@ -434,7 +458,6 @@ class _Phase1:
 
     def _replay(self, index: int, step: Step) -> None:
         self.claimed.update(dict.fromkeys(step.credited, index))
-        self.credited[index].extend(step.credited)
         if self._credit_groups_of:  # some Same need was computed: keep its group counts
             for machine_id in step.credited:
                 self._count_claim(machine_id)
@@ -601,7 +624,7 @@ class _Phase1:
             for i, need in enumerate(self.demand)
             if not rv.is_zero(self.remaining[i])
         ]
-        claimed = {mid: self.demand[i] for mid, i in self.claimed.items()}
+        claimed = _Claims(self.claimed, self.demand)
         return Phase1Result(self.actions, unsatisfied, claimed, dict(self.acquired))
 
 

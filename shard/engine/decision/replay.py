@@ -22,7 +22,7 @@ random changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shard.engine.machine import MachineState
 from shard.engine.needs import Need
@@ -60,6 +60,7 @@ class Step:
     """What one need's credit pass did, and the stamps of what it read."""
 
     need: NeedKey
+    source: Need  # the need object it was taken for: the same object needs no key
     types: tuple[str, ...]  # the need's pinned instance types; empty: any
     stamp: object
     credited: tuple[str, ...]
@@ -68,6 +69,10 @@ class Step:
     satisfiable: bool | None
     reservations: tuple[Reservation, ...]
     seen: Seen  # the reservations it found made before it
+    short: bool = field(init=False)  # still short after crediting: it reserved
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "short", not is_zero(self.remaining))
 
 
 # What a Same step found reserved before it: per grouping it weighed, the reserved
@@ -114,8 +119,10 @@ class ReservationLog:
         views, made = step.seen
         if not views:
             return True  # it weighed no acquirable machines
-        if not is_zero(step.remaining) and not len(self.made) == made == self._as_previous:
+        if step.short and not len(self.made) == made == self._as_previous:
             return False
+        if not self._counts:  # nothing reserved yet this cycle
+            return not any(view for _, view in views)
         return all(self._view(g) == view for g, view in views)
 
 
@@ -124,13 +131,15 @@ class ClusterSteps:
 
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
-        self.positions: dict[NeedKey, list[int]] = {}  # a roll-up may repeat a need
-        for i, step in enumerate(steps):
-            self.positions.setdefault(step.need, []).append(i)
+        self._positions: dict[NeedKey, list[int]] | None = None  # built on first search
 
     def find(self, key: NeedKey, start: int) -> int | None:
         """The first step of this need at or after `start`."""
-        return next((i for i in self.positions.get(key, ()) if i >= start), None)
+        if self._positions is None:
+            self._positions = {}
+            for i, step in enumerate(self.steps):  # a roll-up may repeat a need
+                self._positions.setdefault(step.need, []).append(i)
+        return next((i for i in self._positions.get(key, ()) if i >= start), None)
 
 
 class Lane:
@@ -143,19 +152,23 @@ class Lane:
 
     def __init__(self, previous: ClusterSteps | None) -> None:
         self._previous = previous
+        self.steps: list[Step] = []  # this cycle's, in credit order
         self._next = 0
         self._changed: set[str] | None = set() if previous is not None else None
 
-    def match(self, key: NeedKey) -> Step | None:
+    def match(self, need: Need) -> Step | None:
         """Last cycle's step of this need, if it comes after the ones matched so far."""
         previous = self._previous
         if previous is None:
             return None
-        at = previous.find(key, self._next)
-        if at is None:
-            return None
-        for skipped in previous.steps[self._next : at]:  # gone or moved: their claims differ
-            self.changed(skipped.types)
+        at = self._next
+        if not (at < len(previous.steps) and previous.steps[at].source is need):
+            found = previous.find(need_key(need), at)
+            if found is None:
+                return None
+            for skipped in previous.steps[at:found]:  # gone or moved: their claims differ
+                self.changed(skipped.types)
+            at = found
         self._next = at + 1
         return previous.steps[at]
 
