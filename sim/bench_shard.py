@@ -70,13 +70,24 @@ def _scrape(base: str) -> tuple[dict[float, float], dict[float, float]]:
 
 
 def _quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
-    """p50/p99 upper bounds (ms) from the histogram's growth between two scrapes."""
+    """p50/p99 (ms) of the histogram's growth between two scrapes, interpolated within
+    the bucket as Prometheus's histogram_quantile does."""
     delta = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
     total = delta[-1][1] if delta else 0.0
-    out = {}
+    out: dict[str, float] = {}
     for name, q in (("p50", 0.5), ("p99", 0.99)):
-        bound = next((b for b, count in delta if total and count >= q * total), float("inf"))
-        out[name] = round(bound * 1000, 3)
+        rank, lower, below = q * total, 0.0, 0.0
+        value = float("inf")
+        for bound, count in delta:
+            if total and count >= rank:
+                if bound == float("inf"):
+                    value = lower  # past the last bound: the last finite bound is all we know
+                else:
+                    share = (rank - below) / (count - below) if count > below else 1.0
+                    value = lower + (bound - lower) * share
+                break
+            lower, below = bound, count
+        out[name] = round(value * 1000, 3)
     out["cycles"] = total
     return out
 

@@ -20,6 +20,15 @@ from dataclasses import dataclass, field, replace
 
 from shard.engine import resources as rv
 from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from shard.engine.decision.colocation import (
+    Attribution,
+    Bucket,
+    CreditGroup,
+    CreditIndex,
+    SameIndex,
+    attribution,
+    choose_same_bucket,
+)
 from shard.engine.decision.cost import effective_cost
 from shard.engine.decision.replay import (
     ClusterSteps,
@@ -48,9 +57,6 @@ class Phase1Result:
 
 
 _NO_MACHINES: list[Machine] = []
-
-
-Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
 
 
 class _Claims(Mapping[str, Need]):
@@ -86,136 +92,10 @@ class Phase1Memo:
     # Acquirable pools in candidate order and their Same groupings (sorting and
     # grouping are not free), each with the inventory stamp it was built at.
     pools: dict[PoolKey, tuple[object, list[Machine]]] = field(default_factory=dict)
-    same_indexes: dict[tuple[PoolKey, str], tuple[object, _SameIndex]] = field(default_factory=dict)
+    same_indexes: dict[tuple[PoolKey, str], tuple[object, SameIndex]] = field(default_factory=dict)
     # Clusters with needs of each attribution that in-flight machines carry.
     creating_owners: dict[Attribution, set[str]] = field(default_factory=dict)
     replayed: int = 0  # needs replayed in the last cycle, for tests and benchmarks
-
-
-@dataclass(slots=True)
-class _Bucket:
-    """Supply of one Same domain value for one need."""
-
-    value: str
-    count: int = 0
-    total: dict[str, int] = field(default_factory=dict)
-    creditable_total: dict[str, int] = field(default_factory=dict)
-    own_total: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Group:
-    """Free machines of one pool that share a Same domain value and a signature."""
-
-    value: str
-    sample: Machine
-    machines: list[Machine] = field(default_factory=list)
-    reserved: int = 0  # reserved by Same needs seeded earlier this cycle
-
-
-class _SameIndex:
-    """One pool's free machines grouped by Same domain value, then by signature.
-
-    Lets a co-location need total each domain's acquirable supply per group of
-    identical machines instead of per machine.
-    """
-
-    def __init__(self, pool: list[Machine], key: str) -> None:
-        self.by_value: dict[str, list[_Group]] = {}
-        self.in_order: dict[str, list[Machine]] = {}  # each value's machines in pool order
-        groups: dict[tuple[str, tuple[object, ...]], _Group] = {}
-        for m in pool:
-            value = m.attribute(key)
-            if value is None:
-                continue
-            group = groups.get((value, m.signature))
-            if group is None:
-                group = groups[(value, m.signature)] = _Group(value, m)
-                self.by_value.setdefault(value, []).append(group)
-            group.machines.append(m)
-            self.in_order.setdefault(value, []).append(m)
-
-    def clear_reservations(self) -> None:
-        for groups in self.by_value.values():
-            for group in groups:
-                group.reserved = 0
-
-
-def _attribution(m: Machine) -> Attribution:
-    return (m.assigned_group, m.assigned_need_fingerprint)
-
-
-@dataclass(slots=True)
-class _CreditGroup:
-    """A cluster's bound machines sharing a Same value and a signature."""
-
-    value: str
-    sample: Machine
-    machines: list[Machine] = field(default_factory=list)
-    claimed: int = 0
-    # Machines and claimed machines per attribution: a gang prefers its own.
-    by_own: dict[Attribution, int] = field(default_factory=dict)
-    claimed_by_own: dict[Attribution, int] = field(default_factory=dict)
-
-    def own_free(self, own: Attribution) -> int:
-        return self.by_own.get(own, 0) - self.claimed_by_own.get(own, 0)
-
-
-class _CreditIndex:
-    """One creditable pool grouped for co-location seeding, with positions for keep order."""
-
-    def __init__(self, pool: list[Machine], key: str) -> None:
-        self.by_value: dict[str, list[_CreditGroup]] = {}
-        self.position: dict[str, int] = {}
-        groups: dict[tuple[object, ...], _CreditGroup] = {}
-        for position, m in enumerate(pool):
-            value = m.attribute(key)
-            if value is None:
-                continue
-            group = groups.get((value, m.signature))
-            if group is None:
-                group = groups[(value, m.signature)] = _CreditGroup(value, m)
-                self.by_value.setdefault(value, []).append(group)
-            group.machines.append(m)
-            own = _attribution(m)
-            group.by_own[own] = group.by_own.get(own, 0) + 1
-            self.position[m.id] = position
-
-
-def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
-    """Sum over wanted dimensions of have/want, each ratio capped at 1 when `capped`."""
-    score = 0.0
-    for name, want in deficit.items():
-        if want > 0:
-            ratio = total.get(name, 0) / want
-            score += min(ratio, 1.0) if capped else ratio
-    return score
-
-
-def _same_bucket_rank(b: _Bucket, deficit: rv.Vector) -> tuple[object, ...]:
-    """Sort key implementing engine.md §2.6 rules 1-6; the smallest key wins."""
-    creditable = coverage(b.creditable_total, deficit, capped=True)
-    if rv.covers(b.total, deficit):
-        own = coverage(b.own_total, deficit, capped=True)
-        # satisfiable: most already credited, most own-gang, least over-commit
-        return (
-            0,
-            -creditable,
-            -own,
-            coverage(b.total, deficit, capped=False),
-            0.0,
-            -b.count,
-            b.value,
-        )
-    # unsatisfiable: most covering, then stay where the assembly is
-    return (1, 0.0, 0.0, -coverage(b.total, deficit, capped=True), -creditable, -b.count, b.value)
-
-
-def choose_same_bucket(buckets: dict[str, _Bucket], deficit: rv.Vector) -> _Bucket | None:
-    ranked = [b for b in buckets.values() if b.count > 0]
-    if not ranked:
-        return None
-    return min(ranked, key=lambda b: _same_bucket_rank(b, deficit))
 
 
 class _Phase1:
@@ -236,10 +116,10 @@ class _Phase1:
         self.acquired: dict[int, int] = defaultdict(int)
         self.actions: list[Action] = []
         self._pools: dict[PoolKey, list[Machine]] = {}
-        self._same_indexes: dict[tuple[PoolKey, str], _SameIndex] = {}
+        self._same_indexes: dict[tuple[PoolKey, str], SameIndex] = {}
         self._cursor: dict[int, int] = {}
-        self._credit_indexes: dict[tuple[int, str], _CreditIndex] = {}
-        self._credit_groups_of: dict[str, list[tuple[_CreditGroup, Attribution]]] = {}
+        self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
+        self._credit_groups_of: dict[str, list[tuple[CreditGroup, Attribution]]] = {}
         # In-flight Creating machines by attribution (assigned group, need fingerprint).
         self._creating: dict[tuple[str, str], list[Machine]] = {}
 
@@ -317,14 +197,14 @@ class _Phase1:
         self.reservations.add(r)
         self._reserved_now.append(r)
 
-    def _credit_index(self, pool: list[Machine], key: str) -> _CreditIndex:
+    def _credit_index(self, pool: list[Machine], key: str) -> CreditIndex:
         index = self._credit_indexes.get((id(pool), key))
         if index is None:
-            index = self._credit_indexes[(id(pool), key)] = _CreditIndex(pool, key)
+            index = self._credit_indexes[(id(pool), key)] = CreditIndex(pool, key)
             for groups in index.by_value.values():
                 for group in groups:
                     for m in group.machines:
-                        own = _attribution(m)
+                        own = attribution(m)
                         self._credit_groups_of.setdefault(m.id, []).append((group, own))
                         if m.id in self.claimed:
                             group.claimed += 1
@@ -420,7 +300,7 @@ class _Phase1:
             owners[(need.group, need.fingerprint)].add(need.cluster)
         creating = self._creating
         for m in self.inv.in_state(S.CREATING):
-            creating.setdefault(_attribution(m), []).append(m)
+            creating.setdefault(attribution(m), []).append(m)
         previous = self.memo.creating_owners
         self.memo.creating_owners = {own: owners[own] for own in creating if own in owners}
         contested: set[str] = set()
@@ -468,7 +348,7 @@ class _Phase1:
     def _seed_same(self, index: int, need: Need) -> None:
         same = need.profile.same
         assert same is not None
-        buckets: dict[str, _Bucket] = {}
+        buckets: dict[str, Bucket] = {}
         own_key = (need.group, need.fingerprint)
         credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         for credit_index in credit_indexes:
@@ -478,7 +358,7 @@ class _Phase1:
                     if free <= 0 or not self._eligible(need, cg.sample):
                         continue
                     alloc = cg.sample.alloc
-                    b = buckets.get(value) or buckets.setdefault(value, _Bucket(value))
+                    b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
                     b.count += free
                     rv.add_scaled(b.total, alloc, free)
                     rv.add_scaled(b.creditable_total, alloc, free)
@@ -496,7 +376,7 @@ class _Phase1:
                     free = len(group.machines) - group.reserved
                     if free <= 0 or not self._eligible(need, group.sample):
                         continue
-                    b = buckets.get(value) or buckets.setdefault(value, _Bucket(value))
+                    b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
                     b.count += free
                     rv.add_scaled(b.total, group.sample.alloc, free)
         best = choose_same_bucket(buckets, need.aggregate)
@@ -505,7 +385,7 @@ class _Phase1:
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
-            (_attribution(m) != own_key, pool_order, credit_index.position[m.id], m)
+            (attribution(m) != own_key, pool_order, credit_index.position[m.id], m)
             for pool_order, credit_index in enumerate(credit_indexes)
             for cg in credit_index.by_value.get(best.value, ())
             if self._eligible(need, cg.sample)
@@ -529,7 +409,7 @@ class _Phase1:
                         self._reserve(Reservation(pool_key, same.key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
 
-    def _same_index(self, pool: PoolKey, key: str) -> _SameIndex:
+    def _same_index(self, pool: PoolKey, key: str) -> SameIndex:
         index = self._same_indexes.get((pool, key))
         if index is None:
             stamp = self.inv.acquirable_stamp(pool[0], pool[1])
@@ -538,7 +418,7 @@ class _Phase1:
                 index = kept[1]
                 index.clear_reservations()
             else:
-                index = _SameIndex(self._pool(pool), key)
+                index = SameIndex(self._pool(pool), key)
                 self.memo.same_indexes[(pool, key)] = (stamp, index)
             self._same_indexes[(pool, key)] = index
             for r in self._pending.pop((pool, key), ()):

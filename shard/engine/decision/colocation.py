@@ -1,0 +1,142 @@
+"""Co-location (Same) supply views for Phase 1: free machines grouped by domain value.
+
+Seeding a Same need totals, per value of its topology key, the supply it
+could credit (its cluster's bound machines) and acquire (Idle, Speculative),
+then picks one domain by the rules of engine.md §2.6. Grouping identical
+machines (same value and signature) lets it total groups, not machines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shard.engine import resources as rv
+from shard.engine.machine import Machine
+
+Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Supply of one Same domain value for one need."""
+
+    value: str
+    count: int = 0
+    total: dict[str, int] = field(default_factory=dict)
+    creditable_total: dict[str, int] = field(default_factory=dict)
+    own_total: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Group:
+    """Free machines of one pool that share a Same domain value and a signature."""
+
+    value: str
+    sample: Machine
+    machines: list[Machine] = field(default_factory=list)
+    reserved: int = 0  # reserved by Same needs seeded earlier this cycle
+
+
+class SameIndex:
+    """One pool's free machines grouped by Same domain value, then by signature.
+
+    Lets a co-location need total each domain's acquirable supply per group of
+    identical machines instead of per machine.
+    """
+
+    def __init__(self, pool: list[Machine], key: str) -> None:
+        self.by_value: dict[str, list[Group]] = {}
+        self.in_order: dict[str, list[Machine]] = {}  # each value's machines in pool order
+        groups: dict[tuple[str, tuple[object, ...]], Group] = {}
+        for m in pool:
+            value = m.attribute(key)
+            if value is None:
+                continue
+            group = groups.get((value, m.signature))
+            if group is None:
+                group = groups[(value, m.signature)] = Group(value, m)
+                self.by_value.setdefault(value, []).append(group)
+            group.machines.append(m)
+            self.in_order.setdefault(value, []).append(m)
+
+    def clear_reservations(self) -> None:
+        for groups in self.by_value.values():
+            for group in groups:
+                group.reserved = 0
+
+
+def attribution(m: Machine) -> Attribution:
+    return (m.assigned_group, m.assigned_need_fingerprint)
+
+
+@dataclass(slots=True)
+class CreditGroup:
+    """A cluster's bound machines sharing a Same value and a signature."""
+
+    value: str
+    sample: Machine
+    machines: list[Machine] = field(default_factory=list)
+    claimed: int = 0
+    # Machines and claimed machines per attribution: a gang prefers its own.
+    by_own: dict[Attribution, int] = field(default_factory=dict)
+    claimed_by_own: dict[Attribution, int] = field(default_factory=dict)
+
+    def own_free(self, own: Attribution) -> int:
+        return self.by_own.get(own, 0) - self.claimed_by_own.get(own, 0)
+
+
+class CreditIndex:
+    """One creditable pool grouped for co-location seeding, with positions for keep order."""
+
+    def __init__(self, pool: list[Machine], key: str) -> None:
+        self.by_value: dict[str, list[CreditGroup]] = {}
+        self.position: dict[str, int] = {}
+        groups: dict[tuple[object, ...], CreditGroup] = {}
+        for position, m in enumerate(pool):
+            value = m.attribute(key)
+            if value is None:
+                continue
+            group = groups.get((value, m.signature))
+            if group is None:
+                group = groups[(value, m.signature)] = CreditGroup(value, m)
+                self.by_value.setdefault(value, []).append(group)
+            group.machines.append(m)
+            own = attribution(m)
+            group.by_own[own] = group.by_own.get(own, 0) + 1
+            self.position[m.id] = position
+
+
+def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
+    """Sum over wanted dimensions of have/want, each ratio capped at 1 when `capped`."""
+    score = 0.0
+    for name, want in deficit.items():
+        if want > 0:
+            ratio = total.get(name, 0) / want
+            score += min(ratio, 1.0) if capped else ratio
+    return score
+
+
+def _same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
+    """Sort key implementing engine.md §2.6 rules 1-6; the smallest key wins."""
+    creditable = coverage(b.creditable_total, deficit, capped=True)
+    if rv.covers(b.total, deficit):
+        own = coverage(b.own_total, deficit, capped=True)
+        # satisfiable: most already credited, most own-gang, least over-commit
+        return (
+            0,
+            -creditable,
+            -own,
+            coverage(b.total, deficit, capped=False),
+            0.0,
+            -b.count,
+            b.value,
+        )
+    # unsatisfiable: most covering, then stay where the assembly is
+    return (1, 0.0, 0.0, -coverage(b.total, deficit, capped=True), -creditable, -b.count, b.value)
+
+
+def choose_same_bucket(buckets: dict[str, Bucket], deficit: rv.Vector) -> Bucket | None:
+    ranked = [b for b in buckets.values() if b.count > 0]
+    if not ranked:
+        return None
+    return min(ranked, key=lambda b: _same_bucket_rank(b, deficit))
