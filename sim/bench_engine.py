@@ -7,10 +7,10 @@ co-location gangs pinned to one rack (Same), the rest plain demand. Demand
 roughly matches bound supply; the decided actions are applied at once until
 the fleet converges (the steady regime). Measured cycles then rotate through
 three kinds: one after a cluster's roll-up changed (one need grew by a
-unit), one with nothing changed
-(decisions reused), and one after one Idle machine's declared price changed
-(acquirable supply moved, so every co-location need that could use that
-machine type weighs its domains again).
+unit), one with nothing changed (decisions reused), and one after an Idle
+machine left the fleet and the previous leaver came back (acquirable supply
+moved, so every co-location need that could use those machine types weighs
+its domains again).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class BenchResult:
     cycle_ms: dict[str, float]  # cycles after one cluster's roll-up changed
     phases_ms: dict[str, dict[str, float]]
     steady_cycle_ms: dict[str, float]  # cycles with nothing changed
-    machine_change_cycle_ms: dict[str, float]  # cycles after one Idle machine changed
+    machine_change_cycle_ms: dict[str, float]  # cycles after Idle machines left and came back
     first_cycle_ms: float
     peak_rss_mb: float
     bytes_per_machine: float
@@ -235,6 +235,7 @@ def run(
     samples: dict[str, list[float]] = {"cycle": [], "phase1": [], "phase2": [], "phase3": []}
     steady: list[float] = []
     machine_change: list[float] = []
+    withdrawn: Machine | None = None
     for done in range(cycles):
         now = clock + 3 * done
         # One cluster's roll-up arrives with one need grown by a unit (one more pod).
@@ -247,10 +248,15 @@ def run(
         for key in samples:
             samples[key].append(result.seconds[key])
         steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
+        # One Idle machine leaves the fleet (the provider withdrew it); the one that
+        # left last time comes back.
         idle = inv.in_state(S.IDLE)
         if idle:
-            m = idle[rng.randrange(len(idle))]
-            inv.upsert(replace(m, price_per_hour=round(m.price_per_hour + 0.01, 2)), now + 3)
+            leaving = idle[rng.randrange(len(idle))]
+            inv.remove(leaving.id)
+            if withdrawn is not None:
+                inv.upsert(withdrawn, now + 3)
+            withdrawn = leaving
             machine_change.append(engine.cycle(inv, table, reported, now=now + 3).seconds["cycle"])
         progress(done + 1)
     gc.unfreeze()

@@ -79,7 +79,7 @@ def engine(
         str(result.steady_cycle_ms["p99"]),
     )
     table.add_row(
-        "cycle after an Idle machine changed",
+        "cycle after Idle supply changed",
         str(result.machine_change_cycle_ms["p50"]),
         str(result.machine_change_cycle_ms["p99"]),
     )
