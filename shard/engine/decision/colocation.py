@@ -26,6 +26,15 @@ class Bucket:
     creditable_total: dict[str, int] = field(default_factory=dict)
     own_total: dict[str, int] = field(default_factory=dict)
 
+    def copy(self) -> Bucket:
+        return Bucket(
+            self.value,
+            self.count,
+            dict(self.total),
+            dict(self.creditable_total),
+            dict(self.own_total),
+        )
+
 
 @dataclass(slots=True)
 class Group:

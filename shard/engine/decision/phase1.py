@@ -106,7 +106,7 @@ class _Phase1:
         self.credited: list[list[str]] = [[] for _ in demand]
         self.reservations = ReservationLog(memo.reservations)
         self._reserved_now: list[Reservation] = []  # by the need being credited
-        self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, ...]] = {}
+        self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, object]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         self.remaining = [dict(n.aggregate) for n in demand]
         self.claimed: dict[str, int] = {}
@@ -239,26 +239,33 @@ class _Phase1:
             if lane is None:
                 previous = None if need.cluster in contested else memo.clusters.get(need.cluster)
                 lane = lanes[need.cluster] = Lane(previous)
-            stamp = self._stamp(need)
+            stamp, acquirable = self._stamp(need)
             types = need.profile.pinned_types
             step = lane.match(need)
-            if (
-                step is not None
-                and lane.untouched(types)
-                and step.stamp == stamp
-                and self.reservations.as_seen(step)
-            ):
-                if step.source is not need:
-                    step = replace(step, source=need)
-                self._replay(index, step)
-                lane.steps.append(step)
-                replayed += 1
-                continue
+            if step is not None and lane.untouched(types) and step.stamp == stamp:
+                if step.acquirable == acquirable and self.reservations.as_seen(step):
+                    if step.source is not need:
+                        step = replace(step, source=need)
+                elif self._same_choice_stands(need, step):
+                    step = replace(
+                        step,
+                        source=need,
+                        acquirable=acquirable,
+                        seen=self.reservations.seen(self._groupings(need)),
+                    )
+                else:
+                    step = None
+                if step is not None:
+                    self._replay(index, step)
+                    lane.steps.append(step)
+                    replayed += 1
+                    continue
             lane.changed(types)
             seen = self.reservations.seen(self._groupings(need))
             self._reserved_now = []
+            credit_side = None
             if need.profile.same is not None:
-                self._seed_same(index, need)
+                credit_side = self._seed_same(index, need)
             else:
                 self._credit_plain(index, need)
             lane.steps.append(
@@ -267,12 +274,14 @@ class _Phase1:
                     need,
                     types,
                     stamp,
+                    acquirable,
                     tuple(self.credited[index]),
                     self.remaining[index],
                     self.domain.get(index),
                     self.satisfiable.get(index),
                     tuple(self._reserved_now),
                     seen,
+                    credit_side,
                 )
             )
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
@@ -310,21 +319,25 @@ class _Phase1:
                 contested |= competing
         return contested
 
-    def _stamp(self, need: Need) -> object:
-        """What the need's credit pass reads of the inventory, as comparable stamps."""
+    def _stamp(self, need: Need) -> tuple[object, object]:
+        """What the need's credit pass reads of the inventory, as comparable stamps:
+        bound and in-flight machines, and (co-location) acquirable machines."""
         types = need.profile.pinned_types
         seeds = need.profile.same is not None and not need.parked
         shared = self._stamps.get((need.cluster, types, seeds))
         if shared is None:  # many needs share a cluster and instance types
-            shared = (self.inv.bound_stamp(need.cluster, types),)
-            if seeds:
-                shared += (
+            bound = self.inv.bound_stamp(need.cluster, types)
+            acquirable = (
+                (
                     self.inv.acquirable_stamp(S.IDLE, types),
                     self.inv.acquirable_stamp(S.SPECULATIVE, types),
                 )
-            self._stamps[(need.cluster, types, seeds)] = shared
+                if seeds
+                else None
+            )
+            shared = self._stamps[(need.cluster, types, seeds)] = (bound, acquirable)
         creating = self._creating.get((need.group, need.fingerprint))
-        return (shared, tuple(creating) if creating else ())
+        return (shared[0], tuple(creating) if creating else ()), shared[1]
 
     def _groupings(self, need: Need) -> tuple[GroupingKey, ...]:
         """The acquirable groupings a need's Same seeding weighs (none for others)."""
@@ -345,14 +358,14 @@ class _Phase1:
         for r in step.reservations:
             self._reserve(r)
 
-    def _seed_same(self, index: int, need: Need) -> None:
+    def _credit_side(self, need: Need) -> dict[str, Bucket]:
+        """Per domain value, what the need could credit from its cluster's bound machines."""
         same = need.profile.same
         assert same is not None
         buckets: dict[str, Bucket] = {}
         own_key = (need.group, need.fingerprint)
-        credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
-        for credit_index in credit_indexes:
-            for value, credit_groups in credit_index.by_value.items():
+        for pool in self._creditable_pools(need):
+            for value, credit_groups in self._credit_index(pool, same.key).by_value.items():
                 for cg in credit_groups:
                     free = len(cg.machines) - cg.claimed
                     if free <= 0 or not self._eligible(need, cg.sample):
@@ -365,13 +378,13 @@ class _Phase1:
                     own_free = cg.own_free(own_key)
                     if own_free > 0:
                         rv.add_scaled(b.own_total, alloc, own_free)
-        pool_keys = (
-            [] if need.parked else [self._pool_key(need, s) for s in (S.IDLE, S.SPECULATIVE)]
-        )
-        indexes = [(key, self._same_index(key, same.key)) for key in pool_keys]
-        for _, index_ in indexes:
+        return buckets
+
+    def _add_acquirable_side(self, need: Need, buckets: dict[str, Bucket]) -> None:
+        """Add what the need could acquire per domain value (Idle, Speculative, unreserved)."""
+        for grouping in self._groupings(need):
             # Seeding runs before any acquisition, so free machines are unclaimed here.
-            for value, groups in index_.by_value.items():
+            for value, groups in self._same_index(*grouping).by_value.items():
                 for group in groups:
                     free = len(group.machines) - group.reserved
                     if free <= 0 or not self._eligible(need, group.sample):
@@ -379,9 +392,23 @@ class _Phase1:
                     b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
                     b.count += free
                     rv.add_scaled(b.total, group.sample.alloc, free)
+
+    def _seed_same(self, index: int, need: Need) -> dict[str, Bucket]:
+        """Choose the need's domain, credit it there and reserve what it still lacks.
+
+        Returns the credit side of its buckets, which a later cycle may rank again
+        against changed acquirable supply instead of seeding afresh.
+        """
+        same = need.profile.same
+        assert same is not None
+        own_key = (need.group, need.fingerprint)
+        credit_side = self._credit_side(need)
+        buckets = {value: b.copy() for value, b in credit_side.items()}
+        self._add_acquirable_side(need, buckets)
+        credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
-            return
+            return credit_side
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
@@ -398,16 +425,37 @@ class _Phase1:
                 break
             self._credit(index, m)
         reserve = self.remaining[index]
-        for pool_key, index_ in indexes:
-            for position, group in enumerate(index_.by_value.get(best.value, ())):
+        for pool_key, key in self._groupings(need):
+            for position, group in enumerate(
+                self._same_index(pool_key, key).by_value.get(best.value, ())
+            ):
                 if not self._eligible(need, group.sample):
                     continue
                 for m in group.machines:
                     if rv.is_zero(reserve):
-                        return
+                        return credit_side
                     if m.id not in self.consumed:
-                        self._reserve(Reservation(pool_key, same.key, best.value, position, m.id))
+                        self._reserve(Reservation(pool_key, key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
+        return credit_side
+
+    def _same_choice_stands(self, need: Need, step: Step) -> bool:
+        """Ranked against today's acquirable supply, the step's domain would be chosen again.
+
+        Only for a step its credit fully covered: its outcome is then its domain
+        and the credit there, and the credit side is unchanged by the lane and
+        stamp checks, so ranking again decides whether it can be replayed.
+        """
+        if step.credit_side is None or step.short or step.domain is None:
+            return False
+        buckets = {value: b.copy() for value, b in step.credit_side.items()}
+        self._add_acquirable_side(need, buckets)
+        best = choose_same_bucket(buckets, need.aggregate)
+        return (
+            best is not None
+            and best.value == step.domain
+            and rv.covers(best.total, need.aggregate) == step.satisfiable
+        )
 
     def _same_index(self, pool: PoolKey, key: str) -> SameIndex:
         index = self._same_indexes.get((pool, key))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shard.engine.decision.colocation import Bucket
 from shard.engine.machine import MachineState
 from shard.engine.needs import Need
 from shard.engine.resources import is_zero
@@ -62,13 +63,15 @@ class Step:
     need: NeedKey
     source: Need  # the need object it was taken for: the same object needs no key
     types: tuple[str, ...]  # the need's pinned instance types; empty: any
-    stamp: object
+    stamp: object  # its cluster's bound machines of its types, its in-flight machines
+    acquirable: object  # the acquirable machines a co-location need weighs
     credited: tuple[str, ...]
     remaining: dict[str, int]
     domain: str | None
     satisfiable: bool | None
     reservations: tuple[Reservation, ...]
     seen: Seen  # the reservations it found made before it
+    credit_side: dict[str, Bucket] | None  # co-location: what it could credit, per value
     short: bool = field(init=False)  # still short after crediting: it reserved
 
     def __post_init__(self) -> None:

@@ -278,3 +278,35 @@ def test_one_changed_need_recomputes_only_needs_on_its_instance_types() -> None:
     result = engine.cycle(inv, table, {"c1", "c2"}, now=1.0)
     assert engine.phase1_memo.replayed == 2
     assert sorted(result.phase1.claimed) == ["m-0", "m-1", "m-2"]
+
+
+def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
+    # Both racks can credit the two-machine gang; the rack with less spare
+    # acquirable supply wins (least over-commitment). Moving Idle supply flips it.
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    inv = Inventory()
+    for rack in ("r1", "r2"):
+        for i in range(2):
+            m = machine(f"{rack}-{i}", S.CONFIGURED, cluster="c1", labels={"rack": rack}, **small)
+            inv.upsert(m, now=0.0)
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r1"}, **small), now=0.0)
+    gang = Need(
+        cluster="c1",
+        profile=_profile("t-small", True, 200),
+        aggregate={"cpu": 8000},
+        min_unit={"cpu": 4000},
+        group="c1-gang",
+    )
+    table = NeedsTable()
+    table.replace("c1", [gang])
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    assert sorted(engine.cycle(inv, table, {"c1"}, now=0.0).phase1.claimed) == ["r2-0", "r2-1"]
+
+    # Supply lands in a third rack: the choice stands and the step is replayed.
+    inv.upsert(machine("idle-b", S.IDLE, labels={"rack": "r3"}, **small), now=1.0)
+    assert sorted(engine.cycle(inv, table, {"c1"}, now=1.0).phase1.claimed) == ["r2-0", "r2-1"]
+    assert engine.phase1_memo.replayed == 1
+
+    # Supply moves from rack r1 to rack r2: the gang now credits rack r1.
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **small), now=2.0)
+    assert sorted(engine.cycle(inv, table, {"c1"}, now=2.0).phase1.claimed) == ["r1-0", "r1-1"]
