@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from shard.engine import resources as rv
@@ -240,18 +240,22 @@ class Inventory:
             return pools[0]
         return sorted((m for pool in pools for m in pool), key=_price_order)
 
-    def ceiling(self, state: MachineState, types: Iterable[str] = ()) -> dict[str, int]:
+    def ceiling(self, state: MachineState, types: Collection[str] = ()) -> dict[str, int]:
         """Per dimension, the largest allocatable among machines in `state` (of `types`)."""
         if not types:
             return self._by_state.ceiling(state)
+        if len(types) == 1:
+            return self._by_state_type.ceiling((state, *types))
         return _max_of(self._by_state_type.ceiling((state, t)) for t in set(types))
 
     def cluster_ceiling(
-        self, cluster: str, state: MachineState, types: Iterable[str] = ()
+        self, cluster: str, state: MachineState, types: Collection[str] = ()
     ) -> dict[str, int]:
         """`ceiling` over one cluster's machines."""
         if not types:
             return self._by_cluster_state.ceiling((cluster, state))
+        if len(types) == 1:
+            return self._by_cluster_state_type.ceiling((cluster, state, *types))
         return _max_of(self._by_cluster_state_type.ceiling((cluster, state, t)) for t in set(types))
 
     def keep_order(self, cluster: str, state: MachineState) -> list[Machine]:

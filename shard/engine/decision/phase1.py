@@ -107,6 +107,9 @@ class _Phase1:
         self.reservations = ReservationLog(memo.reservations)
         self._reserved_now: list[Reservation] = []  # by the need being credited
         self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, object]] = {}
+        self._acquirable_totals: dict[
+            tuple[object, ...], dict[str, tuple[int, dict[str, int]]]
+        ] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         self.remaining = [dict(n.aggregate) for n in demand]
         self.claimed: dict[str, int] = {}
@@ -381,17 +384,31 @@ class _Phase1:
         return buckets
 
     def _add_acquirable_side(self, need: Need, buckets: dict[str, Bucket]) -> None:
-        """Add what the need could acquire per domain value (Idle, Speculative, unreserved)."""
+        """Add what the need could acquire per domain value (Idle, Speculative, unreserved).
+
+        Needs with the same requirements and unit see the same per-value totals
+        until a reservation lands in the grouping, so the totals are shared.
+        """
+        requirements, unit = need.profile.requirements, tuple(need.min_unit.items())
         for grouping in self._groupings(need):
-            # Seeding runs before any acquisition, so free machines are unclaimed here.
-            for value, groups in self._same_index(*grouping).by_value.items():
-                for group in groups:
-                    free = len(group.machines) - group.reserved
-                    if free <= 0 or not self._eligible(need, group.sample):
-                        continue
-                    b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
-                    b.count += free
-                    rv.add_scaled(b.total, group.sample.alloc, free)
+            key = (grouping, requirements, unit, self.reservations.added(grouping))
+            per_value = self._acquirable_totals.get(key)
+            if per_value is None:
+                per_value = self._acquirable_totals[key] = {}
+                # Seeding runs before any acquisition, so free machines are unclaimed here.
+                for value, groups in self._same_index(*grouping).by_value.items():
+                    count, total = 0, dict[str, int]()
+                    for group in groups:
+                        free = len(group.machines) - group.reserved
+                        if free > 0 and self._eligible(need, group.sample):
+                            count += free
+                            rv.add_scaled(total, group.sample.alloc, free)
+                    if count:
+                        per_value[value] = (count, total)
+            for value, (count, total) in per_value.items():
+                b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
+                b.count += count
+                rv.add_scaled(b.total, total, 1)
 
     def _seed_same(self, index: int, need: Need) -> dict[str, Bucket]:
         """Choose the need's domain, credit it there and reserve what it still lacks.

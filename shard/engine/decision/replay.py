@@ -93,6 +93,7 @@ class ReservationLog:
         self._as_previous = 0  # length of the common prefix with last cycle's
         self._counts: dict[GroupingKey, dict[tuple[str, int], int]] = {}
         self._views: dict[GroupingKey, frozenset[tuple[tuple[str, int], int]]] = {}
+        self._added: dict[GroupingKey, int] = {}
 
     def add(self, r: Reservation) -> None:
         at = len(self.made)
@@ -102,6 +103,11 @@ class ReservationLog:
         counts = self._counts.setdefault((r.pool, r.key), {})
         counts[(r.value, r.group)] = counts.get((r.value, r.group), 0) + 1
         self._views.pop((r.pool, r.key), None)
+        self._added[(r.pool, r.key)] = self._added.get((r.pool, r.key), 0) + 1
+
+    def added(self, grouping: GroupingKey) -> int:
+        """Reservations made in the grouping so far this cycle."""
+        return self._added.get(grouping, 0)
 
     def _view(self, grouping: GroupingKey) -> frozenset[tuple[tuple[str, int], int]]:
         view = self._views.get(grouping)
