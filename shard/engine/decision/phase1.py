@@ -246,24 +246,23 @@ class _Phase1:
             types = need.profile.pinned_types
             step = lane.match(need)
             if step is not None and lane.untouched(types) and step.stamp == stamp:
+                again: Step | None = None
                 if step.acquirable == acquirable and self.reservations.as_seen(step):
-                    if step.source is not need:
-                        step = replace(step, source=need)
+                    again = step if step.source is need else replace(step, source=need)
                 elif self._same_choice_stands(need, step):
-                    step = replace(
+                    again = replace(
                         step,
                         source=need,
                         acquirable=acquirable,
                         seen=self.reservations.seen(self._groupings(need)),
                     )
-                else:
-                    step = None
-                if step is not None:
-                    self._replay(index, step)
-                    lane.steps.append(step)
+                if again is not None:
+                    self._replay(index, again)
+                    lane.steps.append(again)
                     replayed += 1
                     continue
-            lane.changed(types)
+            # Last cycle's step for this need, or for the one it replaces in place.
+            before = step or lane.take_in_place(need)
             seen = self.reservations.seen(self._groupings(need))
             self._reserved_now = []
             credit_side = None
@@ -271,6 +270,8 @@ class _Phase1:
                 credit_side = self._seed_same(index, need)
             else:
                 self._credit_plain(index, need)
+            if before is None or set(before.credited) != set(self.credited[index]):
+                lane.changed(types)  # later needs on these types see other claims
             lane.steps.append(
                 Step(
                     need_key(need),

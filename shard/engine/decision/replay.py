@@ -181,6 +181,18 @@ class Lane:
         self._next = at + 1
         return previous.steps[at]
 
+    def take_in_place(self, need: Need) -> Step | None:
+        """The next previous step when it held this need's place (same profile and group,
+        other amounts): the need changed in place rather than arrived."""
+        previous = self._previous
+        if previous is None or self._next >= len(previous.steps):
+            return None
+        step = previous.steps[self._next]
+        if step.need[:2] != (need.profile.fingerprint, need.group):
+            return None
+        self._next += 1
+        return step
+
     def untouched(self, types: tuple[str, ...]) -> bool:
         """No earlier claim on these types (any type when empty) differs from last cycle."""
         changed = self._changed

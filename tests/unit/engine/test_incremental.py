@@ -29,7 +29,7 @@ CLUSTERS = ("c1", "c2", "c3")
 TYPES = ("t-small", "t-big")
 RACKS = ("r1", "r2", "r3")
 SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _profile(itype: str, same: bool, priority: int) -> Profile:
