@@ -10,6 +10,10 @@ and stay inside it; strict spread balances across domains.
 This is the deterministic sequential equivalent of the reference's optimistic
 concurrent Phase 1 (engine.md §2.3): needs are processed in precedence order,
 so a later need never outranks an earlier claim and nothing is displaced.
+
+Given the previous cycle's memo, the credit pass replays each need's step
+whose inputs did not change instead of computing it again (see `replay`);
+acquisition is always computed.
 """
 
 from __future__ import annotations
