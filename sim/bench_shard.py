@@ -38,7 +38,6 @@ class ShardBench:
     compute_ms_idle: dict[str, float]  # the cycle without the wait on providers
     compute_ms_loaded: dict[str, float]
     machines: int
-    max_rollups_per_s: float  # the shard's admission rate; 0 = unlimited
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -161,9 +160,7 @@ async def _operator(
                     acked.put_nowait(None)  # past the deadline the sender half-closes
 
 
-def run(
-    streams: int, seconds: float, machines: int = 1000, max_rollups_per_s: float = 0.0
-) -> ShardBench:
+def run(streams: int, seconds: float, machines: int = 1000) -> ShardBench:
     provider_port, shard_port, metrics_port = _port(), _port(), _port()
     metrics = f"http://127.0.0.1:{metrics_port}"
     with (
@@ -194,8 +191,6 @@ def run(
             str(Path(data)),
             "--cycle-interval",
             "1",
-            "--max-rollups-per-second",
-            str(max_rollups_per_s),
         ),
     ):
         os.environ.pop("KUBECONFIG", None)
@@ -237,5 +232,4 @@ def run(
         compute_ms_idle=_quantiles(quiet_start[1], quiet_end[1]),
         compute_ms_loaded=_quantiles(quiet_end[1], loaded_end[1]),
         machines=machines,
-        max_rollups_per_s=max_rollups_per_s,
     )

@@ -144,25 +144,12 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
     type=click.IntRange(min=1),
     help="Machines the fake provider serves (half Idle, half Speculative).",
 )
-@click.option(
-    "--max-rollups-per-second",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="The shard's roll-up admission rate (its flag of that name); 0 = unlimited.",
-)
 @json_output
-def shard_bench(
-    streams: int,
-    seconds: float,
-    machines: int,
-    max_rollups_per_second: float,
-    json_path: Path | None,
-) -> None:
+def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
     """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
     from sim import bench_shard
 
-    result = bench_shard.run(streams, seconds, machines, max_rollups_per_second)
+    result = bench_shard.run(streams, seconds, machines)
     click.echo(
         f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "
         f"acknowledged, {result.rollups_per_s}/s"
@@ -173,7 +160,7 @@ def shard_bench(
     ):
         click.echo(
             f"{label} ms p50/p99 idle {idle['p50']}/{idle['p99']}, while ingesting "
-            f"{loaded['p50']}/{loaded['p99']} (from the shard's histograms)"
+            f"{loaded['p50']}/{loaded['p99']} (histogram bucket upper bounds)"
         )
     write_json(json_path, result.as_json())
 

@@ -107,14 +107,6 @@ def _default_id() -> str | None:
     help="Serve only these cluster ids (repeat); default: any.",
 )
 @click.option(
-    "--max-rollups-per-second",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Admit at most this many roll-ups a second over all streams (the next frame of "
-    "a stream waits); 0 = unlimited. Keeps the decision cycle responsive under floods.",
-)
-@click.option(
     "--incremental-reconcile",
     is_flag=True,
     help="List with since_revision cursors (cannot see removed machines).",
@@ -156,7 +148,6 @@ def shard(
     dry_run: bool,
     max_actions_per_cycle: int,
     clusters: tuple[str, ...],
-    max_rollups_per_second: float,
     incremental_reconcile: bool,
     coordinator_addr: str | None,
     coordinator_heartbeat_interval: float,
@@ -194,7 +185,6 @@ def shard(
         ),
         empty_rollup_guard=empty_rollup_guard,
         allowed_clusters=frozenset(clusters),
-        max_rollups_per_s=max_rollups_per_second,
         incremental_reconcile=incremental_reconcile,
         advertise=advertise_addr,
     )

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
-from aiolimiter import AsyncLimiter
 
 from bigfleet import logs
 from bigfleet.wire import capacity_pb2, shard_pb2, shard_pb2_grpc
@@ -157,17 +156,12 @@ class SessionService(shard_pb2_grpc.ShardServicer):
         metrics: ShardMetrics,
         allowed_clusters: frozenset[str] = frozenset(),
         max_frame_bytes: int = 256 * 1024 * 1024,
-        max_rollups_per_s: float = 0.0,
     ) -> None:
         self.channels = channels
         self.sink = sink
         self.metrics = metrics
         self.allowed = allowed_clusters
         self.max_frame_bytes = max_frame_bytes
-        # Admission for roll-ups over all streams: past the rate a stream's next frame
-        # waits, so its acknowledgement (and the operator's next roll-up) does too,
-        # and the decision cycle keeps its share of the event loop.
-        self.rollup_rate = AsyncLimiter(max_rollups_per_s, 1.0) if max_rollups_per_s else None
 
     def _hello(self, frame: shard_pb2.OperatorMessage) -> str:
         if frame.WhichOneof("payload") != "hello" or not frame.hello.cluster_id:
@@ -255,10 +249,6 @@ class SessionService(shard_pb2_grpc.ShardServicer):
     ) -> None:
         try:
             async for frame in request_iterator:
-                if self.rollup_rate is not None and frame.WhichOneof("payload") == "rollup":
-                    if not self.rollup_rate.has_capacity():
-                        self.metrics.rollups_delayed.inc()
-                    await self.rollup_rate.acquire()
                 self._handle(channel, frame)
         except BadFrame as err:
             failure.append(err)

@@ -110,11 +110,6 @@ class ShardMetrics:
         self.session_rejected = Counter(
             p + "session_rejected_total", "Streams closed for a bad frame.", ["reason"], registry=r
         )
-        self.rollups_delayed = Counter(
-            p + "rollups_delayed_total",
-            "Roll-ups that waited for admission (--max-rollups-per-second).",
-            registry=r,
-        )
         self.outbox_dropped = Counter(
             p + "outbox_dropped_total", "Coalescing frames dropped by a full outbox.", registry=r
         )

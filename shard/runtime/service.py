@@ -59,7 +59,6 @@ class ShardSettings:
     empty_rollup_guard: bool = True
     outbox_cap: int = 1024
     max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
-    max_rollups_per_s: float = 0.0  # roll-up admission over all streams; 0 = unlimited
     allowed_clusters: frozenset[str] = frozenset()
     incremental_reconcile: bool = False
     transfer_batch: int = 8  # machines handed to another shard per coordinator instruction
@@ -265,7 +264,6 @@ class ShardService:
                 self.metrics,
                 self.settings.allowed_clusters,
                 self.settings.max_frame_bytes,
-                self.settings.max_rollups_per_s,
             ),
             server,
         )

@@ -231,23 +231,3 @@ async def test_oversized_frames_and_unknown_clusters_close_only_their_stream(
         await eventually(lambda: len(_configured_for(r.fleet, "ok")) == 1, what="served after")
         assert len(shard.state.inventory) == 2
         await again.close()
-
-
-async def test_rollups_past_the_admission_rate_wait_and_are_all_acknowledged(
-    tmp_path: Path,
-) -> None:
-    async with rig(tmp_path) as r:
-        shard = await r.start_shard(max_rollups_per_s=5.0)
-        op = r.operator("c1")
-        op.start()
-        for units in range(1, 31):  # far faster than five a second
-            op.rollup(need(units))
-        await eventually(
-            lambda: [f.ack.echo for f in op.frames("ack")].count("rollup") == 30,
-            what="every roll-up acknowledged",
-            timeout_s=30,
-        )
-        delayed = shard.registry.get_sample_value("bigfleet_shard_rollups_delayed_total")
-        assert delayed is not None and delayed > 0
-        assert shard.state.table.rows("c1")[0].aggregate == {"cpu": 30_000}  # the last one
-        await op.close()
