@@ -160,7 +160,7 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
     ):
         click.echo(
             f"{label} ms p50/p99 idle {idle['p50']}/{idle['p99']}, while ingesting "
-            f"{loaded['p50']}/{loaded['p99']} (histogram bucket upper bounds)"
+            f"{loaded['p50']}/{loaded['p99']} (from the shard's histograms)"
         )
     write_json(json_path, result.as_json())
 
