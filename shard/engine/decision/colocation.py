@@ -25,6 +25,9 @@ class Bucket:
     total: dict[str, int] = field(default_factory=dict)
     creditable_total: dict[str, int] = field(default_factory=dict)
     own_total: dict[str, int] = field(default_factory=dict)
+    # A bucket kept to be ranked again carries its credit coverages of the need
+    # (they cannot change while it is kept) instead of the two vectors.
+    coverages: tuple[float, float] | None = None
 
     def copy(self) -> Bucket:
         return Bucket(
@@ -33,6 +36,20 @@ class Bucket:
             dict(self.total),
             dict(self.creditable_total),
             dict(self.own_total),
+            self.coverages,
+        )
+
+    def kept(self, deficit: rv.Vector) -> Bucket:
+        """A smaller copy for ranking again against the same deficit."""
+        return Bucket(self.value, self.count, dict(self.total), coverages=self._coverages(deficit))
+
+    def _coverages(self, deficit: rv.Vector) -> tuple[float, float]:
+        """(creditable, own-gang) coverage of the deficit, capped."""
+        if self.coverages is not None:
+            return self.coverages
+        return (
+            coverage(self.creditable_total, deficit, capped=True),
+            coverage(self.own_total, deficit, capped=True),
         )
 
 
@@ -127,9 +144,8 @@ def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
 
 def _same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
     """Sort key implementing engine.md §2.6 rules 1-6; the smallest key wins."""
-    creditable = coverage(b.creditable_total, deficit, capped=True)
+    creditable, own = b._coverages(deficit)
     if rv.covers(b.total, deficit):
-        own = coverage(b.own_total, deficit, capped=True)
         # satisfiable: most already credited, most own-gang, least over-commit
         return (
             0,

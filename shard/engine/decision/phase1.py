@@ -271,7 +271,9 @@ class _Phase1:
             self._reserved_now = []
             credit_side = None
             if need.profile.same is not None:
-                credit_side = self._seed_same(index, need)
+                kept = self._seed_same(index, need)
+                if index in self.domain and rv.is_zero(self.remaining[index]):
+                    credit_side = kept  # covered by credit: may be ranked again later
             else:
                 self._credit_plain(index, need)
             if before is None or set(before.credited) != set(self.credited[index]):
@@ -418,19 +420,20 @@ class _Phase1:
     def _seed_same(self, index: int, need: Need) -> dict[str, Bucket]:
         """Choose the need's domain, credit it there and reserve what it still lacks.
 
-        Returns the credit side of its buckets, which a later cycle may rank again
-        against changed acquirable supply instead of seeding afresh.
+        Returns the credit side of its buckets, kept small, which a later cycle may
+        rank again against changed acquirable supply instead of seeding afresh.
         """
         same = need.profile.same
         assert same is not None
         own_key = (need.group, need.fingerprint)
         credit_side = self._credit_side(need)
-        buckets = {value: b.copy() for value, b in credit_side.items()}
+        kept = {value: b.kept(need.aggregate) for value, b in credit_side.items()}
+        buckets = credit_side
         self._add_acquirable_side(need, buckets)
         credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
-            return credit_side
+            return kept
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
@@ -455,11 +458,11 @@ class _Phase1:
                     continue
                 for m in group.machines:
                     if rv.is_zero(reserve):
-                        return credit_side
+                        return kept
                     if m.id not in self.consumed:
                         self._reserve(Reservation(pool_key, key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
-        return credit_side
+        return kept
 
     def _same_choice_stands(self, need: Need, step: Step) -> bool:
         """Ranked against today's acquirable supply, the step's domain would be chosen again.
