@@ -190,6 +190,9 @@ class _Phase1:
     def _claim(self, index: int, machine_id: str) -> None:
         self.claimed[machine_id] = index
         self.credited[index].append(machine_id)
+        self._count_claim(machine_id)
+
+    def _count_claim(self, machine_id: str) -> None:
         for group, own in self._credit_groups_of.get(machine_id, ()):
             group.claimed += 1
             group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
@@ -357,9 +360,10 @@ class _Phase1:
         return tuple((self._pool_key(need, s), same.key) for s in (S.IDLE, S.SPECULATIVE))
 
     def _replay(self, index: int, step: Step) -> None:
-        # No co-location grouping counts these machines: groupings are built only over
-        # pools of recomputed needs, whose cluster and types no replayed need shares.
         self.claimed.update(dict.fromkeys(step.credited, index))
+        if self._credit_groups_of:  # a recomputed co-location need grouped bound machines
+            for machine_id in step.credited:
+                self._count_claim(machine_id)
         self.remaining[index] = step.remaining
         if step.domain is not None:
             self.domain[index] = step.domain

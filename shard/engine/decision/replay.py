@@ -12,8 +12,11 @@ two cycles little of it changes. A need's credit step reads only:
 
 So a step is replayed when the need is unchanged, the inventory stamps of
 those machines are unchanged, every earlier step of the cluster on any of its
-types was itself replayed in the same order, and (Same) the reservations made
-so far this cycle among the machines it weighs look as they did last cycle. Needs of
+types was replayed in the same order or recomputed to the same credits, and
+(Same) the reservations made so far this cycle among the machines it weighs
+look as they did last cycle. A co-location step that credit covered and whose
+only change is in acquirable supply is ranked again rather than seeded again:
+if it would choose the same domain, it is replayed. Needs of
 disjoint instance types touch disjoint machines, which is what lets the rest
 of a cluster replay when one need changes. A replayed cycle decides exactly
 what a fresh one would; the engine's property tests compare the two after

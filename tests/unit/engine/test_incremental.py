@@ -310,3 +310,45 @@ def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
     # Supply moves from rack r1 to rack r2: the gang now credits rack r1.
     inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **small), now=2.0)
     assert sorted(engine.cycle(inv, table, {"c1"}, now=2.0).phase1.claimed) == ["r1-0", "r1-1"]
+
+
+def test_a_replayed_need_counts_its_claims_in_groupings_built_this_cycle() -> None:
+    # The first gang is recomputed (acquirable supply changed) and groups the bound
+    # machines; the plain need is replayed after it and claims the one bound machine;
+    # the second gang must see it claimed, as a fresh cycle would.
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    inv = Inventory()
+    for i in range(18):
+        inv.upsert(machine(f"m-{i:02d}", S.SPECULATIVE, labels={"rack": "r1"}, **small), now=0)
+    inv.upsert(machine("m-18", S.SPECULATIVE, labels={"rack": "r3"}, **small), now=0)
+    inv.upsert(machine("m-19", S.CONFIGURED, cluster="c1", labels={"rack": "r3"}, **small), now=0)
+    unit = {"cpu": 4000}
+    table = NeedsTable()
+    table.replace(
+        "c1",
+        [
+            Need(cluster="c1", profile=_profile("t-small", False, 100), aggregate=unit),
+            Need(
+                cluster="c1",
+                profile=_profile("t-small", True, 200),
+                aggregate={"cpu": 12000},
+                min_unit=unit,
+                group="c1-g1",
+                arrival=1,
+            ),
+            Need(
+                cluster="c1",
+                profile=_profile("t-small", True, 100),
+                aggregate={"cpu": 8000},
+                min_unit=unit,
+                group="c1-g2",
+                arrival=2,
+            ),
+        ],
+    )
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine.cycle(inv, table, {"c1"}, now=0.0)
+    inv.remove("m-00")
+    afresh = phase1.run(inv, engine.parking.stamp(normalize(inv, table.snapshot())))
+    assert _facts(engine.cycle(inv, table, {"c1"}, now=1.0).phase1) == _facts(afresh)
+    assert engine.phase1_memo.replayed == 1
