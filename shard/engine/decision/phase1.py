@@ -124,6 +124,10 @@ class _Phase1:
         self.actions: list[Action] = []
         self._pools: dict[PoolKey, list[Machine]] = {}
         self._same_indexes: dict[tuple[PoolKey, str], SameIndex] = {}
+        # Cursors and credit indexes are keyed by the identity of pool lists, so every
+        # pool list stays referenced (here, in _pools or _creating) for the whole
+        # phase: an identity is never reused by another list while it runs.
+        self._bound_pools: dict[tuple[str, MachineState, tuple[str, ...]], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
         self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
         self._credit_groups_of: dict[str, list[tuple[CreditGroup, Attribution]]] = {}
@@ -135,12 +139,17 @@ class _Phase1:
     def _creditable_pools(self, need: Need) -> list[list[Machine]]:
         """Bound supply in keep order: Configured, Configuring, then own in-flight Creating."""
         types = need.profile.pinned_types
-        pools = [
-            self.inv.keep_order_of_types(need.cluster, state, types)
-            if types
-            else self.inv.keep_order(need.cluster, state)
-            for state in (S.CONFIGURED, S.CONFIGURING)
-        ]
+        pools = []
+        for state in (S.CONFIGURED, S.CONFIGURING):
+            key = (need.cluster, state, types)
+            pool = self._bound_pools.get(key)
+            if pool is None:  # one list per key for the whole phase: see _unclaimed
+                pool = self._bound_pools[key] = (
+                    self.inv.keep_order_of_types(need.cluster, state, types)
+                    if types
+                    else self.inv.keep_order(need.cluster, state)
+                )
+            pools.append(pool)
         pools.append(self._creating.get((need.group, need.fingerprint), _NO_MACHINES))
         return pools
 

@@ -20,7 +20,7 @@ from shard.engine.inventory import Inventory
 from shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
 from shard.engine.needs import Need, NeedsTable
 from shard.engine.normalize import normalize
-from shard.engine.profile import Operator, Profile, Requirement
+from shard.engine.profile import Operator, Profile, Requirement, Spread
 from shard.engine.rails import RailSettings
 from tests.unit.engine.builders import machine
 
@@ -32,11 +32,16 @@ SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _profile(itype: str, same: bool, priority: int) -> Profile:
-    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, (itype,))]
+def _profile(
+    itype: str | tuple[str, ...], same: bool, priority: int, spread: bool = False
+) -> Profile:
+    """`itype`: one type, several (pinned to any of them) or () for any type."""
+    types = (itype,) if isinstance(itype, str) else itype
+    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, types)] if types else []
     if same:
         requirements.append(Requirement("rack", Operator.SAME))
-    return Profile(tuple(requirements), (), priority, penalty.ZERO, penalty.ZERO)
+    spreads = (Spread("rack", 1, "DoNotSchedule"),) if spread else ()
+    return Profile(tuple(requirements), spreads, priority, penalty.ZERO, penalty.ZERO)
 
 
 @st.composite
@@ -44,11 +49,13 @@ def demand_of(draw: st.DrawFn, cluster: str) -> list[Need]:
     rows = []
     for i in range(draw(st.integers(0, 5))):
         same = draw(st.booleans())
-        itype = draw(st.sampled_from(TYPES))
+        # Mostly one type; sometimes both or any, which share machines with every lane.
+        itype = draw(st.sampled_from([*TYPES, *TYPES, TYPES, ()]))
+        spread = not same and draw(st.integers(0, 4)) == 0
         rows.append(
             Need(
                 cluster=cluster,
-                profile=_profile(itype, same, draw(st.sampled_from([100, 200]))),
+                profile=_profile(itype, same, draw(st.sampled_from([100, 200])), spread),
                 aggregate={"cpu": draw(st.integers(1, 10)) * 4000},
                 min_unit={"cpu": 4000},
                 # Plain needs share the attribution ("", fingerprint) across clusters,
@@ -352,3 +359,17 @@ def test_a_replayed_need_counts_its_claims_in_groupings_built_this_cycle() -> No
     afresh = phase1.run(inv, engine.parking.stamp(normalize(inv, table.snapshot())))
     assert _facts(engine.cycle(inv, table, {"c1"}, now=1.0).phase1) == _facts(afresh)
     assert engine.phase1_memo.replayed == 1
+
+
+def test_a_phase_hands_out_one_list_per_pool() -> None:
+    # Phase 1 keeps cursors and groupings under the identity of pool lists; a pool
+    # built afresh per call (several pinned types) could die and lend its identity
+    # to another list, whose head a stale cursor would then skip. The property
+    # test above found that; this pins the invariant the fix rests on.
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    inv = Inventory()
+    inv.upsert(machine("m-01", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **small), 0)
+    need = Need(cluster="c1", profile=_profile(TYPES, False, 100), aggregate={"cpu": 4000})
+    phase = phase1._Phase1(inv, [need], phase1.Phase1Memo())
+    first, again = phase._creditable_pools(need), phase._creditable_pools(need)
+    assert all(a is b for a, b in zip(first, again, strict=True))
