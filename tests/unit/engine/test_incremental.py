@@ -62,6 +62,8 @@ def demand_of(draw: st.DrawFn, cluster: str) -> list[Need]:
                 # so Creating machines can be contested between clusters.
                 group=f"{cluster}-g{i}" if same else "",
                 arrival=i,
+                # A parked gang keeps what it has and weighs no acquirable supply.
+                parked=same and draw(st.integers(0, 5)) == 0,
             )
         )
     return rows
