@@ -92,7 +92,6 @@ class Phase1Memo:
     (see `replay`)."""
 
     clusters: dict[str, ClusterSteps] = field(default_factory=dict)
-    reservations: list[Reservation] = field(default_factory=list)
     # Acquirable pools in candidate order and their Same groupings (sorting and
     # grouping are not free), each with the inventory stamp it was built at.
     pools: dict[PoolKey, tuple[object, list[Machine]]] = field(default_factory=dict)
@@ -108,8 +107,9 @@ class _Phase1:
         self.demand = demand
         self.memo = memo
         self.credited: list[list[str]] = [[] for _ in demand]
-        self.reservations = ReservationLog(memo.reservations)
+        self.reservations = ReservationLog()
         self._reserved_now: list[Reservation] = []  # by the need being credited
+        self._skipped_now: list[str] = []  # taken machines it passed over while reserving
         self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, object]] = {}
         self._acquirable_totals: dict[
             tuple[object, ...], dict[str, tuple[int, dict[str, int]]]
@@ -263,7 +263,11 @@ class _Phase1:
             step = lane.match(need)
             if step is not None and lane.untouched(types) and step.stamp == stamp:
                 again: Step | None = None
-                if step.acquirable == acquirable and self.reservations.as_seen(step):
+                if (
+                    step.acquirable == acquirable
+                    and self.reservations.as_seen(step)
+                    and self._reserving_stands(step)
+                ):
                     again = step if step.source is need else replace(step, source=need)
                 elif self._same_choice_stands(need, step):
                     again = replace(
@@ -280,7 +284,7 @@ class _Phase1:
             # Last cycle's step for this need, or for the one it replaces in place.
             before = step or lane.take_in_place(need)
             seen = self.reservations.seen(self._groupings(need))
-            self._reserved_now = []
+            self._reserved_now, self._skipped_now = [], []
             credit_side = None
             if need.profile.same is not None:
                 kept = self._seed_same(index, need)
@@ -303,11 +307,11 @@ class _Phase1:
                     self.satisfiable.get(index),
                     tuple(self._reserved_now),
                     seen,
+                    tuple(self._skipped_now),
                     credit_side,
                 )
             )
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
-        memo.reservations = self.reservations.made
         memo.replayed = replayed
 
     def _credit_plain(self, index: int, need: Need) -> None:
@@ -472,10 +476,20 @@ class _Phase1:
                 for m in group.machines:
                     if rv.is_zero(reserve):
                         return kept
-                    if m.id not in self.consumed:
+                    if m.id in self.consumed:
+                        self._skipped_now.append(m.id)
+                    else:
                         self._reserve(Reservation(pool_key, key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
         return kept
+
+    def _reserving_stands(self, step: Step) -> bool:
+        """Reserving again would take the same machines: the ones the step took are
+        free and the ones it passed over are taken, so its scan goes the same way."""
+        consumed = self.consumed
+        return all(r.machine_id not in consumed for r in step.reservations) and all(
+            machine_id in consumed for machine_id in step.skipped
+        )
 
     def _same_choice_stands(self, need: Need, step: Step) -> bool:
         """Ranked against today's acquirable supply, the step's domain would be chosen again.

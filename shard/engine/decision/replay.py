@@ -14,13 +14,14 @@ So a step is replayed when the need is unchanged, the inventory stamps of
 those machines are unchanged, every earlier step of the cluster on any of its
 types was replayed in the same order or recomputed to the same credits, and
 (Same) the reservations made so far this cycle among the machines it weighs
-look as they did last cycle. A co-location step that credit covered and whose
-only change is in acquirable supply is ranked again rather than seeded again:
-if it would choose the same domain, it is replayed. Needs of
-disjoint instance types touch disjoint machines, which is what lets the rest
-of a cluster replay when one need changes. A replayed cycle decides exactly
-what a fresh one would; the engine's property tests compare the two after
-random changes.
+look as they did last cycle; a step that reserved machines itself also needs
+the ones it took to be free and the ones it passed over to be taken still.
+A co-location step that credit covered and whose only change is in
+acquirable supply is ranked again rather than seeded again: if it would
+choose the same domain, it is replayed. Needs of disjoint instance types
+touch disjoint machines, which is what lets the rest of a cluster replay
+when one need changes. A replayed cycle decides exactly what a fresh one
+would; the engine's property tests compare the two after random changes.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Step:
     satisfiable: bool | None
     reservations: tuple[Reservation, ...]
     seen: Seen  # the reservations it found made before it
+    # Machines it passed over, already taken, while reserving: with its own
+    # reservations, what its reserving read of other needs' reservations.
+    skipped: tuple[str, ...]
     credit_side: dict[str, Bucket] | None  # co-location: what it could credit, per value
     short: bool = field(init=False)  # still short after crediting: it reserved
 
@@ -82,27 +86,19 @@ class Step:
 
 
 # What a Same step found reserved before it: per grouping it weighed, the reserved
-# count per machine group (what its choice of domain reads), and the log's length
-# (what its own reservations read, through the machines already taken).
-Seen = tuple[tuple[tuple[GroupingKey, frozenset[tuple[tuple[str, int], int]]], ...], int]
+# count per machine group (what its choice of domain reads).
+Seen = tuple[tuple[GroupingKey, frozenset[tuple[tuple[str, int], int]]], ...]
 
 
 class ReservationLog:
-    """This cycle's reservations, held against last cycle's."""
+    """This cycle's reservations, counted per grouping and machine group."""
 
-    def __init__(self, previous: list[Reservation]) -> None:
-        self.made: list[Reservation] = []
-        self._previous = previous
-        self._as_previous = 0  # length of the common prefix with last cycle's
+    def __init__(self) -> None:
         self._counts: dict[GroupingKey, dict[tuple[str, int], int]] = {}
         self._views: dict[GroupingKey, frozenset[tuple[tuple[str, int], int]]] = {}
         self._added: dict[GroupingKey, int] = {}
 
     def add(self, r: Reservation) -> None:
-        at = len(self.made)
-        self.made.append(r)
-        if self._as_previous == at < len(self._previous) and self._previous[at] == r:
-            self._as_previous = at + 1
         counts = self._counts.setdefault((r.pool, r.key), {})
         counts[(r.value, r.group)] = counts.get((r.value, r.group), 0) + 1
         self._views.pop((r.pool, r.key), None)
@@ -119,23 +115,15 @@ class ReservationLog:
         return view
 
     def seen(self, groupings: tuple[GroupingKey, ...]) -> Seen:
-        return (tuple((g, self._view(g)) for g in groupings), len(self.made))
+        return tuple((g, self._view(g)) for g in groupings)
 
     def as_seen(self, step: Step) -> bool:
-        """Reservations so far look to the step as they did last cycle.
-
-        A step left short after crediting reserves acquirable machines itself,
-        skipping any a reservation before it took: it also needs every earlier
-        reservation to be last cycle's, in order.
-        """
-        views, made = step.seen
-        if not views:
+        """Reservations so far look to the step, choosing its domain, as they did."""
+        if not step.seen:
             return True  # it weighed no acquirable machines
-        if step.short and not len(self.made) == made == self._as_previous:
-            return False
         if not self._counts:  # nothing reserved yet this cycle
-            return not any(view for _, view in views)
-        return all(self._view(g) == view for g, view in views)
+            return not any(view for _, view in step.seen)
+        return all(self._view(g) == view for g, view in step.seen)
 
 
 class ClusterSteps:

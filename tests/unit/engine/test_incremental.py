@@ -127,6 +127,13 @@ def _facts(result: phase1.Phase1Result) -> object:
     )
 
 
+def _steps(memo: phase1.Phase1Memo) -> object:
+    return {
+        cluster: [(s.need, s.credited, s.domain, s.reservations) for s in steps.steps]
+        for cluster, steps in memo.clusters.items()
+    }
+
+
 @SETTINGS
 @given(histories(), st.data())
 def test_a_remembering_engine_decides_as_one_starting_afresh(
@@ -161,9 +168,14 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
                 inv.upsert(m, now=float(step))
             case ("remove", str(machine_id)):
                 inv.remove(machine_id)
-        afresh = phase1.run(inv, engine.parking.stamp(normalize(inv, table.snapshot())))
+        fresh_memo = phase1.Phase1Memo()
+        demand = engine.parking.stamp(normalize(inv, table.snapshot()))
+        afresh = phase1.run(inv, demand, fresh_memo)
         result = engine.cycle(inv, table, set(CLUSTERS), now=float(step))
         assert _facts(result.phase1) == _facts(afresh)
+        # Inside too: every need credited and reserved the same machines, in order,
+        # so what the next cycle replays is what a fresh cycle would have done.
+        assert _steps(engine.phase1_memo) == _steps(fresh_memo)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
 
 
@@ -375,3 +387,38 @@ def test_a_phase_hands_out_one_list_per_pool() -> None:
     phase = phase1._Phase1(inv, [need], phase1.Phase1Memo())
     first, again = phase._creditable_pools(need), phase._creditable_pools(need)
     assert all(a is b for a, b in zip(first, again, strict=True))
+
+
+def test_a_reserving_gang_reserves_again_when_machines_it_passed_over_come_free() -> None:
+    # Two gangs weigh the same Speculative machines through pools of different
+    # interruption buckets; the second passed over the first's reservations.
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    inv = Inventory()
+    for i in range(4):
+        inv.upsert(machine(f"m-{i}", S.SPECULATIVE, labels={"rack": "r1"}, **small), now=0)
+    unit = {"cpu": 4000}
+
+    def gang(cluster: str, priority: int, bucket: int) -> Need:
+        same = _profile("t-small", True, priority)
+        profile = Profile(same.requirements, (), priority, bucket, penalty.ZERO)
+        return Need(
+            cluster=cluster,
+            profile=profile,
+            aggregate={"cpu": 8000},
+            min_unit=unit,
+            group=f"{cluster}-gang",
+        )
+
+    table = NeedsTable()
+    table.replace("c1", [gang("c1", 200, penalty.ZERO)])
+    table.replace("c2", [gang("c2", 100, 5)])
+    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine.cycle(inv, table, {"c1", "c2"}, now=0)
+    second = engine.phase1_memo.clusters["c2"].steps[0]
+    assert [r.machine_id for r in second.reservations] == ["m-2", "m-3"]
+    assert second.skipped == ("m-0", "m-1")
+
+    table.replace("c1", [])  # the first gang is gone: its machines come free
+    engine.cycle(inv, table, {"c1", "c2"}, now=1)
+    again = engine.phase1_memo.clusters["c2"].steps[0]
+    assert [r.machine_id for r in again.reservations] == ["m-0", "m-1"]
