@@ -13,6 +13,12 @@ A3 = "a3-highgpu-8g"
 B8192 = penalty.bucket_for_dollars(8000)
 S = MachineState
 
+# A small two-type, three-rack fleet for the hypothesis properties.
+CLUSTERS = ("c1", "c2", "c3")
+TYPES = ("t-small", "t-big")
+RACKS = ("r1", "r2", "r3")
+SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
+
 
 def gpu(units: int) -> dict[str, int]:
     """`units` machines' worth of GPUs, in milli-units (8 GPUs a machine)."""
@@ -62,11 +68,13 @@ def profile(
     *,
     interruption: int = B8192,
     reclamation: int = penalty.PINNED,
-    instance_type: str = A3,
+    instance_type: str | tuple[str, ...] = A3,
     same: str | None = None,
     spread: Spread | None = None,
 ) -> Profile:
-    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, (instance_type,))]
+    """`instance_type`: one type, several (any of them) or () for no pin at all."""
+    types = (instance_type,) if isinstance(instance_type, str) else instance_type
+    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, types)] if types else []
     if same:
         requirements.append(Requirement(same, Operator.SAME))
     return Profile(

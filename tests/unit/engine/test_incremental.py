@@ -17,31 +17,29 @@ from bigfleet import penalty
 from shard.engine.cycle import Engine
 from shard.engine.decision import phase1
 from shard.engine.inventory import Inventory
-from shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
+from shard.engine.machine import Machine, MachineState
 from shard.engine.needs import Need, NeedsTable
 from shard.engine.normalize import normalize
-from shard.engine.profile import Operator, Profile, Requirement, Spread
+from shard.engine.profile import Profile, Spread
 from shard.engine.rails import RailSettings
-from tests.unit.engine.builders import machine
+from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, machine, profile
 
 S = MachineState
-CLUSTERS = ("c1", "c2", "c3")
-TYPES = ("t-small", "t-big")
-RACKS = ("r1", "r2", "r3")
-SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _profile(
     itype: str | tuple[str, ...], same: bool, priority: int, spread: bool = False
 ) -> Profile:
-    """`itype`: one type, several (pinned to any of them) or () for any type."""
-    types = (itype,) if isinstance(itype, str) else itype
-    requirements = [Requirement(INSTANCE_TYPE_KEY, Operator.IN, types)] if types else []
-    if same:
-        requirements.append(Requirement("rack", Operator.SAME))
-    spreads = (Spread("rack", 1, "DoNotSchedule"),) if spread else ()
-    return Profile(tuple(requirements), spreads, priority, penalty.ZERO, penalty.ZERO)
+    """Zero penalties, co-location on the rack, strict spread over racks when asked."""
+    return profile(
+        priority,
+        interruption=penalty.ZERO,
+        reclamation=penalty.ZERO,
+        instance_type=itype,
+        same="rack" if same else None,
+        spread=Spread("rack", 1, "DoNotSchedule") if spread else None,
+    )
 
 
 @st.composite

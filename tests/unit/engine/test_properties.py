@@ -16,13 +16,9 @@ from shard.engine.needs import Need, NeedsTable
 from shard.engine.profile import Operator, Profile, Requirement, Spread
 from shard.engine.rails import RailSettings
 from sim.shard_loop import SimShard
-from tests.unit.engine.builders import inventory, machine
+from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, inventory, machine
 
 S = MachineState
-CLUSTERS = ("c1", "c2", "c3")
-TYPES = ("t-small", "t-big")
-RACKS = ("r1", "r2", "r3")
-SIZE = {"t-small": {"cpu": 4000}, "t-big": {"cpu": 16000}}
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
