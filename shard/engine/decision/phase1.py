@@ -411,11 +411,11 @@ class _Phase1:
         """Add what the need could acquire per domain value (Idle, Speculative, unreserved).
 
         Needs with the same requirements and unit see the same per-value totals
-        until a reservation lands in the grouping, so the totals are shared.
+        while the grouping's reservations stand, so the totals are shared.
         """
         requirements, unit = need.profile.requirements, tuple(need.min_unit.items())
         for grouping in self._groupings(need):
-            key = (grouping, requirements, unit, self.reservations.added(grouping))
+            key = (grouping, requirements, unit, self.reservations.view(grouping))
             per_value = self._acquirable_totals.get(key)
             if per_value is None:
                 per_value = self._acquirable_totals[key] = {}

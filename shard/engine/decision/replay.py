@@ -96,26 +96,21 @@ class ReservationLog:
     def __init__(self) -> None:
         self._counts: dict[GroupingKey, dict[tuple[str, int], int]] = {}
         self._views: dict[GroupingKey, frozenset[tuple[tuple[str, int], int]]] = {}
-        self._added: dict[GroupingKey, int] = {}
 
     def add(self, r: Reservation) -> None:
         counts = self._counts.setdefault((r.pool, r.key), {})
         counts[(r.value, r.group)] = counts.get((r.value, r.group), 0) + 1
         self._views.pop((r.pool, r.key), None)
-        self._added[(r.pool, r.key)] = self._added.get((r.pool, r.key), 0) + 1
 
-    def added(self, grouping: GroupingKey) -> int:
-        """Reservations made in the grouping so far this cycle."""
-        return self._added.get(grouping, 0)
-
-    def _view(self, grouping: GroupingKey) -> frozenset[tuple[tuple[str, int], int]]:
+    def view(self, grouping: GroupingKey) -> frozenset[tuple[tuple[str, int], int]]:
+        """The grouping's reserved counts per machine group, so far this cycle."""
         view = self._views.get(grouping)
         if view is None:
             view = self._views[grouping] = frozenset(self._counts.get(grouping, {}).items())
         return view
 
     def seen(self, groupings: tuple[GroupingKey, ...]) -> Seen:
-        return tuple((g, self._view(g)) for g in groupings)
+        return tuple((g, self.view(g)) for g in groupings)
 
     def as_seen(self, step: Step) -> bool:
         """Reservations so far look to the step, choosing its domain, as they did."""
@@ -123,7 +118,7 @@ class ReservationLog:
             return True  # it weighed no acquirable machines
         if not self._counts:  # nothing reserved yet this cycle
             return not any(view for _, view in step.seen)
-        return all(self._view(g) == view for g, view in step.seen)
+        return all(self.view(g) == view for g, view in step.seen)
 
 
 class ClusterSteps:
