@@ -98,7 +98,11 @@ build_kube
 build_etcd
 build_kwok
 build_helm
-"$OUT/kube-apiserver" --version >&2
-"$OUT/etcd" --version | head -1 >&2
+# From here on the build has succeeded: the version lines are diagnostics and must never turn it
+# into a failure (a pipe into `head` under pipefail once did, with SIGPIPE's exit 141).
+complete || { log "build finished but binaries are missing in $OUT"; exit 1; }
+first_line() { local v; v=$("$OUT/$1" --version 2>&1) || true; log "${v%%$'\n'*}"; }
+first_line kube-apiserver || true
+first_line etcd || true
 log "done in $(( $(date +%s) - start ))s"
 echo "$OUT"
