@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from bigfleet.conformance.target import CheckFailed, Target, Token, expect, status_of
 from bigfleet.wire import provider_pb2 as pb
-from conformance.target import CheckFailed, Target, Token, expect, status_of
 
 S = pb.MachineState
 Code = grpc.StatusCode

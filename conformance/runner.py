@@ -6,8 +6,8 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conformance.checks import CHECKS, run_check
-from conformance.target import Target
+from bigfleet.conformance.checks import CHECKS, run_check
+from bigfleet.conformance.target import Target
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from bigfleet import probes
+from bigfleet.coordinator.election import Candidate, Election
+from bigfleet.coordinator.embedded import EmbeddedElection, EmbeddedState
+from bigfleet.coordinator.metrics import CoordinatorMetrics
+from bigfleet.coordinator.rebalance import RebalanceSettings
+from bigfleet.coordinator.service import CoordinatorService
+from bigfleet.coordinator.store import EtcdStateReader, StateReader
 from bigfleet.metrics import parse_address
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2_grpc
-from coordinator.election import Candidate, Election
-from coordinator.embedded import EmbeddedElection, EmbeddedState
-from coordinator.metrics import CoordinatorMetrics
-from coordinator.rebalance import RebalanceSettings
-from coordinator.service import CoordinatorService
-from coordinator.store import EtcdStateReader, StateReader
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ async def _serve(
     if settings.kubeconfig:
         import kr8s.asyncio
 
-        from coordinator.mirror import StatusMirror
+        from bigfleet.coordinator.mirror import StatusMirror
 
         api = await kr8s.asyncio.api(kubeconfig=settings.kubeconfig)
         mirror = StatusMirror(

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import aetcd
 
-from coordinator.store import ELECTION_KEY, TRANSIENT, EtcdStore, Store
+from bigfleet.coordinator.store import ELECTION_KEY, TRANSIENT, EtcdStore, Store
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from coordinator.election import Leadership
-from coordinator.store import PREFIX, NotLeader, Store
+from bigfleet.coordinator.election import Leadership
+from bigfleet.coordinator.store import PREFIX, NotLeader, Store
 
 
 class EmbeddedState:

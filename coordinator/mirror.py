@@ -19,11 +19,11 @@ from typing import Any
 
 import kr8s.asyncio
 
+from bigfleet.coordinator import registry
+from bigfleet.coordinator.rebalance import transfers
+from bigfleet.coordinator.store import StateReader, Store
 from bigfleet.crd import Shard
 from bigfleet.crd import models as m
-from coordinator import registry
-from coordinator.rebalance import transfers
-from coordinator.store import StateReader, Store
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from bigfleet.coordinator.store import StateReader, Store
 from bigfleet.handover import DRAINING, RELEASED, ids_in
 from bigfleet.wire import capacity_pb2
 from bigfleet.wire import coordinator_pb2 as pb
-from coordinator.store import StateReader, Store
 
 log = logging.getLogger(__name__)
 TRANSFERS = "transfers/"

@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import grpc
 
+from bigfleet.coordinator.store import StateReader, Store
 from bigfleet.errors import BigFleetError, InvalidRequest
-from coordinator.store import StateReader, Store
 
 SHARDS = "shards/"
 DOMAINS = "domains/"

@@ -21,15 +21,21 @@ import aetcd
 import grpc
 from prometheus_client import CollectorRegistry
 
+from bigfleet.coordinator import registry
+from bigfleet.coordinator.election import Candidate
+from bigfleet.coordinator.instructions import InstructionQueue
+from bigfleet.coordinator.metrics import CoordinatorMetrics
+from bigfleet.coordinator.rebalance import (
+    TRANSFERS,
+    Rebalancer,
+    RebalanceSettings,
+    Transfer,
+    transfers,
+)
+from bigfleet.coordinator.store import NotLeader, StateReader, Store
 from bigfleet.errors import BigFleetError
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
-from coordinator import registry
-from coordinator.election import Candidate
-from coordinator.instructions import InstructionQueue
-from coordinator.metrics import CoordinatorMetrics
-from coordinator.rebalance import TRANSFERS, Rebalancer, RebalanceSettings, Transfer, transfers
-from coordinator.store import NotLeader, StateReader, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -29,8 +29,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from bigfleet.providers_fake.fleet import FakeFleet, Latency, Slot
 from bigfleet.wire import provider_pb2 as pb
-from providers_fake.fleet import FakeFleet, Latency, Slot
 
 CAPACITY_TYPES = {
     "bare-metal": pb.CAPACITY_TYPE_BARE_METAL,

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.wire import provider_pb2 as pb
-from providers_fake.fleet import FakeFleet
 
 log = logging.getLogger(__name__)
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"

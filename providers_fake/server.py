@@ -10,9 +10,9 @@ import grpc
 
 from bigfleet.errors import BigFleetError
 from bigfleet.fencing import FencingToken
+from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
-from providers_fake.fleet import FakeFleet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

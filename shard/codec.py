@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bigfleet import penalty, quantity
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.machine import CapacityType, Machine, MachineState
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.profile import Operator, Profile, Requirement, Spread
 from bigfleet.wire import capacity_pb2, provider_pb2
-from shard.engine import resources as rv
-from shard.engine.machine import CapacityType, Machine, MachineState
-from shard.engine.needs import Need
-from shard.engine.profile import Operator, Profile, Requirement, Spread
 
 # shard_metadata keys, shared with the Go shard so either can restart the other's machines.
 META_PRIORITY = "bigfleet.lucy.sh/assigned-priority"

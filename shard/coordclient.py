@@ -23,11 +23,11 @@ from typing import Protocol
 
 import grpc
 
+from bigfleet.shard import codec
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.shortfall import ShortfallLedger
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc, provider_pb2
-from shard import codec
-from shard.engine.inventory import Inventory
-from shard.engine.machine import MachineState
-from shard.engine.shortfall import ShortfallLedger
 
 log = logging.getLogger(__name__)
 Outcome = coordinator_pb2.InstructAck.Outcome

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bigfleet import penalty, quantity
+from bigfleet.providers_fake.config import FleetConfig, Pool
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.shard import codec
+from bigfleet.shard.engine.decision.actions import Action
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.sim.scenario import Event, NeedSpec, Requirement, Scenario
+from bigfleet.sim.shard_loop import SimShard
 from bigfleet.wire import capacity_pb2
 from bigfleet.wire import provider_pb2 as pb
-from providers_fake.config import FleetConfig, Pool
-from providers_fake.fleet import FakeFleet
-from shard import codec
-from shard.engine.decision.actions import Action
-from shard.engine.machine import MachineState
-from sim.scenario import Event, NeedSpec, Requirement, Scenario
-from sim.shard_loop import SimShard
 
 DEFAULT_SEED = 0xC0FFEE
 TOWARD = {

@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers_fake.config import Pool
+from bigfleet.providers_fake.config import Pool
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # recorded traces of scripted scenarios

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 
 from bigfleet.errors import BigFleetError
 from bigfleet.fencing import FencingToken, SequenceCounter
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.shard import codec
+from bigfleet.shard.engine.cycle import CycleResult, Engine
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import InvalidMachine, MachineState
+from bigfleet.shard.engine.needs import NeedsTable
+from bigfleet.shard.engine.rails import RailSettings, RollupQuarantine
 from bigfleet.wire import capacity_pb2
-from providers_fake.fleet import FakeFleet
-from shard import codec
-from shard.engine.cycle import CycleResult, Engine
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.inventory import Inventory
-from shard.engine.machine import InvalidMachine, MachineState
-from shard.engine.needs import NeedsTable
-from shard.engine.rails import RailSettings, RollupQuarantine
 
 CYCLE_INTERVAL_S = 10.0
 

@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from bigfleet import metrics as metrics_http
 from bigfleet.crd import GROUP, VERSION, CapacityRequest
-from operators.operator import events
-from operators.operator.bootstrap import BootstrapResponder
-from operators.operator.metrics import OperatorMetrics
-from operators.operator.session import OperatorSession
-from operators.operator.writers import collect_finished, mark_node_ready
+from bigfleet.operators.operator import events
+from bigfleet.operators.operator.bootstrap import BootstrapResponder
+from bigfleet.operators.operator.metrics import OperatorMetrics
+from bigfleet.operators.operator.session import OperatorSession
+from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
 
 log = logging.getLogger(__name__)
 

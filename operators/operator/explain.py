@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bigfleet.operators.operator.rollup import Translated
 from bigfleet.wire import capacity_pb2, shard_pb2
-from operators.operator.rollup import Translated
 
 Req = capacity_pb2.NodeSelectorRequirement
 MAX_PER_FRAME = 50  # bound the writes one frame can cause

@@ -20,9 +20,9 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Node, Pod
 
+from bigfleet.operators.operator import events
+from bigfleet.operators.operator.writers import set_upcoming_phase
 from bigfleet.wire import shard_pb2
-from operators.operator import events
-from operators.operator.writers import set_upcoming_phase
 
 log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 30

@@ -30,13 +30,13 @@ from tenacity import (
 
 from bigfleet import logs
 from bigfleet.crd import CapacityRequest
+from bigfleet.operators.operator import events, reclaim
+from bigfleet.operators.operator import rollup as rollups
+from bigfleet.operators.operator.bootstrap import BootstrapResponder
+from bigfleet.operators.operator.explain import Explainer
+from bigfleet.operators.operator.metrics import OperatorMetrics
+from bigfleet.operators.operator.writers import write_available, write_upcoming
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2, shard_pb2, shard_pb2_grpc
-from operators.operator import events, reclaim
-from operators.operator import rollup as rollups
-from operators.operator.bootstrap import BootstrapResponder
-from operators.operator.explain import Explainer
-from operators.operator.metrics import OperatorMetrics
-from operators.operator.writers import write_available, write_upcoming
 
 log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "v1alpha1"

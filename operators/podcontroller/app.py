@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 from bigfleet import metrics as metrics_http
 from bigfleet import quantity
 from bigfleet.crd import API_VERSION, CapacityRequest
-from operators.podcontroller import derive
+from bigfleet.operators.podcontroller import derive
 
 log = logging.getLogger(__name__)
 Mode = Literal["unschedulable-only", "per-pod"]

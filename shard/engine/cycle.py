@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from shard.engine import rails
-from shard.engine.decision import phase1, phase2, phase3
-from shard.engine.decision.actions import Action
-from shard.engine.inventory import Inventory
-from shard.engine.needs import Need, NeedsTable
-from shard.engine.normalize import FoldMemo, normalize
-from shard.engine.parking import ParkingLedger
-from shard.engine.shortfall import ShortfallLedger
+from bigfleet.shard.engine import rails
+from bigfleet.shard.engine.decision import phase1, phase2, phase3
+from bigfleet.shard.engine.decision.actions import Action
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.normalize import FoldMemo, normalize
+from bigfleet.shard.engine.parking import ParkingLedger
+from bigfleet.shard.engine.shortfall import ShortfallLedger
 
 _Inputs = tuple[int, int, frozenset[str]]
 

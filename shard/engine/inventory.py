@@ -15,8 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from shard.engine import resources as rv
-from shard.engine.machine import CapacityType, Machine, MachineState, check
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.machine import CapacityType, Machine, MachineState, check
 
 # Versions are unique across instances, so a cache keyed on one can never confuse two.
 _VERSIONS = itertools.count(1)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from shard.engine.profile import Profile
-from shard.engine.resources import Vector
+from bigfleet.shard.engine.profile import Profile
+from bigfleet.shard.engine.resources import Vector
 
 # Versions are unique across instances, so a cache keyed on one can never confuse two.
 _VERSIONS = itertools.count(1)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shard.engine import resources as rv
-from shard.engine.inventory import Inventory
-from shard.engine.machine import Machine, MachineState
-from shard.engine.needs import Need
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.needs import Need
 
 S = MachineState
 

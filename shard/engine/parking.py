@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shard.engine.decision.actions import Unsatisfied
-from shard.engine.decision.cost import same_parked
-from shard.engine.needs import Need
+from bigfleet.shard.engine.decision.actions import Unsatisfied
+from bigfleet.shard.engine.decision.cost import same_parked
+from bigfleet.shard.engine.needs import Need
 
 ClassKey = tuple[str, str, str]
 

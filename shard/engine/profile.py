@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shard.engine.machine import INSTANCE_TYPE_KEY, Machine
+from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, Machine
 
 
 class Operator(StrEnum):

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.decision.cost import reclaim_cap
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.decision.cost import reclaim_cap
 
 ACQUISITIONS = frozenset({ActionKind.BOOTSTRAP, ActionKind.PROVISION})
 # Every kind that drains or releases a machine.

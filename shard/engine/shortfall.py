@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shard.engine import resources as rv
-from shard.engine.decision.actions import Unsatisfied
-from shard.engine.profile import Profile
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.decision.actions import Unsatisfied
+from bigfleet.shard.engine.profile import Profile
 
 REPORT_LIMIT = 100
 ESCALATE_AFTER_CYCLES = 5

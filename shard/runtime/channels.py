@@ -21,9 +21,9 @@ from typing import Protocol
 import grpc
 
 from bigfleet import logs
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.outbox import Outbox
 from bigfleet.wire import capacity_pb2, shard_pb2, shard_pb2_grpc
-from shard.runtime.metrics import ShardMetrics
-from shard.runtime.outbox import Outbox
 
 log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "v1alpha1"

@@ -20,14 +20,14 @@ from dataclasses import replace
 
 from bigfleet import logs
 from bigfleet.errors import BigFleetError, StaleFencingToken
+from bigfleet.shard import codec
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.machine import Machine, MachineState, transition
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.runtime.provider import ProviderClient
+from bigfleet.shard.runtime.reconcile import Reconciler
+from bigfleet.shard.runtime.state import ShardState
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
-from shard import codec
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.machine import Machine, MachineState, transition
-from shard.engine.needs import Need
-from shard.runtime.provider import ProviderClient
-from shard.runtime.reconcile import Reconciler
-from shard.runtime.state import ShardState
 
 log = logging.getLogger(__name__)
 S = MachineState

@@ -10,12 +10,12 @@ reconnecting cluster gets them all again.
 
 from __future__ import annotations
 
+from bigfleet.shard import codec
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.runtime.channels import Channels
 from bigfleet.wire import provider_pb2, shard_pb2
-from shard import codec
-from shard.engine.inventory import Inventory
-from shard.engine.machine import MachineState
-from shard.engine.needs import Need, NeedsTable
-from shard.runtime.channels import Channels
 
 MIN_INTERVAL_S = 5.0
 Confidence = shard_pb2.AvailableCapacityUpdate

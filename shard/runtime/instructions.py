@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable
 
 from bigfleet.errors import BigFleetError
 from bigfleet.handover import DRAINING, RELEASED, naming
+from bigfleet.shard import codec
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.decision.cost import drain_grace_seconds
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.runtime.executor import Executor
+from bigfleet.shard.runtime.reconcile import Reconciler
+from bigfleet.shard.runtime.state import ShardState
 from bigfleet.wire import coordinator_pb2 as pb
-from shard import codec
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.decision.cost import drain_grace_seconds
-from shard.engine.machine import MachineState
-from shard.runtime.executor import Executor
-from shard.runtime.reconcile import Reconciler
-from shard.runtime.state import ShardState
 
 log = logging.getLogger(__name__)
 Outcome = pb.InstructAck.Outcome

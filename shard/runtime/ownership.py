@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shard.engine.machine import Machine
+from bigfleet.shard.engine.machine import Machine
 
 Domain = tuple[str, str]  # (topology key, value)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 
 from bigfleet.errors import BigFleetError
-from shard import codec
-from shard.runtime.provider import ProviderClient
-from shard.runtime.state import ShardState
+from bigfleet.shard import codec
+from bigfleet.shard.runtime.provider import ProviderClient
+from bigfleet.shard.runtime.state import ShardState
 
 log = logging.getLogger(__name__)
 

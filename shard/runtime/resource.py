@@ -20,7 +20,7 @@ import kr8s.asyncio
 
 from bigfleet.crd import GROUP, VERSION, Shard
 from bigfleet.crd import models as m
-from shard.runtime.service import ShardService
+from bigfleet.shard.runtime.service import ShardService
 
 log = logging.getLogger(__name__)
 

@@ -22,23 +22,23 @@ from prometheus_client import CollectorRegistry
 
 from bigfleet import logs, probes
 from bigfleet.fencing import advance_epoch
+from bigfleet.shard import codec
+from bigfleet.shard.engine.cycle import CycleResult, Engine
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.shortfall import ShortfallLedger
+from bigfleet.shard.runtime.channels import Channels, SessionService
+from bigfleet.shard.runtime.executor import Executor
+from bigfleet.shard.runtime.hints import Hints
+from bigfleet.shard.runtime.instructions import InstructionHandler
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.ownership import Ownership
+from bigfleet.shard.runtime.provider import ProviderClient
+from bigfleet.shard.runtime.reconcile import Reconciler
+from bigfleet.shard.runtime.state import ShardState
 from bigfleet.stats import p50_p99
 from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
-from shard import codec
-from shard.engine.cycle import CycleResult, Engine
-from shard.engine.inventory import Inventory
-from shard.engine.machine import MachineState
-from shard.engine.rails import RailSettings
-from shard.engine.shortfall import ShortfallLedger
-from shard.runtime.channels import Channels, SessionService
-from shard.runtime.executor import Executor
-from shard.runtime.hints import Hints
-from shard.runtime.instructions import InstructionHandler
-from shard.runtime.metrics import ShardMetrics
-from shard.runtime.ownership import Ownership
-from shard.runtime.provider import ProviderClient
-from shard.runtime.reconcile import Reconciler
-from shard.runtime.state import ShardState
 
 log = logging.getLogger(__name__)
 

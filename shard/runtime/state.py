@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 import grpc
 
 from bigfleet import quantity
+from bigfleet.shard import codec
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import (
+    InvalidMachine,
+    Machine,
+    MachineState,
+    labels_with_topology,
+)
+from bigfleet.shard.engine.needs import NeedsTable
+from bigfleet.shard.engine.rails import RollupQuarantine
+from bigfleet.shard.runtime.channels import BadFrame, Channels
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.ownership import Ownership
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
-from shard import codec
-from shard.engine.inventory import Inventory
-from shard.engine.machine import InvalidMachine, Machine, MachineState, labels_with_topology
-from shard.engine.needs import NeedsTable
-from shard.engine.rails import RollupQuarantine
-from shard.runtime.channels import BadFrame, Channels
-from shard.runtime.metrics import ShardMetrics
-from shard.runtime.ownership import Ownership
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import pytest
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest, UpcomingNode
-from operators.operator.app import OperatorSettings, run
-from providers_fake.config import FleetConfig
-from providers_fake.fleet import FakeFleet
-from providers_fake.server import start as start_provider
-from shard.engine.rails import RailSettings
-from shard.runtime.service import ShardService, ShardSettings
+from bigfleet.operators.operator.app import OperatorSettings, run
+from bigfleet.providers_fake.config import FleetConfig
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.providers_fake.server import start as start_provider
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from tests.support.waiting import until
 
 

@@ -29,8 +29,8 @@ from bigfleet.cli import main as bigfleet_cli
 from bigfleet.controlplane import KUBE_VERSION, LocalControlPlane, find_binaries
 from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
 from bigfleet.crd import crd_dir
-from operators.operator.app import _from_kubeconfig
-from operators.podcontroller.app import load_defaults
+from bigfleet.operators.operator.app import _from_kubeconfig
+from bigfleet.operators.podcontroller.app import load_defaults
 from tests.support.waiting import until
 
 Manifest = dict[str, Any]

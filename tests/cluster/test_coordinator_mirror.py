@@ -6,12 +6,12 @@ from pathlib import Path
 
 import kr8s.asyncio
 
+from bigfleet.coordinator.embedded import EmbeddedElection, EmbeddedState
+from bigfleet.coordinator.mirror import StatusMirror
+from bigfleet.coordinator.service import CoordinatorService
 from bigfleet.crd import Shard
 from bigfleet.crd import models as m
 from bigfleet.wire import coordinator_pb2 as pb
-from coordinator.embedded import EmbeddedElection, EmbeddedState
-from coordinator.mirror import StatusMirror
-from coordinator.service import CoordinatorService
 
 
 class Context:

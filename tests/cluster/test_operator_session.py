@@ -15,10 +15,10 @@ from kr8s.asyncio.objects import Node, Pod, PodDisruptionBudget, Secret
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest, UpcomingNode
+from bigfleet.operators.operator.bootstrap import BootstrapResponder
+from bigfleet.operators.operator.session import OperatorSession
+from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2, shard_pb2_grpc
-from operators.operator.bootstrap import BootstrapResponder
-from operators.operator.session import OperatorSession
-from operators.operator.writers import collect_finished, mark_node_ready
 from tests.support.waiting import until
 
 S = provider_pb2.MachineState

@@ -13,7 +13,7 @@ from kr8s.asyncio.objects import Pod
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import CapacityRequest
-from operators.podcontroller.app import PodControllerSettings, PodReconciler, run
+from bigfleet.operators.podcontroller.app import PodControllerSettings, PodReconciler, run
 from tests.cluster.test_chain import LoopThread
 from tests.support.waiting import until
 

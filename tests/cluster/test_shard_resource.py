@@ -13,11 +13,11 @@ import pytest
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import Shard
-from providers_fake.config import FleetConfig
-from providers_fake.server import start as start_provider
-from shard.engine.rails import RailSettings
-from shard.runtime.resource import ShardResource, run_controls
-from shard.runtime.service import ShardService, ShardSettings
+from bigfleet.providers_fake.config import FleetConfig
+from bigfleet.providers_fake.server import start as start_provider
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.runtime.resource import ShardResource, run_controls
+from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from tests.component.harness import eventually, need
 
 

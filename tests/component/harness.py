@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 
+from bigfleet.providers_fake.config import FleetConfig, LatencyConfig, Pool
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.providers_fake.server import start as start_provider
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
-from providers_fake.config import FleetConfig, LatencyConfig, Pool
-from providers_fake.fleet import FakeFleet
-from providers_fake.server import start as start_provider
-from shard.engine.rails import RailSettings
-from shard.runtime.service import ShardService, ShardSettings
 
 TYPE = "m6i.2xlarge"  # the fake's default shape: 8 CPU / 32Gi
 

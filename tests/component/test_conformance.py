@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bigfleet.conformance.checks import CHECKS
+from bigfleet.conformance.runner import run_suite
 from bigfleet.fencing import FencingToken
-from conformance.checks import CHECKS
-from conformance.runner import run_suite
-from providers_fake.config import FleetConfig, LatencyConfig
-from providers_fake.fleet import FakeFleet
-from providers_fake.server import start
+from bigfleet.providers_fake.config import FleetConfig, LatencyConfig
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.providers_fake.server import start
 
 
 async def _serve(fleet: FakeFleet) -> AsyncIterator[str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 
 from bigfleet.controlplane.process import free_port
+from bigfleet.shard.coordclient import CoordinatorClient
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc, provider_pb2
-from shard.coordclient import CoordinatorClient
 from tests.component.harness import TYPE, eventually, need, rig
 
 Outcome = pb.InstructAck.Outcome

@@ -3,7 +3,7 @@ rebalancing moves finish between live (scripted) shards on the same etcd."""
 
 from __future__ import annotations
 
-from coordinator import bench
+from bigfleet.bench import coordinator as bench
 
 
 def test_repeated_leader_kills_lose_no_acknowledged_write_and_moves_finish() -> None:

@@ -13,15 +13,15 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
+from bigfleet.bench.coordinator import CoordinatorProcess
 from bigfleet.cli import main
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import free_port
+from bigfleet.coordinator.election import Election
+from bigfleet.coordinator.service import CoordinatorService
+from bigfleet.coordinator.store import EtcdStateReader
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
-from coordinator.bench import CoordinatorProcess
-from coordinator.election import Election
-from coordinator.service import CoordinatorService
-from coordinator.store import EtcdStateReader
 from tests.support.waiting import until
 
 

@@ -10,8 +10,8 @@ import aetcd
 import pytest
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
-from coordinator.election import Election
-from coordinator.store import EtcdStore, NotLeader
+from bigfleet.coordinator.election import Election
+from bigfleet.coordinator.store import EtcdStore, NotLeader
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def key(request: pytest.FixtureRequest) -> bytes:
 _CANDIDATE = """
 import asyncio, sys
 import aetcd
-from coordinator.election import Election
+from bigfleet.coordinator.election import Election
 
 async def main():
     client = aetcd.Client(host="127.0.0.1", port=int(sys.argv[1]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bigfleet.bench.coordinator import CoordinatorProcess
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
-from coordinator.bench import CoordinatorProcess
 from tests.support.waiting import until
 
 

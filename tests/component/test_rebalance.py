@@ -16,15 +16,15 @@ import aetcd
 import grpc
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
+from bigfleet.coordinator.election import Election
+from bigfleet.coordinator.rebalance import RebalanceSettings
+from bigfleet.coordinator.service import CoordinatorService
+from bigfleet.coordinator.store import EtcdStateReader
+from bigfleet.providers_fake.config import LatencyConfig
+from bigfleet.shard.coordclient import CoordinatorClient
+from bigfleet.shard.engine.machine import ZONE_KEY
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc, provider_pb2
-from coordinator.election import Election
-from coordinator.rebalance import RebalanceSettings
-from coordinator.service import CoordinatorService
-from coordinator.store import EtcdStateReader
-from providers_fake.config import LatencyConfig
-from shard.coordclient import CoordinatorClient
-from shard.engine.machine import ZONE_KEY
 from tests.component.harness import Pair, eventually, need, operator, two_shards
 
 FAST = RebalanceSettings(interval_s=0.2, min_age_cycles=2, drain_age_cycles=4, cooldown_s=1.0)

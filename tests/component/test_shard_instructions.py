@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bigfleet.handover import DRAINING, RELEASED, ids_in
+from bigfleet.providers_fake.config import LatencyConfig
+from bigfleet.shard.engine.machine import ZONE_KEY, MachineState
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import provider_pb2
-from providers_fake.config import LatencyConfig
-from shard.engine.machine import ZONE_KEY, MachineState
 from tests.component.harness import Pair, eventually, need, operator, two_shards
 
 Outcome = pb.InstructAck.Outcome

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from bigfleet.errors import StaleFencingToken
+from bigfleet.shard.runtime.provider import ProviderClient
 from bigfleet.wire import provider_pb2 as pb
-from shard.runtime.provider import ProviderClient
 from tests.component.harness import eventually, need, rig
 
 CONFIGURED = pb.MACHINE_STATE_CONFIGURED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.operator.bootstrap import unsatisfiable
+from bigfleet.operators.operator.bootstrap import unsatisfiable
 
 
 def req(key: str, operator: str, *values: str) -> dict[str, object]:

@@ -6,9 +6,9 @@ import pytest
 
 from bigfleet.errors import InvalidRequest, InvalidTransition, MachineNotFound, StaleFencingToken
 from bigfleet.fencing import FencingToken
+from bigfleet.providers_fake.config import FleetConfig, Pool
+from bigfleet.providers_fake.fleet import FakeFleet, Latency, Slot
 from bigfleet.wire import provider_pb2 as pb
-from providers_fake.config import FleetConfig, Pool
-from providers_fake.fleet import FakeFleet, Latency, Slot
 
 S = pb.MachineState
 

@@ -19,23 +19,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from bigfleet.coordinator.embedded import EmbeddedElection, EmbeddedState
+from bigfleet.coordinator.instructions import InstructionQueue
+from bigfleet.coordinator.rebalance import Rebalancer, RebalanceSettings
+from bigfleet.coordinator.store import Store
 from bigfleet.fencing import FencingToken
+from bigfleet.providers_fake.fleet import FakeFleet, Slot
+from bigfleet.shard import codec
+from bigfleet.shard.engine.machine import ZONE_KEY
+from bigfleet.shard.runtime.channels import Channels
+from bigfleet.shard.runtime.executor import Executor
+from bigfleet.shard.runtime.instructions import InstructionHandler
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.ownership import Ownership
+from bigfleet.shard.runtime.reconcile import Reconciler
+from bigfleet.shard.runtime.state import ShardState
 from bigfleet.wire import capacity_pb2, provider_pb2
 from bigfleet.wire import coordinator_pb2 as pb
-from coordinator.embedded import EmbeddedElection, EmbeddedState
-from coordinator.instructions import InstructionQueue
-from coordinator.rebalance import Rebalancer, RebalanceSettings
-from coordinator.store import Store
-from providers_fake.fleet import FakeFleet, Slot
-from shard import codec
-from shard.engine.machine import ZONE_KEY
-from shard.runtime.channels import Channels
-from shard.runtime.executor import Executor
-from shard.runtime.instructions import InstructionHandler
-from shard.runtime.metrics import ShardMetrics
-from shard.runtime.ownership import Ownership
-from shard.runtime.reconcile import Reconciler
-from shard.runtime.state import ShardState
 
 SHARDS = ("s0", "s1", "s2")
 UNFENCED = FencingToken(shard_id="", epoch=0, sequence=0)

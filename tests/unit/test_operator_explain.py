@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bigfleet.operators.operator.explain import Explainer, matches_labels
+from bigfleet.operators.operator.rollup import translate
 from bigfleet.wire import shard_pb2
-from operators.operator.explain import Explainer, matches_labels
-from operators.operator.rollup import translate
 
 
 def cr(name: str, *requirements: dict[str, Any]) -> Any:

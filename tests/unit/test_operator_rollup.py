@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bigfleet import penalty
+from bigfleet.operators.operator.rollup import build, translate
+from bigfleet.shard import codec
 from bigfleet.wire import capacity_pb2
-from operators.operator.rollup import build, translate
-from shard import codec
 
 Req = capacity_pb2.NodeSelectorRequirement
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bigfleet.shard.runtime.outbox import Outbox
 from bigfleet.wire import shard_pb2
-from shard.runtime.outbox import Outbox
 
 
 def node(machine: str, state: int) -> shard_pb2.ShardMessage:

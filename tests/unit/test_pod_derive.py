@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators.podcontroller.derive import (
+from bigfleet.operators.podcontroller.derive import (
     DEFAULT_PENALTIES,
     capacity_request_spec,
     resources,

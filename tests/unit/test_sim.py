@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from bigfleet.cli import main
-from sim import runner
-from sim.scenario import GOLDEN_DIR, Scenario, catalog, find
+from bigfleet.sim import runner
+from bigfleet.sim.scenario import GOLDEN_DIR, Scenario, catalog, find
 
 SCRIPTED = [name for name in catalog() if find(name).kind == "scripted"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shard.engine.needs import Need
-from shard.engine.resources import Vector
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.resources import Vector
 
 
 class ActionKind(StrEnum):

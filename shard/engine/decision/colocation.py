@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shard.engine import resources as rv
-from shard.engine.machine import Machine
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.machine import Machine
 
 Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from bigfleet import penalty
-from shard.engine.machine import Machine
+from bigfleet.shard.engine.machine import Machine
 
 # Victim score weights: priority gap, drain speed, interruption, reclamation.
 W_PRIORITY, W_DRAIN, W_INTERRUPTION, W_RECLAMATION = 1.0, 0.1, 0.1, 0.1

@@ -22,9 +22,9 @@ from collections import defaultdict
 from collections.abc import Iterator, KeysView, Mapping
 from dataclasses import dataclass, field, replace
 
-from shard.engine import resources as rv
-from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
-from shard.engine.decision.colocation import (
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from bigfleet.shard.engine.decision.colocation import (
     Attribution,
     Bucket,
     CreditGroup,
@@ -33,8 +33,8 @@ from shard.engine.decision.colocation import (
     attribution,
     choose_same_bucket,
 )
-from shard.engine.decision.cost import effective_cost
-from shard.engine.decision.replay import (
+from bigfleet.shard.engine.decision.cost import effective_cost
+from bigfleet.shard.engine.decision.replay import (
     ClusterSteps,
     GroupingKey,
     Lane,
@@ -44,10 +44,10 @@ from shard.engine.decision.replay import (
     Step,
     need_key,
 )
-from shard.engine.inventory import Inventory
-from shard.engine.machine import Machine, MachineState
-from shard.engine.needs import Need
-from shard.engine.profile import Spread
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.profile import Spread
 
 S = MachineState
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from shard.engine import resources as rv
-from shard.engine.decision.actions import Action, ActionKind, Unsatisfied
-from shard.engine.decision.cost import drain_grace_seconds, victim_score
-from shard.engine.inventory import Inventory
-from shard.engine.machine import Machine, MachineState
-from shard.engine.needs import Need
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from bigfleet.shard.engine.decision.cost import drain_grace_seconds, victim_score
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.needs import Need
 
 S = MachineState
 

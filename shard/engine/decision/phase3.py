@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.decision.cost import RECLAIM_GRACE_S
-from shard.engine.inventory import Inventory
-from shard.engine.machine import CapacityType, MachineState
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.decision.cost import RECLAIM_GRACE_S
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import CapacityType, MachineState
 
 S = MachineState
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shard.engine.decision.colocation import Bucket
-from shard.engine.machine import MachineState
-from shard.engine.needs import Need
-from shard.engine.resources import is_zero
+from bigfleet.shard.engine.decision.colocation import Bucket
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.resources import is_zero
 
 PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
 GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from bigfleet import penalty
-from shard.engine.inventory import Inventory
-from shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
-from shard.engine.needs import Need, NeedsTable
-from shard.engine.profile import Operator, Profile, Requirement, Spread
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.profile import Operator, Profile, Requirement, Spread
 
 GPU = "nvidia.com/gpu"
 A3 = "a3-highgpu-8g"

@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bigfleet import penalty
-from shard.engine.cycle import Engine
-from shard.engine.decision import phase1
-from shard.engine.inventory import Inventory
-from shard.engine.machine import Machine, MachineState
-from shard.engine.needs import Need, NeedsTable
-from shard.engine.normalize import normalize
-from shard.engine.profile import Profile, Spread
-from shard.engine.rails import RailSettings
+from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.decision import phase1
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.normalize import normalize
+from bigfleet.shard.engine.profile import Profile, Spread
+from bigfleet.shard.engine.rails import RailSettings
 from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, machine, profile
 
 S = MachineState

@@ -6,16 +6,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bigfleet import penalty
+from bigfleet.providers_fake.config import FleetConfig, Pool
+from bigfleet.shard import codec
+from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.decision.actions import ActionKind
+from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.profile import Operator, Profile, Requirement, Spread
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.sim.shard_loop import SimShard
 from bigfleet.wire import capacity_pb2
-from providers_fake.config import FleetConfig, Pool
-from shard import codec
-from shard.engine.cycle import Engine
-from shard.engine.decision.actions import ActionKind
-from shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
-from shard.engine.needs import Need, NeedsTable
-from shard.engine.profile import Operator, Profile, Requirement, Spread
-from shard.engine.rails import RailSettings
-from sim.shard_loop import SimShard
 from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, inventory, machine
 
 S = MachineState

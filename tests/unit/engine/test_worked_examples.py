@@ -7,13 +7,13 @@ import math
 import pytest
 
 from bigfleet import penalty
-from shard.engine.cycle import Engine
-from shard.engine.decision import cost, phase1, phase2, phase3
-from shard.engine.machine import CapacityType
-from shard.engine.normalize import normalize
-from shard.engine.profile import Operator
-from shard.engine.rails import RailSettings, RollupQuarantine
-from shard.engine.shortfall import ShortfallLedger
+from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.decision import cost, phase1, phase2, phase3
+from bigfleet.shard.engine.machine import CapacityType
+from bigfleet.shard.engine.normalize import normalize
+from bigfleet.shard.engine.profile import Operator
+from bigfleet.shard.engine.rails import RailSettings, RollupQuarantine
+from bigfleet.shard.engine.shortfall import ShortfallLedger
 from tests.unit.engine.builders import (
     S,
     gpu,
@@ -459,7 +459,7 @@ def test_e13_small_drops_and_small_baselines_are_accepted_at_once() -> None:
 
 # E14 -----------------------------------------------------------------------------------------
 def test_e14_shortfalls_sum_per_profile_and_age() -> None:
-    from shard.engine.decision.actions import Unsatisfied
+    from bigfleet.shard.engine.decision.actions import Unsatisfied
 
     gang_a = need("c1", 500, 2, same="rack", group="A")
     gang_b = need("c1", 500, 3, same="rack", group="B")

@@ -129,8 +129,8 @@ def coordinator(
     (for higher priority) machines drained from other shards. With
     --store embedded there is no etcd: one replica, state in --data-dir.
     """
-    from coordinator.app import CoordinatorSettings, run
-    from coordinator.rebalance import RebalanceSettings
+    from bigfleet.coordinator.app import CoordinatorSettings, run
+    from bigfleet.coordinator.rebalance import RebalanceSettings
 
     if store == "etcd" and not etcd:
         raise click.UsageError("--etcd is required with --store etcd")

@@ -44,7 +44,7 @@ def pod_controller(
     metrics_port: int,
 ) -> None:
     """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
-    from operators.podcontroller.app import PodControllerSettings, load_defaults, run
+    from bigfleet.operators.podcontroller.app import PodControllerSettings, load_defaults, run
 
     os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
     settings = PodControllerSettings(

@@ -67,7 +67,7 @@ def operator(
     metrics_port: int,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
-    from operators.operator.app import OperatorSettings, run
+    from bigfleet.operators.operator.app import OperatorSettings, run
 
     os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
     settings = OperatorSettings(

@@ -29,14 +29,14 @@ import grpc
 
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.coordinator.election import Election
+from bigfleet.coordinator.rebalance import RebalanceSettings
+from bigfleet.coordinator.service import CoordinatorService
+from bigfleet.coordinator.store import EtcdStateReader
 from bigfleet.handover import RELEASED, naming
 from bigfleet.stats import percentiles
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
-from coordinator.election import Election
-from coordinator.rebalance import RebalanceSettings
-from coordinator.service import CoordinatorService
-from coordinator.store import EtcdStateReader
 
 WRITES_PER_ROUND = 5
 _POLL_S = 0.02

@@ -100,12 +100,12 @@ def all_in_one(
     fake provider holds 8 a3-highgpu-8g (8 GPU, free) and 8 m6i.large
     (2 CPU / 8Gi, $0.10/h) idle machines. Point an operator at --shard-listen.
     """
-    from coordinator.app import CoordinatorSettings
-    from coordinator.app import run as run_coordinator
-    from providers_fake.config import FleetConfig
-    from providers_fake.server import start as start_provider
-    from shard.coordclient import CoordinatorClient
-    from shard.runtime.service import ShardService, ShardSettings
+    from bigfleet.coordinator.app import CoordinatorSettings
+    from bigfleet.coordinator.app import run as run_coordinator
+    from bigfleet.providers_fake.config import FleetConfig
+    from bigfleet.providers_fake.server import start as start_provider
+    from bigfleet.shard.coordclient import CoordinatorClient
+    from bigfleet.shard.runtime.service import ShardService, ShardSettings
 
     config = (
         FleetConfig.load(provider_config)

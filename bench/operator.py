@@ -20,9 +20,9 @@ from kr8s.asyncio.objects import Namespace
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest, crd_dir
+from bigfleet.operators.operator import rollup
+from bigfleet.operators.operator.session import acknowledge
 from bigfleet.stats import percentiles
-from operators.operator import rollup
-from operators.operator.session import acknowledge
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bigfleet import penalty
+from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
+from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.profile import Operator, Profile, Requirement
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.resources import add
 from bigfleet.stats import percentiles
-from shard.engine.cycle import Engine
-from shard.engine.decision.actions import Action, ActionKind
-from shard.engine.inventory import Inventory
-from shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
-from shard.engine.needs import Need, NeedsTable
-from shard.engine.profile import Operator, Profile, Requirement
-from shard.engine.rails import RailSettings
-from shard.engine.resources import add
 
 S = MachineState
 RACK_KEY = "topology.bigfleet/rack"

@@ -17,7 +17,7 @@ def sim() -> None:
 @sim.command("list")
 def list_scenarios() -> None:
     """List the shipped scenarios."""
-    from sim.scenario import Scenario, catalog
+    from bigfleet.sim.scenario import Scenario, catalog
 
     for name, path in catalog().items():
         scenario = Scenario.load(path)
@@ -60,9 +60,9 @@ def run(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sim import runner
-    from sim.report import render
-    from sim.scenario import find
+    from bigfleet.sim import runner
+    from bigfleet.sim.report import render
+    from bigfleet.sim.scenario import find
 
     try:
         chosen = find(scenario)
@@ -86,8 +86,8 @@ def run(
 @click.argument("names", nargs=-1)
 def record(names: tuple[str, ...]) -> None:
     """Write golden traces of scripted scenarios (all when none are named)."""
-    from sim import runner
-    from sim.scenario import GOLDEN_DIR, catalog, find
+    from bigfleet.sim import runner
+    from bigfleet.sim.scenario import GOLDEN_DIR, catalog, find
 
     for name in names or [n for n in catalog() if find(n).kind == "scripted"]:
         result = runner.run(find(name))
@@ -98,8 +98,8 @@ def record(names: tuple[str, ...]) -> None:
 @sim.command()
 def verify() -> None:
     """Re-run every golden scenario: trace byte-identical and expectations met."""
-    from sim import runner
-    from sim.scenario import GOLDEN_DIR, find
+    from bigfleet.sim import runner
+    from bigfleet.sim.scenario import GOLDEN_DIR, find
 
     failed = 0
     goldens = sorted(GOLDEN_DIR.glob("*.jsonl"))

@@ -61,9 +61,9 @@ def fake(
     Transitions are asynchronous with the configured per-state latency;
     stale fencing tokens are refused with FAILED_PRECONDITION.
     """
-    from providers_fake.config import FleetConfig
-    from providers_fake.joiner import NodeJoiner
-    from providers_fake.server import start
+    from bigfleet.providers_fake.config import FleetConfig
+    from bigfleet.providers_fake.joiner import NodeJoiner
+    from bigfleet.providers_fake.server import start
 
     config = FleetConfig.load(config_path) if config_path else FleetConfig()
     fleet = config.with_quick_seeds(idle, speculative).build(time.monotonic)

@@ -157,9 +157,9 @@ def shard(
 
     Static stability: it needs no coordinator; it provisions from what it owns.
     """
-    from shard.engine.rails import RailSettings
-    from shard.runtime.provider import parse_provider_flag
-    from shard.runtime.service import ShardService, ShardSettings
+    from bigfleet.shard.engine.rails import RailSettings
+    from bigfleet.shard.runtime.provider import parse_provider_flag
+    from bigfleet.shard.runtime.service import ShardService, ShardSettings
 
     if not shard_id:
         raise click.UsageError("--id is required outside a StatefulSet pod")
@@ -194,7 +194,7 @@ def shard(
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(service.run())]
             if coordinator_addr:
-                from shard.coordclient import CoordinatorClient
+                from bigfleet.shard.coordclient import CoordinatorClient
 
                 client = CoordinatorClient(
                     coordinator_addr,
@@ -206,7 +206,7 @@ def shard(
             if kubeconfig:
                 import kr8s.asyncio
 
-                from shard.runtime.resource import ShardResource, run_controls
+                from bigfleet.shard.runtime.resource import ShardResource, run_controls
 
                 os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it
                 api = await kr8s.asyncio.api(kubeconfig=kubeconfig)

@@ -32,8 +32,8 @@ def conformance(target: str, only: str, rpc_timeout: float, list_only: bool) -> 
     Speculative machines it can create, configure, drain and delete. Prints a
     line per check and `N passed, M failed`; exits 1 on any failure.
     """
-    from conformance.checks import CHECKS
-    from conformance.runner import run_suite
+    from bigfleet.conformance.checks import CHECKS
+    from bigfleet.conformance.runner import run_suite
 
     if list_only:
         for c in CHECKS:

@@ -48,7 +48,7 @@ def engine(
     from rich.progress import Progress
     from rich.table import Table
 
-    from sim import bench_engine
+    from bigfleet.bench import engine as bench_engine
 
     console = Console()
     with Progress(console=console, transient=True) as bar:
@@ -109,7 +109,7 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
     """
     from rich.progress import Progress
 
-    from bigfleet.controlplane import chain_bench as chain_bench_
+    from bigfleet.bench import chain as chain_bench_
 
     with Progress(transient=True) as bar:
         task = bar.add_task("pods bound", total=pods)
@@ -147,7 +147,7 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
 @json_output
 def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
     """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
-    from sim import bench_shard
+    from bigfleet.bench import shard as bench_shard
 
     result = bench_shard.run(streams, seconds, machines)
     click.echo(
@@ -177,7 +177,7 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
 @json_output
 def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> None:
     """Roll-up build p50/p99 over N CRs; seconds to acknowledge them on a real API server."""
-    from operators.operator import bench as operator_bench_
+    from bigfleet.bench import operator as operator_bench_
 
     result = operator_bench_.run(crs, ack_concurrency)
     click.echo(
@@ -236,7 +236,7 @@ def coordinator_bench(
     """
     from rich.progress import Progress
 
-    from coordinator import bench as coordinator_bench_
+    from bigfleet.bench import coordinator as coordinator_bench_
 
     with Progress(transient=True) as bar:
         task = bar.add_task("leader kills, then moves", total=kills + moves)
