@@ -1,7 +1,10 @@
-"""BigFleet shared kernel: wire modules, CRD models, fencing, errors, logging and metrics.
+"""BigFleet: one import package for every part.
 
-Every component (shard, coordinator, operators, providers_fake) imports this
-package and nothing of each other; `bigfleet.cli` is the composition root.
+The modules directly in this folder are the shared kernel (wire, CRD models,
+fencing, errors, lifecycle and requirement vocabulary, clock, supervision, logs,
+metrics); the subpackages linked in from the repository's top-level folders are
+the components (shard, coordinator, operators, providers_fake, conformance), the
+tooling (sim, controlplane, bench) and the CLI that composes them. ADR 0016.
 """
 
 __version__ = "0.1.0"

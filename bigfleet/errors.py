@@ -1,10 +1,14 @@
 """Named errors of BigFleet, each carrying the gRPC status code it maps to at the edge.
 
 Callers catch the precise class (`except StaleFencingToken`); servers turn the
-class into its status code, and clients turn the code back into the class.
+class into its status code with `abort_with`, and clients turn the code back
+into the class with `from_rpc_error`. Both directions live here and nowhere else.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NoReturn
 
 import grpc
 
@@ -59,3 +63,28 @@ class ProviderError(BigFleetError):
     def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN) -> None:
         super().__init__(message)
         self.code = code
+
+
+# How a provider's status codes read on the way back (the provider contract: FAILED_PRECONDITION
+# means fencing and nothing else). Codes not listed become ProviderError with the code kept.
+PROVIDER_CODES: Mapping[grpc.StatusCode, type[BigFleetError]] = {
+    grpc.StatusCode.FAILED_PRECONDITION: StaleFencingToken,
+    grpc.StatusCode.NOT_FOUND: MachineNotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+}
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: BigFleetError) -> NoReturn:
+    """End the call with the error's status code and message."""
+    await context.abort(err.code, str(err))
+    raise AssertionError("unreachable: abort raises")  # keeps type checkers honest
+
+
+def from_rpc_error(
+    err: grpc.RpcError, codes: Mapping[grpc.StatusCode, type[BigFleetError]] = PROVIDER_CODES
+) -> BigFleetError:
+    """The named error for a failed call; unknown codes keep theirs in a ProviderError."""
+    code: grpc.StatusCode = err.code()
+    details: str = err.details() or ""
+    named = codes.get(code)
+    return named(details) if named is not None else ProviderError(details, code)

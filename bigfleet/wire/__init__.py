@@ -17,6 +17,8 @@ from bigfleet.v1alpha1 import (
 )
 
 PROTO_PACKAGE = "bigfleet.v1alpha1"
+# What both ends of Shard.Session say in Hello/HelloAck.
+PROTOCOL_VERSION = "v1alpha1"
 
 # Every gRPC server and client lifts the message ceiling to 256 MiB each way: an
 # oversized full-replacement roll-up must slow a cycle down, never loop reconnecting.
@@ -32,6 +34,7 @@ __all__ = [
     "FILES",
     "GRPC_OPTIONS",
     "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
     "PROTO_PACKAGE",
     "capacity_pb2",
     "coordinator_pb2",
