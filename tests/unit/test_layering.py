@@ -35,6 +35,14 @@ def test_every_link_points_at_its_top_level_folder() -> None:
         assert (REPO / name / "__init__.py").is_file()
 
 
+def test_every_linked_folder_is_banned_by_bare_name_and_placed_in_a_layer() -> None:
+    banned = PYPROJECT["tool"]["ruff"]["lint"]["flake8-tidy-imports"]["banned-api"]
+    assert set(banned) == LINKED
+    (layers,) = (c for c in PYPROJECT["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    placed = {m.strip() for layer in layers["layers"] for m in layer.replace(":", "|").split("|")}
+    assert placed == {f"bigfleet.{name}" for name in LINKED}
+
+
 def test_the_kernel_contract_names_everything_in_the_kernel() -> None:
     # A new kernel module must be held to "imports no component" from its first commit.
     kernel = {
