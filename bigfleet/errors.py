@@ -47,6 +47,12 @@ class InvalidRequest(BigFleetError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class IdentityRejected(BigFleetError):
+    """The caller's certificate identity may not make this call (mutual TLS only)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class MachineNotFound(BigFleetError):
     code = grpc.StatusCode.NOT_FOUND
 

@@ -15,6 +15,7 @@ import click
 from bigfleet import __version__, logs
 from bigfleet.cli.allinone import all_in_one
 from bigfleet.cli.bench import bench
+from bigfleet.cli.certs import certs
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.coordinator import coordinator
 from bigfleet.cli.ctl import ctl
@@ -77,6 +78,7 @@ main.add_command(bench)
 main.add_command(shard)
 main.add_command(coordinator)
 main.add_command(ctl)
+main.add_command(certs)
 main.add_command(operator)
 main.add_command(all_in_one)
 main.add_command(pod_controller)
