@@ -11,10 +11,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from bigfleet.wire import capacity_pb2
-
-_WIRE = capacity_pb2.NodeSelectorRequirement
-
 
 class Operator(StrEnum):
     IN = "In"
@@ -37,12 +33,14 @@ class Operator(StrEnum):
             raise ValueError(f"unknown requirement operator {number}") from None
 
 
+# NodeSelectorRequirement.Operator numbers, written out so the pure engine can use this module
+# without loading the wire stack; a unit test compares them with the compiled enum.
 _TO_WIRE: dict[Operator, int] = {
-    Operator.IN: _WIRE.OPERATOR_IN,
-    Operator.NOT_IN: _WIRE.OPERATOR_NOT_IN,
-    Operator.EXISTS: _WIRE.OPERATOR_EXISTS,
-    Operator.DOES_NOT_EXIST: _WIRE.OPERATOR_DOES_NOT_EXIST,
-    Operator.SAME: _WIRE.OPERATOR_SAME,
+    Operator.IN: 1,
+    Operator.NOT_IN: 2,
+    Operator.EXISTS: 3,
+    Operator.DOES_NOT_EXIST: 4,
+    Operator.SAME: 5,
 }
 _FROM_WIRE: dict[int, Operator] = {int(number): op for op, number in _TO_WIRE.items()}
 
