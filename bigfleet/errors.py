@@ -35,8 +35,8 @@ class StaleTerm(BigFleetError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class CorruptEpochFile(BigFleetError):
-    """The persisted shard epoch cannot be read; starting would risk reusing an old epoch."""
+class CorruptFencingFile(BigFleetError):
+    """A persisted epoch or term cannot be read; starting would risk accepting a zombie."""
 
     code = grpc.StatusCode.DATA_LOSS
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigfleet.errors import CorruptEpochFile, StaleFencingToken, StaleTerm
+from bigfleet.errors import CorruptFencingFile, StaleFencingToken, StaleTerm
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,14 +58,22 @@ class FenceBook:
 
 
 class TermFence:
-    """A shard's high-water mark of coordinator terms: lower is stale, equal or higher passes."""
+    """A shard's high-water mark of coordinator terms: lower is stale, equal or higher passes.
 
-    def __init__(self) -> None:
-        self.high_water = 0
+    With a path the mark survives restarts: it is read at start and written (fsynced,
+    renamed) before a higher term is admitted, so a restarted shard still refuses an
+    instruction from a deposed leader.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.high_water = _read_counter(path, "term", minimum=0) if path else 0
 
     def admit(self, term: int) -> None:
         if term < self.high_water:
             raise StaleTerm(f"term {term} is below the highest seen, {self.high_water}")
+        if term > self.high_water and self.path:
+            _write_atomically(self.path, f"{term}\n")
         self.high_water = term
 
 
@@ -86,23 +94,31 @@ def advance_epoch(path: Path) -> int:
     before it is returned, so no two starts can ever use the same epoch. A
     file that cannot be parsed is fatal: guessing could reuse an old epoch.
     """
+    epoch = _read_counter(path, "epoch", minimum=1) + 1
+    _write_atomically(path, f"{epoch}\n")
+    return epoch
+
+
+def _read_counter(path: Path, what: str, minimum: int) -> int:
+    """The counter persisted at `path`, 0 when missing; CorruptFencingFile when unreadable."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        previous = 0
-    else:
-        try:
-            previous = int(text.strip())
-        except ValueError as err:
-            raise CorruptEpochFile(f"{path} holds {text[:40]!r}, not an epoch") from err
-        if previous < 1:
-            raise CorruptEpochFile(f"{path} holds epoch {previous}; epochs start at 1")
-    epoch = previous + 1
+        return 0
+    try:
+        value = int(text.strip())
+    except ValueError as err:
+        raise CorruptFencingFile(f"{path} holds {text[:40]!r}, not an {what}") from err
+    if value < minimum:
+        raise CorruptFencingFile(f"{path} holds {what} {value}; the lowest is {minimum}")
+    return value
+
+
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w") as handle:
-        handle.write(f"{epoch}\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(path)
-    return epoch

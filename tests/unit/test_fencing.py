@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bigfleet.errors import CorruptEpochFile, StaleFencingToken, StaleTerm
+from bigfleet.errors import CorruptFencingFile, StaleFencingToken, StaleTerm
 from bigfleet.fencing import FenceBook, FencingToken, SequenceCounter, TermFence, advance_epoch
 
 
@@ -82,6 +82,27 @@ def test_term_fence_refuses_lower_terms_and_advances_on_higher() -> None:
     assert fence.high_water == 5
 
 
+def test_a_persisted_term_fence_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "coordinator-term"
+    fence = TermFence(path)
+    fence.admit(2)
+    fence.admit(2)
+    assert path.read_text() == "2\n"
+    restarted = TermFence(path)  # a new process on the same data dir
+    assert restarted.high_water == 2
+    with pytest.raises(StaleTerm):
+        restarted.admit(1)
+    assert path.read_text() == "2\n"
+
+
+@pytest.mark.parametrize("content", ["", "two", "-1"])
+def test_a_corrupt_term_file_is_fatal(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "coordinator-term"
+    path.write_text(content)
+    with pytest.raises(CorruptFencingFile):
+        TermFence(path)
+
+
 def test_sequence_numbers_are_fresh_for_every_attempt() -> None:
     counter = SequenceCounter()
     assert [counter.next() for _ in range(3)] == [1, 2, 3]
@@ -98,6 +119,6 @@ def test_epoch_starts_at_one_and_grows_on_every_start(tmp_path: Path) -> None:
 def test_a_corrupt_epoch_file_is_fatal_and_left_alone(tmp_path: Path, content: str) -> None:
     path = tmp_path / "epoch"
     path.write_text(content)
-    with pytest.raises(CorruptEpochFile):
+    with pytest.raises(CorruptFencingFile):
         advance_epoch(path)
     assert path.read_text() == content
