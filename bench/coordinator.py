@@ -158,29 +158,28 @@ async def _rebalance(
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub = coordinator_pb2_grpc.CoordinatorStub(channel)
-    leading = asyncio.create_task(service.lead_forever())
     shards = [ScriptedShard(f"shard-{i}", machines, stub) for i in range(3)]
-    tasks: list[asyncio.Task[None]] = []
     try:
-        while service.store is None:
-            await asyncio.sleep(_POLL_S)
-        tasks = [asyncio.create_task(s.run()) for s in shards]
-        completed = service.rebalancer.completed
-        for move in range(moves):
-            recipient = shards[move % 3]
-            recipient.short = True
-            while len(service.rebalancer.completed) <= move:
-                await asyncio.sleep(0.005)
-                completed = service.rebalancer.completed
-            recipient.short = False
-            await asyncio.sleep(0.2)  # a report without the shortfall ends its eligibility
-            if progress is not None:
-                progress(move + 1, completed[-1])
+        async with asyncio.TaskGroup() as group:  # a shard or the leader failing ends the bench
+            leading = group.create_task(service.lead_forever())
+            while service.store is None:
+                await asyncio.sleep(_POLL_S)
+            reporting = [group.create_task(s.run()) for s in shards]
+            completed = service.rebalancer.completed
+            for move in range(moves):
+                recipient = shards[move % 3]
+                recipient.short = True
+                while len(service.rebalancer.completed) <= move:
+                    await asyncio.sleep(0.005)
+                    completed = service.rebalancer.completed
+                recipient.short = False
+                await asyncio.sleep(0.2)  # a report without the shortfall ends its eligibility
+                if progress is not None:
+                    progress(move + 1, completed[-1])
+            for task in [*reporting, leading]:
+                task.cancel()
         return list(completed)
     finally:
-        for task in [*tasks, leading]:
-            task.cancel()
-        await asyncio.gather(*tasks, leading, return_exceptions=True)
         await election.resign()
         await channel.close()
         await server.stop(None)

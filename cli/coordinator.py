@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
@@ -152,8 +151,4 @@ def coordinator(
         kubeconfig=kubeconfig,
         mirror_interval_s=mirror_interval,
     )
-
-    async def main(stop: asyncio.Event) -> None:
-        await run(settings, stop)
-
-    until_signalled(main)
+    until_signalled(lambda stop: run(settings, stop))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import click
 import grpc
 
+from bigfleet.timestamps import from_unix_ns
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ class Coordinators:
 def _when(unix_ns: int) -> str:
     if not unix_ns:
         return "—"
-    return datetime.fromtimestamp(unix_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return from_unix_ns(unix_ns)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

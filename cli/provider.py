@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from pathlib import Path
 
 import click
 
 from bigfleet.cli.running import until_signalled
-
-log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -61,24 +56,11 @@ def fake(
     Transitions are asynchronous with the configured per-state latency;
     stale fencing tokens are refused with FAILED_PRECONDITION.
     """
+    from bigfleet.providers_fake.app import FakeProviderSettings, run
     from bigfleet.providers_fake.config import FleetConfig
-    from bigfleet.providers_fake.joiner import NodeJoiner
-    from bigfleet.providers_fake.server import start
 
     config = FleetConfig.load(config_path) if config_path else FleetConfig()
-    fleet = config.with_quick_seeds(idle, speculative).build(time.monotonic)
-
-    async def serve(stop: asyncio.Event) -> None:
-        server, port = await start(fleet, listen)
-        joining = asyncio.create_task(NodeJoiner(fleet).run()) if join_nodes else None
-        host = listen.rpartition(":")[0] or "0.0.0.0"
-        log.info(
-            "fake provider serving", extra={"address": f"{host}:{port}", "machines": len(fleet)}
-        )
-        click.echo(f"fake provider on {host}:{port} with {len(fleet)} machines", err=True)
-        await stop.wait()
-        if joining is not None:
-            joining.cancel()
-        await server.stop(grace=2)
-
-    until_signalled(serve)
+    settings = FakeProviderSettings(
+        fleet=config.with_quick_seeds(idle, speculative), listen=listen, join_nodes=join_nodes
+    )
+    until_signalled(lambda stop: run(settings, stop))

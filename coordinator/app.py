@@ -24,6 +24,7 @@ from bigfleet.coordinator.rebalance import RebalanceSettings
 from bigfleet.coordinator.service import CoordinatorService
 from bigfleet.coordinator.store import EtcdStateReader, StateReader
 from bigfleet.metrics import parse_address
+from bigfleet.supervise import supervise
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,9 @@ async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
         try:
             await _serve(settings, endpoints, stop)
             return
-        except EtcdUnreachable as err:
-            log.warning("moving to another etcd endpoint", extra={"error": str(err)})
+        except* EtcdUnreachable as lost:
+            why = str(lost.exceptions[0])
+            log.warning("moving to another etcd endpoint", extra={"error": why})
             endpoints = endpoints[1:] + endpoints[:1]  # the lost one is tried last
 
 
@@ -109,6 +111,16 @@ async def _serve(
     service = CoordinatorService(
         election, state, CoordinatorMetrics(registry), rebalance=settings.rebalance
     )
+    mirror = None
+    if settings.kubeconfig:
+        import kr8s.asyncio
+
+        from bigfleet.coordinator.mirror import StatusMirror
+
+        api = await kr8s.asyncio.api(kubeconfig=settings.kubeconfig)
+        mirror = StatusMirror(
+            api, lambda: service.store, settings.replica_id, settings.mirror_interval_s
+        )
     server = grpc.aio.server(options=GRPC_OPTIONS)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
     server.add_insecure_port(settings.listen)
@@ -121,34 +133,16 @@ async def _serve(
     log.info(
         "coordinator serving", extra={"replica": settings.replica_id, "listen": settings.listen}
     )
-    tasks = [
-        asyncio.create_task(service.lead_forever()),
-        asyncio.create_task(service.watch_leader()),
-    ]
+    loops = [service.lead_forever(), service.watch_leader()]
     if client is not None:
-        tasks.append(asyncio.create_task(watch_member(client)))
-    if settings.kubeconfig:
-        import kr8s.asyncio
-
-        from bigfleet.coordinator.mirror import StatusMirror
-
-        api = await kr8s.asyncio.api(kubeconfig=settings.kubeconfig)
-        mirror = StatusMirror(
-            api, lambda: service.store, settings.replica_id, settings.mirror_interval_s
-        )
-        tasks.append(asyncio.create_task(mirror.run()))
-    stopping = asyncio.create_task(stop.wait())
+        loops.append(watch_member(client))
+    if mirror is not None:
+        loops.append(mirror.run())
     try:
-        # A background task that ends on its own has failed: let the process exit and restart.
-        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                task.result()  # re-raise its error
+        # A loop that ends on its own has failed: let the process exit and restart. The
+        # loops get a stop event of their own: a lost etcd member ends only this attempt.
+        await supervise(asyncio.Event(), stop.wait(), *loops)
     finally:
-        stopping.cancel()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await election.resign()  # a clean stop hands leadership over at once
         await server.stop(grace=2)
         if runner is not None:

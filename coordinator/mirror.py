@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import kr8s.asyncio
@@ -24,16 +23,9 @@ from bigfleet.coordinator.rebalance import transfers
 from bigfleet.coordinator.store import StateReader, Store
 from bigfleet.crd import Shard
 from bigfleet.crd import models as m
+from bigfleet.timestamps import from_unix_ns, rfc3339
 
 log = logging.getLogger(__name__)
-
-
-def _time(unix_ns: int) -> str:
-    return datetime.fromtimestamp(unix_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def unregistered(leader: str, term: int) -> dict[str, Any]:
@@ -44,13 +36,13 @@ def unregistered(leader: str, term: int) -> dict[str, Any]:
         "rebalancing": "",
         "leader": leader,
         "term": term,
-        "mirroredTime": _now(),
+        "mirroredTime": rfc3339(),
     }
 
 
 async def views(state: StateReader, leader: str, term: int) -> dict[str, dict[str, Any]]:
     """`status.coordinator` for every registered shard, keyed by shard id."""
-    now = _now()
+    now = rfc3339()
     domains: dict[str, list[str]] = {}
     for d in await registry.domains(state):
         domains.setdefault(d.shard_id, []).append(f"{d.topology_key}={d.topology_value}")
@@ -62,7 +54,7 @@ async def views(state: StateReader, leader: str, term: int) -> dict[str, dict[st
         s.shard_id: {
             "registered": True,
             "address": s.address,
-            "lastHeartbeatTime": _time(s.last_heartbeat_unix_ns),
+            "lastHeartbeatTime": from_unix_ns(s.last_heartbeat_unix_ns),
             "domains": domains.get(s.shard_id, []),
             "rebalancing": moving.get(s.shard_id, ""),
             "leader": leader,

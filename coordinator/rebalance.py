@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.coordinator.store import StateReader, Store
 from bigfleet.handover import DRAINING, RELEASED, ids_in
 from bigfleet.wire import capacity_pb2
@@ -125,8 +126,11 @@ Cancel = Callable[[str, str], None]
 
 
 class Rebalancer:
-    def __init__(self, settings: RebalanceSettings, send: Send, cancel: Cancel) -> None:
+    def __init__(
+        self, settings: RebalanceSettings, send: Send, cancel: Cancel, clock: Clock = REAL_CLOCK
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.send = send  # (shard, instruction, instruction id) onto the instruction queue
         self.cancel = cancel  # (shard, instruction id) off it
         self.views: dict[str, ShardView] = {}
@@ -141,7 +145,7 @@ class Rebalancer:
     def observe(self, report: pb.ShardReport) -> None:
         """Fold one report into the leader-local view; new eligible demand wakes a sweep."""
         view = self.views.setdefault(report.shard_id, ShardView())
-        view.seen_at = time.monotonic()
+        view.seen_at = self.clock.monotonic()
         view.free = report.summary.free_machines
         view.total = report.summary.total_machines
         view.short = bool(report.shortfalls)
@@ -151,7 +155,7 @@ class Rebalancer:
             view.priority, view.age_cycles, view.eligible_since = 0, 0, 0.0
             return
         if not view.eligible_since:
-            view.eligible_since = time.monotonic()
+            view.eligible_since = self.clock.monotonic()
             self.wake.set()
         view.priority, view.age_cycles = top.priority, top.age_cycles
 
@@ -169,7 +173,7 @@ class Rebalancer:
         """Open a move for each recipient that has none; returns how many were opened."""
         open_moves = await transfers(store)
         busy = {t.recipient for t in open_moves.values()} | {t.donor for t in open_moves.values()}
-        now = time.monotonic()
+        now = self.clock.monotonic()
         recipients = sorted(
             (s for s, v in self.views.items() if v.priority or v.age_cycles),
             key=lambda s: (-self.views[s].priority, -self.views[s].age_cycles, s),
@@ -254,17 +258,17 @@ class Rebalancer:
             self.cancel(move.instruction()[0], move.instruction_id)
             if move.phase == "release":  # the donor had nothing to give in this tier
                 self.parked[(move.recipient, move.donor, move.tier)] = (
-                    time.monotonic() + self.settings.cooldown_s
+                    self.clock.monotonic() + self.settings.cooldown_s
                 )
             await store.commit({}, deletes=[TRANSFERS + move.recipient])
             log.warning("rebalance abandoned", extra={"reason": ack.reason, **asdict(move)})
             return False
         if move.phase == "claim":
             await store.commit({}, deletes=[TRANSFERS + move.recipient])
-            self.cooling[move.recipient] = time.monotonic() + self.settings.cooldown_s
+            self.cooling[move.recipient] = self.clock.monotonic() + self.settings.cooldown_s
             view = self.views.get(move.recipient)
             if view is not None and view.eligible_since:
-                self.completed.append(time.monotonic() - view.eligible_since)
+                self.completed.append(self.clock.monotonic() - view.eligible_since)
                 view.eligible_since = 0.0
             self.on_done(move, self.completed[-1] if self.completed else 0.0)
             log.info("rebalance done", extra=asdict(move))

@@ -21,6 +21,7 @@ import aetcd
 import grpc
 from prometheus_client import CollectorRegistry
 
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.coordinator import registry
 from bigfleet.coordinator.election import Candidate
 from bigfleet.coordinator.instructions import InstructionQueue
@@ -32,14 +33,21 @@ from bigfleet.coordinator.rebalance import (
     Transfer,
     transfers,
 )
-from bigfleet.coordinator.store import NotLeader, StateReader, Store
-from bigfleet.errors import BigFleetError
+from bigfleet.coordinator.store import NotLeader, StateReader, Store, StoreUnavailable
+from bigfleet.errors import BigFleetError, abort_with
+from bigfleet.supervise import supervise
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SNAPSHOT_CHUNK = 1 << 20
+
+
+class Unimplemented(BigFleetError):
+    """An RPC kept only so the wire contract stays whole."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
 
 
 def _without_requirements(shortfall: pb.Shortfall) -> pb.Shortfall:
@@ -57,8 +65,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         state: StateReader,
         metrics: CoordinatorMetrics | None = None,
         rebalance: RebalanceSettings | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.election = election
+        self.clock = clock
         self.state = state
         self.metrics = metrics or CoordinatorMetrics(CollectorRegistry())
         self.rebalance_settings = rebalance or RebalanceSettings()
@@ -77,18 +87,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 leadership = await self.election.campaign()
             except aetcd.exceptions.ClientError as err:
                 log.warning("campaign failed; retrying", extra={"error": str(err)})
-                await asyncio.sleep(self.election.ttl_s)
+                await self.clock.sleep(self.election.ttl_s)
                 continue
             self.store = self.election.store_for(leadership.term, self.state.prefix)
             self.reports, self.instructions = {}, InstructionQueue(leadership.term)
             self.rebalancer, self.known_providers = self._new_rebalancer(), set()
             self.metrics.term.set(leadership.term)
-            sweeping = asyncio.create_task(self._rebalance_while_leading(self.store))
-            try:
-                await self.election.lost.wait()
+            try:  # sweeps run while this term lasts
+                await supervise(self.election.lost, self._rebalance_while_leading(self.store))
             finally:
-                sweeping.cancel()
-                await asyncio.gather(sweeping, return_exceptions=True)
                 self.store, self.reports = None, {}
                 self.metrics.term.set(0)
                 log.warning("stepped down", extra={"term": leadership.term})
@@ -98,6 +105,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             self.rebalance_settings,
             send=self._instruct,
             cancel=lambda shard, i: self.instructions.cancel(shard, i),
+            clock=self.clock,
         )
         rebalancer.on_done = self._rebalanced
         return rebalancer
@@ -116,7 +124,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 break
             except Exception as err:  # top of a loop: tried again after an interval
                 log.warning("resuming moves failed", extra={"error": str(err)})
-                await asyncio.sleep(self.rebalance_settings.interval_s)
+                await self.clock.sleep(self.rebalance_settings.interval_s)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.rebalance_settings.interval_s):
@@ -135,7 +143,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 self.leader_seen = await self.election.leader() is not None
             except aetcd.exceptions.ClientError:
                 self.leader_seen = False
-            await asyncio.sleep(every_s)
+            await self.clock.sleep(every_s)
 
     async def _refuse_unless_leading(self, context: grpc.aio.ServicerContext) -> Store:
         store = self.store
@@ -144,10 +152,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 leader = await self.election.leader()
             except aetcd.exceptions.ClientError:
                 leader = None
-            await context.abort(
-                NotLeader.code, f"not the leader; the leader is {leader or 'not known'}"
+            await abort_with(
+                context, NotLeader(f"not the leader; the leader is {leader or 'not known'}")
             )
-            raise AssertionError("unreachable: abort raises")
         return store
 
     async def _as_leader(
@@ -159,16 +166,13 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 result = await write(await self._refuse_unless_leading(context))
             except NotLeader as err:  # the term ended under this write
                 self.metrics.apply.labels("error").inc()
-                await context.abort(err.code, str(err))
-                raise  # abort raises; this line only satisfies the type checker
+                await abort_with(context, err)
             except BigFleetError as err:
                 self.metrics.apply.labels("fsm_error").inc()
-                await context.abort(err.code, str(err))
-                raise
+                await abort_with(context, err)
             except aetcd.exceptions.ClientError as err:
                 self.metrics.apply.labels("error").inc()
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {err}")
-                raise
+                await abort_with(context, StoreUnavailable(f"etcd: {err}"))
             self.metrics.apply.labels("success").inc()
             return result
 
@@ -176,8 +180,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         try:
             return await read
         except aetcd.exceptions.ClientError as err:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {err}")
-            raise
+            await abort_with(context, StoreUnavailable(f"etcd: {err}"))
 
     async def ReportShard(
         self, request: pb.ShardReport, context: grpc.aio.ServicerContext
@@ -279,10 +282,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: pb.JoinRaftClusterRequest, context: grpc.aio.ServicerContext
     ) -> pb.JoinRaftClusterResponse:
         # Kept for wire compatibility: membership belongs to etcd here.
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "membership is etcd's; add an etcd member"
-        )
-        raise AssertionError("unreachable")
+        await abort_with(context, Unimplemented("membership is etcd's; add an etcd member"))
 
     async def ListShards(
         self, request: pb.ListShardsRequest, context: grpc.aio.ServicerContext

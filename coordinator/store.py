@@ -38,6 +38,12 @@ class NotLeader(BigFleetError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class StoreUnavailable(BigFleetError):
+    """etcd did not answer; nothing is known about the call's effect."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class StateReader(Protocol):
     """Reads of the replicated tables; any replica may serve them."""
 

@@ -1,6 +1,7 @@
 """The in-memory fake CapacityProvider, a test and demo fixture served over gRPC.
 
 `fleet` holds machines and their lifecycle (no I/O), `server` serves it as
-CapacityProvider on grpc.aio, `config` builds one from YAML or quick flags.
+CapacityProvider on grpc.aio, `config` builds one from YAML or quick flags,
+`app` runs the whole process (`bigfleet provider fake`).
 Imports the shared kernel `bigfleet` only.
 """

@@ -15,38 +15,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
 from bigfleet.errors import InvalidRequest, InvalidTransition, MachineNotFound
 from bigfleet.fencing import FenceBook, FencingToken
+from bigfleet.lifecycle import Call
 from bigfleet.wire import provider_pb2 as pb
 
 S = pb.MachineState
-
-
-class Op(Enum):
-    """Mutating calls, with their source, transitional and target states."""
-
-    CREATE = ("create", S.MACHINE_STATE_SPECULATIVE, S.MACHINE_STATE_CREATING, S.MACHINE_STATE_IDLE)
-    CONFIGURE = (
-        "configure",
-        S.MACHINE_STATE_IDLE,
-        S.MACHINE_STATE_CONFIGURING,
-        S.MACHINE_STATE_CONFIGURED,
-    )
-    DRAIN = ("drain", S.MACHINE_STATE_CONFIGURED, S.MACHINE_STATE_DRAINING, S.MACHINE_STATE_IDLE)
-    DELETE = (
-        "delete",
-        S.MACHINE_STATE_IDLE,
-        S.MACHINE_STATE_DELETING,
-        S.MACHINE_STATE_SPECULATIVE,
-    )
-
-    def __init__(self, label: str, source: int, during: int, target: int) -> None:
-        self.label = label
-        self.source = source
-        self.during = during
-        self.target = target
 
 
 @dataclass(slots=True, kw_only=True)
@@ -58,13 +33,13 @@ class Latency:
     draining: float = 0.0
     deleting: float = 0.0
 
-    def of(self, op: Op) -> float:
+    def of(self, call: Call) -> float:
         return {
-            Op.CREATE: self.creating,
-            Op.CONFIGURE: self.configuring,
-            Op.DRAIN: self.draining,
-            Op.DELETE: self.deleting,
-        }[op]
+            Call.CREATE: self.creating,
+            Call.CONFIGURE: self.configuring,
+            Call.DRAIN: self.draining,
+            Call.DELETE: self.deleting,
+        }[call]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -85,7 +60,7 @@ class Slot:
     bootstrap_blob: bytes = b""  # what Configure carried; a joiner boots the machine with it
     last_error: str = ""
     host_ref: str = ""
-    last_op: tuple[Op, str] | None = None  # the latest accepted call and its operation id
+    last_op: tuple[Call, str] | None = None  # the latest accepted call and its operation id
     due: float | None = None  # when the transitional state completes
     changed: int = 0  # revision of the latest change
 
@@ -146,7 +121,7 @@ class FakeFleet:
     # -- the six calls ------------------------------------------------------------------------
 
     def create(self, machine_id: str, token: FencingToken) -> pb.TransitionAck:
-        return self._mutate(Op.CREATE, machine_id, token)
+        return self._mutate(Call.CREATE, machine_id, token)
 
     def configure(
         self,
@@ -159,16 +134,16 @@ class FakeFleet:
         if not cluster:
             raise InvalidRequest("configure needs a cluster_id")
         return self._mutate(
-            Op.CONFIGURE, machine_id, token, cluster=cluster, metadata=metadata, blob=blob
+            Call.CONFIGURE, machine_id, token, cluster=cluster, metadata=metadata, blob=blob
         )
 
     def drain(self, machine_id: str, grace_seconds: int, token: FencingToken) -> pb.TransitionAck:
         if grace_seconds < 0:
             raise InvalidRequest(f"grace_period_seconds {grace_seconds} is negative")
-        return self._mutate(Op.DRAIN, machine_id, token)
+        return self._mutate(Call.DRAIN, machine_id, token)
 
     def delete(self, machine_id: str, token: FencingToken) -> pb.TransitionAck:
-        return self._mutate(Op.DELETE, machine_id, token)
+        return self._mutate(Call.DELETE, machine_id, token)
 
     def bootstrap_blob(self, machine_id: str) -> bytes:
         """The join blob the machine was configured with; empty when it is not bound."""
@@ -203,7 +178,7 @@ class FakeFleet:
 
     def _mutate(
         self,
-        op: Op,
+        call: Call,
         machine_id: str,
         token: FencingToken,
         *,
@@ -223,27 +198,27 @@ class FakeFleet:
         slot = self._slot(machine_id)
         if (
             slot.last_op is not None
-            and slot.last_op[0] is op
-            and slot.state in (op.during, op.target)
+            and slot.last_op[0] is call
+            and slot.state in (call.during, call.target)
         ):
             return pb.TransitionAck(operation_id=slot.last_op[1], machine=self._snapshot(slot))
-        if slot.state != op.source:
+        if slot.state != call.source:
             raise InvalidTransition(
-                f"machine {machine_id}: {op.label} needs {S.Name(op.source)}, "
+                f"machine {machine_id}: {call.label} needs {S.Name(call.source)}, "
                 f"it is {S.Name(slot.state)}"
             )
         self._op_counter += 1
-        operation_id = f"op-{op.label}-{slot.id}-{self._op_counter}"
-        slot.last_op = (op, operation_id)
-        slot.state = op.during
-        if op is Op.CONFIGURE:
+        operation_id = f"op-{call.label}-{slot.id}-{self._op_counter}"
+        slot.last_op = (call, operation_id)
+        slot.state = call.during
+        if call is Call.CONFIGURE:
             slot.cluster = cluster
             slot.shard_metadata = dict(metadata or {})
             slot.bootstrap_blob = blob
-        slot.due = self._clock() + self.latency.of(op)
+        slot.due = self._clock() + self.latency.of(call)
         self._touch(slot)
         ack = pb.TransitionAck(operation_id=operation_id, machine=self._snapshot(slot))
-        if self.latency.of(op) == 0:
+        if self.latency.of(call) == 0:
             self._settle()
         return ack
 
@@ -253,32 +228,32 @@ class FakeFleet:
         for slot in [self._slots[k] for k in sorted(self._slots)]:
             if slot.due is None or slot.last_op is None:
                 continue
-            op = slot.last_op[0]
-            if self.transition_timeout and self.latency.of(op) > self.transition_timeout:
-                if now >= slot.due - self.latency.of(op) + self.transition_timeout:
-                    self._fail(slot, f"{op.label} timed out after {self.transition_timeout}s")
+            call = slot.last_op[0]
+            if self.transition_timeout and self.latency.of(call) > self.transition_timeout:
+                if now >= slot.due - self.latency.of(call) + self.transition_timeout:
+                    self._fail(slot, f"{call.label} timed out after {self.transition_timeout}s")
                 continue
             if now < slot.due:
                 continue
             shot = self._one_shots.get(slot.id)
-            if shot is not None and shot.toward == op.target:
+            if shot is not None and shot.toward == call.target:
                 del self._one_shots[slot.id]
                 self._fail(slot, shot.error)
             elif self.failure_rate and self._rng.random() < self.failure_rate:
-                self._fail(slot, f"injected {op.label} failure")
+                self._fail(slot, f"injected {call.label} failure")
             else:
-                self._complete(slot, op)
+                self._complete(slot, call)
 
-    def _complete(self, slot: Slot, op: Op) -> None:
-        slot.state = op.target
+    def _complete(self, slot: Slot, call: Call) -> None:
+        slot.state = call.target
         slot.due = None
-        if op is Op.CREATE:
+        if call is Call.CREATE:
             slot.host_ref = f"host-{slot.id}"
-        elif op is Op.DRAIN:
+        elif call is Call.DRAIN:
             slot.cluster = ""
             slot.shard_metadata = {}
             slot.bootstrap_blob = b""
-        elif op is Op.DELETE:
+        elif call is Call.DELETE:
             slot.host_ref = ""
             slot.cluster = ""
             slot.shard_metadata = {}

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from bigfleet.errors import BigFleetError
+from bigfleet.errors import BigFleetError, abort_with
 from bigfleet.fencing import FencingToken
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
@@ -38,8 +38,7 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
                 "provider call refused",
                 extra={"rpc": rpc, "code": err.code.name, "error": str(err)},
             )
-            await context.abort(err.code, str(err))
-            raise  # abort raises; this line keeps type checkers honest
+            await abort_with(context, err)
 
     async def Create(
         self, request: pb.CreateRequest, context: grpc.aio.ServicerContext

@@ -17,6 +17,7 @@ from typing import Any
 from bigfleet import penalty, quantity
 from bigfleet.providers_fake.config import FleetConfig, Pool
 from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.requirements import Operator
 from bigfleet.shard import codec
 from bigfleet.shard.engine.decision.actions import Action
 from bigfleet.shard.engine.machine import MachineState
@@ -30,13 +31,6 @@ TOWARD = {
     "Idle": pb.MACHINE_STATE_IDLE,
     "Configured": pb.MACHINE_STATE_CONFIGURED,
     "Speculative": pb.MACHINE_STATE_SPECULATIVE,
-}
-_OPERATORS = {
-    "In": capacity_pb2.NodeSelectorRequirement.OPERATOR_IN,
-    "NotIn": capacity_pb2.NodeSelectorRequirement.OPERATOR_NOT_IN,
-    "Exists": capacity_pb2.NodeSelectorRequirement.OPERATOR_EXISTS,
-    "DoesNotExist": capacity_pb2.NodeSelectorRequirement.OPERATOR_DOES_NOT_EXIST,
-    "Same": capacity_pb2.NodeSelectorRequirement.OPERATOR_SAME,
 }
 UNSETTLED = frozenset(
     {
@@ -58,7 +52,9 @@ def need_to_wire(spec: NeedSpec) -> capacity_pb2.CapacityNeed:
     return capacity_pb2.CapacityNeed(
         requirements=[
             capacity_pb2.NodeSelectorRequirement(
-                key=r.key, operator=_OPERATORS[r.operator], values=r.values
+                key=r.key,
+                operator=Operator(r.operator).wire,  # type: ignore[arg-type]
+                values=r.values,
             )
             for r in spec.requirements
         ],

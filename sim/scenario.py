@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bigfleet.providers_fake.config import Pool
+from bigfleet.requirements import OperatorName
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # recorded traces of scripted scenarios
@@ -24,7 +25,7 @@ class _Strict(BaseModel):
 
 class Requirement(_Strict):
     key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Same"]
+    operator: OperatorName
     values: tuple[str, ...] = ()
 
 

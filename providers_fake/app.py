@@ -1,0 +1,72 @@
+"""The fake provider process: a FakeFleet served over gRPC, optionally booting Nodes.
+
+`start` serves and says which port it got, for a caller that composes the fake
+with other parts in one process; `run` is the whole `bigfleet provider fake`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import grpc
+
+from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.providers_fake import server
+from bigfleet.providers_fake.config import FleetConfig
+from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.providers_fake.joiner import NodeJoiner
+from bigfleet.supervise import supervise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FakeProviderSettings:
+    fleet: FleetConfig = field(default_factory=FleetConfig)  # pools, latency, faults, seed
+    listen: str = "127.0.0.1:7800"  # port 0 picks a free one
+    join_nodes: bool = False  # boot Configured machines into their cluster as Nodes
+
+
+@dataclass
+class FakeProvider:
+    """A fake provider already serving; `serve` keeps it up until told to stop."""
+
+    settings: FakeProviderSettings
+    fleet: FakeFleet
+    server: grpc.aio.Server
+    port: int
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT it listens on, with the port it was given."""
+        return f"{self.settings.listen.rpartition(':')[0] or '0.0.0.0'}:{self.port}"
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Join Nodes if asked, until `stop`; then stop serving."""
+        joining = [NodeJoiner(self.fleet).run()] if self.settings.join_nodes else []
+        try:
+            await supervise(stop, *joining)
+        finally:
+            await self.server.stop(grace=2)
+
+
+async def start(settings: FakeProviderSettings, clock: Clock = REAL_CLOCK) -> FakeProvider:
+    """Build the fleet and serve it on `settings.listen`."""
+    fleet = settings.fleet.build(clock.monotonic)
+    grpc_server, port = await server.start(fleet, settings.listen)
+    return FakeProvider(settings, fleet, grpc_server, port)
+
+
+async def run(
+    settings: FakeProviderSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK
+) -> None:
+    """Serve the fake provider until `stop`."""
+    provider = await start(settings, clock)
+    machines = len(provider.fleet)
+    log.info("fake provider serving", extra={"address": provider.address, "machines": machines})
+    # For whoever started it by hand: where to point a shard or the conformance suite.
+    print(f"fake provider on {provider.address} with {machines} machines", file=sys.stderr)
+    await provider.serve(stop)
