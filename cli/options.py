@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -48,3 +49,38 @@ cluster_kubeconfig = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Credentials for this cluster's API server.",
 )
+
+
+def tls(f: F) -> F:
+    """--tls-cert/--tls-key/--tls-ca, handed to the command as one `tls: TLSFiles | None`.
+
+    All three: mutual TLS; none: plaintext; some: a usage error naming the missing flags.
+    """
+    from bigfleet.tls import TLSFiles
+
+    @functools.wraps(f)
+    def command(
+        *args: Any, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, **kw: Any
+    ) -> Any:
+        try:
+            files = TLSFiles.from_flags(tls_cert, tls_key, tls_ca)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+        return f(*args, tls=files, **kw)
+
+    readable = click.Path(exists=True, dir_okay=False, path_type=Path)
+    for flag, env, what in reversed(
+        (
+            ("--tls-cert", "BIGFLEET_TLS_CERT", "This process's certificate (PEM)"),
+            ("--tls-key", "BIGFLEET_TLS_KEY", "Its private key (PEM)"),
+            ("--tls-ca", "BIGFLEET_TLS_CA", "CA bundle that signs every peer (PEM)"),
+        )
+    ):
+        command = click.option(
+            flag,
+            envvar=env,
+            type=readable,
+            default=None,
+            help=f"{what}. All three TLS flags: mutual TLS; none: plaintext.",
+        )(command)
+    return cast(F, command)
