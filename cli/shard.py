@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from pathlib import Path
@@ -157,9 +156,9 @@ def shard(
 
     Static stability: it needs no coordinator; it provisions from what it owns.
     """
+    from bigfleet.shard import app
     from bigfleet.shard.engine.rails import RailSettings
     from bigfleet.shard.runtime.provider import parse_provider_flag
-    from bigfleet.shard.runtime.service import ShardService, ShardSettings
 
     if not shard_id:
         raise click.UsageError("--id is required outside a StatefulSet pod")
@@ -167,7 +166,7 @@ def shard(
         parsed = tuple(parse_provider_flag(p) for p in providers)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--provider") from err
-    settings = ShardSettings(
+    settings = app.ShardSettings(
         shard_id=shard_id,
         listen=listen,
         providers=parsed,
@@ -187,33 +186,8 @@ def shard(
         allowed_clusters=frozenset(clusters),
         incremental_reconcile=incremental_reconcile,
         advertise=advertise_addr,
+        coordinator_addr=coordinator_addr or "",
+        coordinator_heartbeat_s=coordinator_heartbeat_interval,
+        kubeconfig=kubeconfig,
     )
-
-    async def run(stop: asyncio.Event) -> None:
-        service = ShardService(settings)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(service.run())]
-            if coordinator_addr:
-                from bigfleet.shard.coordclient import CoordinatorClient
-
-                client = CoordinatorClient(
-                    coordinator_addr,
-                    service,
-                    coordinator_heartbeat_interval,
-                    handler=service.instructions.handle,
-                )
-                tasks.append(group.create_task(client.run()))
-            if kubeconfig:
-                import kr8s.asyncio
-
-                from bigfleet.shard.runtime.resource import ShardResource, run_controls
-
-                os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it
-                api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
-                tasks.append(group.create_task(ShardResource(service, api).run()))
-                tasks.append(group.create_task(run_controls(service, stop)))
-            await stop.wait()
-            for task in tasks:
-                task.cancel()
-
-    until_signalled(run)
+    until_signalled(lambda stop: app.run(settings, stop))

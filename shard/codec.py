@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bigfleet import penalty, quantity
+from bigfleet.requirements import Operator
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.machine import CapacityType, Machine, MachineState
 from bigfleet.shard.engine.needs import Need
-from bigfleet.shard.engine.profile import Operator, Profile, Requirement, Spread
+from bigfleet.shard.engine.profile import Profile, Requirement, Spread
 from bigfleet.wire import capacity_pb2, provider_pb2
 
 # shard_metadata keys, shared with the Go shard so either can restart the other's machines.
@@ -24,14 +25,6 @@ META_RECLAMATION = "bigfleet.lucy.sh/assigned-reclamation-penalty-dollars"
 META_FINGERPRINT = "bigfleet.lucy.sh/assigned-need-fingerprint"
 META_GROUP = "bigfleet.lucy.sh/assigned-group"
 
-_OPERATORS = {
-    capacity_pb2.NodeSelectorRequirement.OPERATOR_IN: Operator.IN,
-    capacity_pb2.NodeSelectorRequirement.OPERATOR_NOT_IN: Operator.NOT_IN,
-    capacity_pb2.NodeSelectorRequirement.OPERATOR_EXISTS: Operator.EXISTS,
-    capacity_pb2.NodeSelectorRequirement.OPERATOR_DOES_NOT_EXIST: Operator.DOES_NOT_EXIST,
-    capacity_pb2.NodeSelectorRequirement.OPERATOR_SAME: Operator.SAME,
-}
-_OPERATOR_NUMBERS = {v: k for k, v in _OPERATORS.items()}
 _SPREAD = {
     capacity_pb2.TopologySpread.WHEN_UNSATISFIABLE_DO_NOT_SCHEDULE: "DoNotSchedule",
     capacity_pb2.TopologySpread.WHEN_UNSATISFIABLE_SCHEDULE_ANYWAY: "ScheduleAnyway",
@@ -114,9 +107,13 @@ def need_from_wire(cluster: str, n: capacity_pb2.CapacityNeed, arrival: int) -> 
             raise InvalidRollup(f"penalty bucket {bucket} is outside 0..27")
     requirements = []
     for r in n.requirements:
-        if r.operator not in _OPERATORS:
-            raise InvalidRollup(f"requirement on {r.key!r} has unknown operator {r.operator}")
-        requirements.append(Requirement(r.key, _OPERATORS[r.operator], tuple(r.values)))
+        try:
+            operator = Operator.from_wire(r.operator)
+        except ValueError:
+            raise InvalidRollup(
+                f"requirement on {r.key!r} has unknown operator {r.operator}"
+            ) from None
+        requirements.append(Requirement(r.key, operator, tuple(r.values)))
     spread = [
         Spread(s.topology_key, s.max_skew, _SPREAD.get(s.when_unsatisfiable, "ScheduleAnyway"))
         for s in n.spread
@@ -152,7 +149,9 @@ def rollup_from_wire(rollup: capacity_pb2.ClusterCapacityNeeds) -> list[Need]:
 
 def requirement_to_wire(r: Requirement) -> capacity_pb2.NodeSelectorRequirement:
     return capacity_pb2.NodeSelectorRequirement(
-        key=r.key, operator=_OPERATOR_NUMBERS[r.operator], values=r.values
+        key=r.key,
+        operator=r.operator.wire,  # type: ignore[arg-type]
+        values=r.values,
     )
 
 

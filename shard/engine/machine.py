@@ -14,29 +14,14 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
+# The lifecycle is the kernel's, shared with providers; re-exported for the engine's callers.
+from bigfleet.lifecycle import LEGAL_TRANSITIONS as LEGAL_TRANSITIONS
+from bigfleet.lifecycle import STABLE as STABLE
+from bigfleet.lifecycle import MachineState as MachineState
 from bigfleet.shard.engine.resources import Vector
 
 INSTANCE_TYPE_KEY = "node.kubernetes.io/instance-type"
 ZONE_KEY = "topology.kubernetes.io/zone"
-
-
-class MachineState(IntEnum):
-    """Numbers equal the wire enum MachineState."""
-
-    UNSPECIFIED = 0
-    SPECULATIVE = 1
-    CREATING = 2
-    IDLE = 3
-    CONFIGURING = 4
-    CONFIGURED = 5
-    DRAINING = 6
-    DELETING = 7
-    FAILED = 8
-
-    @property
-    def title(self) -> str:
-        """ "Idle", "Configured"...: the spelling traces and dashboards use."""
-        return self.name.capitalize()
 
 
 class CapacityType(IntEnum):
@@ -50,19 +35,6 @@ class CapacityType(IntEnum):
 
 
 S = MachineState
-STABLE = frozenset({S.SPECULATIVE, S.IDLE, S.CONFIGURED})
-LEGAL_TRANSITIONS: dict[MachineState, frozenset[MachineState]] = {
-    S.UNSPECIFIED: frozenset(),
-    S.SPECULATIVE: frozenset({S.CREATING}),
-    S.CREATING: frozenset({S.IDLE, S.FAILED}),
-    S.IDLE: frozenset({S.CONFIGURING, S.DELETING}),
-    # CONFIGURING -> IDLE is the shard-local rollback of an abandoned bootstrap.
-    S.CONFIGURING: frozenset({S.CONFIGURED, S.FAILED, S.IDLE}),
-    S.CONFIGURED: frozenset({S.DRAINING}),
-    S.DRAINING: frozenset({S.IDLE, S.FAILED}),
-    S.DELETING: frozenset({S.SPECULATIVE, S.FAILED}),
-    S.FAILED: frozenset(),
-}
 _NO_HOST = frozenset({S.SPECULATIVE, S.CREATING})
 _BOUND = frozenset({S.CONFIGURED, S.DRAINING})
 

@@ -9,18 +9,10 @@ fingerprints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+# The operator vocabulary is the kernel's (CRDs, wire, engine); re-exported for engine callers.
+from bigfleet.requirements import Operator as Operator
 from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, Machine
-
-
-class Operator(StrEnum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-    # All machines of the need share one value of the key; wire-only.
-    SAME = "Same"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,15 +21,15 @@ from typing import Protocol
 import grpc
 
 from bigfleet import logs
+from bigfleet.errors import BigFleetError, abort_with
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.outbox import Outbox
 from bigfleet.wire import capacity_pb2, shard_pb2, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
-PROTOCOL_VERSION = "v1alpha1"
 
 
-class BadFrame(Exception):
+class BadFrame(BigFleetError):
     """A frame that ends its stream; `code` is the status the operator gets."""
 
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
@@ -196,8 +196,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
             return
         except BadFrame as err:
             self.metrics.session_rejected.labels(err.reason).inc()
-            await context.abort(err.code, str(err))
-            return
+            await abort_with(context, err)
         channel, session = self.channels.install(cluster)
         with logs.bound(cluster=cluster):
             log.info(
@@ -237,7 +236,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                 "stream closed on a bad frame",
                 extra={"reason": failure[0].reason, "error": str(failure[0])},
             )
-            await context.abort(failure[0].code, str(failure[0]))
+            await abort_with(context, failure[0])
         elif session.closed.is_set():
             await context.abort(grpc.StatusCode.ABORTED, "replaced by a newer session")
 

@@ -15,18 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from bigfleet import logs
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.errors import BigFleetError, StaleFencingToken
 from bigfleet.shard import codec
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
+from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState, transition
 from bigfleet.shard.engine.needs import Need
-from bigfleet.shard.runtime.provider import ProviderClient
-from bigfleet.shard.runtime.reconcile import Reconciler
-from bigfleet.shard.runtime.state import ShardState
+from bigfleet.shard.runtime.channels import Channels
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.provider import CapacityProvider
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
 
 log = logging.getLogger(__name__)
@@ -56,17 +58,30 @@ def _requirements(need: Need) -> list[capacity_pb2.NodeSelectorRequirement]:
 class Executor:
     def __init__(
         self,
-        state: ShardState,
-        providers: dict[str, ProviderClient],
-        reconciler: Reconciler,
         *,
+        inventory: Inventory,
+        record: Callable[[Machine], object],
+        in_flight: set[str],
+        channels: Channels,
+        metrics: ShardMetrics,
+        providers: Mapping[str, CapacityProvider],
+        owners: Mapping[str, str],
+        clock: Clock = REAL_CLOCK,
         concurrency: int = 8,
         bootstrap_timeout_s: float = 30.0,
         execute_timeout_s: float = 30.0,
     ) -> None:
-        self.state = state
+        """`record` is the inventory's write path (ShardState.record); `in_flight` the machines
+        with an action running, shared with whoever must leave them alone; `owners` maps a
+        machine id to the name of the provider that lists it."""
+        self.inventory = inventory
+        self.record = record
+        self.in_flight = in_flight
+        self.channels = channels
+        self.metrics = metrics
         self.providers = providers
-        self.reconciler = reconciler
+        self.owners = owners
+        self.clock = clock
         self.concurrency = max(1, concurrency)
         self.bootstrap_timeout_s = bootstrap_timeout_s
         self.execute_timeout_s = execute_timeout_s
@@ -75,11 +90,11 @@ class Executor:
     # -- enqueue (never blocks the cycle) ------------------------------------------------------
 
     def submit(self, actions: list[Action]) -> None:
-        metrics = self.state.metrics
+        metrics = self.metrics
         for action in actions:
-            machine = self.state.inventory.get(action.machine_id)
+            machine = self.inventory.get(action.machine_id)
             if (
-                action.machine_id in self.state.in_flight
+                action.machine_id in self.in_flight
                 or machine is None
                 or machine.state != START_STATE[action.kind]
             ):
@@ -90,7 +105,7 @@ class Executor:
             except asyncio.QueueFull:
                 metrics.actions_dropped.inc()  # re-derived next cycle
                 continue
-            self.state.in_flight.add(action.machine_id)
+            self.in_flight.add(action.machine_id)
             metrics.actions.labels(action.kind.value).inc()
         metrics.action_queue_depth.set(self.queue.qsize())
 
@@ -101,7 +116,7 @@ class Executor:
                 group.create_task(self._worker())
 
     async def _worker(self) -> None:
-        metrics = self.state.metrics
+        metrics = self.metrics
         while True:
             action = await self.queue.get()
             metrics.execute_inflight.inc()
@@ -130,21 +145,21 @@ class Executor:
                         "action failed", extra={"kind": action.kind.value, "error": str(err)}
                     )
                 finally:
-                    self.state.in_flight.discard(action.machine_id)
+                    self.in_flight.discard(action.machine_id)
                     metrics.execute_inflight.dec()
                     metrics.action_queue_depth.set(self.queue.qsize())
                 metrics.action_outcomes.labels(action.kind.value, outcome).inc()
 
     # -- the actions ----------------------------------------------------------------------------
 
-    def _provider(self, machine_id: str) -> ProviderClient:
-        name = self.reconciler.owner.get(machine_id)
+    def _provider(self, machine_id: str) -> CapacityProvider:
+        name = self.owners.get(machine_id)
         if name is None or name not in self.providers:
             raise _Outcome("provider_error", f"no provider owns machine {machine_id}")
         return self.providers[name]
 
     def _machine(self, machine_id: str) -> Machine:
-        machine = self.state.inventory.get(machine_id)
+        machine = self.inventory.get(machine_id)
         if machine is None:
             raise _Outcome("stale_state", f"machine {machine_id} vanished")
         return machine
@@ -161,13 +176,13 @@ class Executor:
                 assigned_need_fingerprint=keep.assigned_need_fingerprint,
                 assigned_group=keep.assigned_group,
             )
-        self.state.record(machine)
+        self.record(machine)
         return machine
 
     def _fail(self, machine_id: str, error: str) -> None:
-        machine = self.state.inventory.get(machine_id)
+        machine = self.inventory.get(machine_id)
         if machine is not None and machine.state != S.FAILED:
-            self.state.record(replace(machine, state=S.FAILED, last_error=error))
+            self.record(replace(machine, state=S.FAILED, last_error=error))
 
     async def _execute(self, action: Action) -> None:
         match action.kind:
@@ -182,7 +197,7 @@ class Executor:
             case ActionKind.DELETE:
                 ack = await self._provider(action.machine_id).delete(action.machine_id)
                 self._from_provider(ack.machine)
-                self.state.metrics.idle_releases.inc()
+                self.metrics.idle_releases.inc()
 
     async def _provision(self, machine_id: str, cluster: str, need: Need) -> None:
         machine = self._machine(machine_id)
@@ -193,13 +208,13 @@ class Executor:
         )
         ack = await client.create(machine_id)
         created = self._from_provider(ack.machine, keep=stamped)
-        deadline = time.monotonic() + self.execute_timeout_s
+        deadline = self.clock.monotonic() + self.execute_timeout_s
         while created.state != S.IDLE:
             if created.state == S.FAILED:
                 raise _Outcome("transition_error", created.last_error)
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise _Outcome("transition_error", "create did not reach Idle in time")
-            await asyncio.sleep(POLL_S)
+            await self.clock.sleep(POLL_S)
             created = self._from_provider(await client.get(machine_id), keep=stamped)
         await self._bootstrap(machine_id, cluster, need)
 
@@ -212,14 +227,14 @@ class Executor:
             assigned_need_fingerprint=need.fingerprint,
             assigned_group=need.group,
         )
-        self.state.record(configuring)
-        channel = self.state.channels.get(cluster)
+        self.record(configuring)
+        channel = self.channels.get(cluster)
         if not channel.connected:
             self._rollback(configuring)
             raise _Outcome("no_session", f"no operator session for {cluster}")
         try:
             async with asyncio.timeout(self.bootstrap_timeout_s):
-                with self.state.metrics.request_bootstrap.time():
+                with self.metrics.request_bootstrap.time():
                     response = await channel.request_bootstrap(_requirements(need))
         except TimeoutError:
             self._rollback(configuring)
@@ -229,7 +244,7 @@ class Executor:
             raise _Outcome("blob_error", response.error)
         metadata = codec.attribution_metadata(need)
         try:
-            with self.state.metrics.configure_phase.time():
+            with self.metrics.configure_phase.time():
                 ack = await self._provider(machine_id).configure(
                     machine_id, cluster, response.user_data, metadata
                 )
@@ -250,9 +265,9 @@ class Executor:
 
     def _rollback(self, configuring: Machine) -> None:
         """Configuring -> Idle before the provider was touched: the binding never happened."""
-        current = self.state.inventory.get(configuring.id)
+        current = self.inventory.get(configuring.id)
         if current is not None and current.state == S.CONFIGURING:
-            self.state.record(
+            self.record(
                 transition(
                     current, S.IDLE, cluster="", assigned_need_fingerprint="", assigned_group=""
                 )
@@ -260,7 +275,7 @@ class Executor:
 
     async def _drain(self, action: Action) -> None:
         machine = self._machine(action.machine_id)
-        channel = self.state.channels.get(machine.cluster)
+        channel = self.channels.get(machine.cluster)
         instruction = shard_pb2.ReclaimInstruction(
             instruction_id=secrets.token_hex(8),
             nodes=[machine.id],
@@ -271,7 +286,7 @@ class Executor:
             channel.send_reclaim(instruction)
         else:
             log.warning("draining without an operator session", extra={"cluster": machine.cluster})
-        with self.state.metrics.drain_phase.time():
+        with self.metrics.drain_phase.time():
             ack = await self._provider(action.machine_id).drain(
                 action.machine_id, action.grace_seconds
             )

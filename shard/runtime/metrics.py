@@ -1,4 +1,5 @@
-"""The shard's metric catalog (components.md §10.1), prefix bigfleet_shard_.
+"""The shard's metric catalog (components.md §10.1), prefix bigfleet_shard_, and how a
+finished cycle is recorded in it.
 
 Label values come from closed sets (kinds, states, outcomes, phases); the one
 exception the catalog itself makes is `cluster` on roll-up gauges and counters.
@@ -6,9 +7,17 @@ exception the catalog itself makes is `cluster` on roll-up gauges and counters.
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bigfleet.metrics import doubling_buckets, fine_buckets
+from bigfleet.shard.engine.cycle import CycleResult
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.needs import NeedsTable
+from bigfleet.shard.engine.shortfall import ShortfallLedger
+
+log = logging.getLogger(__name__)
 
 
 class ShardMetrics:
@@ -136,4 +145,65 @@ class ShardMetrics:
             "First sighting of demand to Configured.",
             buckets=doubling_buckets(0.01, 16),
             registry=r,
+        )
+
+
+def _age_bucket(age_cycles: int) -> str:
+    if age_cycles < 10:
+        return "1-9"
+    if age_cycles < 60:
+        return "10-59"
+    if age_cycles < 300:
+        return "60-299"
+    return "300+"
+
+
+def record_cycle(
+    m: ShardMetrics,
+    result: CycleResult,
+    *,
+    inventory: Inventory,
+    table: NeedsTable,
+    shortfalls: ShortfallLedger,
+    reconcile_s: float,
+    total_s: float,
+) -> None:
+    """Durations, rail counts, inventory, demand and shortfalls after one cycle; a warning
+    names the top shortfall while any is left."""
+    m.cycle_duration.observe(total_s)
+    m.cycle_phase_duration.labels("reconcile").observe(reconcile_s)
+    for phase in ("phase1", "phase2", "phase3"):
+        m.cycle_phase_duration.labels(phase).observe(result.seconds.get(phase, 0.0))
+    rails = result.rails
+    for kind, n in rails.suppressed.items():
+        m.actions_suppressed.labels(kind).inc(n)
+    for kind, n in rails.dry_run.items():
+        m.actions_dryrun.labels(kind).inc(n)
+    m.reclaims_capped.inc(rails.capped)
+    m.actions_deferred.inc(rails.truncated)
+    m.inventory_machines.clear()
+    counts: dict[tuple[str, str], int] = {}
+    for machine in inventory.all():
+        key = (machine.state.title, machine.capacity_type.name.lower())
+        counts[key] = counts.get(key, 0) + 1
+    for (state, capacity_type), n in counts.items():
+        m.inventory_machines.labels(state, capacity_type).set(n)
+    m.demand_needs.set(len(table.snapshot()))
+    report = shortfalls.report()
+    m.shortfalls.set(len(report))
+    aged = dict.fromkeys(("1-9", "10-59", "60-299", "300+"), 0)
+    for s in report:
+        aged[_age_bucket(s.age_cycles)] += 1
+    for bucket, n in aged.items():
+        m.shortfalls_aged.labels(bucket).set(n)
+    if report:
+        top = report[0]
+        log.warning(
+            "shortfalls",
+            extra={
+                "count": len(report),
+                "top_priority": top.profile.priority,
+                "top_deficit": dict(top.deficit),
+                "top_age_cycles": top.age_cycles,
+            },
         )

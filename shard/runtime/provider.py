@@ -2,26 +2,20 @@
 
 Every mutating call carries (shard_id, shard_epoch, sequence_number) with a
 fresh sequence per attempt; reads are unfenced. Status codes become named
-errors: FAILED_PRECONDITION is always StaleFencingToken (this process is a
-zombie for that machine), NOT_FOUND MachineNotFound, anything else
-ProviderError with the code kept.
+errors (`bigfleet.errors.from_rpc_error`): FAILED_PRECONDITION is always
+StaleFencingToken (this process is a zombie for that machine), NOT_FOUND
+MachineNotFound, anything else ProviderError with the code kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 import grpc
 
-from bigfleet.errors import (
-    BigFleetError,
-    InvalidRequest,
-    MachineNotFound,
-    ProviderError,
-    StaleFencingToken,
-)
+from bigfleet.errors import from_rpc_error
 from bigfleet.fencing import SequenceCounter
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
@@ -31,22 +25,29 @@ MUTATION_DEADLINE_S = 30.0
 LIST_DEADLINE_S = 120.0
 
 
-def _named(err: grpc.aio.AioRpcError) -> BigFleetError:
-    code, details = err.code(), err.details() or ""
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return StaleFencingToken(details)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return MachineNotFound(details)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidRequest(details)
-    return ProviderError(details, code)
+class CapacityProvider(Protocol):
+    """The calls the executor and reconcile make on a provider; failures raise BigFleetError."""
+
+    async def create(self, machine_id: str) -> pb.TransitionAck: ...
+
+    async def configure(
+        self, machine_id: str, cluster: str, blob: bytes, metadata: dict[str, str]
+    ) -> pb.TransitionAck: ...
+
+    async def drain(self, machine_id: str, grace_seconds: int) -> pb.TransitionAck: ...
+
+    async def delete(self, machine_id: str) -> pb.TransitionAck: ...
+
+    async def get(self, machine_id: str) -> pb.Machine: ...
+
+    async def list(self, since_revision: bytes = b"") -> pb.MachineList: ...
 
 
 async def _call(awaitable: Awaitable[object], result: type[T]) -> T:
     try:
         return cast(T, await awaitable)
     except grpc.aio.AioRpcError as err:
-        raise _named(err) from err
+        raise from_rpc_error(err) from err
 
 
 @dataclass

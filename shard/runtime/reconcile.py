@@ -13,10 +13,11 @@ The first successful pass makes the shard ready.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from bigfleet.errors import BigFleetError
 from bigfleet.shard import codec
-from bigfleet.shard.runtime.provider import ProviderClient
+from bigfleet.shard.runtime.provider import CapacityProvider
 from bigfleet.shard.runtime.state import ShardState
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class Reconciler:
     def __init__(
         self,
         state: ShardState,
-        providers: dict[str, ProviderClient],
+        providers: Mapping[str, CapacityProvider],
         incremental: bool = False,
         full_every: int = 10,
     ) -> None:

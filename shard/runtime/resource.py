@@ -10,7 +10,6 @@ kubeconfig none of this runs and the shard works the same.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from typing import Any, cast
 
@@ -21,12 +20,10 @@ import kr8s.asyncio
 from bigfleet.crd import GROUP, VERSION, Shard
 from bigfleet.crd import models as m
 from bigfleet.shard.runtime.service import ShardService
+from bigfleet.shard.runtime.status import shard_status
+from bigfleet.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ShardResource:
@@ -43,7 +40,9 @@ class ShardResource:
         value = "True" if status else "False"
         previous = self._conditions.get(kind)
         since = (
-            previous["lastTransitionTime"] if previous and previous["status"] == value else (_now())
+            previous["lastTransitionTime"]
+            if previous and previous["status"] == value
+            else rfc3339()
         )
         condition = {
             "type": kind,
@@ -57,7 +56,7 @@ class ShardResource:
 
     def status(self) -> dict[str, Any]:
         service = self.service
-        status = service.status()
+        status = shard_status(service)
         ready = service.reconciler.ready and service.cycles > 0
         shortfalls = int(status["shortfallCount"])  # type: ignore[call-overload]
         status["conditions"] = [

@@ -13,61 +13,57 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import grpc
 from prometheus_client import CollectorRegistry
 
 from bigfleet import logs, probes
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.fencing import advance_epoch
-from bigfleet.shard import codec
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.inventory import Inventory
-from bigfleet.shard.engine.machine import MachineState
-from bigfleet.shard.engine.rails import RailSettings
 from bigfleet.shard.engine.shortfall import ShortfallLedger
 from bigfleet.shard.runtime.channels import Channels, SessionService
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.hints import Hints
 from bigfleet.shard.runtime.instructions import InstructionHandler
-from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.metrics import ShardMetrics, record_cycle
 from bigfleet.shard.runtime.ownership import Ownership
 from bigfleet.shard.runtime.provider import ProviderClient
 from bigfleet.shard.runtime.reconcile import Reconciler
 from bigfleet.shard.runtime.state import ShardState
-from bigfleet.stats import p50_p99
-from bigfleet.wire import GRPC_OPTIONS, MAX_MESSAGE_BYTES, shard_pb2_grpc
+
+# Re-exported: whoever composes a ShardService names its settings from here too.
+from bigfleet.shard.settings import ShardSettings as ShardSettings
+from bigfleet.wire import GRPC_OPTIONS, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ShardSettings:
-    shard_id: str
-    listen: str = "127.0.0.1:7780"
-    providers: tuple[tuple[str, str], ...] = ()
-    data_dir: Path = Path("./data")
-    metrics_addr: str = "127.0.0.1:8780"  # "0" disables the HTTP listener
-    cycle_interval_s: float = 10.0
-    min_cycle_gap_s: float = 1.0
-    execute_concurrency: int = 8
-    bootstrap_timeout_s: float = 30.0
-    execute_timeout_s: float = 30.0
-    rails: RailSettings = field(default_factory=RailSettings)
-    empty_rollup_guard: bool = True
-    outbox_cap: int = 1024
-    max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
-    allowed_clusters: frozenset[str] = frozenset()
-    incremental_reconcile: bool = False
-    transfer_batch: int = 8  # machines handed to another shard per coordinator instruction
-    advertise: str = ""  # the address reported to the coordinator; default: listen
+async def _woken(wake: asyncio.Event, clock: Clock, timeout_s: float) -> None:
+    """Return once `wake` is set or `timeout_s` of the clock's time has passed.
+
+    A race with the clock's sleep rather than `asyncio.timeout`, which only knows loop time:
+    a simulated clock then drives the cycle interval too."""
+    woken = asyncio.create_task(wake.wait())
+    timer = asyncio.create_task(clock.sleep(timeout_s))
+    try:
+        await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        timer.cancel()
 
 
 class ShardService:
-    def __init__(self, settings: ShardSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: ShardSettings,
+        registry: CollectorRegistry | None = None,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.epoch = advance_epoch(settings.data_dir / "epoch")  # persisted before any use
         self.registry = registry or CollectorRegistry()
         self.metrics = ShardMetrics(self.registry)
@@ -81,6 +77,7 @@ class ShardService:
             quarantine_enabled=settings.empty_rollup_guard,
             on_demand=self._wake.set,
             ownership=Ownership.load(settings.data_dir / "ownership.json"),
+            clock=clock,
         )
         self.providers = {
             name: ProviderClient(name, address, settings.shard_id, self.epoch)
@@ -89,9 +86,14 @@ class ShardService:
         self.reconciler = Reconciler(self.state, self.providers, settings.incremental_reconcile)
         self._inventory_frozen = False
         self.executor = Executor(
-            self.state,
-            self.providers,
-            self.reconciler,
+            inventory=self.state.inventory,
+            record=self.state.record,
+            in_flight=self.state.in_flight,
+            channels=self.channels,
+            metrics=self.metrics,
+            providers=self.providers,
+            owners=self.reconciler.owner,
+            clock=clock,
             concurrency=settings.execute_concurrency,
             bootstrap_timeout_s=settings.bootstrap_timeout_s,
             execute_timeout_s=settings.execute_timeout_s,
@@ -112,7 +114,6 @@ class ShardService:
         self.last_cycle_at: float | None = None
         self.cycle_seconds: deque[float] = deque(maxlen=200)
         self.port = 0
-        self.on_cycle: list[Callable[[ShardService], None]] = []
         self._update_pause_gauge()
 
     # -- runtime controls (the Shard resource's spec) -----------------------------------------
@@ -165,90 +166,39 @@ class ShardService:
         reconcile_s = time.perf_counter() - start
         compute_start = time.perf_counter()  # from here on nothing awaits
         result = self.engine.cycle(
-            self.state.inventory, self.state.table, self.state.reported, time.monotonic()
+            self.state.inventory, self.state.table, self.state.reported, self.clock.monotonic()
         )
         self.executor.submit(result.rails.execute)
         emit_start = time.perf_counter()
-        self.hints.emit(self.state.inventory, self.state.table, self.channels, time.monotonic())
+        self.hints.emit(
+            self.state.inventory, self.state.table, self.channels, self.clock.monotonic()
+        )
         self.metrics.cycle_phase_duration.labels("emit").observe(time.perf_counter() - emit_start)
         self.cycles += 1
-        self.last, self.last_cycle_at = result, time.time()
-        self._record(result, reconcile_s, time.perf_counter() - start)
-        self.metrics.cycle_compute.observe(time.perf_counter() - compute_start)
-        for hook in self.on_cycle:
-            hook(self)
-        return result
-
-    def _record(self, result: CycleResult, reconcile_s: float, total_s: float) -> None:
-        m = self.metrics
+        self.last, self.last_cycle_at = result, self.clock.time()
+        total_s = time.perf_counter() - start
         self.cycle_seconds.append(total_s)
-        m.cycle_duration.observe(total_s)
-        m.cycle_phase_duration.labels("reconcile").observe(reconcile_s)
-        for phase in ("phase1", "phase2", "phase3"):
-            m.cycle_phase_duration.labels(phase).observe(result.seconds.get(phase, 0.0))
-        rails = result.rails
-        for kind, n in rails.suppressed.items():
-            m.actions_suppressed.labels(kind).inc(n)
-        for kind, n in rails.dry_run.items():
-            m.actions_dryrun.labels(kind).inc(n)
-        m.reclaims_capped.inc(rails.capped)
-        m.actions_deferred.inc(rails.truncated)
-        m.inventory_machines.clear()
-        counts: dict[tuple[str, str], int] = {}
-        for machine in self.state.inventory.all():
-            key = (machine.state.title, machine.capacity_type.name.lower())
-            counts[key] = counts.get(key, 0) + 1
-        for (state, capacity_type), n in counts.items():
-            m.inventory_machines.labels(state, capacity_type).set(n)
-        m.demand_needs.set(len(self.state.table.snapshot()))
-        report = self.engine.shortfalls.report()
-        m.shortfalls.set(len(report))
-        aged = {"1-9": 0, "10-59": 0, "60-299": 0, "300+": 0}
-        for s in report:
-            bucket = (
-                "1-9"
-                if s.age_cycles < 10
-                else "10-59"
-                if s.age_cycles < 60
-                else "60-299"
-                if s.age_cycles < 300
-                else "300+"
-            )
-            aged[bucket] += 1
-        for bucket, n in aged.items():
-            m.shortfalls_aged.labels(bucket).set(n)
-        if report:
-            top = report[0]
-            log.warning(
-                "shortfalls",
-                extra={
-                    "count": len(report),
-                    "top_priority": top.profile.priority,
-                    "top_deficit": dict(top.deficit),
-                    "top_age_cycles": top.age_cycles,
-                },
-            )
-
-    def cycle_percentiles(self) -> tuple[float, float]:
-        """p50 and p99 of recent cycle durations, in seconds."""
-        return p50_p99(self.cycle_seconds)
-
-    def wake(self) -> None:
-        self._wake.set()
+        record_cycle(
+            self.metrics,
+            result,
+            inventory=self.state.inventory,
+            table=self.state.table,
+            shortfalls=self.engine.shortfalls,
+            reconcile_s=reconcile_s,
+            total_s=total_s,
+        )
+        self.metrics.cycle_compute.observe(time.perf_counter() - compute_start)
+        return result
 
     async def _loop(self) -> None:
         last_start = -1e9
         while True:
-            try:
-                async with asyncio.timeout(self.cycle_interval_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await _woken(self._wake, self.clock, self.cycle_interval_s)
             self._wake.clear()
-            gap = self.settings.min_cycle_gap_s - (time.monotonic() - last_start)
+            gap = self.settings.min_cycle_gap_s - (self.clock.monotonic() - last_start)
             if gap > 0:
-                await asyncio.sleep(gap)  # rate limit: bursts collapse into one early cycle
-            last_start = time.monotonic()
+                await self.clock.sleep(gap)  # rate limit: bursts collapse into one early cycle
+            last_start = self.clock.monotonic()
             with logs.bound(shard_id=self.settings.shard_id, epoch=self.epoch):
                 try:
                     await self.cycle_once()
@@ -324,45 +274,3 @@ class ShardService:
     @property
     def provider_address(self) -> str:
         return self.settings.providers[0][1] if self.settings.providers else ""
-
-    def status(self) -> dict[str, object]:
-        """The Shard resource's status, from the last cycle."""
-        by_state = self.state.inventory.count_by_state()
-        p50, p99 = self.cycle_percentiles()
-        connected = self.channels.connected()
-        report = self.engine.shortfalls.report(limit=20)
-        status: dict[str, object] = {
-            "epoch": self.epoch,
-            "cycle": self.cycles,
-            "cycleP50Seconds": round(p50, 6),
-            "cycleP99Seconds": round(p99, 6),
-            "inventory": {
-                "total": len(self.state.inventory),
-                **{s.name.lower(): n for s, n in by_state.items() if s != MachineState.UNSPECIFIED},
-            },
-            "demand": {
-                "needs": len(self.state.table.snapshot()),
-                "clusters": len(self.state.table.clusters()),
-            },
-            "shortfallCount": len(self.engine.shortfalls),
-            "shortfalls": [
-                {
-                    "cluster": "",
-                    "priority": s.profile.priority,
-                    "ageCycles": s.age_cycles,
-                    "requirements": ", ".join(
-                        f"{r.key} {r.operator.value} {','.join(r.values)}".strip()
-                        for r in s.profile.requirements
-                    ),
-                    "deficit": codec.vector_to_wire(s.deficit),
-                }
-                for s in report
-            ],
-            "connectedClusters": connected,
-            "connectedClusterCount": len(connected),
-        }
-        if self.last_cycle_at is not None:
-            status["lastCycleTime"] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_cycle_at)
-            )
-        return status

@@ -8,13 +8,13 @@ state change with a NodeStateUpdate (captured before a binding is cleared).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 
 from bigfleet import quantity
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.shard import codec
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import (
@@ -64,10 +64,11 @@ class ShardState:
     leaving: set[str] = field(default_factory=set)  # draining to be handed to another shard
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     on_demand: Callable[[], None] = lambda: None  # a roll-up changed demand: cycle early
+    clock: Clock = REAL_CLOCK  # stamps inventory writes and first sightings of demand
 
-    def record(self, machine: Machine, now: float | None = None) -> bool:
+    def record(self, machine: Machine) -> bool:
         """Write a machine; False (and counted) when the record breaks an invariant."""
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic()
         previous = self.inventory.get(machine.id)
         try:
             self.inventory.upsert(machine, now)
@@ -128,6 +129,6 @@ class ShardState:
         self.table.replace(cluster, needs)
         if self.table.version != before:
             self.on_demand()
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for need in needs:
                 self.first_seen.setdefault((cluster, need.fingerprint), now)

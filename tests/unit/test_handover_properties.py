@@ -92,7 +92,15 @@ class Shard:
         self.state = ShardState(shard_id, 1, metrics, Channels(metrics, 64), ownership=ownership)
         providers = {"fake": InProcessProvider(fleet)}
         self.reconciler = Reconciler(self.state, providers)  # type: ignore[arg-type]
-        self.executor = Executor(self.state, providers, self.reconciler)  # type: ignore[arg-type]
+        self.executor = Executor(
+            inventory=self.state.inventory,
+            record=self.state.record,
+            in_flight=self.state.in_flight,
+            channels=self.state.channels,
+            metrics=metrics,
+            providers=providers,  # type: ignore[arg-type]
+            owners=self.reconciler.owner,
+        )
         self.handler = InstructionHandler(self.state, self.reconciler, self.executor, batch=2)
 
 

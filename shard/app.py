@@ -1,0 +1,50 @@
+"""The shard process, composed: the ShardService, and around it the coordinator client
+and the Shard resource when they are configured. `bigfleet shard` runs `run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any
+
+from bigfleet.shard.coordclient import CoordinatorClient
+from bigfleet.shard.runtime.service import ShardService
+from bigfleet.shard.settings import ShardSettings
+from bigfleet.supervise import supervise
+
+__all__ = ["ShardSettings", "run"]
+
+Part = Coroutine[Any, Any, object]
+
+
+async def _resource_parts(
+    service: ShardService, kubeconfig: str, stop: asyncio.Event
+) -> list[Part]:
+    """The Shard resource's publisher and the kopf handlers applying its spec."""
+    # Imported here: kopf and kr8s load only in a shard that publishes its resource.
+    import kr8s.asyncio
+
+    from bigfleet.shard.runtime.resource import ShardResource, run_controls
+
+    os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it
+    api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
+    return [ShardResource(service, api).run(), run_controls(service, stop)]
+
+
+async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set; the shard needs no coordinator (static stability)."""
+    service = ShardService(settings)
+    resource = (
+        await _resource_parts(service, settings.kubeconfig, stop) if settings.kubeconfig else []
+    )
+    parts: list[Part] = [service.run(), *resource]
+    if settings.coordinator_addr:
+        client = CoordinatorClient(
+            settings.coordinator_addr,
+            service,
+            settings.coordinator_heartbeat_s,
+            handler=service.instructions.handle,
+        )
+        parts.append(client.run())
+    await supervise(stop, *parts)

@@ -1,0 +1,36 @@
+"""ShardSettings: everything one shard process is configured with (`bigfleet shard`'s flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.wire import MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardSettings:
+    shard_id: str
+    listen: str = "127.0.0.1:7780"
+    providers: tuple[tuple[str, str], ...] = ()
+    data_dir: Path = Path("./data")
+    metrics_addr: str = "127.0.0.1:8780"  # "0" disables the HTTP listener
+    cycle_interval_s: float = 10.0
+    min_cycle_gap_s: float = 1.0
+    execute_concurrency: int = 8
+    bootstrap_timeout_s: float = 30.0
+    execute_timeout_s: float = 30.0
+    rails: RailSettings = field(default_factory=RailSettings)
+    empty_rollup_guard: bool = True
+    outbox_cap: int = 1024
+    max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
+    allowed_clusters: frozenset[str] = frozenset()
+    incremental_reconcile: bool = False
+    transfer_batch: int = 8  # machines handed to another shard per coordinator instruction
+    advertise: str = ""  # the address reported to the coordinator; default: listen
+    # Comma-separated coordinator replicas; empty: the shard runs on its own.
+    coordinator_addr: str = ""
+    coordinator_heartbeat_s: float = 10.0
+    # Publish the Shard resource and apply its spec; None: no resource.
+    kubeconfig: str | None = None
