@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import click
@@ -102,10 +101,10 @@ def all_in_one(
     """
     from bigfleet.coordinator.app import CoordinatorSettings
     from bigfleet.coordinator.app import run as run_coordinator
+    from bigfleet.providers_fake import app as provider_app
     from bigfleet.providers_fake.config import FleetConfig
-    from bigfleet.providers_fake.server import start as start_provider
-    from bigfleet.shard.coordclient import CoordinatorClient
-    from bigfleet.shard.runtime.service import ShardService, ShardSettings
+    from bigfleet.shard import app as shard_app
+    from bigfleet.supervise import supervise
 
     config = (
         FleetConfig.load(provider_config)
@@ -122,46 +121,31 @@ def all_in_one(
     )
 
     async def main(stop: asyncio.Event) -> None:
-        fleet = config.build(time.monotonic)
-        provider_server, provider_port = await start_provider(fleet, provider_listen)
+        provider = await provider_app.start(
+            provider_app.FakeProviderSettings(fleet=config, listen=provider_listen)
+        )
         provider_host = _loopback(provider_listen).rpartition(":")[0]
-        shard = ShardService(
-            ShardSettings(
-                shard_id=shard_id,
-                listen=shard_listen,
-                providers=(("fake", f"{provider_host}:{provider_port}"),),
-                data_dir=data_dir / "shard",
-                metrics_addr=options.metrics_address(
-                    shard_listen.rpartition(":")[0], shard_metrics_port
-                ),
-                cycle_interval_s=cycle_interval,
-                advertise=_loopback(shard_listen),
-            )
+        shard_settings = shard_app.ShardSettings(
+            shard_id=shard_id,
+            listen=shard_listen,
+            providers=(("fake", f"{provider_host}:{provider.port}"),),
+            data_dir=data_dir / "shard",
+            metrics_addr=options.metrics_address(
+                shard_listen.rpartition(":")[0], shard_metrics_port
+            ),
+            cycle_interval_s=cycle_interval,
+            advertise=_loopback(shard_listen),
+            coordinator_addr=_loopback(coordinator_listen),
+            coordinator_heartbeat_s=report_interval,
         )
-        reporter = CoordinatorClient(
-            _loopback(coordinator_listen),
-            shard,
-            report_interval,
-            handler=shard.instructions.handle,
+        # The same three apps their own commands run; each ends on the shared stop, and
+        # any one ending on its own stops the others.
+        await supervise(
+            stop,
+            run_coordinator(coordinator_settings, stop),
+            shard_app.run(shard_settings, stop),
+            provider.serve(stop),
+            grace=5,
         )
-        tasks = [
-            asyncio.create_task(run_coordinator(coordinator_settings, stop)),
-            asyncio.create_task(shard.run()),
-            asyncio.create_task(reporter.run()),
-        ]
-        try:
-            # Any part ending on its own has failed: stop the rest and let the error show.
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
-            stopping.cancel()
-            for task in tasks[1:]:
-                task.cancel()
-            ended = await asyncio.gather(*tasks, return_exceptions=True)
-            failures = [e for e in ended if isinstance(e, Exception)]
-            if failures:
-                raise failures[0]
-        finally:
-            await provider_server.stop(grace=1)
 
     until_signalled(main)
