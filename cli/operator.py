@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -67,10 +66,9 @@ def operator(
     metrics_port: int,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
-    from bigfleet.operators.operator.app import OperatorSettings, run
+    from bigfleet.operators.operator import app
 
-    os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
-    settings = OperatorSettings(
+    settings = app.OperatorSettings(
         cluster_id=cluster_id,
         shard_address=shard_address,
         kubeconfig=kubeconfig,
@@ -82,4 +80,4 @@ def operator(
         upcoming_retention_s=upcoming_retention,
     )
 
-    until_signalled(lambda stop: run(settings, stop))
+    until_signalled(lambda stop: app.run(settings, stop))

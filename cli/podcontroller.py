@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -44,15 +43,14 @@ def pod_controller(
     metrics_port: int,
 ) -> None:
     """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
-    from bigfleet.operators.podcontroller.app import PodControllerSettings, load_defaults, run
+    from bigfleet.operators.podcontroller import app
 
-    os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
-    settings = PodControllerSettings(
+    settings = app.PodControllerSettings(
         kubeconfig=kubeconfig,
         mode=mode,  # type: ignore[arg-type]
-        defaults=load_defaults(priority_class_defaults),
+        defaults=app.load_defaults(priority_class_defaults),
         concurrency=concurrency,
         metrics_addr=options.metrics_address("", metrics_port),
     )
 
-    until_signalled(lambda stop: run(settings, stop))
+    until_signalled(lambda stop: app.run(settings, stop))

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from bigfleet.requirements import NodeSelectorOperatorName, OperatorName
+
 # A non-negative Kubernetes quantity ("2", "500m", "8Gi", "1e3"), as the CRDs accept it.
 QUANTITY_PATTERN = re.compile(
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -61,7 +63,7 @@ class Model(BaseModel):
 
 class NodeSelectorRequirement(Model):
     key: str = Field(min_length=1)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    operator: NodeSelectorOperatorName
     values: tuple[str, ...] | None = None
 
 
@@ -73,7 +75,7 @@ class TopologySpread(Model):
 
 class LabelSelectorRequirement(Model):
     key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    operator: NodeSelectorOperatorName  # a label selector takes the same four
     values: tuple[str, ...] | None = None
 
 
@@ -147,7 +149,7 @@ class UpcomingNodeStatus(Model):
 class AvailableCapacityRequirement(Model):
     key: str = Field(min_length=1)
     # Same arrives from co-location on the wire and is shown as it came.
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Same"]
+    operator: OperatorName
     values: tuple[str, ...] | None = None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,14 +19,19 @@ import kr8s
 import kr8s.asyncio
 import yaml
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from bigfleet import metrics as metrics_http
-from bigfleet.crd import GROUP, VERSION, CapacityRequest
+from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.crd import GROUP, VERSION
+from bigfleet.operators import kopf_loop
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator.bootstrap import BootstrapResponder
+from bigfleet.operators.operator.capacity_requests import RequestCache
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
+from bigfleet.supervise import supervise
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +50,6 @@ class OperatorSettings:
     upcoming_retention_s: float = 3600.0  # Drained/Failed UpcomingNodes are deleted after
 
 
-class RequestCache:
-    """CapacityRequests by (namespace, name), fed by kopf's watch; reads never hit the API."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
-        if event_type == "DELETED":
-            self.items.pop(key, None)
-        else:
-            self.items[key] = {
-                "metadata": dict(meta),
-                "spec": dict(body.get("spec") or {}),
-                "status": dict(body.get("status") or {}),
-            }
-
-    async def list(self) -> list[dict[str, Any]]:
-        return list(self.items.values())
-
-
 def _from_kubeconfig(path: Path) -> tuple[str, str]:
     """The current context's server URL and CA bundle (PEM)."""
     config = yaml.safe_load(path.read_text())
@@ -81,12 +65,20 @@ def _from_kubeconfig(path: Path) -> tuple[str, str]:
     return cluster["server"], ca
 
 
-def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistry:
-    handlers = kopf.OperatorRegistry()
+def _responder(api: kr8s.asyncio.Api, settings: OperatorSettings) -> BootstrapResponder:
+    server, ca = _from_kubeconfig(settings.kubeconfig)
+    template = settings.bootstrap_template.read_text() if settings.bootstrap_template else None
+    return BootstrapResponder(
+        api,
+        settings.cluster_id,
+        api_server=settings.api_server_url or server,
+        ca_bundle=settings.ca_bundle or ca,
+        template=template,
+    )
 
-    @kopf.on.login(registry=handlers)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
+
+def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistry:
+    handlers = kopf_loop.new_registry()
 
     @kopf.on.event(GROUP, VERSION, "capacityrequests", registry=handlers)
     def track(event: Mapping[str, Any], **_: Any) -> None:
@@ -102,44 +94,24 @@ def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistr
     return handlers
 
 
-async def _collect(api: kr8s.asyncio.Api, retention_s: float) -> None:
+async def _collect(api: kr8s.asyncio.Api, retention_s: float, clock: Clock) -> None:
     while True:
         try:
-            removed = await collect_finished(api, retention_s)
+            removed = await collect_finished(api, retention_s, clock)
             if removed:
                 log.info("finished UpcomingNodes removed", extra={"count": len(removed)})
-        except kr8s.ServerError as err:
+        except (kr8s.ServerError, ValidationError) as err:
             log.warning("UpcomingNode collection failed", extra={"error": str(err)})
-        await asyncio.sleep(min(60.0, max(1.0, retention_s / 10)))
+        await clock.sleep(min(60.0, max(1.0, retention_s / 10)))
 
 
-async def run(
-    settings: OperatorSettings,
-    stop: asyncio.Event,
-    metrics_registry: CollectorRegistry | None = None,
-) -> OperatorSession:
-    """Serve until `stop` is set; returns the session for inspection."""
+async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK) -> None:
+    """Serve until `stop` is set."""
     api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
-    server, ca = _from_kubeconfig(settings.kubeconfig)
-    template = settings.bootstrap_template.read_text() if settings.bootstrap_template else None
-    responder = BootstrapResponder(
-        api,
-        settings.cluster_id,
-        api_server=settings.api_server_url or server,
-        ca_bundle=settings.ca_bundle or ca,
-        template=template,
-    )
+    responder = _responder(api, settings)  # a template that does not parse fails here
     cache = RequestCache()
-    # Seed the cache before the first roll-up: an empty cache would withdraw all demand.
-    async for cr in api.async_get(CapacityRequest, namespace=kr8s.ALL):
-        if isinstance(cr, CapacityRequest):
-            cache.apply("ADDED", cr.raw)
-    prometheus = metrics_registry or CollectorRegistry()
-    metrics = OperatorMetrics(prometheus)
-
-    async def report(namespace: str, name: str, why: str) -> None:
-        await events.untranslatable(api, namespace, name, why)
-
+    await cache.fill(api)  # before the first roll-up: an empty cache would withdraw all demand
+    prometheus = CollectorRegistry()
     session = OperatorSession(
         cluster_id=settings.cluster_id,
         shard_address=settings.shard_address,
@@ -148,35 +120,29 @@ async def run(
         rollup_interval_s=settings.rollup_interval_s,
         ack_concurrency=settings.ack_concurrency,
         list_crs=cache.list,
-        metrics=metrics,
-        on_untranslatable=report,
+        metrics=OperatorMetrics(prometheus),
+        on_untranslatable=functools.partial(events.untranslatable, api),
+        clock=clock,
     )
-    http = metrics_http.serve(settings.metrics_addr, prometheus)
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.posting.enabled = False
+    # kopf's own stop, set once our loops are gone: stopping, kopf cancels whatever else runs.
     kopf_stop = asyncio.Event()
-    watcher = asyncio.create_task(
-        kopf.operator(
-            registry=registry(cache, api),
-            settings=kopf_settings,
-            clusterwide=True,
-            standalone=True,
-            stop_flag=kopf_stop,
-        )
-    )
-    streamer = asyncio.create_task(session.run())
-    collector = asyncio.create_task(_collect(api, settings.upcoming_retention_s))
+
+    async def serve() -> None:
+        try:
+            await supervise(
+                stop, session.run(), _collect(api, settings.upcoming_retention_s, clock)
+            )
+        finally:
+            kopf_stop.set()
+
+    http = metrics_http.serve(settings.metrics_addr, prometheus)
     log.info(
         "operator started", extra={"cluster": settings.cluster_id, "shard": settings.shard_address}
     )
     try:
-        await stop.wait()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop))
+            await serve()
     finally:
-        streamer.cancel()  # before kopf, which cancels whatever else runs when it stops
-        collector.cancel()
-        await asyncio.gather(streamer, collector, return_exceptions=True)
-        kopf_stop.set()
-        await asyncio.gather(watcher, return_exceptions=True)
         if http is not None:
             http.shutdown()
-    return session

@@ -10,14 +10,17 @@ and the token. A render error is answered in the response's `error` field.
 from __future__ import annotations
 
 import base64
-import datetime
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jinja2
 import kr8s.asyncio
 from kr8s.asyncio.objects import Secret
 
+from bigfleet.operators.operator.wire_requirements import operator_of
+from bigfleet.requirements import Operator
+from bigfleet.timestamps import rfc3339
 from bigfleet.wire import shard_pb2
 
 DEFAULT_TTL_S = 600
@@ -35,7 +38,7 @@ write_files:
       current-context: bootstrap
 {% if labels %}kubelet_node_labels: "{{ labels | dictsort | map('join', '=') | join(',') }}"
 {% endif %}"""
-_OPERATORS = {1: "In", 2: "NotIn", 3: "Exists", 4: "DoesNotExist", 5: "Same"}
+_NEED_THE_LABEL = frozenset({Operator.IN, Operator.EXISTS, Operator.SAME})
 
 
 def unsatisfiable(requirements: list[dict[str, Any]]) -> str | None:
@@ -45,19 +48,27 @@ def unsatisfiable(requirements: list[dict[str, Any]]) -> str | None:
         by_key.setdefault(r["key"], []).append(r)
     for key, rules in sorted(by_key.items()):
         operators = {r["operator"] for r in rules}
-        if "DoesNotExist" in operators and operators & {"In", "Exists", "Same"}:
+        if Operator.DOES_NOT_EXIST in operators and operators & _NEED_THE_LABEL:
             return f"label {key} must both exist and not exist"
         allowed: set[str] | None = None
         for r in rules:
-            if r["operator"] == "In":
+            if r["operator"] == Operator.IN:
                 values = set(r["values"])
                 allowed = values if allowed is None else allowed & values
         for r in rules:
-            if r["operator"] == "NotIn" and allowed is not None:
+            if r["operator"] == Operator.NOT_IN and allowed is not None:
                 allowed -= set(r["values"])
         if allowed is not None and not allowed:
             return f"no value of label {key} satisfies every requirement"
     return None
+
+
+def _requirements(request: shard_pb2.BootstrapRequest) -> list[dict[str, Any]]:
+    """The request's requirements as the template sees them."""
+    return [
+        {"key": r.key, "operator": operator_of(r).value, "values": list(r.values)}
+        for r in request.requirements
+    ]
 
 
 class BootstrapResponder:
@@ -84,9 +95,7 @@ class BootstrapResponder:
 
     async def _token(self) -> str:
         token_id, token_secret = secrets.token_hex(3), secrets.token_hex(8)
-        expires = (
-            datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.ttl_s)
-        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = rfc3339(datetime.now(UTC) + timedelta(seconds=self.ttl_s))
         await Secret(
             {
                 "apiVersion": "v1",
@@ -111,15 +120,13 @@ class BootstrapResponder:
         ).create()
         return f"{token_id}.{token_secret}"
 
-    def context(self, request: shard_pb2.BootstrapRequest, token: str) -> dict[str, Any]:
-        requirements = [
-            {"key": r.key, "operator": _OPERATORS.get(r.operator, "In"), "values": list(r.values)}
-            for r in request.requirements
-        ]
+    def context(
+        self, request: shard_pb2.BootstrapRequest, requirements: list[dict[str, Any]], token: str
+    ) -> dict[str, Any]:
         labels = {
             r["key"]: r["values"][0]
             for r in requirements
-            if r["operator"] == "In" and len(r["values"]) == 1
+            if r["operator"] == Operator.IN and len(r["values"]) == 1
         }
         return {
             "cluster_id": self.cluster_id,
@@ -148,17 +155,15 @@ class BootstrapResponder:
                 request_id=request.request_id,
                 error=f"request for cluster {request.cluster_id!r} reached {self.cluster_id!r}",
             )
-        requirements = [
-            {"key": r.key, "operator": _OPERATORS.get(r.operator, "In"), "values": list(r.values)}
-            for r in request.requirements
-        ]
+        requirements = _requirements(request)
         why = unsatisfiable(requirements)
         if why is not None:
             return shard_pb2.BootstrapBlobResponse(
                 request_id=request.request_id, error=f"unsatisfiable requirements: {why}"
             )
         try:
-            blob = self.template.render(self.context(request, await self._token()))
+            token = await self._token()
+            blob = self.template.render(self.context(request, requirements, token))
         except (jinja2.TemplateError, kr8s.ServerError) as err:
             return shard_pb2.BootstrapBlobResponse(
                 request_id=request.request_id, error=f"cannot render a join blob: {err}"

@@ -7,21 +7,18 @@ when it was acknowledged. Each Event is built by one small function.
 from __future__ import annotations
 
 import contextlib
-import datetime
-from typing import Any
 
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Event
 
-from bigfleet.crd import API_VERSION, CapacityRequest
+from bigfleet.crd import API_VERSION
+from bigfleet.crd.models import CapacityRequestStatus, RequestCondition
+from bigfleet.operators.operator.capacity_requests import patch_status
+from bigfleet.timestamps import rfc3339
 
 COMPONENT = "bigfleet-operator"
 UNTRANSLATABLE = "Untranslatable"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _emit(
@@ -33,7 +30,7 @@ async def _emit(
     kind: str = "Normal",
     involved: dict[str, str] | None = None,
 ) -> None:
-    now = _now()
+    now = rfc3339()
     await Event(
         {
             "apiVersion": "v1",
@@ -63,23 +60,15 @@ async def untranslatable(api: kr8s.asyncio.Api, namespace: str, name: str, why: 
     await _emit(
         api, namespace, name, UNTRANSLATABLE, f"left out of the roll-up: {why}", kind="Warning"
     )
-    condition: dict[str, Any] = {
-        "type": "Translatable",
-        "status": "False",
-        "reason": UNTRANSLATABLE,
-        "message": why,
-        "lastTransitionTime": _now(),
-    }
-    request = CapacityRequest(
-        {
-            "apiVersion": API_VERSION,
-            "kind": "CapacityRequest",
-            "metadata": {"name": name, "namespace": namespace},
-        },
-        api=api,
+    condition = RequestCondition(
+        type="Translatable",
+        status="False",
+        reason=UNTRANSLATABLE,
+        message=why,
+        last_transition_time=rfc3339(),
     )
     with contextlib.suppress(kr8s.NotFoundError):
-        await request.patch({"status": {"conditions": [condition]}}, subresource="status")
+        await patch_status(api, namespace, name, CapacityRequestStatus(conditions=(condition,)))
 
 
 async def node_reclaimed(

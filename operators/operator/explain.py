@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bigfleet.operators.operator.rollup import Translated
-from bigfleet.wire import capacity_pb2, shard_pb2
+from bigfleet.requirements import Operator
+from bigfleet.wire import shard_pb2
 
-Req = capacity_pb2.NodeSelectorRequirement
 MAX_PER_FRAME = 50  # bound the writes one frame can cause
 
 
@@ -27,15 +27,15 @@ def _translated_set(t: Translated) -> frozenset[tuple[str, int, tuple[str, ...]]
 
 
 def matches_labels(t: Translated, labels: Mapping[str, str]) -> bool:
-    for key, op, values in t.requirements:
-        value = labels.get(key)
-        if op == Req.OPERATOR_IN and value not in values:
+    for key, number, values in t.requirements:
+        value, op = labels.get(key), Operator.from_wire(number)
+        if op is Operator.IN and value not in values:
             return False
-        if op == Req.OPERATOR_NOT_IN and value in values:
+        if op is Operator.NOT_IN and value in values:
             return False
-        if op in (Req.OPERATOR_EXISTS, Req.OPERATOR_SAME) and value is None:
+        if op in (Operator.EXISTS, Operator.SAME) and value is None:
             return False
-        if op == Req.OPERATOR_DOES_NOT_EXIST and value is not None:
+        if op is Operator.DOES_NOT_EXIST and value is not None:
             return False
     return True
 

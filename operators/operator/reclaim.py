@@ -11,15 +11,14 @@ DaemonSet pods and mirror pods are left alone, as kubectl drain leaves them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Node, Pod
 
+from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator.writers import set_upcoming_phase
 from bigfleet.wire import shard_pb2
@@ -78,6 +77,7 @@ async def handle(
     api: kr8s.asyncio.Api,
     instruction: shard_pb2.ReclaimInstruction,
     ack: Callable[[shard_pb2.ReclaimAck], None],
+    clock: Clock = REAL_CLOCK,
 ) -> dict[str, str]:
     """Drain every node of the instruction; returns each node's final phase."""
     grace = (
@@ -99,7 +99,7 @@ async def handle(
         except kr8s.ServerError as err:
             log.info("reclaim event not written", extra={"node": name, "error": str(err)})
     ack(shard_pb2.ReclaimAck(instruction_id=instruction.instruction_id, nodes_started=len(started)))
-    deadline = time.monotonic() + grace
+    deadline = clock.monotonic() + grace
     outcome: dict[str, str] = {}
     for name in started:
         while True:
@@ -109,7 +109,7 @@ async def handle(
                 await set_upcoming_phase(api, name, "Drained")
                 outcome[name] = "Drained"
                 break
-            if time.monotonic() >= deadline:
+            if clock.monotonic() >= deadline:
                 left = sum(not r for r in results)
                 await set_upcoming_phase(
                     api,
@@ -120,5 +120,5 @@ async def handle(
                 )
                 outcome[name] = "Draining"
                 break
-            await asyncio.sleep(RETRY_S)
+            await clock.sleep(RETRY_S)
     return outcome

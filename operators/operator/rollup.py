@@ -15,26 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bigfleet import penalty, quantity
+from bigfleet.crd.models import CoLocation, LabelSelector
+from bigfleet.operators.operator.capacity_requests import Untranslatable, decode
+from bigfleet.requirements import Operator
 from bigfleet.wire import capacity_pb2
 
 Req = capacity_pb2.NodeSelectorRequirement
-OPERATORS = {
-    "In": Req.OPERATOR_IN,
-    "NotIn": Req.OPERATOR_NOT_IN,
-    "Exists": Req.OPERATOR_EXISTS,
-    "DoesNotExist": Req.OPERATOR_DOES_NOT_EXIST,
-}
-
 
 # A Kubernetes resource name: an optional DNS-subdomain prefix, then a short name.
 RESOURCE_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
-
-
-class Untranslatable(ValueError):
-    """A CR the schema admits but the operator cannot turn into demand."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +44,7 @@ class Translated:
     resources: dict[str, int] = field(compare=False)
 
 
-def _bucket(value: Any) -> int:
+def _bucket(value: str | None) -> int:
     if value is None:
         return penalty.UNSPECIFIED
     try:
@@ -61,63 +53,60 @@ def _bucket(value: Any) -> int:
         raise Untranslatable(f"penalty {value!r} is not a quantity") from err
 
 
-def _group(co_location: Mapping[str, Any] | None) -> tuple[str, str | None]:
+def _group(co_location: CoLocation | None) -> tuple[str, str | None]:
     """(gang id, the Same key) from `spec.coLocation`; empty without one."""
-    if not co_location:
+    if co_location is None:
         return "", None
-    key = co_location["topologyKey"]
-    selector = co_location.get("labelSelector") or {}
-    labels = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    key = co_location.topology_key
+    selector = co_location.label_selector or LabelSelector()
+    labels = ",".join(f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items()))
     expressions = ";".join(
-        f"{e['key']} {e['operator']} {','.join(sorted(e.get('values') or []))}"
-        for e in sorted(
-            selector.get("matchExpressions") or [], key=lambda e: (e["key"], e["operator"])
-        )
+        f"{e.key} {e.operator} {','.join(sorted(e.values or ()))}"
+        for e in sorted(selector.match_expressions or (), key=lambda e: (e.key, e.operator))
     )
     return f"{key}\x00{labels}|{expressions}", key
 
 
 def translate(cr: Mapping[str, Any]) -> Translated:
-    meta, spec = cr["metadata"], cr.get("spec") or {}
-    requirements = []
-    for r in spec.get("requirements") or []:
-        if r["operator"] not in OPERATORS:
-            raise Untranslatable(f"requirement operator {r['operator']!r} is not supported")
-        requirements.append(
-            (r["key"], OPERATORS[r["operator"]], tuple(sorted(r.get("values") or [])))
-        )
-    group, same_key = _group(spec.get("coLocation"))
+    """One CR, as read from the API server, decoded and turned into demand."""
+    request = decode(cr)
+    spec = request.spec
+    requirements = [
+        (r.key, Operator(r.operator).wire, tuple(sorted(r.values or ())))
+        for r in spec.requirements or ()
+    ]
+    group, same_key = _group(spec.co_location)
+    same = Operator.SAME.wire
     if same_key is not None and not any(
-        key == same_key and op == Req.OPERATOR_SAME for key, op, _ in requirements
+        key == same_key and op == same for key, op, _ in requirements
     ):
-        requirements.append((same_key, Req.OPERATOR_SAME, ()))
+        requirements.append((same_key, same, ()))
     requirements.sort(key=lambda r: (r[0], r[1]))
     spread = tuple(
         sorted(
-            (s["topologyKey"], int(s["maxSkew"]))
-            for s in spec.get("topologySpread") or []
-            if s["whenUnsatisfiable"] == "DoNotSchedule"  # ScheduleAnyway is only a preference
+            (s.topology_key, s.max_skew)
+            for s in spec.topology_spread or ()
+            if s.when_unsatisfiable == "DoNotSchedule"  # ScheduleAnyway is only a preference
         )
     )
-    for name in spec["resources"]:
+    for name in spec.resources:
         if not RESOURCE_NAME.match(name):
             raise Untranslatable(f"{name!r} is not a resource name")
     try:
-        resources = {name: quantity.to_milli(v) for name, v in spec["resources"].items()}
+        resources = {name: quantity.to_milli(v) for name, v in spec.resources.items()}
     except quantity.InvalidQuantity as err:
         raise Untranslatable(str(err)) from err
-    priority = int(spec["priority"])
-    interruption = _bucket(spec.get("interruptionPenalty"))
-    reclamation = _bucket(spec.get("reclamationPenalty"))
+    interruption = _bucket(spec.interruption_penalty)
+    reclamation = _bucket(spec.reclamation_penalty)
     reqs = tuple(requirements)
     return Translated(
-        namespace=meta.get("namespace", ""),
-        name=meta["name"],
-        phase=(cr.get("status") or {}).get("phase") or "Pending",
-        key=(reqs, spread, priority, interruption, reclamation, group),
+        namespace=request.namespace,
+        name=request.name,
+        phase=request.status.phase or "Pending",
+        key=(reqs, spread, spec.priority, interruption, reclamation, group),
         requirements=reqs,
         spread=spread,
-        priority=priority,
+        priority=spec.priority,
         interruption_bucket=interruption,
         reclamation_bucket=reclamation,
         group=group,

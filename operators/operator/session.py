@@ -11,9 +11,8 @@ after a session that exchanged frames.
 from __future__ import annotations
 
 import asyncio
-import datetime
+import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ import grpc
 import kr8s
 import kr8s.asyncio
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -29,25 +29,25 @@ from tenacity import (
 )
 
 from bigfleet import logs
-from bigfleet.crd import CapacityRequest
-from bigfleet.operators.operator import events, reclaim
+from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.crd.models import CapacityRequestStatus
+from bigfleet.lifecycle import MachineState
+from bigfleet.operators.operator import capacity_requests, events, reclaim
 from bigfleet.operators.operator import rollup as rollups
 from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.explain import Explainer
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.writers import write_available, write_upcoming
-from bigfleet.wire import GRPC_OPTIONS, provider_pb2, shard_pb2, shard_pb2_grpc
+from bigfleet.timestamps import rfc3339
+from bigfleet.wire import GRPC_OPTIONS, PROTOCOL_VERSION, shard_pb2, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
-PROTOCOL_VERSION = "v1alpha1"
+# An object the CRD models refuse fails its write as one the API server refuses does.
+WRITE_ERRORS = (kr8s.ServerError, ValidationError)
 
 
 class SessionEnded(Exception):
     """The stream ended after exchanging frames: redial with the backoff reset."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OperatorSession:
@@ -60,9 +60,10 @@ class OperatorSession:
         responder: BootstrapResponder,
         rollup_interval_s: float = 10.0,
         ack_concurrency: int = 16,
-        list_crs: Callable[[], Any] | None = None,
+        list_crs: Callable[[], Awaitable[Iterable[Mapping[str, Any]]]] | None = None,
         metrics: OperatorMetrics | None = None,
         on_untranslatable: Callable[[str, str, str], Awaitable[None]] | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.metrics = metrics or OperatorMetrics(CollectorRegistry())
         self.on_untranslatable = on_untranslatable
@@ -72,10 +73,9 @@ class OperatorSession:
         self.responder = responder
         self.rollup_interval_s = rollup_interval_s
         self._ack_limit = asyncio.Semaphore(ack_concurrency)
-        self._list_crs = list_crs or self._list_from_api
+        self._list_crs = list_crs or functools.partial(capacity_requests.list_all, api)
+        self.clock = clock
         self.sessions = 0  # streams opened, for tests and metrics
-        self.acknowledged = 0
-        self.upcoming_writes = 0
         self._pending_upcoming: dict[str, shard_pb2.NodeStateUpdate] = {}
         self._writing: set[str] = set()
         self._reported: set[tuple[str, str, str]] = set()
@@ -83,10 +83,6 @@ class OperatorSession:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._explainer = Explainer()
         self._requests: list[rollups.Translated] = []  # what the last roll-up carried
-
-    async def _list_from_api(self) -> list[Mapping[str, Any]]:
-        found = [cr async for cr in self.api.async_get(CapacityRequest, namespace=kr8s.ALL)]
-        return [dict(cr.raw) for cr in found if isinstance(cr, CapacityRequest)]
 
     # -- the reconnect loop -----------------------------------------------------------------
 
@@ -96,6 +92,7 @@ class OperatorSession:
             while True:
                 try:
                     async for attempt in AsyncRetrying(
+                        sleep=self.clock.sleep,
                         wait=wait_random_exponential(multiplier=0.5, max=30),
                         # Only failures retry: cancellation must stop the loop.
                         retry=retry_if_exception_type(Exception)
@@ -105,7 +102,7 @@ class OperatorSession:
                         with attempt:
                             await self._session()
                 except SessionEnded:
-                    await asyncio.sleep(0.1)
+                    await self.clock.sleep(0.1)
                 self.metrics.reconnects.inc()
 
     async def _session(self) -> None:
@@ -135,12 +132,12 @@ class OperatorSession:
                     await rollup_once()
                 except (kr8s.ServerError, ValueError) as err:
                     log.warning("roll-up failed", extra={"error": str(err)})
-                await asyncio.sleep(self.rollup_interval_s)
+                await self.clock.sleep(self.rollup_interval_s)
 
         async def rollup_once() -> None:
-            crs = await self._list_crs()
+            crs = list(await self._list_crs())
             with self.metrics.rollup_duration.time():
-                built = rollups.build(self.cluster_id, crs, time.time_ns())
+                built = rollups.build(self.cluster_id, crs, int(self.clock.time() * 1e9))
             log.debug(
                 "roll-up built",
                 extra={
@@ -216,7 +213,7 @@ class OperatorSession:
                 reply(shard_pb2.OperatorMessage(bootstrap_response=answer))
             elif kind == "node_state_update":
                 update = frame.node_state_update
-                if update.state == provider_pb2.MACHINE_STATE_CONFIGURING:
+                if int(update.state) == MachineState.CONFIGURING:
                     coming = self._explainer.node_coming(
                         self._requests, update.labels, update.machine_id
                     )
@@ -233,8 +230,9 @@ class OperatorSession:
                     self.api,
                     frame.reclaim_instruction,
                     lambda ack: reply(shard_pb2.OperatorMessage(reclaim_ack=ack)),
+                    self.clock,
                 )
-        except kr8s.ServerError as err:
+        except WRITE_ERRORS as err:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
 
     async def _coalesced_upcoming(self, update: shard_pb2.NodeStateUpdate) -> None:
@@ -248,9 +246,8 @@ class OperatorSession:
             while (latest := self._pending_upcoming.pop(machine, None)) is not None:
                 try:
                     await write_upcoming(self.api, latest)
-                    self.upcoming_writes += 1
                     self.metrics.upcoming_node_writes.labels("success").inc()
-                except kr8s.ServerError as err:
+                except WRITE_ERRORS as err:
                     self.metrics.upcoming_node_writes.labels("error").inc()
                     log.warning(
                         "UpcomingNode write failed",
@@ -262,7 +259,6 @@ class OperatorSession:
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         with self.metrics.acknowledge_duration.time():
             done = await acknowledge(self.api, pending, self._ack_limit)
-        self.acknowledged += len(done)
         self.metrics.acknowledged.inc(len(done))
         # Events explain, they do not gate: written after the acknowledgements, at a lower pace.
         self._explain([(events.acknowledged, t) for t in done])
@@ -288,20 +284,12 @@ async def acknowledge(
     api: kr8s.asyncio.Api, pending: Iterable[rollups.Translated], limit: asyncio.Semaphore
 ) -> list[rollups.Translated]:
     """Mark requests Acknowledged, one status merge patch each, `limit` at a time."""
-    patch = {"status": {"phase": "Acknowledged", "acknowledgedAt": _now()}}
+    status = CapacityRequestStatus(phase="Acknowledged", acknowledged_at=rfc3339())
 
     async def one(t: rollups.Translated) -> rollups.Translated | None:
         async with limit:
-            request = CapacityRequest(
-                {
-                    "apiVersion": CapacityRequest.version,
-                    "kind": "CapacityRequest",
-                    "metadata": {"name": t.name, "namespace": t.namespace},
-                },
-                api=api,
-            )
             try:
-                await request.patch(patch, subresource="status")  # a JSON merge patch
+                await capacity_requests.patch_status(api, t.namespace, t.name, status)
             except kr8s.NotFoundError:
                 return None  # deleted meanwhile: nothing to acknowledge
             return t

@@ -19,10 +19,13 @@ import kr8s
 import kr8s.asyncio
 import yaml
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
 
 from bigfleet import metrics as metrics_http
 from bigfleet import quantity
-from bigfleet.crd import API_VERSION, CapacityRequest
+from bigfleet.crd import CapacityRequest
+from bigfleet.crd.models import CapacityRequestStatus
+from bigfleet.operators import kopf_loop
 from bigfleet.operators.podcontroller import derive
 
 log = logging.getLogger(__name__)
@@ -95,27 +98,17 @@ class PodReconciler:
             return "not_wanted"
         if uid in self._created:
             return "cr_exists"
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "CapacityRequest",
-            "metadata": {
-                # Named after the pod's UID: a second create for the same pod (a restart
-                # of this controller, a replayed event) is refused, so no lookup first.
-                "name": derive.request_name(name, uid),
-                "namespace": namespace,
-                "labels": {derive.OWNER_LABEL: uid},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": name,
-                        "uid": uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": derive.capacity_request_spec(pod, self.settings.defaults),
-        }
+        body = CapacityRequest.manifest(
+            # Named after the pod's UID: a second create for the same pod (a restart of
+            # this controller, a replayed event) is refused, so no lookup first.
+            derive.request_name(name, uid),
+            derive.capacity_request_spec(pod, self.settings.defaults),
+            namespace=namespace,
+            labels={derive.OWNER_LABEL: uid},
+        )
+        body["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "controller": True}
+        ]
         request = CapacityRequest(body, api=self.api)
         try:
             await request.create()
@@ -126,23 +119,15 @@ class PodReconciler:
             return "cr_exists"
         self._created.add(uid)
         try:
-            await request.patch({"status": {"phase": "Pending"}}, subresource="status")
+            pending = CapacityRequestStatus(phase="Pending")
+            await request.patch({"status": pending.to_object()}, subresource="status")
         except kr8s.ServerError as err:  # non-fatal: empty phase counts as Pending
             log.info("CR status not set", extra={"error": str(err)})
         return "cr_created"
 
 
-async def run(
-    settings: PodControllerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
-) -> PodReconciler:
-    api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
-    prometheus = registry or CollectorRegistry()
-    reconciler = PodReconciler(api, settings, prometheus)
-    handlers = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=handlers)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
+def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
+    handlers = kopf_loop.new_registry()
 
     @kopf.on.event("", "v1", "pods", registry=handlers)
     async def pod_event(event: Mapping[str, Any], **_: Any) -> None:
@@ -150,22 +135,22 @@ async def run(
             return  # garbage collection removes the CR with its owner
         try:
             await reconciler.reconcile(event["object"])
-        except kr8s.ServerError as err:
+        # A spec the CRD model refuses would be refused by the API server too.
+        except (kr8s.ServerError, ValidationError) as err:
             reconciler.reconciles.labels("error").inc()
             log.warning("pod reconcile failed", extra={"error": str(err)})
 
+    return handlers
+
+
+async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
+    """Reconcile pods until `stop` is set; kopf, the only loop here, stops on it."""
+    api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
+    prometheus = CollectorRegistry()
+    reconciler = PodReconciler(api, settings, prometheus)
     http = metrics_http.serve(settings.metrics_addr, prometheus)
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.posting.enabled = False
     try:
-        await kopf.operator(
-            registry=handlers,
-            settings=kopf_settings,
-            clusterwide=True,
-            standalone=True,
-            stop_flag=stop,
-        )
+        await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
     finally:
         if http is not None:
             http.shutdown()
-    return reconciler

@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bigfleet import quantity
+from bigfleet.crd.models import (
+    CapacityRequestSpec,
+    CoLocation,
+    LabelSelector,
+    NodeSelectorRequirement,
+    TopologySpread,
+)
+from bigfleet.requirements import NODE_SELECTOR_OPERATORS, Operator
 
 INTERRUPTION_ANNOTATION = "bigfleet.lucy.sh/interruption-penalty"
 RECLAMATION_ANNOTATION = "bigfleet.lucy.sh/reclamation-penalty"
@@ -84,60 +92,72 @@ def resources(spec: Mapping[str, Any]) -> dict[str, str]:
     return {name: quantity.from_milli(milli) for name, milli in sorted(total.items()) if milli > 0}
 
 
-def requirements(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def requirements(spec: Mapping[str, Any]) -> tuple[NodeSelectorRequirement, ...]:
+    out: list[NodeSelectorRequirement] = []
     affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution"
     ) or {}
     terms = affinity.get("nodeSelectorTerms") or []
     if terms:
         for expression in terms[0].get("matchExpressions") or []:
-            if expression["operator"] in ("In", "NotIn", "Exists", "DoesNotExist"):
-                entry: dict[str, Any] = {
-                    "key": expression["key"],
-                    "operator": expression["operator"],
-                }
-                if expression.get("values"):
-                    entry["values"] = sorted(expression["values"])
-                out.append(entry)
+            if expression["operator"] in NODE_SELECTOR_OPERATORS:  # Gt and Lt have no equal
+                out.append(
+                    NodeSelectorRequirement(
+                        key=expression["key"],
+                        operator=expression["operator"],
+                        values=tuple(sorted(expression.get("values") or ())) or None,
+                    )
+                )
     for key, value in sorted((spec.get("nodeSelector") or {}).items()):
-        out.append({"key": key, "operator": "In", "values": [value]})
-    return out or [{"key": "node.kubernetes.io/instance-type", "operator": "Exists"}]
+        out.append(NodeSelectorRequirement(key=key, operator=Operator.IN, values=(value,)))
+    return tuple(out) or (
+        NodeSelectorRequirement(key="node.kubernetes.io/instance-type", operator=Operator.EXISTS),
+    )
+
+
+def _spread(spec: Mapping[str, Any]) -> tuple[TopologySpread, ...] | None:
+    """The pod's hard spread constraints; ScheduleAnyway is only a preference."""
+    spread = tuple(
+        TopologySpread(
+            topology_key=c["topologyKey"],
+            max_skew=int(c["maxSkew"]),
+            when_unsatisfiable=c["whenUnsatisfiable"],
+        )
+        for c in spec.get("topologySpreadConstraints") or []
+        if c.get("whenUnsatisfiable") == "DoNotSchedule"
+    )
+    return spread or None
+
+
+def _co_location(spec: Mapping[str, Any]) -> CoLocation | None:
+    """The first required pod-affinity term: where the pod must sit beside others."""
+    affinity = ((spec.get("affinity") or {}).get("podAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or []
+    if not affinity:
+        return None
+    term = affinity[0]
+    selector = term.get("labelSelector")
+    return CoLocation(
+        topology_key=term["topologyKey"],
+        label_selector=LabelSelector.from_object(selector) if selector else None,
+    )
 
 
 def capacity_request_spec(
     pod: Mapping[str, Any], defaults: Mapping[str, Mapping[str, str]]
-) -> dict[str, Any]:
+) -> CapacityRequestSpec:
     spec = pod["spec"]
     cost = penalties(pod, defaults)
-    out: dict[str, Any] = {
-        "requirements": requirements(spec),
-        "resources": resources(spec) or {"cpu": "1m"},  # a pod always occupies something
-        "priority": int(spec.get("priority") or 0),
-        "interruptionPenalty": cost.interruption,
-        "reclamationPenalty": cost.reclamation,
-    }
-    spread = [
-        {
-            "topologyKey": c["topologyKey"],
-            "maxSkew": int(c["maxSkew"]),
-            "whenUnsatisfiable": c["whenUnsatisfiable"],
-        }
-        for c in spec.get("topologySpreadConstraints") or []
-        if c.get("whenUnsatisfiable") == "DoNotSchedule"
-    ]
-    if spread:
-        out["topologySpread"] = spread
-    affinity = ((spec.get("affinity") or {}).get("podAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or []
-    if affinity:
-        term = affinity[0]
-        co_location: dict[str, Any] = {"topologyKey": term["topologyKey"]}
-        if term.get("labelSelector"):
-            co_location["labelSelector"] = term["labelSelector"]
-        out["coLocation"] = co_location
-    return out
+    return CapacityRequestSpec(
+        requirements=requirements(spec),
+        resources=resources(spec) or {"cpu": "1m"},  # a pod always occupies something
+        priority=int(spec.get("priority") or 0),
+        interruption_penalty=cost.interruption,
+        reclamation_penalty=cost.reclamation,
+        topology_spread=_spread(spec),
+        co_location=_co_location(spec),
+    )
 
 
 def unschedulable(pod: Mapping[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from kr8s.asyncio.objects import Pod
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import CapacityRequest
-from bigfleet.operators.podcontroller.app import PodControllerSettings, PodReconciler, run
+from bigfleet.operators.podcontroller.app import PodControllerSettings, run
 from tests.cluster.test_chain import LoopThread
 from tests.support.waiting import until
 
@@ -30,17 +30,16 @@ class ControllerRig:
         )
 
     def start(self) -> None:
-        async def main() -> PodReconciler:
+        async def main() -> None:
             self.stop_flag = asyncio.Event()
-            return await run(self.settings, self.stop_flag)
+            await run(self.settings, self.stop_flag)
 
         self.future = asyncio.run_coroutine_threadsafe(main(), self.thread.loop)
 
-    def stop(self) -> PodReconciler:
+    def stop(self) -> None:
         self.thread.loop.call_soon_threadsafe(self.stop_flag.set)
-        reconciler: PodReconciler = self.future.result(30)
+        self.future.result(30)
         self.thread.close()
-        return reconciler
 
 
 @pytest.fixture

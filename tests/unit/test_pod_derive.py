@@ -49,12 +49,14 @@ def test_requirements_come_from_the_first_affinity_term_and_the_node_selector() 
             }
         }
     }
-    spec = capacity_request_spec(pod(affinity=affinity, nodeSelector={"disk": "ssd"}), {})
+    spec = capacity_request_spec(
+        pod(affinity=affinity, nodeSelector={"disk": "ssd"}), {}
+    ).to_object()
     assert spec["requirements"] == [
         {"key": "zone", "operator": "In", "values": ["a", "b"]},
         {"key": "disk", "operator": "In", "values": ["ssd"]},
     ]
-    bare = capacity_request_spec(pod(), {})
+    bare = capacity_request_spec(pod(), {}).to_object()
     assert bare["requirements"] == [
         {"key": "node.kubernetes.io/instance-type", "operator": "Exists"}
     ]
@@ -69,9 +71,9 @@ def test_penalties_annotation_then_priority_class_then_defaults() -> None:
             "bigfleet.lucy.sh/reclamation-penalty": "not-money",
         },
     )
-    spec = capacity_request_spec(annotated, defaults)
+    spec = capacity_request_spec(annotated, defaults).to_object()
     assert (spec["interruptionPenalty"], spec["reclamationPenalty"]) == ("3", "65536")
-    plain = capacity_request_spec(pod(), defaults)
+    plain = capacity_request_spec(pod(), defaults).to_object()
     assert plain["interruptionPenalty"] == DEFAULT_PENALTIES["interruptionPenalty"]
 
 
@@ -92,7 +94,7 @@ def test_spread_co_location_and_priority_carry_over() -> None:
             },
         ),
         {},
-    )
+    ).to_object()
     assert spec["priority"] == 700
     assert spec["topologySpread"] == [
         {"topologyKey": "zone", "maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}

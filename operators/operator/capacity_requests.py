@@ -1,0 +1,113 @@
+"""CapacityRequests where they meet the operator: read, decoded, and their status written.
+
+Objects arrive as dicts (kopf's watch, a list from the API server); `decode`
+turns one into the typed models of `bigfleet.crd.models`, and everything past
+it reads model attributes. An object the models refuse is `Untranslatable`,
+like any request the roll-up cannot turn into demand. Status writes are
+encoded from the same models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import kr8s
+import kr8s.asyncio
+from pydantic import ValidationError
+
+from bigfleet.crd import API_VERSION, CapacityRequest
+from bigfleet.crd.models import CapacityRequestSpec, CapacityRequestStatus, Model
+
+M = TypeVar("M", bound=Model)
+
+
+class Untranslatable(ValueError):
+    """A CR the schema admits but the operator cannot turn into demand."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One CapacityRequest, decoded: who it is and its typed spec and status."""
+
+    namespace: str
+    name: str
+    spec: CapacityRequestSpec
+    status: CapacityRequestStatus
+
+
+def _why(section: str, error: ValidationError) -> str:
+    """The first problem, in the words the Event and the condition carry."""
+    problem = error.errors()[0]
+    # An operator Kubernetes knows and BigFleet does not (Gt, Lt) is named as such.
+    if problem["type"] == "literal_error" and problem["loc"][-1] == "operator":
+        return f"requirement operator {problem['input']!r} is not supported"
+    where = ".".join(str(part) for part in (section, *problem["loc"]))
+    return f"{where}: {problem['msg']}"
+
+
+def _section(model: type[M], obj: Mapping[str, Any], section: str) -> M:
+    try:
+        return model.from_object(obj.get(section))
+    except ValidationError as err:
+        raise Untranslatable(_why(section, err)) from err
+
+
+def decode(obj: Mapping[str, Any]) -> Request:
+    """The typed request of an object as read from the API server."""
+    meta = obj["metadata"]
+    return Request(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        spec=_section(CapacityRequestSpec, obj, "spec"),
+        status=_section(CapacityRequestStatus, obj, "status"),
+    )
+
+
+async def list_all(api: kr8s.asyncio.Api) -> list[dict[str, Any]]:
+    """Every CapacityRequest of the cluster, straight from the API server."""
+    found = [cr async for cr in api.async_get(CapacityRequest, namespace=kr8s.ALL)]
+    return [dict(cr.raw) for cr in found if isinstance(cr, CapacityRequest)]
+
+
+class RequestCache:
+    """CapacityRequests by (namespace, name), fed by kopf's watch; reads never hit the API."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        if event_type == "DELETED":
+            self.items.pop(key, None)
+        else:
+            self.items[key] = {
+                "metadata": dict(meta),
+                "spec": dict(body.get("spec") or {}),
+                "status": dict(body.get("status") or {}),
+            }
+
+    async def fill(self, api: kr8s.asyncio.Api) -> None:
+        """Load every request at once, before the watch has delivered them."""
+        for body in await list_all(api):
+            self.apply("ADDED", body)
+
+    async def list(self) -> list[dict[str, Any]]:
+        return list(self.items.values())
+
+
+async def patch_status(
+    api: kr8s.asyncio.Api, namespace: str, name: str, status: CapacityRequestStatus
+) -> None:
+    """Merge `status` into the request's status (a JSON merge patch), without reading it first."""
+    request = CapacityRequest(
+        {
+            "apiVersion": API_VERSION,
+            "kind": CapacityRequest.kind,
+            "metadata": {"name": name, "namespace": namespace},
+        },
+        api=api,
+    )
+    await request.patch({"status": status.to_object()}, subresource="status")
