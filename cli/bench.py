@@ -182,7 +182,9 @@ def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> No
     result = operator_bench_.run(crs, ack_concurrency)
     click.echo(
         f"{result.crs} CRs -> {result.needs_out} needs; roll-up build p50/p99 "
-        f"{result.rollup_ms['p50']}/{result.rollup_ms['p99']} ms; acknowledged all in "
+        f"{result.rollup_ms['p50']}/{result.rollup_ms['p99']} ms cold, "
+        f"{result.rollup_steady_ms['p50']}/{result.rollup_steady_ms['p99']} ms steady; "
+        "acknowledged all in "
         f"{result.ack_seconds} s"
     )
     write_json(json_path, result.as_json())

@@ -23,6 +23,8 @@ from bigfleet.wire import capacity_pb2
 Req = capacity_pb2.NodeSelectorRequirement
 
 # A Kubernetes resource name: an optional DNS-subdomain prefix, then a short name.
+# The wire number of each operator name the model admits (a dict beats an enum call per CR).
+_WIRE = {op.value: op.wire for op in Operator}
 RESOURCE_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -72,8 +74,7 @@ def translate(cr: Mapping[str, Any]) -> Translated:
     request = decode(cr)
     spec = request.spec
     requirements = [
-        (r.key, Operator(r.operator).wire, tuple(sorted(r.values or ())))
-        for r in spec.requirements or ()
+        (r.key, _WIRE[r.operator], tuple(sorted(r.values or ()))) for r in spec.requirements or ()
     ]
     group, same_key = _group(spec.co_location)
     same = Operator.SAME.wire
@@ -118,7 +119,7 @@ def translate(cr: Mapping[str, Any]) -> Translated:
 class Rollup:
     message: capacity_pb2.ClusterCapacityNeeds
     pending: list[Translated]  # CRs to mark Acknowledged once the shard acknowledged
-    problems: list[tuple[str, str, str]]  # (namespace, name, why) of CRs left out
+    problems: list[Problem]  # CRs left out
     translated: list[Translated]  # every CR that went into the roll-up
 
 
@@ -126,17 +127,48 @@ def _text(milli: int) -> str:
     return quantity.from_milli(milli)
 
 
-def build(cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int) -> Rollup:
+Problem = tuple[str, str, str]  # (namespace, name, why) of a CR left out
+
+
+def _attempt(cr: Mapping[str, Any]) -> Translated | Problem:
+    try:
+        return translate(cr)
+    except (Untranslatable, KeyError, TypeError, ValueError) as err:
+        meta = cr.get("metadata", {})
+        return (meta.get("namespace", ""), meta.get("name", ""), str(err))
+
+
+class Memo:
+    """Last roll-up's translations, by the very object they came from.
+
+    The operator's request cache hands out the same dict for a request until an event
+    replaces it, so an unchanged request is decoded once, not once per roll-up. The memo
+    holds the objects it saw last time, so an id cannot be reused while it is in here.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Mapping[str, Any], Translated | Problem]] = {}
+
+    def outcomes(self, crs: Iterable[Mapping[str, Any]]) -> list[Translated | Problem]:
+        seen: dict[int, tuple[Mapping[str, Any], Translated | Problem]] = {}
+        for cr in crs:
+            hit = self._seen.get(id(cr))
+            outcome = hit[1] if hit is not None and hit[0] is cr else _attempt(cr)
+            seen[id(cr)] = (cr, outcome)
+        self._seen = seen
+        return [outcome for _, outcome in seen.values()]
+
+
+def build(
+    cluster: str, crs: Iterable[Mapping[str, Any]], now_ns: int, memo: Memo | None = None
+) -> Rollup:
     folded: dict[tuple[object, ...], tuple[Translated, dict[str, int], dict[str, int]]] = {}
     pending: list[Translated] = []
     translated: list[Translated] = []
-    problems: list[tuple[str, str, str]] = []
-    for cr in crs:
-        try:
-            t = translate(cr)
-        except (Untranslatable, KeyError, TypeError, ValueError) as err:
-            meta = cr.get("metadata", {})
-            problems.append((meta.get("namespace", ""), meta.get("name", ""), str(err)))
+    problems: list[Problem] = []
+    for t in (memo or Memo()).outcomes(crs):
+        if not isinstance(t, Translated):
+            problems.append(t)
             continue
         translated.append(t)
         if t.phase == "Pending":

@@ -83,6 +83,7 @@ class OperatorSession:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._explainer = Explainer()
         self._requests: list[rollups.Translated] = []  # what the last roll-up carried
+        self._translations = rollups.Memo()
 
     # -- the reconnect loop -----------------------------------------------------------------
 
@@ -137,7 +138,9 @@ class OperatorSession:
         async def rollup_once() -> None:
             crs = list(await self._list_crs())
             with self.metrics.rollup_duration.time():
-                built = rollups.build(self.cluster_id, crs, int(self.clock.time() * 1e9))
+                built = rollups.build(
+                    self.cluster_id, crs, int(self.clock.time() * 1e9), self._translations
+                )
             log.debug(
                 "roll-up built",
                 extra={

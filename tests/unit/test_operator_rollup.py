@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bigfleet import penalty
-from bigfleet.operators.operator.rollup import build, translate
+from bigfleet.operators.operator.rollup import Memo, build, translate
 from bigfleet.shard import codec
 from bigfleet.wire import capacity_pb2
 
@@ -29,6 +29,33 @@ def test_equal_profiles_fold_summing_requests_and_maxing_the_unit() -> None:
     assert dict(need.min_unit) == {"cpu": "3"}
     assert rollup.message.cluster_id == "c1" and rollup.message.timestamp_unix_nanos == 7
     assert len(rollup.pending) == 3
+
+
+def test_the_memo_decodes_a_request_again_only_when_its_object_is_replaced() -> None:
+    memo = Memo()
+    a, b = cr("a", "1"), cr("b", "2")
+    assert dict(build("c1", [a, b], 0, memo).message.needs[0].aggregate_resources) == {"cpu": "3"}
+    # The request cache never edits an object in place; an edit here proves the memo
+    # answered from last time instead of decoding again.
+    a["spec"]["resources"]["cpu"] = "100"
+    assert dict(build("c1", [a, b], 0, memo).message.needs[0].aggregate_resources) == {"cpu": "3"}
+    replaced = cr("a", "5")  # what a watch event brings: a new object
+    needs = build("c1", [replaced, b], 0, memo).message.needs
+    assert dict(needs[0].aggregate_resources) == {"cpu": "7"}
+    assert build("c1", [b], 0, memo).translated[0].name == "b"  # a deleted request is gone
+
+
+def test_a_problem_is_remembered_like_a_translation() -> None:
+    memo = Memo()
+    bad = cr("bad", requirements=[{"key": "k", "operator": "Gt", "values": ["1"]}])
+    first = build("c1", [bad, cr("ok")], 0, memo)
+    again = build("c1", [bad, cr("ok")], 0, memo)
+    assert (
+        first.problems
+        == again.problems
+        == [("ns", "bad", "requirement operator 'Gt' is not supported")]
+    )
+    assert len(again.message.needs) == 1
 
 
 def test_priority_penalty_bucket_and_requirements_split_needs() -> None:
