@@ -227,7 +227,8 @@ def sync_channel(
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
     """The caller's identity; None on a plaintext transport. Raises IdentityRejected."""
     auth = context.auth_context()
-    if not auth.get("transport_security_type"):
+    # Plaintext says "insecure"; anything else is checked (fail closed on a new transport type).
+    if auth.get("transport_security_type", [b"insecure"]) == [b"insecure"]:
         return None
     version = (auth.get("ssl_tls_version") or [b"?"])[0]
     if version != TLS_VERSION:

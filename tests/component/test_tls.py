@@ -259,4 +259,29 @@ def test_a_tls_12_connection_serves_no_call() -> None:
     )
     with pytest.raises(IdentityRejected, match=r"TLS 1\.3 required"):
         peer_identity(tls12)  # type: ignore[arg-type]
-    assert peer_identity(_Context({})) is None  # type: ignore[arg-type]
+    plaintext = {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
+    assert peer_identity(_Context(plaintext)) is None  # type: ignore[arg-type]
+
+
+async def test_plaintext_servers_see_no_identity() -> None:
+    seen: list[object] = []
+
+    class Probe(shard_pb2_grpc.ShardServicer):
+        async def Session(
+            self,
+            requests: AsyncIterator[shard_pb2.OperatorMessage],
+            context: grpc.aio.ServicerContext,
+        ) -> AsyncIterator[shard_pb2.ShardMessage]:
+            seen.append(peer_identity(context))
+            async for _ in requests:
+                yield shard_pb2.ShardMessage(ack=shard_pb2.Acknowledgement(echo="ok"))
+
+    server = grpc.aio.server()
+    shard_pb2_grpc.add_ShardServicer_to_server(Probe(), server)
+    port = add_port(server, "127.0.0.1:0", None)
+    await server.start()
+    try:
+        assert await _echo(port, None) == "ok"
+        assert seen == [None]
+    finally:
+        await server.stop(0)
