@@ -1,14 +1,18 @@
-"""`bigfleet coordinator`: run one coordinator replica on etcd."""
+"""`bigfleet coordinator`: run one coordinator replica on etcd (or the embedded store)."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+
+if TYPE_CHECKING:
+    from bigfleet.tls import TLSFiles
 
 
 def _endpoints(
@@ -91,6 +95,26 @@ def _endpoints(
     type=click.FloatRange(0),
     help="Seconds a shard waits after receiving machines before it may receive more.",
 )
+@options.tls
+@click.option(
+    "--etcd-cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CA bundle that signed etcd's server certificate (PEM). All three --etcd-cacert, "
+    "--etcd-cert, --etcd-key: TLS to etcd; none: plaintext.",
+)
+@click.option(
+    "--etcd-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Client certificate presented to etcd (PEM).",
+)
+@click.option(
+    "--etcd-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Its private key (PEM).",
+)
 @click.option(
     "--kubeconfig",
     envvar="KUBECONFIG",
@@ -117,6 +141,10 @@ def coordinator(
     rebalance_min_age: int,
     rebalance_drain_age: int,
     rebalance_cooldown: float,
+    tls: TLSFiles | None,
+    etcd_cacert: Path | None,
+    etcd_cert: Path | None,
+    etcd_key: Path | None,
     kubeconfig: str | None,
     mirror_interval: float,
 ) -> None:
@@ -126,15 +154,31 @@ def coordinator(
     reads and refuse writes naming the leader. The leader rebalances:
     shards with aged shortfalls receive idle machines, quota slots, or
     (for higher priority) machines drained from other shards. With
-    --store embedded there is no etcd: one replica, state in --data-dir.
+    --store embedded there is no etcd: one replica, state in --data-dir,
+    which it locks while it runs. With --tls-cert, --tls-key and --tls-ca
+    the service speaks mutual TLS: shards report for themselves only,
+    readonly and admin certificates read, only admin writes.
     """
     from bigfleet.coordinator.app import CoordinatorSettings, run
+    from bigfleet.coordinator.embedded import DataDirLocked
+    from bigfleet.coordinator.etcdclient import EtcdTLS
     from bigfleet.coordinator.rebalance import RebalanceSettings
+    from bigfleet.tls import load
 
     if store == "etcd" and not etcd:
         raise click.UsageError("--etcd is required with --store etcd")
     if store == "embedded" and etcd:
         raise click.UsageError("--etcd does not apply to --store embedded")
+    try:
+        etcd_tls = EtcdTLS.from_flags(etcd_cacert, etcd_cert, etcd_key)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    if store == "embedded" and etcd_tls:
+        raise click.UsageError("--etcd-cacert, --etcd-cert and --etcd-key need --store etcd")
+    try:
+        load(tls)  # refuse unusable certificates before anything starts
+    except (OSError, ValueError) as err:
+        raise click.UsageError(f"TLS files: {err}") from err
     settings = CoordinatorSettings(
         replica_id=replica_id,
         etcd=etcd,
@@ -150,5 +194,10 @@ def coordinator(
         ),
         kubeconfig=kubeconfig,
         mirror_interval_s=mirror_interval,
+        tls=tls,
+        etcd_tls=etcd_tls,
     )
-    until_signalled(lambda stop: run(settings, stop))
+    try:
+        until_signalled(lambda stop: run(settings, stop))
+    except DataDirLocked as err:
+        raise click.ClickException(str(err)) from err

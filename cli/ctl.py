@@ -6,13 +6,17 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 import grpc
 
+from bigfleet.cli import options
 from bigfleet.timestamps import from_unix_ns
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc
+
+if TYPE_CHECKING:
+    from bigfleet.tls import Credentials, TLSFiles
 
 T = TypeVar("T")
 Call = Callable[[coordinator_pb2_grpc.CoordinatorStub, float], T]
@@ -21,14 +25,19 @@ Call = Callable[[coordinator_pb2_grpc.CoordinatorStub, float], T]
 class Coordinators:
     """The replicas named on the command line; writes find whichever leads."""
 
-    def __init__(self, addresses: Sequence[str], timeout_s: float) -> None:
+    def __init__(
+        self, addresses: Sequence[str], timeout_s: float, credentials: Credentials | None = None
+    ) -> None:
         self.addresses = addresses
         self.timeout_s = timeout_s
+        self.credentials = credentials  # mutual TLS (an admin or readonly certificate)
 
     def call(self, rpc: Call[T]) -> T:
+        from bigfleet.tls import sync_channel
+
         refusals = []
         for address in self.addresses:
-            with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            with sync_channel(address, self.credentials, options=GRPC_OPTIONS) as channel:
                 try:
                     return rpc(coordinator_pb2_grpc.CoordinatorStub(channel), self.timeout_s)
                 except grpc.RpcError as err:
@@ -72,10 +81,22 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     type=click.FloatRange(0.1),
     help="Seconds per RPC.",
 )
+@options.tls
 @click.pass_context
-def ctl(ctx: click.Context, addresses: str, timeout: float) -> None:
-    """Administer the coordinator: shards, domain assignments, reports."""
-    ctx.obj = Coordinators([a.strip() for a in addresses.split(",") if a.strip()], timeout)
+def ctl(ctx: click.Context, addresses: str, timeout: float, tls: TLSFiles | None) -> None:
+    """Administer the coordinator: shards, domain assignments, reports.
+
+    With --tls-cert, --tls-key and --tls-ca it dials mutual TLS: an admin
+    certificate may do everything, a readonly one only the list commands.
+    """
+    from bigfleet.tls import load
+
+    try:
+        credentials = load(tls)
+    except (OSError, ValueError) as err:
+        raise click.UsageError(f"TLS files: {err}") from err
+    addresses_given = [a.strip() for a in addresses.split(",") if a.strip()]
+    ctx.obj = Coordinators(addresses_given, timeout, credentials)
 
 
 @ctl.command("list-shards")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+
+if TYPE_CHECKING:
+    from bigfleet.tls import TLSFiles
 
 
 @click.group()
@@ -48,19 +53,36 @@ def provider() -> None:
     help="Boot Configured machines into their cluster: TLS-bootstrap with the join blob's "
     "token, register a Node (annotated for kwok), delete it when the machine leaves.",
 )
+@options.tls
 def fake(
-    listen: str, config_path: Path | None, idle: int, speculative: int, join_nodes: bool
+    listen: str,
+    config_path: Path | None,
+    idle: int,
+    speculative: int,
+    join_nodes: bool,
+    tls: TLSFiles | None,
 ) -> None:
     """Serve the fake provider: a test and demo fixture, never for production.
 
     Transitions are asynchronous with the configured per-state latency;
-    stale fencing tokens are refused with FAILED_PRECONDITION.
+    stale fencing tokens are refused with FAILED_PRECONDITION. With --tls-cert,
+    --tls-key and --tls-ca it speaks mutual TLS and takes a mutation only from
+    the shard its fencing token names (bigfleet://shard/<id>): PERMISSION_DENIED
+    otherwise.
     """
     from bigfleet.providers_fake.app import FakeProviderSettings, run
     from bigfleet.providers_fake.config import FleetConfig
+    from bigfleet.tls import load
 
+    try:
+        load(tls)  # refuse unusable certificates before anything starts
+    except (OSError, ValueError) as err:
+        raise click.UsageError(f"TLS files: {err}") from err
     config = FleetConfig.load(config_path) if config_path else FleetConfig()
     settings = FakeProviderSettings(
-        fleet=config.with_quick_seeds(idle, speculative), listen=listen, join_nodes=join_nodes
+        fleet=config.with_quick_seeds(idle, speculative),
+        listen=listen,
+        join_nodes=join_nodes,
+        tls=tls,
     )
     until_signalled(lambda stop: run(settings, stop))

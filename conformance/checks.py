@@ -329,7 +329,7 @@ async def drain_grace_zero(t: Target) -> None:
 @check("fencing", "replay-rejected", "an unknown shard is accepted; its replay is refused with FP")
 async def fencing_replay(t: Target) -> None:
     mid = await t.fresh(SPEC)
-    token = Token(f"{t.shard_id}-fence-a", 5, 10)
+    token = t.fencing_token("fence-a", 5, 10)
     await t.create(mid, token)
     expect(await status_of(t.create(mid, token)) == FP, "an identical token was accepted twice")
 
@@ -337,58 +337,60 @@ async def fencing_replay(t: Target) -> None:
 @check("fencing", "stale-epoch", "a lower epoch is refused with FP")
 async def fencing_stale_epoch(t: Target) -> None:
     mid = await t.fresh(SPEC)
-    shard = f"{t.shard_id}-fence-b"
-    await t.create(mid, Token(shard, 3, 1))
-    expect(await status_of(t.create(mid, Token(shard, 2, 99))) == FP, "an older epoch passed")
+    fence = "fence-b"
+    await t.create(mid, t.fencing_token(fence, 3, 1))
+    expect(
+        await status_of(t.create(mid, t.fencing_token(fence, 2, 99))) == FP, "an older epoch passed"
+    )
 
 
 @check("fencing", "stale-sequence", "an equal or lower sequence in one epoch is refused with FP")
 async def fencing_stale_sequence(t: Target) -> None:
     mid = await t.fresh(SPEC)
-    shard = f"{t.shard_id}-fence-c"
-    await t.create(mid, Token(shard, 1, 50))
+    fence = "fence-c"
+    await t.create(mid, t.fencing_token(fence, 1, 50))
     for sequence in (50, 49):
-        code = await status_of(t.create(mid, Token(shard, 1, sequence)))
+        code = await status_of(t.create(mid, t.fencing_token(fence, 1, sequence)))
         expect(code == FP, f"sequence {sequence} after 50 got {code.name}")
 
 
 @check("fencing", "new-epoch-resets", "a new epoch accepts any sequence; the old one is dead")
 async def fencing_new_epoch(t: Target) -> None:
     mid = await t.fresh(SPEC)
-    shard = f"{t.shard_id}-fence-d"
-    await t.create(mid, Token(shard, 1, 1000))
+    fence = "fence-d"
+    await t.create(mid, t.fencing_token(fence, 1, 1000))
     await t.settle(mid, {IDLE})
-    await t.configure(mid, token=Token(shard, 2, 1))
-    code = await status_of(t.configure(mid, token=Token(shard, 1, 1001)))
+    await t.configure(mid, token=t.fencing_token(fence, 2, 1))
+    code = await status_of(t.configure(mid, token=t.fencing_token(fence, 1, 1001)))
     expect(code == FP, f"the old epoch's call got {code.name} (B310)")
 
 
 @check("fencing", "reads-unfenced", "Get and List work whatever tokens were refused")
 async def fencing_reads(t: Target) -> None:
     mid = await t.fresh(SPEC)
-    shard = f"{t.shard_id}-fence-e"
-    await t.create(mid, Token(shard, 9, 9))
-    await status_of(t.create(mid, Token(shard, 1, 1)))
+    fence = "fence-e"
+    await t.create(mid, t.fencing_token(fence, 9, 9))
+    await status_of(t.create(mid, t.fencing_token(fence, 1, 1)))
     expect((await t.get(mid)).id == mid, "Get failed after a fenced call")
     expect(mid in {m.id for m in (await t.list()).machines}, "List lost the machine")
 
 
 @check("fencing", "fence-before-not-found", "a stale token on a missing machine is FP (B301)")
 async def fencing_before_not_found(t: Target) -> None:
-    shard = f"{t.shard_id}-fence-f"
-    missing = "conformance-missing-fenced"
-    first = await status_of(t.create(missing, Token(shard, 4, 4)))
+    fence = "fence-f"
+    missing = t.unique("conformance-missing-fenced")
+    first = await status_of(t.create(missing, t.fencing_token(fence, 4, 4)))
     expect(first == Code.NOT_FOUND, f"first call on a missing machine got {first.name}")
-    again = await status_of(t.create(missing, Token(shard, 4, 4)))
+    again = await status_of(t.create(missing, t.fencing_token(fence, 4, 4)))
     expect(again == FP, f"a stale token on a missing machine got {again.name}")
 
 
 @check("fencing", "per-machine-marks", "marks are kept per (shard, machine) (B302)")
 async def fencing_per_machine(t: Target) -> None:
     a, b = await t.fresh(SPEC), await t.fresh(SPEC)
-    shard = f"{t.shard_id}-fence-g"
-    await t.create(a, Token(shard, 1, 100))
-    code = await status_of(t.create(b, Token(shard, 1, 5)))
+    fence = "fence-g"
+    await t.create(a, t.fencing_token(fence, 1, 100))
+    code = await status_of(t.create(b, t.fencing_token(fence, 1, 5)))
     expect(code == Code.OK, f"a lower sequence on another machine got {code.name}")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bigfleet.conformance.checks import CHECKS, run_check
 from bigfleet.conformance.target import Target
+from bigfleet.tls import Credentials
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,13 @@ async def run_suite(
     only: str = "*",
     rpc_timeout_s: float = 30.0,
     report: Callable[[Verdict], None] = lambda v: None,
+    credentials: Credentials | None = None,
 ) -> list[Verdict]:
-    """Every check whose id matches `only` (a glob), in registration order."""
-    target, channel = Target.dial(address, rpc_timeout_s)
+    """Every check whose id matches `only` (a glob), in registration order.
+
+    With `credentials` the suite dials mutual TLS and presents their certificate.
+    """
+    target, channel = Target.dial(address, rpc_timeout_s, credentials)
     verdicts = []
     try:
         for c in CHECKS:

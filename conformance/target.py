@@ -1,4 +1,11 @@
-"""A provider under test: its stub, a fencing identity, and helpers to put machines in a state."""
+"""A provider under test: its stub, a fencing identity, and helpers to put machines in a state.
+
+Over mutual TLS with a shard certificate the fencing identity is the certificate's
+shard id, because a provider that binds tokens to callers (as the fake does, and as
+the provider author guide recommends) takes a mutation only from the shard it
+names. The suite's epochs then start at the run's wall-clock millisecond, so a
+second run with the same certificate is a newer epoch, as a restarted shard's is.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import cast
 
 import grpc
 
+from bigfleet.tls import Credentials, Role, channel
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
 
@@ -47,17 +55,47 @@ class Target:
     stub: provider_pb2_grpc.CapacityProviderStub
     rpc_timeout_s: float = 30.0
     shard_id: str = field(default_factory=lambda: f"conformance-{uuid.uuid4().hex[:8]}")
+    # The suite's own epoch. With `bound` every token carries `shard_id` (the caller's
+    # certificate's) and fencing checks use epochs above this one instead of shards of
+    # their own; unbound, each fencing check has a shard of its own and epochs from 1.
+    epoch: int = 1
+    bound: bool = False
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _used: set[str] = field(default_factory=set)
 
     @classmethod
-    def dial(cls, address: str, rpc_timeout_s: float = 30.0) -> tuple[Target, grpc.aio.Channel]:
-        channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-        return cls(provider_pb2_grpc.CapacityProviderStub(channel), rpc_timeout_s), channel
+    def dial(
+        cls, address: str, rpc_timeout_s: float = 30.0, credentials: Credentials | None = None
+    ) -> tuple[Target, grpc.aio.Channel]:
+        """A target over plaintext, or over mutual TLS presenting `credentials`' certificate.
+
+        A shard certificate makes its shard id the suite's fencing identity (`bound`).
+        """
+        dialled = channel(address, credentials, options=GRPC_OPTIONS)
+        target = cls(provider_pb2_grpc.CapacityProviderStub(dialled), rpc_timeout_s)
+        identity = credentials.identity if credentials else None
+        if identity is not None and identity.role == Role.SHARD:
+            target.shard_id, target.bound = identity.name, True
+            target.epoch = time.time_ns() // 1_000_000
+        return target, dialled
 
     def token(self) -> Token:
         """A fresh, strictly increasing token of the suite's own shard identity."""
-        return Token(self.shard_id, 1, next(self._sequence))
+        return Token(self.shard_id, self.epoch, next(self._sequence))
+
+    def fencing_token(self, check: str, epoch: int, sequence: int) -> Token:
+        """A token of a fencing check, `epoch` counted from 1 within the check.
+
+        Unbound: a shard of the check's own, so no two checks share marks. Bound: the
+        suite's shard, at `epoch` above the suite's own (the check's machines are fresh).
+        """
+        if self.bound:
+            return Token(self.shard_id, self.epoch + epoch, sequence)
+        return Token(f"{self.shard_id}-{check}", epoch, sequence)
+
+    def unique(self, machine_id: str) -> str:
+        """`machine_id`, made unique to this run when marks outlive it (bound)."""
+        return f"{machine_id}-{self.epoch}" if self.bound else machine_id
 
     # -- calls ----------------------------------------------------------------------------
 

@@ -2,12 +2,18 @@
 
 A replica always serves: followers answer reads and name the leader on
 writes, so a rolling restart never leaves clients without an answer. With
-the embedded store there is no etcd and exactly one replica, which leads.
+the embedded store there is no etcd and exactly one replica, which leads,
+and which holds a lock on its data directory while it runs.
+
+With TLS files the Coordinator service speaks mutual TLS and checks identities
+(ADR 0017; `coordinator.identity`): shards report for themselves, readonly and
+admin read, only admin writes. With etcd TLS files the etcd client speaks TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +23,18 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from bigfleet import probes
+from bigfleet.coordinator import etcdclient
 from bigfleet.coordinator.election import Candidate, Election
-from bigfleet.coordinator.embedded import EmbeddedElection, EmbeddedState
+from bigfleet.coordinator.embedded import DataDirLock, EmbeddedElection, EmbeddedState
+from bigfleet.coordinator.etcdclient import EtcdTLS
+from bigfleet.coordinator.identity import policy
 from bigfleet.coordinator.metrics import CoordinatorMetrics
 from bigfleet.coordinator.rebalance import RebalanceSettings
 from bigfleet.coordinator.service import CoordinatorService
 from bigfleet.coordinator.store import EtcdStateReader, StateReader
 from bigfleet.metrics import parse_address
 from bigfleet.supervise import supervise
+from bigfleet.tls import Credentials, RequireIdentity, TLSFiles, add_port, load
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,17 +51,21 @@ class CoordinatorSettings:
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     kubeconfig: str | None = None  # mirror state onto Shard objects when set
     mirror_interval_s: float = 10.0
+    tls: TLSFiles | None = None  # mutual TLS on the Coordinator service; None: plaintext
+    etcd_tls: EtcdTLS | None = None  # TLS (with a client certificate) to etcd
 
 
 class EtcdUnreachable(ConnectionError):
     """The etcd member this replica talks to stopped answering."""
 
 
-async def connect(endpoints: tuple[tuple[str, int], ...]) -> aetcd.Client:
+async def connect(
+    endpoints: tuple[tuple[str, int], ...], tls: EtcdTLS | None = None
+) -> aetcd.Client:
     """A client on the first endpoint that answers."""
     errors = []
     for host, port in endpoints:
-        client = aetcd.Client(host=host, port=port, timeout=5)
+        client = etcdclient.client(host, port, tls)
         try:
             await client.connect()
             await client.status()
@@ -83,22 +97,33 @@ async def watch_member(client: aetcd.Client, every_s: float = 1.0, patience: int
 
 
 async def run(settings: CoordinatorSettings, stop: asyncio.Event) -> None:
-    """Serve until `stop`; when its etcd member is lost, start over on the next one."""
+    """Serve until `stop`; when its etcd member is lost, start over on the next one.
+
+    Raises DataDirLocked when another replica runs on the embedded store's directory,
+    and ValueError or OSError when the TLS files cannot be used.
+    """
+    credentials = load(settings.tls)  # unusable certificates stop the start here
     endpoints = settings.etcd
-    while True:
-        try:
-            await _serve(settings, endpoints, stop)
-            return
-        except* EtcdUnreachable as lost:
-            why = str(lost.exceptions[0])
-            log.warning("moving to another etcd endpoint", extra={"error": why})
-            endpoints = endpoints[1:] + endpoints[:1]  # the lost one is tried last
+    with contextlib.ExitStack() as held:
+        if not endpoints:  # one replica per embedded store, for as long as it runs
+            held.enter_context(DataDirLock(settings.data_dir))
+        while True:
+            try:
+                await _serve(settings, endpoints, stop, credentials)
+                return
+            except* EtcdUnreachable as lost:
+                why = str(lost.exceptions[0])
+                log.warning("moving to another etcd endpoint", extra={"error": why})
+                endpoints = endpoints[1:] + endpoints[:1]  # the lost one is tried last
 
 
 async def _serve(
-    settings: CoordinatorSettings, endpoints: tuple[tuple[str, int], ...], stop: asyncio.Event
+    settings: CoordinatorSettings,
+    endpoints: tuple[tuple[str, int], ...],
+    stop: asyncio.Event,
+    credentials: Credentials | None,
 ) -> None:
-    client = await connect(endpoints) if endpoints else None
+    client = await connect(endpoints, settings.etcd_tls) if endpoints else None
     election: Candidate
     state: StateReader
     if client is None:
@@ -109,7 +134,11 @@ async def _serve(
         state = EtcdStateReader(client)
     registry = CollectorRegistry()
     service = CoordinatorService(
-        election, state, CoordinatorMetrics(registry), rebalance=settings.rebalance
+        election,
+        state,
+        CoordinatorMetrics(registry),
+        rebalance=settings.rebalance,
+        bind_identities=credentials is not None,
     )
     mirror = None
     if settings.kubeconfig:
@@ -121,9 +150,11 @@ async def _serve(
         mirror = StatusMirror(
             api, lambda: service.store, settings.replica_id, settings.mirror_interval_s
         )
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    # Plaintext gets no interceptor: identity checks need mutual TLS.
+    interceptors = [RequireIdentity(policy, service.identity_rejected)] if credentials else []
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(service, server)
-    server.add_insecure_port(settings.listen)
+    add_port(server, settings.listen, credentials)
     await server.start()
     runner = None
     if (address := parse_address(settings.metrics_addr)) is not None:
@@ -131,7 +162,13 @@ async def _serve(
             *address, registry, lambda: service.leader_seen, "no coordinator leader is known yet"
         )
     log.info(
-        "coordinator serving", extra={"replica": settings.replica_id, "listen": settings.listen}
+        "coordinator serving",
+        extra={
+            "replica": settings.replica_id,
+            "listen": settings.listen,
+            "tls": credentials is not None,
+            "etcd_tls": client is not None and settings.etcd_tls is not None,
+        },
     )
     loops = [service.lead_forever(), service.watch_leader()]
     if client is not None:

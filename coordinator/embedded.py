@@ -6,18 +6,84 @@ availability: there is exactly one replica, and it always leads. Every
 commit rewrites the file atomically (temporary file, fsync, rename), so a
 crash leaves the previous state or the new one. The term grows by one on
 every start and is on disk before it is used, as a shard's epoch is.
+One replica per data directory: `DataDirLock` holds an exclusive lock on it for
+as long as the replica runs, so a second one refuses to start instead of
+writing under a term of its own (two leaders, and a term that goes back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
+
+import grpc
 
 from bigfleet.coordinator.election import Leadership
 from bigfleet.coordinator.store import PREFIX, NotLeader, Store
+from bigfleet.errors import BigFleetError
+
+LOCK_FILE = "coordinator.lock"
+
+
+class DataDirLocked(BigFleetError):
+    """Another replica holds the embedded store's data directory; this one must not start."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DataDirLock:
+    """An exclusive `flock` on `<directory>/coordinator.lock`, held until released.
+
+    The kernel drops the lock when the holder exits, however it exits, so a crashed
+    replica never leaves a stale lock behind. The file names the holder's pid.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirLocked(
+                f"another coordinator replica (pid {holder}) holds the embedded store in "
+                f"{self.directory} (lock {self.path}); the embedded store serves one replica "
+                "per data directory: stop the other or give this one another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> DataDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 class EmbeddedState:

@@ -38,3 +38,10 @@ class CoordinatorMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=registry,
         )
+        self.identity_rejected = Counter(
+            "bigfleet_coordinator_identity_rejected_total",
+            "Calls refused because the caller's certificate identity may not make them "
+            "(mutual TLS only), by RPC.",
+            ["rpc"],
+            registry=registry,
+        )

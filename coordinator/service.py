@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.coordinator import registry
 from bigfleet.coordinator.election import Candidate
+from bigfleet.coordinator.identity import reporter_mismatch
 from bigfleet.coordinator.instructions import InstructionQueue
 from bigfleet.coordinator.metrics import CoordinatorMetrics
 from bigfleet.coordinator.rebalance import (
@@ -34,8 +35,9 @@ from bigfleet.coordinator.rebalance import (
     transfers,
 )
 from bigfleet.coordinator.store import NotLeader, StateReader, Store, StoreUnavailable
-from bigfleet.errors import BigFleetError, abort_with
+from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
 from bigfleet.supervise import supervise
+from bigfleet.tls import peer_identity
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
 
@@ -66,8 +68,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         metrics: CoordinatorMetrics | None = None,
         rebalance: RebalanceSettings | None = None,
         clock: Clock = REAL_CLOCK,
+        bind_identities: bool = False,
     ) -> None:
         self.election = election
+        # Under mutual TLS: a report must come from the certificate of the shard it names.
+        self.bind_identities = bind_identities
         self.clock = clock
         self.state = state
         self.metrics = metrics or CoordinatorMetrics(CollectorRegistry())
@@ -182,9 +187,28 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         except aetcd.exceptions.ClientError as err:
             await abort_with(context, StoreUnavailable(f"etcd: {err}"))
 
+    def identity_rejected(self, rpc: str, why: str) -> None:
+        """Count and log a call refused for its caller's identity (mutual TLS only)."""
+        self.metrics.identity_rejected.labels(rpc).inc()
+        log.warning("call refused for its caller's identity", extra={"rpc": rpc, "error": why})
+
+    async def _bind_reporter(self, context: grpc.aio.ServicerContext, shard_id: str) -> None:
+        """Refuse a report unless the caller's certificate names `shard_id` (strict)."""
+        if not self.bind_identities:
+            return
+        try:
+            why = reporter_mismatch(peer_identity(context), shard_id)
+        except IdentityRejected as err:
+            why = str(err)
+        if why is not None:
+            self.identity_rejected("ReportShard", why)
+            await abort_with(context, IdentityRejected(why))
+
     async def ReportShard(
         self, request: pb.ShardReport, context: grpc.aio.ServicerContext
     ) -> pb.ReportAck:
+        await self._bind_reporter(context, request.shard_id)
+
         async def report(store: Store) -> int:
             now = time.time_ns()
             if not await registry.heartbeat(store, request.shard_id, now):

@@ -19,6 +19,7 @@ from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.joiner import NodeJoiner
 from bigfleet.supervise import supervise
+from bigfleet.tls import TLSFiles, load
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class FakeProviderSettings:
     fleet: FleetConfig = field(default_factory=FleetConfig)  # pools, latency, faults, seed
     listen: str = "127.0.0.1:7800"  # port 0 picks a free one
     join_nodes: bool = False  # boot Configured machines into their cluster as Nodes
+    tls: TLSFiles | None = None  # mutual TLS, mutations bound to their shard; None: plaintext
 
 
 @dataclass
@@ -54,9 +56,10 @@ class FakeProvider:
 
 
 async def start(settings: FakeProviderSettings, clock: Clock = REAL_CLOCK) -> FakeProvider:
-    """Build the fleet and serve it on `settings.listen`."""
+    """Build the fleet and serve it on `settings.listen` (with mutual TLS if configured)."""
+    credentials = load(settings.tls)  # unusable certificates stop the start here
     fleet = settings.fleet.build(clock.monotonic)
-    grpc_server, port = await server.start(fleet, settings.listen)
+    grpc_server, port = await server.start(fleet, settings.listen, credentials)
     return FakeProvider(settings, fleet, grpc_server, port)
 
 
@@ -66,7 +69,10 @@ async def run(
     """Serve the fake provider until `stop`."""
     provider = await start(settings, clock)
     machines = len(provider.fleet)
-    log.info("fake provider serving", extra={"address": provider.address, "machines": machines})
+    log.info(
+        "fake provider serving",
+        extra={"address": provider.address, "machines": machines, "tls": bool(settings.tls)},
+    )
     # For whoever started it by hand: where to point a shard or the conformance suite.
     print(f"fake provider on {provider.address} with {machines} machines", file=sys.stderr)
     await provider.serve(stop)

@@ -1,4 +1,12 @@
-"""The fake provider served over gRPC: CapacityProvider on grpc.aio around a FakeFleet."""
+"""The fake provider served over gRPC: CapacityProvider on grpc.aio around a FakeFleet.
+
+Under mutual TLS it is also the worked example of the provider-side identity
+check (ADR 0017, docs/provider-author-guide.md): a mutation is taken only from
+the shard its fencing token names, `bigfleet://shard/<token shard_id>`; reads
+take any caller with a BigFleet identity. On plaintext there is no identity and
+no check (the service is told which it serves: on a plaintext connection gRPC's
+auth context still names a transport, "insecure").
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,10 @@ from typing import TypeVar
 
 import grpc
 
-from bigfleet.errors import BigFleetError, abort_with
+from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
 from bigfleet.fencing import FencingToken
 from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.tls import Credentials, Identity, add_port, peer_identity
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
 
@@ -26,12 +35,38 @@ def _token(
     )
 
 
-class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
-    def __init__(self, fleet: FakeFleet) -> None:
-        self.fleet = fleet
+def check_caller(context: grpc.aio.ServicerContext, rpc: str, token: FencingToken | None) -> None:
+    """Raise IdentityRejected unless the caller may make this call.
 
-    async def _call(self, context: grpc.aio.ServicerContext, rpc: str, fn: Callable[[], T]) -> T:
+    A mutation (`token` given) needs the certificate of the shard the token names:
+    a stolen or misused certificate cannot spend another shard's fencing sequence.
+    A read needs any one BigFleet identity. Only for a server with mutual TLS.
+    """
+    caller = peer_identity(context)  # raises for no or several identities, or TLS 1.2
+    if caller is None or token is None:
+        return
+    if caller != Identity.shard(token.shard_id):
+        raise IdentityRejected(
+            f"{rpc}: the fencing token names shard {token.shard_id!r}, the caller is {caller}; "
+            f"only {Identity.shard(token.shard_id)} may send it"
+        )
+
+
+class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
+    def __init__(self, fleet: FakeFleet, check_identities: bool = False) -> None:
+        self.fleet = fleet
+        self.check_identities = check_identities  # served over mutual TLS
+
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        fn: Callable[[], T],
+        token: FencingToken | None = None,
+    ) -> T:
         try:
+            if self.check_identities:
+                check_caller(context, rpc, token)
             return fn()
         except BigFleetError as err:
             log.info(
@@ -43,13 +78,15 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
     async def Create(
         self, request: pb.CreateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
+        token = _token(request)
         return await self._call(
-            context, "Create", lambda: self.fleet.create(request.machine_id, _token(request))
+            context, "Create", lambda: self.fleet.create(request.machine_id, token), token
         )
 
     async def Configure(
         self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
+        token = _token(request)
         return await self._call(
             context,
             "Configure",
@@ -58,26 +95,28 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
                 request.cluster_id,
                 request.bootstrap_blob,
                 dict(request.shard_metadata),
-                _token(request),
+                token,
             ),
+            token,
         )
 
     async def Drain(
         self, request: pb.DrainRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
+        token = _token(request)
         return await self._call(
             context,
             "Drain",
-            lambda: self.fleet.drain(
-                request.machine_id, request.grace_period_seconds, _token(request)
-            ),
+            lambda: self.fleet.drain(request.machine_id, request.grace_period_seconds, token),
+            token,
         )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
+        token = _token(request)
         return await self._call(
-            context, "Delete", lambda: self.fleet.delete(request.machine_id, _token(request))
+            context, "Delete", lambda: self.fleet.delete(request.machine_id, token), token
         )
 
     async def Get(self, request: pb.MachineRef, context: grpc.aio.ServicerContext) -> pb.Machine:
@@ -93,11 +132,17 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
         )
 
 
-async def start(fleet: FakeFleet, listen: str) -> tuple[grpc.aio.Server, int]:
-    """Serve `fleet` on `listen` (HOST:PORT, port 0 picks one); returns the server and port."""
+async def start(
+    fleet: FakeFleet, listen: str, credentials: Credentials | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve `fleet` on `listen` (HOST:PORT, port 0 picks one); returns the server and port.
+
+    With `credentials` the server speaks mutual TLS and checks callers (`check_caller`).
+    """
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    provider_pb2_grpc.add_CapacityProviderServicer_to_server(CapacityProviderService(fleet), server)
-    port = server.add_insecure_port(listen)
+    service = CapacityProviderService(fleet, check_identities=credentials is not None)
+    provider_pb2_grpc.add_CapacityProviderServicer_to_server(service, server)
+    port = add_port(server, listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
