@@ -8,6 +8,7 @@ import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+from bigfleet.tls import TLSFiles
 
 
 @click.command()
@@ -54,6 +55,7 @@ from bigfleet.cli.running import until_signalled
     help="Seconds a Drained or Failed UpcomingNode is kept before it is deleted.",
 )
 @options.metrics_port(8770)
+@options.tls
 def operator(
     cluster_id: str,
     shard_address: str,
@@ -64,6 +66,7 @@ def operator(
     api_server_url: str | None,
     upcoming_retention: float,
     metrics_port: int,
+    tls: TLSFiles | None,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
     from bigfleet.operators.operator import app
@@ -78,6 +81,11 @@ def operator(
         api_server_url=api_server_url,
         metrics_addr=options.metrics_address("", metrics_port),
         upcoming_retention_s=upcoming_retention,
+        tls=tls,
     )
 
+    try:
+        app.credentials_for(settings)  # refuse a certificate for another cluster up front
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
     until_signalled(lambda stop: app.run(settings, stop))

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from bigfleet import metrics as metrics_http
+from bigfleet import tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
 from bigfleet.operators import kopf_loop
@@ -32,6 +33,7 @@ from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
 from bigfleet.supervise import supervise
+from bigfleet.tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class OperatorSettings:
     api_server_url: str | None = None  # for join blobs; default: the kubeconfig's server
     ca_bundle: str | None = None  # PEM; default: the kubeconfig's CA
     upcoming_retention_s: float = 3600.0  # Drained/Failed UpcomingNodes are deleted after
+    tls: TLSFiles | None = None  # mutual TLS to the shard; None: plaintext
 
 
 def _from_kubeconfig(path: Path) -> tuple[str, str]:
@@ -105,8 +108,21 @@ async def _collect(api: kr8s.asyncio.Api, retention_s: float, clock: Clock) -> N
         await clock.sleep(min(60.0, max(1.0, retention_s / 10)))
 
 
+def credentials_for(settings: OperatorSettings) -> tls.Credentials | None:
+    """The operator's certificate, which must speak for this cluster and no other."""
+    credentials = tls.load(settings.tls)
+    expected = tls.Identity.cluster(settings.cluster_id)
+    if credentials is not None and credentials.identity != expected:
+        raise ValueError(
+            f"{settings.tls.cert if settings.tls else ''}: the certificate names "
+            f"{credentials.identity or 'no bigfleet:// identity'}, this operator is {expected}"
+        )
+    return credentials
+
+
 async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK) -> None:
     """Serve until `stop` is set."""
+    credentials = credentials_for(settings)  # a wrong certificate fails before anything starts
     api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
     responder = _responder(api, settings)  # a template that does not parse fails here
     cache = RequestCache()
@@ -123,6 +139,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         metrics=OperatorMetrics(prometheus),
         on_untranslatable=functools.partial(events.untranslatable, api),
         clock=clock,
+        credentials=credentials,
     )
     # kopf's own stop, set once our loops are gone: stopping, kopf cancels whatever else runs.
     kopf_stop = asyncio.Event()

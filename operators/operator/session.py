@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from bigfleet import logs
+from bigfleet import logs, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd.models import CapacityRequestStatus
 from bigfleet.lifecycle import MachineState
@@ -64,6 +64,7 @@ class OperatorSession:
         metrics: OperatorMetrics | None = None,
         on_untranslatable: Callable[[str, str, str], Awaitable[None]] | None = None,
         clock: Clock = REAL_CLOCK,
+        credentials: tls.Credentials | None = None,
     ) -> None:
         self.metrics = metrics or OperatorMetrics(CollectorRegistry())
         self.on_untranslatable = on_untranslatable
@@ -75,6 +76,7 @@ class OperatorSession:
         self._ack_limit = asyncio.Semaphore(ack_concurrency)
         self._list_crs = list_crs or functools.partial(capacity_requests.list_all, api)
         self.clock = clock
+        self.credentials = credentials  # the newest coherent pair is taken at every dial
         self.sessions = 0  # streams opened, for tests and metrics
         self._pending_upcoming: dict[str, shard_pb2.NodeStateUpdate] = {}
         self._writing: set[str] = set()
@@ -173,7 +175,7 @@ class OperatorSession:
             outbox.put_nowait(frame)
             wake.set()
 
-        channel = grpc.aio.insecure_channel(self.shard_address, options=GRPC_OPTIONS)
+        channel = tls.channel(self.shard_address, self.credentials, options=GRPC_OPTIONS)
         self.sessions += 1
         roller = asyncio.create_task(rollup_loop())
         workers: set[asyncio.Task[None]] = set()

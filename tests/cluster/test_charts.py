@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +27,7 @@ import kr8s.asyncio
 import pytest
 import yaml
 
+from bigfleet import pki
 from bigfleet.cli import main as bigfleet_cli
 from bigfleet.controlplane import KUBE_VERSION, LocalControlPlane, find_binaries
 from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
@@ -42,6 +45,25 @@ POD_CONTROLLER = CHARTS / "bigfleet-unschedulable-pod-controller"
 
 PROVIDERS = {"shard": {"providers": [{"name": "metal", "address": "metal.providers.svc:7800"}]}}
 OPERATOR_REQUIRED = {"clusterID": "prod-eu-1", "shardAddress": "shard-0.fleet.example:7780"}
+ISSUER = {"name": "fleet-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+CERT_MANAGER = {"tls": {"certManager": {"enabled": True, "issuerRef": ISSUER}}}
+# Existing kubernetes.io/tls Secrets for every component, the bundled etcd included.
+TLS_SECRETS: Manifest = {
+    "coordinator": {
+        "tls": {"secretName": "fleet-admin"},
+        "etcdTLS": {"secretName": "fleet-etcd-client"},
+    },
+    "etcd": {"tls": {"secretName": "fleet-etcd"}},
+    "shard": {
+        **PROVIDERS["shard"],
+        "replicas": 3,
+        "tls": {"secretNames": ["fleet-shard-a", "fleet-shard-b", "fleet-shard-c"]},
+    },
+    "fakeProvider": {"enabled": True, "tls": {"secretName": "fleet-provider"}},
+}
+TLS_DIR = "/etc/bigfleet/tls"
+TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 RBAC_KINDS = {
     "ServiceAccount",
@@ -200,6 +222,9 @@ class Rendered:
     def only(self, kinds: set[str]) -> str:
         return yaml.safe_dump_all([d for d in self.docs if d["kind"] in kinds])
 
+    def without(self, kinds: set[str]) -> Rendered:
+        return Rendered(self.only(self.kinds() - kinds))
+
 
 def containers(workload: Manifest) -> dict[str, Manifest]:
     spec = workload["spec"]["template"]["spec"]
@@ -274,11 +299,33 @@ def parse_cli(args: list[str]) -> click.Context:
     return command.make_context(name, rest, parent=parent)
 
 
+@functools.cache
+def tls_secret_data() -> dict[str, bytes]:
+    """A kubernetes.io/tls Secret's files: a real CA and a certificate it signed."""
+    validity = datetime.timedelta(days=1)
+    authority = pki.Authority.create("chart-test-ca", validity)
+    cert, key = authority.issue(pki.name("chart-test"), validity=validity, dns=["localhost"])
+    ca = pki.cert_pem(authority.cert)
+    return {"tls.crt": pki.cert_pem(cert), "tls.key": pki.key_pem(key), "ca.crt": ca}
+
+
+def secret_files(volume: Manifest) -> dict[str, str]:
+    """A Secret or projected volume of kubernetes.io/tls Secrets: path in the volume ->
+    the Secret and key it shows."""
+    if "secret" in volume:
+        return {key: f"{volume['secret']['secretName']}/{key}" for key in TLS_KEYS}
+    files = {}
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            files[item["path"]] = f"{source['secret']['name']}/{item['key']}"
+    return files
+
+
 def materialize_mounts(
     rendered: Rendered, workload: Manifest, container: str, root: Path
 ) -> dict[str, Path]:
-    """Write the files a container would see at its ConfigMap mounts (and a stand-in for
-    its generated kubeconfig) under `root`; mount path -> local directory."""
+    """Write the files a container would see at its ConfigMap and TLS Secret mounts (and a
+    stand-in for its generated kubeconfig) under `root`; mount path -> local directory."""
     spec = workload["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts: dict[str, Path] = {}
@@ -290,10 +337,45 @@ def materialize_mounts(
             config_map = rendered.get("ConfigMap", volume["configMap"]["name"])
             for key, text in config_map["data"].items():
                 (local / key).write_text(text)
+        elif "secret" in volume or "projected" in volume:
+            for path, shown in secret_files(volume).items():
+                (local / path).parent.mkdir(parents=True, exist_ok=True)
+                (local / path).write_bytes(tls_secret_data()[shown.rpartition("/")[2]])
         elif mount["name"] == "kube":
             (local / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
         mounts[mount["mountPath"]] = local
     return mounts
+
+
+def expand_env(workload: Manifest, container: str, args: list[str], ordinal: int = 0) -> list[str]:
+    """The arguments as the kubelet passes them to pod `ordinal`: $(VAR) expanded from the
+    container's fieldRef variables."""
+    fields = {
+        "metadata.name": f"{workload['metadata']['name']}-{ordinal}",
+        f"metadata.labels['{POD_INDEX_LABEL}']": str(ordinal),
+    }
+    values = {
+        e["name"]: fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in containers(workload)[container].get("env", [])
+        if "fieldRef" in e.get("valueFrom", {})
+    }
+    out = []
+    for arg in args:
+        for name, value in values.items():
+            arg = arg.replace(f"$({name})", value)
+        out.append(arg)
+    return out
+
+
+def tls_flags(args: list[str]) -> dict[str, str]:
+    """--tls-cert, --tls-key and --tls-ca; an empty dict when none is given."""
+    return {name: flag(args, name) for name in ("--tls-cert", "--tls-key", "--tls-ca")
+            if any(a.startswith(f"{name}=") for a in args)}  # fmt: skip
+
+
+def certificates(rendered: Rendered) -> dict[str, Manifest]:
+    """cert-manager Certificates by the Secret each writes."""
+    return {c["spec"]["secretName"]: c for c in rendered.of("Certificate")}
 
 
 def localize(args: list[str], mounts: dict[str, Path]) -> list[str]:
@@ -339,8 +421,24 @@ def service_monitor_crd(control_plane: LocalControlPlane) -> None:
             BIGFLEET,
             {"fakeProvider": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}},
         ),
+        (BIGFLEET, {**TLS_SECRETS, "networkPolicy": {"enabled": True}}),
+        (
+            BIGFLEET,
+            {
+                **PROVIDERS,
+                **CERT_MANAGER,
+                "fakeProvider": {"enabled": True},
+                "shard": {
+                    **PROVIDERS["shard"],
+                    "replicas": 3,
+                    "perPodService": {"enabled": True},
+                },
+            },
+        ),
         (OPERATOR, OPERATOR_REQUIRED),
         (OPERATOR, {**OPERATOR_REQUIRED, "bootstrapTemplate": JOIN_TEMPLATE}),
+        (OPERATOR, {**OPERATOR_REQUIRED, "tls": {"secretName": "prod-eu-1-tls"}}),
+        (OPERATOR, {**OPERATOR_REQUIRED, **CERT_MANAGER}),
         (POD_CONTROLLER, {}),
         (
             POD_CONTROLLER,
@@ -354,8 +452,12 @@ def service_monitor_crd(control_plane: LocalControlPlane) -> None:
         "bigfleet",
         "bigfleet-embedded",
         "bigfleet-demo",
+        "bigfleet-tls-secrets",
+        "bigfleet-cert-manager",
         "operator",
         "operator-template",
+        "operator-tls-secret",
+        "operator-cert-manager",
         "upc",
         "upc-defaults",
     ],
@@ -399,6 +501,46 @@ def test_charts_carry_name_version_and_kube_version(helm: Helm) -> None:
         (OPERATOR, {**OPERATOR_REQUIRED, "shardAddress": "shard-0"}, ["'/shardAddress'"]),
         (OPERATOR, {**OPERATOR_REQUIRED, "apiServerURL": "http://10.0.0.1"}, ["'/apiServerURL'"]),
         (OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 70000}, ["'/metricsPort'"]),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "tls": {"certManager": {"enabled": True}}},
+            ["'/tls/certManager/issuerRef/name'"],
+        ),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "tls": {"certManager": {"enabled": True, "issuerRef": {"kind": ""}}}},
+            ["'/tls/certManager/issuerRef/kind'"],
+        ),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "coordinator": {"tls": {"secretName": "Fleet_Admin"}}},
+            ["'/coordinator/tls/secretName'"],
+        ),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "coordinator": {"tls": {"secret": "a"}}},
+            ["'secret' not allowed"],
+        ),
+        (
+            BIGFLEET,
+            {"shard": {**PROVIDERS["shard"], "tls": {"secretNames": "fleet-shard-0"}}},
+            ["'/shard/tls/secretNames'"],
+        ),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "networkPolicy": {"shard": {"from": [{"ipBlock": {"cidr": "any"}}]}}},
+            ["'/networkPolicy/shard/from/0/ipBlock/cidr'"],
+        ),
+        (
+            BIGFLEET,
+            {**PROVIDERS, "networkPolicy": {"coordinator": {"from": [{"pods": {}}]}}},
+            ["'pods' not allowed"],
+        ),
+        (
+            OPERATOR,
+            {**OPERATOR_REQUIRED, "tls": {"certManager": {"enabled": True}}},
+            ["'/tls/certManager/issuerRef/name'"],
+        ),
         (POD_CONTROLLER, {"mode": "everything"}, ["'/mode'"]),
         (
             POD_CONTROLLER,
@@ -430,8 +572,55 @@ def test_schema_refuses_bad_values_naming_the_field(
             {**PROVIDERS, "etcd": {"electionTimeoutMs": 200, "heartbeatIntervalMs": 50}},
             "etcd.electionTimeoutMs must be at least 5 x etcd.heartbeatIntervalMs",
         ),
+        (
+            {**PROVIDERS, "coordinator": {"tls": {"secretName": "fleet-admin"}}},
+            "so set shard.tls.secretNames (or secretNamePrefix) too",
+        ),
+        (
+            {**TLS_SECRETS, "fakeProvider": {"enabled": True}},
+            "so set fakeProvider.tls.secretName too",
+        ),
+        (
+            {**TLS_SECRETS, "shard": {**TLS_SECRETS["shard"], "replicas": 4}},
+            "shard.tls.secretNames: name one Secret per shard ordinal, 4 for shard.replicas=4",
+        ),
+        (
+            {
+                **TLS_SECRETS,
+                "shard": {
+                    **TLS_SECRETS["shard"],
+                    "tls": {
+                        "secretNames": ["a", "b", "c"],
+                        "secretNamePrefix": "fleet-shard-",
+                    },
+                },
+            },
+            "shard.tls: set secretNames or secretNamePrefix, not both",
+        ),
+        (
+            {**TLS_SECRETS, "coordinator": {"tls": {"secretName": "fleet-admin"}}},
+            "coordinator.etcdTLS.secretName: the bundled etcd requires client certificates",
+        ),
+        (
+            {**TLS_SECRETS, "etcd": {}},
+            "etcd.tls.secretName: the coordinator has an etcd client certificate",
+        ),
+        (
+            {**TLS_SECRETS, "etcd": {**TLS_SECRETS["etcd"], "external": {"endpoints": ["e:2379"]}}},
+            "etcd.tls.secretName is the bundled etcd's certificate",
+        ),
     ],
-    ids=["no-provider", "etcd-timeouts"],
+    ids=[
+        "no-provider",
+        "etcd-timeouts",
+        "tls-mix",
+        "tls-mix-fake-provider",
+        "shard-secrets-short",
+        "shard-secrets-twice",
+        "etcd-tls-no-client",
+        "etcd-client-no-tls",
+        "etcd-tls-external",
+    ],
 )
 def test_values_the_schema_cannot_judge_fail_the_render_by_name(
     helm: Helm, values: Manifest, complaint: str
@@ -633,6 +822,11 @@ def test_the_longest_release_name_keeps_every_object_name_distinct_and_legal(
     for service in rendered.of("Service"):
         assert len(service["metadata"]["name"]) <= 63
     assert_applied(dry_run(control_plane, rendered.text), rendered)
+    # cert-manager labels what it issues with the Certificate's name: a label value.
+    issued = helm.render(BIGFLEET, {**values, **CERT_MANAGER}, namespace, release).of("Certificate")
+    names = [c["metadata"]["name"] for c in issued]
+    assert len(names) == len(set(names)) == 5  # admin, etcd client, etcd, shard-0, provider
+    assert all(len(name) <= 63 for name in names), names
 
 
 def test_mirroring_shard_status_gives_the_coordinator_a_kubeconfig_and_rbac(helm: Helm) -> None:
@@ -653,6 +847,313 @@ def test_mirroring_shard_status_gives_the_coordinator_a_kubeconfig_and_rbac(helm
     assert not any(
         a.startswith("--kubeconfig") for a in args_of(quiet.get("StatefulSet", "-shard"), "shard")
     )
+
+
+# -- mutual TLS and NetworkPolicies ------------------------------------------------------
+
+
+def assert_tls_from(workload: Manifest, container: str, directory: str, secret: str) -> None:
+    """The container gets the three flags, pointing into a read-only mount of `secret`."""
+    args = args_of(workload, container)
+    assert tls_flags(args) == {
+        "--tls-cert": f"{directory}/tls.crt",
+        "--tls-key": f"{directory}/tls.key",
+        "--tls-ca": f"{directory}/ca.crt",
+    }
+    mount = next(m for m in containers(workload)[container]["volumeMounts"] if m["name"] == "tls")
+    assert mount == {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
+    volume = next(v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == secret
+
+
+def test_tls_secrets_reach_every_process_and_each_shard_its_own(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    rendered = helm.render(BIGFLEET, TLS_SECRETS, namespace)
+    assert "Certificate" not in rendered.kinds()  # the Secrets exist already
+    coordinator = rendered.get("StatefulSet", "-coordinator")
+    assert_tls_from(coordinator, "coordinator", TLS_DIR, "fleet-admin")
+    fake = rendered.get("Deployment", "-fake-provider")
+    assert_tls_from(fake, "provider", TLS_DIR, "fleet-provider")
+
+    # One pod template for every shard: each ordinal's Secret in its own folder of one
+    # projected volume, and the pod-index label picks the folder.
+    shard = rendered.get("StatefulSet", "-shard")
+    args = args_of(shard, "shard")
+    assert tls_flags(args) == {
+        "--tls-cert": f"{TLS_DIR}/shard-$(POD_INDEX)/tls.crt",
+        "--tls-key": f"{TLS_DIR}/shard-$(POD_INDEX)/tls.key",
+        "--tls-ca": f"{TLS_DIR}/shard-$(POD_INDEX)/ca.crt",
+    }
+    env = {e["name"]: e for e in containers(shard)["shard"]["env"]}
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        f"metadata.labels['{POD_INDEX_LABEL}']"
+    )
+    assert {"name": "tls", "mountPath": TLS_DIR, "readOnly": True} in containers(shard)["shard"][
+        "volumeMounts"
+    ]
+    volume = next(v for v in shard["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    files = secret_files(volume)
+    secrets = TLS_SECRETS["shard"]["tls"]["secretNames"]
+    for ordinal, secret in enumerate(secrets):
+        expanded = tls_flags(expand_env(shard, "shard", args, ordinal))
+        for name, key in zip(("--tls-cert", "--tls-key", "--tls-ca"), TLS_KEYS, strict=True):
+            path = expanded[name].removeprefix(f"{TLS_DIR}/")
+            assert files[path] == f"{secret}/{key}", (ordinal, name)
+    assert len(files) == 3 * len(secrets)  # nothing else in the volume
+
+    # The bundled etcd serves clients and peers over TLS and demands client certificates;
+    # the coordinator presents its own.
+    etcd = rendered.get("StatefulSet", "-etcd")
+    etcd_args = args_of(etcd, "etcd")
+    assert flag(etcd_args, "--listen-client-urls") == "https://0.0.0.0:2379"
+    assert flag(etcd_args, "--advertise-client-urls").startswith("https://$(POD_NAME).")
+    assert all(
+        m.split("=", 1)[1].startswith("https://")
+        for m in flag(etcd_args, "--initial-cluster").split(",")
+    )
+    assert flag(etcd_args, "--listen-metrics-urls") == "http://0.0.0.0:2381"  # probes
+    for name, key in (
+        ("cert-file", "tls.crt"),
+        ("key-file", "tls.key"),
+        ("trusted-ca-file", "ca.crt"),
+    ):
+        assert flag(etcd_args, f"--{name}") == f"/etc/etcd/tls/{key}"
+        assert flag(etcd_args, f"--peer-{name}") == f"/etc/etcd/tls/{key}"
+    assert {"--client-cert-auth", "--peer-client-cert-auth"} <= set(etcd_args)
+    etcd_volumes = {v["name"]: v for v in etcd["spec"]["template"]["spec"]["volumes"]}
+    assert etcd_volumes["tls"]["secret"]["secretName"] == "fleet-etcd"
+    coordinator_args = args_of(coordinator, "coordinator")
+    assert flag(coordinator_args, "--etcd-cacert") == "/etc/bigfleet/etcd-tls/ca.crt"
+    assert flag(coordinator_args, "--etcd-cert") == "/etc/bigfleet/etcd-tls/tls.crt"
+    assert flag(coordinator_args, "--etcd-key") == "/etc/bigfleet/etcd-tls/tls.key"
+    # --etcd takes HOST:PORT (cli/coordinator.py); the --etcd-* files make it TLS.
+    assert flag(coordinator_args, "--etcd").split(",") == [
+        f"r1-bigfleet-etcd-{i}.r1-bigfleet-etcd.{namespace}.svc:2379" for i in range(3)
+    ]
+    coordinator_volumes = {v["name"]: v for v in coordinator["spec"]["template"]["spec"]["volumes"]}
+    assert coordinator_volumes["etcd-tls"]["secret"]["secretName"] == "fleet-etcd-client"
+
+    # Plaintext stays the default: no flag, no volume, no variable.
+    plain = helm.render(BIGFLEET, {**PROVIDERS, "fakeProvider": {"enabled": True}}, namespace)
+    for workload in plain.of("StatefulSet") + plain.of("Deployment"):
+        for container in containers(workload).values():
+            assert not any("tls" in a or a.startswith("--etcd-") for a in container.get("args", []))
+            assert "POD_INDEX" not in {e["name"] for e in container.get("env", [])}
+        assert not {"tls", "etcd-tls"} & {
+            v["name"] for v in workload["spec"]["template"]["spec"].get("volumes", [])
+        }
+    assert not any("https://" in a for a in args_of(plain.get("StatefulSet", "-etcd"), "etcd"))
+
+    assert_namespaced(rendered, namespace)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_shard_secrets_by_prefix_follow_the_ordinal(helm: Helm) -> None:
+    values = {
+        **TLS_SECRETS,
+        "shard": {
+            **TLS_SECRETS["shard"],
+            "replicas": 2,
+            "tls": {"secretNamePrefix": "fleet-shard-"},
+        },
+    }
+    shard = helm.render(BIGFLEET, values).get("StatefulSet", "-shard")
+    volume = next(v for v in shard["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == [
+        "fleet-shard-0",
+        "fleet-shard-1",
+    ]
+    # A missing Secret stops only its own shard, not every pod that mounts it.
+    assert all(s["secret"]["optional"] is True for s in volume["projected"]["sources"])
+
+
+def test_cert_manager_mode_issues_one_certificate_per_identity(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    values = {
+        **CERT_MANAGER,
+        "fakeProvider": {"enabled": True},
+        "shard": {
+            **PROVIDERS["shard"],
+            "replicas": 3,
+            "perPodService": {"enabled": True},
+            "tls": {"extraDNSNames": ["shard-{ordinal}.fleet.example"]},
+        },
+    }
+    rendered = helm.render(BIGFLEET, values, namespace)
+    issued = certificates(rendered)
+    coordinator = "r1-bigfleet-coordinator-tls"
+    shards = [f"r1-bigfleet-shard-{i}-tls" for i in range(3)]
+    assert set(issued) == {
+        coordinator,
+        *shards,
+        "r1-bigfleet-fake-provider-tls",
+        "r1-bigfleet-etcd-tls",
+        "r1-bigfleet-coordinator-etcd-client-tls",
+    }
+    for certificate in issued.values():
+        assert certificate["apiVersion"] == "cert-manager.io/v1"
+        spec = certificate["spec"]
+        assert spec["issuerRef"] == ISSUER
+        assert spec["usages"] == ["digital signature", "server auth", "client auth"]
+        assert certificate["metadata"]["namespace"] == namespace
+
+    # Exactly one bigfleet:// URI SAN per BigFleet identity, none for the others.
+    assert issued[coordinator]["spec"]["uris"] == ["bigfleet://admin"]
+    for ordinal, secret in enumerate(shards):
+        assert issued[secret]["spec"]["uris"] == [f"bigfleet://shard/shard-{ordinal}"]
+    for secret in ("r1-bigfleet-fake-provider-tls", "r1-bigfleet-etcd-tls",
+                   "r1-bigfleet-coordinator-etcd-client-tls"):  # fmt: skip
+        assert "uris" not in issued[secret]["spec"], secret
+
+    # DNS names: what each server is dialled by.
+    svc = f"{namespace}.svc"
+    assert issued[coordinator]["spec"]["dnsNames"] == [
+        "r1-bigfleet-coordinator",
+        f"r1-bigfleet-coordinator.{namespace}",
+        f"r1-bigfleet-coordinator.{svc}",
+        *(f"r1-bigfleet-coordinator-{i}.r1-bigfleet-coordinator-headless.{svc}" for i in range(3)),
+    ]
+    shard_args = args_of(rendered.get("StatefulSet", "-shard"), "shard")
+    dialled = {a.rpartition(":")[0] for a in flag(shard_args, "--coordinator-addr").split(",")}
+    assert dialled <= set(issued[coordinator]["spec"]["dnsNames"])
+    for ordinal, secret in enumerate(shards):
+        assert issued[secret]["spec"]["dnsNames"] == [
+            f"r1-bigfleet-shard-{ordinal}.r1-bigfleet-shard.{svc}",
+            f"r1-bigfleet-shard-{ordinal}",
+            f"r1-bigfleet-shard-{ordinal}.{namespace}",
+            f"r1-bigfleet-shard-{ordinal}.{svc}",
+            f"shard-{ordinal}.fleet.example",
+        ]
+    [provider] = [
+        a.split("=", 2)[2].rpartition(":")[0]
+        for a in shard_args
+        if a.startswith("--provider=fake=")
+    ]
+    assert provider in issued["r1-bigfleet-fake-provider-tls"]["spec"]["dnsNames"]
+    assert issued["r1-bigfleet-etcd-tls"]["spec"]["dnsNames"][3:] == [
+        f"r1-bigfleet-etcd-{i}.r1-bigfleet-etcd.{svc}" for i in range(3)
+    ]
+
+    # The pods mount the Secrets the Certificates write.
+    assert_tls_from(
+        rendered.get("StatefulSet", "-coordinator"), "coordinator", TLS_DIR, coordinator
+    )
+    assert_tls_from(
+        rendered.get("Deployment", "-fake-provider"), "provider", TLS_DIR,
+        "r1-bigfleet-fake-provider-tls",
+    )  # fmt: skip
+    shard = rendered.get("StatefulSet", "-shard")
+    volume = next(v for v in shard["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == shards
+    etcd = rendered.get("StatefulSet", "-etcd")
+    assert flag(args_of(etcd, "etcd"), "--listen-client-urls").startswith("https://")
+    assert {v["name"]: v for v in etcd["spec"]["template"]["spec"]["volumes"]}["tls"]["secret"][
+        "secretName"
+    ] == "r1-bigfleet-etcd-tls"
+
+    # A Secret named under a component is where its Certificate writes.
+    named = helm.render(BIGFLEET, {**values, "coordinator": {"tls": {"secretName": "fleet-admin"}}})
+    assert certificates(named)["fleet-admin"]["spec"]["uris"] == ["bigfleet://admin"]
+
+    # cert-manager's CRDs are not installed on the test API server, so it cannot take
+    # Certificates, not even in a dry run; everything else must go through.
+    rest = rendered.without({"Certificate"})
+    assert_namespaced(rendered, namespace)
+    assert_applied(dry_run(control_plane, rest.text), rest)
+
+
+def test_network_policies_open_each_port_to_its_clients_only(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    operators = [{"ipBlock": {"cidr": "10.20.0.0/16"}}, {"ipBlock": {"cidr": "2001:db8::/48"}}]
+    admins = [{"namespaceSelector": {"matchLabels": {"team": "fleet"}}}]
+    values = {
+        **PROVIDERS,
+        "fakeProvider": {"enabled": True},
+        "networkPolicy": {
+            "enabled": True,
+            "shard": {"from": operators},
+            "coordinator": {"from": admins},
+        },
+    }
+    rendered = helm.render(BIGFLEET, values, namespace)
+    policies = {p["metadata"]["name"]: p["spec"] for p in rendered.of("NetworkPolicy")}
+    assert set(policies) == {
+        "r1-bigfleet-shard",
+        "r1-bigfleet-coordinator",
+        "r1-bigfleet-etcd",
+        "r1-bigfleet-fake-provider",
+    }
+
+    def pods(component: str) -> Manifest:
+        return {"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "bigfleet",
+            "app.kubernetes.io/instance": "r1",
+            "app.kubernetes.io/component": component,
+        }}}  # fmt: skip
+
+    monitoring = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+    def rules(spec: Manifest) -> dict[int, list[Manifest] | None]:
+        """port -> allowed sources (None: any)."""
+        assert spec["policyTypes"] == ["Ingress"]
+        out: dict[int, list[Manifest] | None] = {}
+        for rule in spec["ingress"]:
+            for port in rule["ports"]:
+                assert port["port"] not in out
+                out[port["port"]] = rule.get("from")
+        return out
+
+    for name, component in (
+        ("r1-bigfleet-shard", "shard"),
+        ("r1-bigfleet-coordinator", "coordinator"),
+    ):
+        assert policies[name]["podSelector"] == pods(component)["podSelector"]
+    assert rules(policies["r1-bigfleet-shard"]) == {
+        7780: [*operators, pods("coordinator")],
+        8780: monitoring,
+    }
+    assert rules(policies["r1-bigfleet-coordinator"]) == {
+        7790: [pods("shard"), pods("coordinator"), *admins],
+        8790: monitoring,
+    }
+    assert rules(policies["r1-bigfleet-fake-provider"]) == {7800: [pods("shard")]}
+    etcd = policies["r1-bigfleet-etcd"]["ingress"]
+    assert etcd[0] == {"from": [pods("coordinator")], "ports": [{"port": 2379}]}
+    assert etcd[1]["from"] == [pods("etcd")]
+    assert etcd[2] == {"from": monitoring, "ports": [{"port": 2381}]}
+
+    # By default the shards' gRPC port admits any source (operators in other clusters),
+    # and nothing else is open to everyone.
+    default = helm.render(BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True}}, namespace)
+    shard_rules = rules(default.get("NetworkPolicy", "-shard")["spec"])
+    assert shard_rules == {7780: None, 8780: monitoring}
+    assert rules(default.get("NetworkPolicy", "-coordinator")["spec"])[7790] == [
+        pods("shard"),
+        pods("coordinator"),
+    ]
+    # Another list replaces the default instead of merging with it.
+    scrapers = [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]
+    other = helm.render(
+        BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True, "metrics": {"from": scrapers}}}
+    )
+    assert rules(other.get("NetworkPolicy", "-shard")["spec"])[8780] == scrapers
+    anyone = helm.render(
+        BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True, "metrics": {"from": []}}}
+    )
+    assert rules(anyone.get("NetworkPolicy", "-coordinator")["spec"])[8790] is None
+    # Off by default; the bundled etcd keeps its own.
+    assert [
+        p["metadata"]["name"] for p in helm.render(BIGFLEET, PROVIDERS).of("NetworkPolicy")
+    ] == ["r1-bigfleet-etcd"]
+
+    assert_namespaced(rendered, namespace)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+    assert_applied(dry_run(control_plane, default.text), default)
 
 
 # -- the operator and pod-controller charts ---------------------------------------------
@@ -690,6 +1191,41 @@ def test_operator_bootstrap_template_reaches_its_file_unchanged(
     ))  # fmt: skip
     assert_namespaced(rendered, namespace, frozenset({"r1-bigfleet-operator-bootstrap-tokens"}))
     assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_operator_presents_its_cluster_identity_over_tls(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    values = {
+        **OPERATOR_REQUIRED,
+        "bootstrapTemplate": JOIN_TEMPLATE,
+        "tls": {"secretName": "prod-eu-1-tls"},
+    }
+    rendered = helm.render(OPERATOR, values, namespace)
+    deployment = rendered.get("Deployment", "r1-bigfleet-operator")
+    assert_tls_from(deployment, "operator", TLS_DIR, "prod-eu-1-tls")
+    assert "Certificate" not in rendered.kinds()
+    # Beside, not above, the template's folder: neither mount hides the other.
+    mounts = [m["mountPath"] for m in containers(deployment)["operator"]["volumeMounts"]]
+    assert not any(a != b and b.startswith(a + "/") for a in mounts for b in mounts), mounts
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+    issued = helm.render(OPERATOR, {**OPERATOR_REQUIRED, **CERT_MANAGER}, namespace)
+    certificate = issued.get("Certificate", "r1-bigfleet-operator-tls")
+    assert certificate["spec"]["uris"] == ["bigfleet://cluster/prod-eu-1"]
+    assert "dnsNames" not in certificate["spec"]  # it only dials
+    assert certificate["spec"]["issuerRef"] == ISSUER
+    assert certificate["spec"]["usages"] == ["digital signature", "server auth", "client auth"]
+    assert_tls_from(
+        issued.get("Deployment", "r1-bigfleet-operator"), "operator", TLS_DIR,
+        certificate["spec"]["secretName"],
+    )  # fmt: skip
+    # No TLS by default.
+    plain = helm.render(OPERATOR, OPERATOR_REQUIRED, namespace)
+    assert not tls_flags(args_of(plain.get("Deployment", "r1-bigfleet-operator"), "operator"))
+    # cert-manager's CRDs are not on the test API server: dry-run the rest.
+    rest = issued.without({"Certificate"})
+    assert_applied(dry_run(control_plane, rest.text), rest)
 
 
 def test_operator_rbac_matches_the_spec(helm: Helm) -> None:
@@ -784,6 +1320,40 @@ def test_install_notes_tell_how_to_check_each_release(
     assert "kubectl get capacityrequests -A -l bigfleet.lucy.sh/owned-by-pod" in controller
 
 
+def test_install_notes_say_how_tls_is_configured(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    kubeconfig = control_plane.kubeconfig_path
+    plain = helm.notes(BIGFLEET, PROVIDERS, namespace, kubeconfig)
+    assert "TLS is off: every gRPC edge is plaintext" in plain
+    secrets = helm.notes(BIGFLEET, TLS_SECRETS, namespace, kubeconfig)
+    assert "Mutual TLS is on" in secrets
+    assert "bigfleet://admin (Secret fleet-admin)" in secrets
+    assert "(Secrets fleet-shard-a, fleet-shard-b, fleet-shard-c)" in secrets
+    assert "The bundled etcd serves TLS (Secret fleet-etcd)" in secrets
+    # ctl run in a coordinator pod uses the replica's own admin certificate.
+    assert (
+        f"bigfleet ctl --tls-cert {TLS_DIR}/tls.crt --tls-key {TLS_DIR}/tls.key "
+        f"--tls-ca {TLS_DIR}/ca.crt"
+    ) in secrets
+    # (Not with cert-manager: helm install --dry-run maps every object to the API server,
+    # which has no Certificate kind.)
+    policies = helm.notes(
+        BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True}}, namespace, kubeconfig
+    )
+    assert "NetworkPolicies admit: the shards' gRPC port from anywhere" in policies
+
+    operator = helm.notes(OPERATOR, OPERATOR_REQUIRED, namespace, kubeconfig)
+    assert "TLS is off: the operator dials the shard in plaintext" in operator
+    operator_tls = helm.notes(
+        OPERATOR,
+        {**OPERATOR_REQUIRED, "tls": {"secretName": "prod-eu-1-tls"}},
+        namespace,
+        kubeconfig,
+    )
+    assert "presents bigfleet://cluster/prod-eu-1 from\nSecret prod-eu-1-tls," in operator_tls
+
+
 # -- what runs in the pods ---------------------------------------------------------------
 
 
@@ -819,6 +1389,9 @@ def test_install_notes_tell_how_to_check_each_release(
         ),
         (OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 0}),
         (POD_CONTROLLER, {"priorityClassDefaults": {"critical": {"reclamationPenalty": "1"}}}),
+        (BIGFLEET, TLS_SECRETS),
+        (BIGFLEET, {**PROVIDERS, **CERT_MANAGER, "coordinator": {"store": "embedded"}}),
+        (OPERATOR, {**OPERATOR_REQUIRED, **CERT_MANAGER, "bootstrapTemplate": JOIN_TEMPLATE}),
     ],
     ids=[
         "bigfleet",
@@ -827,6 +1400,9 @@ def test_install_notes_tell_how_to_check_each_release(
         "operator",
         "operator-quiet",
         "upc",
+        "bigfleet-tls",
+        "bigfleet-cert-manager-embedded",
+        "operator-tls",
     ],
 )
 def test_every_bigfleet_container_has_arguments_the_cli_accepts(
@@ -840,7 +1416,13 @@ def test_every_bigfleet_container_has_arguments_the_cli_accepts(
                 continue  # etcd, and the shell that writes the kubeconfig
             assert container["image"] == "bigfleet:0.1.0"
             mounts = materialize_mounts(rendered, workload, name, tmp_path / name)
-            parse_cli(localize(container["args"], mounts))
+            args = expand_env(workload, name, container["args"])
+            parse_cli(localize(args, mounts))
+            # TLS everywhere or nowhere; the pod controller dials nothing.
+            expect_tls = chart != POD_CONTROLLER and (
+                "tls" in values or "tls" in values.get("coordinator", {})
+            )
+            assert bool(tls_flags(args)) == expect_tls, (workload["metadata"]["name"], args)
             checked += 1
     assert checked >= 1
 

@@ -108,3 +108,12 @@ long-lived service-account token Secret (ADR 0013).
   secret:
     secretName: {{ include "bigfleet-operator.fullname" . }}-token
 {{- end }}
+
+{{/* The Secret of this cluster's certificate; empty: plaintext. */}}
+{{- define "bigfleet-operator.tlsSecret" -}}
+{{- if .Values.tls.secretName }}
+{{- .Values.tls.secretName }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- include "bigfleet-operator.fullname" . }}-tls
+{{- end }}
+{{- end }}

@@ -215,3 +215,149 @@ metadata:
   annotations:
     kubernetes.io/service-account.name: {{ include "bigfleet.serviceAccountName" . }}
 {{- end }}
+
+{{/*
+Mutual TLS (charts/README.md, "TLS"). Names made here, like every
+component name, stay within 51 characters: cert-manager labels what it
+issues with the Certificate's name, and a label value holds 63. Every BigFleet Secret is a
+kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) mounted read-only at
+/etc/bigfleet/tls; a component runs with TLS when its Secret is named or
+tls.certManager issues it. Each helper yields a Secret name, or nothing for
+plaintext.
+*/}}
+{{- define "bigfleet.tlsDir" -}}
+/etc/bigfleet/tls
+{{- end }}
+
+{{- define "bigfleet.certManager" -}}
+{{- if .Values.tls.certManager.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "bigfleet.coordinator.tlsSecret" -}}
+{{- if .Values.coordinator.tls.secretName }}
+{{- .Values.coordinator.tls.secretName }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- include "bigfleet.componentName" (dict "root" . "component" "coordinator-tls") }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret of one shard; call with (dict "root" $ "ordinal" 0). */}}
+{{- define "bigfleet.shard.tlsSecret" -}}
+{{- $t := .root.Values.shard.tls }}
+{{- if $t.secretNames }}
+{{- if lt .ordinal (len $t.secretNames) }}{{ index $t.secretNames .ordinal }}{{ end }}
+{{- else if $t.secretNamePrefix }}
+{{- printf "%s%d" $t.secretNamePrefix (int .ordinal) }}
+{{- else if .root.Values.tls.certManager.enabled }}
+{{- include "bigfleet.componentName" (dict "root" .root "component" (printf "shard-%d-tls" (int .ordinal))) }}
+{{- end }}
+{{- end }}
+
+{{- define "bigfleet.shard.tls" -}}
+{{- if include "bigfleet.shard.tlsSecret" (dict "root" . "ordinal" 0) }}true{{ end }}
+{{- end }}
+
+{{- define "bigfleet.fakeProvider.tlsSecret" -}}
+{{- if .Values.fakeProvider.tls.secretName }}
+{{- .Values.fakeProvider.tls.secretName }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- include "bigfleet.componentName" (dict "root" . "component" "fake-provider-tls") }}
+{{- end }}
+{{- end }}
+
+{{/* The bundled etcd's server and peer certificate. */}}
+{{- define "bigfleet.etcd.tlsSecret" -}}
+{{- if include "bigfleet.etcd.bundled" . }}
+{{- if .Values.etcd.tls.secretName }}
+{{- .Values.etcd.tls.secretName }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- include "bigfleet.componentName" (dict "root" . "component" "etcd-tls") }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The coordinator's etcd client certificate. */}}
+{{- define "bigfleet.coordinator.etcdTLSSecret" -}}
+{{- if .Values.coordinator.etcdTLS.secretName }}
+{{- .Values.coordinator.etcdTLS.secretName }}
+{{- else if and .Values.tls.certManager.enabled (include "bigfleet.etcd.bundled" .) }}
+{{- include "bigfleet.componentName" (dict "root" . "component" "coordinator-etcd-client-tls") }}
+{{- end }}
+{{- end }}
+
+{{/* The three flags of mutual TLS for the files in one directory. */}}
+{{- define "bigfleet.tlsArgs" -}}
+- --tls-cert={{ . }}/tls.crt
+- --tls-key={{ . }}/tls.key
+- --tls-ca={{ . }}/ca.crt
+{{- end }}
+
+{{/* The DNS names a Service answers to in its namespace; call with (dict "root" $ "service" NAME). */}}
+{{- define "bigfleet.serviceDNSNames" -}}
+- {{ .service }}
+- {{ .service }}.{{ .root.Release.Namespace }}
+- {{ .service }}.{{ .root.Release.Namespace }}.svc
+{{- end }}
+
+{{/*
+A cert-manager Certificate writing a kubernetes.io/tls Secret; call with
+(dict "root" $ "component" "shard" "name" NAME "secretName" SECRET "uris" LIST "dnsNames" LIST).
+No common name unless given ("commonName"): the identity is the one
+bigfleet:// URI SAN, and servers are checked against their DNS names.
+*/}}
+{{- define "bigfleet.certificate" -}}
+{{- $cm := .root.Values.tls.certManager }}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "bigfleet.labels" . | nindent 4 }}
+spec:
+  secretName: {{ .secretName }}
+  secretTemplate:
+    labels:
+      {{- include "bigfleet.selectorLabels" . | nindent 6 }}
+  {{- with .commonName }}
+  commonName: {{ . }}
+  {{- end }}
+  duration: {{ $cm.duration }}
+  renewBefore: {{ $cm.renewBefore }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    rotationPolicy: Always
+  usages:
+    - digital signature
+    - server auth
+    - client auth
+  {{- with .uris }}
+  uris:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .dnsNames }}
+  dnsNames:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  issuerRef:
+    name: {{ $cm.issuerRef.name }}
+    kind: {{ $cm.issuerRef.kind }}
+    group: {{ $cm.issuerRef.group }}
+{{- end }}
+
+{{/*
+The ingress rule of a metrics port when networkPolicy.enabled: from
+networkPolicy.metrics.from, or from anywhere when that is empty.
+*/}}
+{{- define "bigfleet.metricsRule" -}}
+{{- with .root.Values.networkPolicy.metrics.from }}
+- from:
+    {{- toYaml . | nindent 4 }}
+  ports:
+    - port: {{ $.port }}
+{{- else }}
+- ports:
+    - port: {{ .port }}
+{{- end }}
+{{- end }}
