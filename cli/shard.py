@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+
+if TYPE_CHECKING:
+    from bigfleet.tls import TLSFiles
 
 
 def _default_id() -> str | None:
@@ -130,6 +134,7 @@ def _default_id() -> str | None:
     metavar="HOST:PORT",
     help="The address reported to the coordinator [default: --listen].",
 )
+@options.tls
 def shard(
     shard_id: str | None,
     listen: str,
@@ -151,10 +156,16 @@ def shard(
     coordinator_addr: str | None,
     coordinator_heartbeat_interval: float,
     advertise_addr: str,
+    tls: TLSFiles | None,
 ) -> None:
     """Run a shard: Session server, decision engine, provider reconcile and execution.
 
     Static stability: it needs no coordinator; it provisions from what it owns.
+
+    With --tls-cert/--tls-key/--tls-ca (all three) every edge is mutual TLS: the
+    certificate must name bigfleet://shard/<id>; it serves Sessions (to
+    bigfleet://cluster/<id> certificates, each for its own cluster only) and is
+    presented to providers and the coordinator.
     """
     from bigfleet.shard import app
     from bigfleet.shard.engine.rails import RailSettings
@@ -189,5 +200,9 @@ def shard(
         coordinator_addr=coordinator_addr or "",
         coordinator_heartbeat_s=coordinator_heartbeat_interval,
         kubeconfig=kubeconfig,
+        tls=tls,
     )
-    until_signalled(lambda stop: app.run(settings, stop))
+    try:
+        until_signalled(lambda stop: app.run(settings, stop))
+    except app.ShardIdentityError as err:
+        raise click.ClickException(str(err)) from err

@@ -10,10 +10,10 @@ from typing import Any
 
 from bigfleet.shard.coordclient import CoordinatorClient
 from bigfleet.shard.runtime.service import ShardService
-from bigfleet.shard.settings import ShardSettings
+from bigfleet.shard.settings import ShardIdentityError, ShardSettings
 from bigfleet.supervise import supervise
 
-__all__ = ["ShardSettings", "run"]
+__all__ = ["ShardIdentityError", "ShardSettings", "run"]
 
 Part = Coroutine[Any, Any, object]
 
@@ -33,7 +33,9 @@ async def _resource_parts(
 
 
 async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set; the shard needs no coordinator (static stability)."""
+    """Serve until `stop` is set; the shard needs no coordinator (static stability).
+
+    Raises ShardIdentityError before serving when its TLS files cannot be used."""
     service = ShardService(settings)
     resource = (
         await _resource_parts(service, settings.kubeconfig, stop) if settings.kubeconfig else []
@@ -45,6 +47,8 @@ async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
             service,
             settings.coordinator_heartbeat_s,
             handler=service.instructions.handle,
+            credentials=service.credentials,
+            term_file=settings.data_dir / "coordinator-term",
         )
         parts.append(client.run())
     await supervise(stop, *parts)

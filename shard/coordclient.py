@@ -9,7 +9,12 @@ Each report carries the outcomes of the instructions received on earlier
 replies. Instructions are fenced by term: a reply whose term is below the
 highest seen is ignored whole; an instruction below it is REJECTED_STALE.
 The rest go to a handler (the shard runtime's), which carries them out; with
-no handler every payload is answered REJECTED_INVALID.
+no handler every payload is answered REJECTED_INVALID. With a term file the
+highest term survives restarts (written before a higher term is acted on), so
+a restarted shard still refuses a deposed leader.
+
+With mutual TLS the client presents the shard's certificate; channels are
+rebuilt between reports once the certificate has rotated.
 """
 
 from __future__ import annotations
@@ -19,14 +24,19 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Protocol
 
 import grpc
 
+from bigfleet import tls
+from bigfleet.errors import StaleTerm
+from bigfleet.fencing import TermFence
 from bigfleet.shard import codec
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.shortfall import ShortfallLedger
+from bigfleet.tls import Credentials
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc, provider_pb2
 
 log = logging.getLogger(__name__)
@@ -96,20 +106,29 @@ async def _refuse(instruction: coordinator_pb2.CoordinatorInstruction) -> tuple[
 
 
 class InstructionFence:
-    """The highest coordinator term seen, and each instruction's outcome against it."""
+    """The highest coordinator term seen, and each instruction's outcome against it.
 
-    def __init__(self, handler: Handler = _refuse) -> None:
-        self.high_water = 0
+    With `term_file` the mark is the kernel's persisted TermFence: read at start, written
+    (fsynced) before a higher term is acted on. Without one it lives in memory.
+    """
+
+    def __init__(self, handler: Handler = _refuse, term_file: Path | None = None) -> None:
+        self.terms = TermFence(term_file)  # CorruptFencingFile here refuses the start
         self.handler = handler
 
+    @property
+    def high_water(self) -> int:
+        return self.terms.high_water
+
     async def judge(self, reply: coordinator_pb2.ReportAck) -> list[coordinator_pb2.InstructAck]:
-        if reply.coordinator_term < self.high_water:
+        try:
+            self.terms.admit(reply.coordinator_term)
+        except StaleTerm:
             log.warning(
                 "reply from a deposed coordinator ignored",
                 extra={"term": reply.coordinator_term, "high_water": self.high_water},
             )
             return []
-        self.high_water = reply.coordinator_term
         return [await self._one(i) for i in reply.instructions]
 
     async def _one(
@@ -131,6 +150,9 @@ class CoordinatorClient:
         view: ShardView,
         interval_s: float = 10.0,
         handler: Handler = _refuse,
+        *,
+        credentials: Credentials | None = None,
+        term_file: Path | None = None,
     ) -> None:
         # Several replicas, comma-separated: only the leader takes reports, so a refusal
         # (a follower) or silence (down) moves the client on to the next one.
@@ -138,16 +160,33 @@ class CoordinatorClient:
         self.current = 0
         self.view = view
         self.interval_s = interval_s
-        self.fence = InstructionFence(handler)
+        self.credentials = credentials  # the shard's own; None: plaintext
+        self.fence = InstructionFence(handler, term_file)
         self.pending_acks: list[coordinator_pb2.InstructAck] = []
         self.reports_acknowledged = 0
         self.failures = 0  # reports in a row that no replica took
 
+    def _dial(self) -> tuple[list[grpc.aio.Channel], list[coordinator_pb2_grpc.CoordinatorStub]]:
+        """A channel per replica, with the certificate pair current now."""
+        self._rotation = self.credentials.rotations if self.credentials else 0
+        channels = [tls.channel(a, self.credentials, options=GRPC_OPTIONS) for a in self.addresses]
+        return channels, [coordinator_pb2_grpc.CoordinatorStub(c) for c in channels]
+
+    def _rotated(self) -> bool:
+        """Whether the pair changed since the channels were built (whoever noticed it first)."""
+        if self.credentials is None:
+            return False
+        self.credentials.refresh()
+        return self.credentials.rotations != self._rotation
+
     async def run(self) -> None:
-        channels = [grpc.aio.insecure_channel(a, options=GRPC_OPTIONS) for a in self.addresses]
-        stubs = [coordinator_pb2_grpc.CoordinatorStub(c) for c in channels]
+        channels, stubs = self._dial()
         try:
             while True:
+                if self._rotated():  # reports are sequential: nothing is in flight here
+                    old, (channels, stubs) = channels, self._dial()
+                    for channel in old:
+                        await channel.close()
                 settled = await self.report_once(stubs[self.current])
                 if settled is None:  # refused or unanswered: try the next replica
                     self.current = (self.current + 1) % len(stubs)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bigfleet import tls
 from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.tls import Credentials, Identity, TLSFiles
 from bigfleet.wire import MAX_MESSAGE_BYTES
 
 
@@ -34,3 +36,32 @@ class ShardSettings:
     coordinator_heartbeat_s: float = 10.0
     # Publish the Shard resource and apply its spec; None: no resource.
     kubeconfig: str | None = None
+    # Mutual TLS on every edge (Session server, provider and coordinator dials); None: plaintext.
+    tls: TLSFiles | None = None
+
+
+class ShardIdentityError(ValueError):
+    """The shard's TLS files cannot serve it: unreadable, or naming another identity."""
+
+
+def load_credentials(settings: ShardSettings) -> Credentials | None:
+    """The shard's one set of credentials, for its server and its dials; None: plaintext.
+
+    Providers bind a fencing token's shard id, and the coordinator a report's, to the
+    caller's certificate, so a certificate for another identity is refused at start.
+    """
+    if settings.tls is None:
+        return None
+    try:
+        credentials = tls.load(settings.tls)
+    except (OSError, ValueError) as err:
+        raise ShardIdentityError(f"cannot load the shard's TLS files: {err}") from err
+    assert credentials is not None
+    expected = Identity.shard(settings.shard_id)
+    if credentials.identity != expected:
+        presented = credentials.identity or "no bigfleet:// identity"
+        raise ShardIdentityError(
+            f"{settings.tls.cert} names {presented}, but this is shard {settings.shard_id!r}: "
+            f"its certificate must name {expected} (providers and the coordinator bind on it)"
+        )
+    return credentials

@@ -6,6 +6,10 @@ an ack, so a reconnecting operator gets them again. One live Session per
 cluster; a newer one replaces the older. Frames a stream cannot accept (no
 Hello first, a conflicting cluster id, a roll-up that fails validation, an
 oversized message) end that stream alone with a gRPC status.
+
+With mutual TLS the Hello is bound to the caller's certificate: only
+bigfleet://cluster/<id> may speak for cluster <id>, and a stream that claims
+another cluster is refused before it can replace that cluster's live stream.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Protocol
 import grpc
 
 from bigfleet import logs
-from bigfleet.errors import BigFleetError, abort_with
+from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.outbox import Outbox
+from bigfleet.tls import Identity, Role, peer_identity
 from bigfleet.wire import capacity_pb2, shard_pb2, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -148,6 +153,12 @@ class Channels:
         self._metrics.active_sessions.set(len(self.connected()))
 
 
+def session_policy(method: str) -> frozenset[Role]:
+    """Who may call what on the shard's server (`bigfleet.tls.RequireIdentity`): a Session
+    is an operator's, so cluster identities only; the shard serves nothing else."""
+    return frozenset({Role.CLUSTER}) if method == "Session" else frozenset()
+
+
 class SessionService(shard_pb2_grpc.ShardServicer):
     def __init__(
         self,
@@ -156,14 +167,19 @@ class SessionService(shard_pb2_grpc.ShardServicer):
         metrics: ShardMetrics,
         allowed_clusters: frozenset[str] = frozenset(),
         max_frame_bytes: int = 256 * 1024 * 1024,
+        *,
+        mutual_tls: bool = False,
     ) -> None:
         self.channels = channels
         self.sink = sink
         self.metrics = metrics
         self.allowed = allowed_clusters
         self.max_frame_bytes = max_frame_bytes
+        # Identities exist only on a mutual-TLS server; plaintext trusts the network.
+        self.mutual_tls = mutual_tls
 
-    def _hello(self, frame: shard_pb2.OperatorMessage) -> str:
+    def _hello(self, frame: shard_pb2.OperatorMessage, context: grpc.aio.ServicerContext) -> str:
+        """The cluster a first frame opens a stream for; BadFrame or IdentityRejected."""
         if frame.WhichOneof("payload") != "hello" or not frame.hello.cluster_id:
             raise BadFrame(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -171,6 +187,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                 "the first frame must be a Hello with a cluster_id",
             )
         cluster = frame.hello.cluster_id
+        self._bind(cluster, context)  # who the caller is first, then whether it is served
         if self.allowed and cluster not in self.allowed:
             raise BadFrame(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -178,6 +195,22 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                 f"cluster {cluster!r} is not served by this shard",
             )
         return cluster
+
+    def _bind(self, cluster: str, context: grpc.aio.ServicerContext) -> None:
+        """Raise IdentityRejected unless the caller's certificate is `cluster`'s (TLS only)."""
+        if not self.mutual_tls:
+            return  # trust-the-network mode
+        presented = peer_identity(context)
+        if presented != Identity.cluster(cluster):
+            raise IdentityRejected(
+                f"Hello claims cluster {cluster!r}, but the caller's certificate is "
+                f"{presented}; only {Identity.cluster(cluster)} may open its Session"
+            )
+
+    def identity_rejected(self, method: str, why: str) -> None:
+        """Count and log a refusal by the server's RequireIdentity interceptor."""
+        self.metrics.session_identity_rejected.inc()
+        log.warning("call refused for its identity", extra={"method": method, "error": why})
 
     def _ack(self, echo: str) -> shard_pb2.ShardMessage:
         return shard_pb2.ShardMessage(
@@ -191,11 +224,22 @@ class SessionService(shard_pb2_grpc.ShardServicer):
     ) -> None:
         try:
             first = await anext(aiter(request_iterator))
-            cluster = self._hello(first)
+            # Checked before install: a refused stream never replaces the cluster's live one.
+            cluster = self._hello(first, context)
         except StopAsyncIteration:
             return
         except BadFrame as err:
             self.metrics.session_rejected.labels(err.reason).inc()
+            await abort_with(context, err)
+        except IdentityRejected as err:
+            self.metrics.session_identity_rejected.inc()
+            log.warning(
+                "session refused: the certificate does not name the Hello's cluster",
+                extra={
+                    "cluster": first.hello.cluster_id,
+                    "presented_identity": _presented(context),
+                },
+            )
             await abort_with(context, err)
         channel, session = self.channels.install(cluster)
         with logs.bound(cluster=cluster):
@@ -290,3 +334,12 @@ class SessionService(shard_pb2_grpc.ShardServicer):
         while not session.closed.is_set():
             frame = await channel.outbox.next()
             await context.write(frame)
+
+
+def _presented(context: grpc.aio.ServicerContext) -> str:
+    """The caller's certificate identity for a log line, whatever shape it has."""
+    try:
+        return str(peer_identity(context))
+    except IdentityRejected:
+        uris = context.auth_context().get("peer_uri", [])
+        return ",".join(u.decode(errors="replace") for u in uris) or "none"

@@ -119,6 +119,12 @@ class ShardMetrics:
         self.session_rejected = Counter(
             p + "session_rejected_total", "Streams closed for a bad frame.", ["reason"], registry=r
         )
+        self.session_identity_rejected = Counter(
+            p + "session_identity_rejected_total",
+            "Calls refused for the caller's certificate identity (mutual TLS only): a role "
+            "the method does not take, or a Hello for another cluster than the certificate's.",
+            registry=r,
+        )
         self.outbox_dropped = Counter(
             p + "outbox_dropped_total", "Coalescing frames dropped by a full outbox.", registry=r
         )

@@ -5,18 +5,27 @@ fresh sequence per attempt; reads are unfenced. Status codes become named
 errors (`bigfleet.errors.from_rpc_error`): FAILED_PRECONDITION is always
 StaleFencingToken (this process is a zombie for that machine), NOT_FOUND
 MachineNotFound, anything else ProviderError with the code kept.
+
+With mutual TLS the shard presents its own certificate (bigfleet://shard/<id>,
+which providers bind to the token's shard id). A channel keeps the pair it was
+built with, reconnects included, so each call first looks for a rotated pair
+and, once one was taken, moves to a new channel; the old one is closed once
+the calls still on it have had their deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
 
 import grpc
 
+from bigfleet import tls
 from bigfleet.errors import from_rpc_error
 from bigfleet.fencing import SequenceCounter
+from bigfleet.tls import Credentials
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
 
@@ -57,10 +66,35 @@ class ProviderClient:
     shard_id: str
     epoch: int
     sequence: SequenceCounter = field(default_factory=SequenceCounter)
+    credentials: Credentials | None = None  # None: plaintext
 
     def __post_init__(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
-        self._stub = provider_pb2_grpc.CapacityProviderStub(self._channel)
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._dial()
+
+    def _dial(self) -> None:
+        """A channel with the pair current now (`channel()` takes the newest coherent one)."""
+        self._channel = tls.channel(self.address, self.credentials, options=GRPC_OPTIONS)
+        self._stub_now = provider_pb2_grpc.CapacityProviderStub(self._channel)
+        self._rotation = self.credentials.rotations if self.credentials else 0
+
+    @property
+    def _stub(self) -> provider_pb2_grpc.CapacityProviderStub:
+        """The stub for the next call, on a new channel if the certificate rotated.
+
+        Compares the rotation count rather than `refresh()`'s answer: the credentials are
+        the process's, and whichever user looks first (the server's handshake, another
+        client) is the one told that the pair changed.
+        """
+        if self.credentials is not None:
+            self.credentials.refresh()
+            if self.credentials.rotations != self._rotation:
+                old = self._channel
+                self._dial()
+                task = asyncio.get_running_loop().create_task(old.close(grace=LIST_DEADLINE_S))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        return self._stub_now
 
     def _token(self) -> tuple[str, int, int]:
         return self.shard_id, self.epoch, self.sequence.next()
@@ -124,6 +158,10 @@ class ProviderClient:
 
     async def close(self) -> None:
         await self._channel.close()
+        if self._retiring:  # channels left by a rotation: their calls get a moment to end
+            _, late = await asyncio.wait(self._retiring, timeout=5)
+            for task in late:
+                task.cancel()
 
 
 def parse_provider_flag(value: str) -> tuple[str, str]:

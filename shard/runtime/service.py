@@ -18,13 +18,13 @@ from dataclasses import replace
 import grpc
 from prometheus_client import CollectorRegistry
 
-from bigfleet import logs, probes
+from bigfleet import logs, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.fencing import advance_epoch
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.shortfall import ShortfallLedger
-from bigfleet.shard.runtime.channels import Channels, SessionService
+from bigfleet.shard.runtime.channels import Channels, SessionService, session_policy
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.hints import Hints
 from bigfleet.shard.runtime.instructions import InstructionHandler
@@ -36,6 +36,7 @@ from bigfleet.shard.runtime.state import ShardState
 
 # Re-exported: whoever composes a ShardService names its settings from here too.
 from bigfleet.shard.settings import ShardSettings as ShardSettings
+from bigfleet.shard.settings import load_credentials
 from bigfleet.wire import GRPC_OPTIONS, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class ShardService:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        # One identity for the process: serves Sessions, presented on every dial. Loaded (and
+        # its identity checked) before the epoch moves, so a refused start leaves no trace.
+        self.credentials = load_credentials(settings)
         self.epoch = advance_epoch(settings.data_dir / "epoch")  # persisted before any use
         self.registry = registry or CollectorRegistry()
         self.metrics = ShardMetrics(self.registry)
@@ -80,7 +84,9 @@ class ShardService:
             clock=clock,
         )
         self.providers = {
-            name: ProviderClient(name, address, settings.shard_id, self.epoch)
+            name: ProviderClient(
+                name, address, settings.shard_id, self.epoch, credentials=self.credentials
+            )
             for name, address in settings.providers
         }
         self.reconciler = Reconciler(self.state, self.providers, settings.incremental_reconcile)
@@ -206,18 +212,23 @@ class ShardService:
                     log.exception("cycle failed")
 
     async def start_server(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        shard_pb2_grpc.add_ShardServicer_to_server(
-            SessionService(
-                self.channels,
-                self.state,
-                self.metrics,
-                self.settings.allowed_clusters,
-                self.settings.max_frame_bytes,
-            ),
-            server,
+        sessions = SessionService(
+            self.channels,
+            self.state,
+            self.metrics,
+            self.settings.allowed_clusters,
+            self.settings.max_frame_bytes,
+            mutual_tls=self.credentials is not None,
         )
-        self.port = server.add_insecure_port(self.settings.listen)
+        # Identity checks need mutual TLS: a plaintext server gets no interceptor.
+        interceptors = (
+            [tls.RequireIdentity(session_policy, sessions.identity_rejected)]
+            if self.credentials is not None
+            else []
+        )
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
+        shard_pb2_grpc.add_ShardServicer_to_server(sessions, server)
+        self.port = tls.add_port(server, self.settings.listen, self.credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await server.start()
@@ -238,7 +249,12 @@ class ShardService:
             )
         log.info(
             "shard serving",
-            extra={"shard_id": self.settings.shard_id, "epoch": self.epoch, "port": self.port},
+            extra={
+                "shard_id": self.settings.shard_id,
+                "epoch": self.epoch,
+                "port": self.port,
+                "tls": self.credentials is not None,
+            },
         )
         if started is not None:
             started.set()
