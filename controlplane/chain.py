@@ -14,6 +14,7 @@ chain` share it; components can be killed and restarted one by one.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,9 +91,19 @@ class Chain:
         rollup_interval_s: float = 0.5,
         pod_controller_mode: str = "unschedulable-only",
         coordinator: bool = False,
+        mtls: bool = False,
     ) -> None:
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
+        # With mtls every gRPC edge is mutual TLS, each process with its own identity.
+        self.certs = work_dir / "certs" if mtls else None
+        if self.certs:
+            cluster_flags = [arg for c in clusters for arg in ("--cluster", c)]
+            subprocess.run(
+                _bigfleet("certs", "init", str(self.certs), *cluster_flags, "--shard", "shard-0"),
+                check=True,
+                capture_output=True,
+            )
         self.control_planes = {
             c: LocalControlPlane(work_dir / f"control-plane-{c}") for c in clusters
         }
@@ -105,7 +116,7 @@ class Chain:
         self._add(
             "provider",
             "provider", "fake", "--listen", f"127.0.0.1:{provider}",
-            "--config", str(fleet_file), "--join-nodes",
+            "--config", str(fleet_file), "--join-nodes", *self._tls("provider"),
         )  # fmt: skip
         reporting: list[str] = []
         if coordinator:
@@ -115,6 +126,7 @@ class Chain:
                 "coordinator",
                 "coordinator", "--store", "embedded", "--data-dir", str(work_dir / "coordinator"),
                 "--listen", self.coordinator_address, "--metrics-port", str(metrics),
+                *self._tls("admin"),
                 probe=f"http://127.0.0.1:{metrics}/healthz",
             )  # fmt: skip
             reporting = [
@@ -127,6 +139,7 @@ class Chain:
             "shard", "--id", "shard-0", "--listen", self.shard_address,
             "--provider", f"fake=127.0.0.1:{provider}", "--metrics-port", str(metrics),
             "--data-dir", str(work_dir / "shard"), *reporting, *shard_args,
+            *self._tls("shard/shard-0"),
             probe=f"http://127.0.0.1:{metrics}/healthz",
         )  # fmt: skip
         for cluster, cp in self.control_planes.items():
@@ -136,7 +149,7 @@ class Chain:
                 f"operator-{cluster}",
                 "operator", "--cluster-id", cluster, "--shard", self.shard_address,
                 "--kubeconfig", kubeconfig, "--rollup-interval", str(rollup_interval_s),
-                "--metrics-port", str(om),
+                "--metrics-port", str(om), *self._tls(f"cluster/{cluster}"),
                 probe=f"http://127.0.0.1:{om}/metrics",
             )  # fmt: skip
             self._add(
@@ -145,6 +158,16 @@ class Chain:
                 "--metrics-port", str(pm),
                 probe=f"http://127.0.0.1:{pm}/metrics",
             )  # fmt: skip
+
+    def _tls(self, identity: str) -> list[str]:
+        """The TLS flags for the certificate `bigfleet certs init` wrote for `identity`."""
+        if self.certs is None:
+            return []
+        folder = self.certs / identity
+        return [
+            "--tls-cert", str(folder / "tls.crt"), "--tls-key", str(folder / "tls.key"),
+            "--tls-ca", str(folder / "ca.crt"),
+        ]  # fmt: skip
 
     def _add(self, name: str, *args: str, probe: str = "") -> None:
         self.processes[name] = ManagedProcess(name, _bigfleet(*args), self.work_dir / f"{name}.log")
