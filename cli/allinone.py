@@ -9,6 +9,7 @@ import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+from bigfleet.tls import TLSFiles
 
 # The demo fleet: 8 GPU machines (bare metal, no price) and 8 small general-purpose ones.
 DEMO_POOLS = (
@@ -80,6 +81,7 @@ def _loopback(listen: str) -> str:
     type=click.FloatRange(0.05),
     help="Seconds between the shard's reports to the coordinator.",
 )
+@options.tls
 def all_in_one(
     shard_listen: str,
     coordinator_listen: str,
@@ -92,12 +94,17 @@ def all_in_one(
     provider_config: Path | None,
     cycle_interval: float,
     report_interval: float,
+    tls: TLSFiles | None,
 ) -> None:
     """Run a coordinator (embedded store), one shard and a fake provider in one process.
 
     For demos and development: no etcd, no HA. Without --provider-config the
     fake provider holds 8 a3-highgpu-8g (8 GPU, free) and 8 m6i.large
     (2 CPU / 8Gi, $0.10/h) idle machines. Point an operator at --shard-listen.
+
+    With the TLS flags every part speaks mutual TLS with one identity, the
+    shard's certificate (`bigfleet://shard/<--shard-id>`): operators need a
+    cluster certificate and ctl an admin one from the same CA.
     """
     from bigfleet.coordinator.app import CoordinatorSettings
     from bigfleet.coordinator.app import run as run_coordinator
@@ -118,11 +125,12 @@ def all_in_one(
         metrics_addr=options.metrics_address(
             coordinator_listen.rpartition(":")[0], coordinator_metrics_port
         ),
+        tls=tls,
     )
 
     async def main(stop: asyncio.Event) -> None:
         provider = await provider_app.start(
-            provider_app.FakeProviderSettings(fleet=config, listen=provider_listen)
+            provider_app.FakeProviderSettings(fleet=config, listen=provider_listen, tls=tls)
         )
         provider_host = _loopback(provider_listen).rpartition(":")[0]
         shard_settings = shard_app.ShardSettings(
@@ -137,6 +145,7 @@ def all_in_one(
             advertise=_loopback(shard_listen),
             coordinator_addr=_loopback(coordinator_listen),
             coordinator_heartbeat_s=report_interval,
+            tls=tls,
         )
         # The same three apps their own commands run; each ends on the shared stop, and
         # any one ending on its own stops the others.

@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 
+from bigfleet import tls
+from bigfleet.cli import main
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.tls import Credentials, TLSFiles
 from bigfleet.wire import (
     GRPC_OPTIONS,
     capacity_pb2,
@@ -21,7 +25,7 @@ from tests.support.waiting import until
 
 
 class AllInOne:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.ports = {k: free_port() for k in ("shard", "coord", "provider", "sm", "cm")}
         argv = [
             sys.executable, "-m", "bigfleet.cli", "--log-level", "warning", "all-in-one",
@@ -31,6 +35,7 @@ class AllInOne:
             "--shard-metrics-port", str(self.ports["sm"]),
             "--coordinator-metrics-port", str(self.ports["cm"]),
             "--data-dir", str(data_dir), "--cycle-interval", "0.2", "--report-interval", "0.2",
+            *extra,
         ]  # fmt: skip
         self.process = ManagedProcess("all-in-one", argv, data_dir.parent / "all-in-one.log")
 
@@ -39,8 +44,10 @@ class AllInOne:
         for port in (self.ports["sm"], self.ports["cm"]):
             self.process.wait_ready(lambda p=port: http_ok(f"http://127.0.0.1:{p}/readyz"), 60)
 
-    def coordinator(self) -> tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.ports['coord']}")
+    def coordinator(
+        self, credentials: Credentials | None = None
+    ) -> tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]:
+        channel = tls.channel(f"127.0.0.1:{self.ports['coord']}", credentials)
         return channel, coordinator_pb2_grpc.CoordinatorStub(channel)
 
 
@@ -104,6 +111,33 @@ async def test_all_in_one_serves_demand_and_keeps_its_state_across_a_restart(
         node.process.stop()
     saved = json.loads((data / "coordinator" / "coordinator-state.json").read_text())
     assert saved["term"] == first_term + 1  # a fresh term per start, on disk before use
+
+
+async def test_all_in_one_with_mutual_tls_speaks_as_one_shard(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    main.main(["certs", "init", str(certs)], standalone_mode=False)
+    shard = certs / "shard" / "shard-0"
+    node = AllInOne(
+        tmp_path / "data",
+        "--tls-cert", str(shard / "tls.crt"), "--tls-key", str(shard / "tls.key"),
+        "--tls-ca", str(shard / "ca.crt"),
+    )  # fmt: skip
+    node.start()
+    try:
+        # Its shard reported to its coordinator over mTLS, as bigfleet://shard/shard-0.
+        admin = Credentials(
+            TLSFiles(*(certs / "admin" / n for n in ("tls.crt", "tls.key", "ca.crt")))
+        )
+        channel, coordinator = node.coordinator(admin)
+        report = await _wait_for_report(coordinator)
+        assert report.summary.total_machines == 16
+        await channel.close()
+        plain, stranger = node.coordinator()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stranger.ListShards(coordinator_pb2.ListShardsRequest(), timeout=5)
+        await plain.close()
+    finally:
+        node.process.stop()
 
 
 async def _wait_for_report(
