@@ -58,10 +58,5 @@ def make_pki(directory: Path) -> Pki:
         admin_cert=write(directory / "admin.crt", pki.cert_pem(admin)),
         admin_key=write(directory / "admin.key", pki.key_pem(admin_key)),
         service_account_key=write(directory / "sa.key", pki.key_pem(sa_key)),
-        service_account_pub=write(
-            directory / "sa.pub",
-            sa_key.public_key().public_bytes(
-                ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo
-            ),
-        ),
+        service_account_pub=write(directory / "sa.pub", sa_pub),
     )
