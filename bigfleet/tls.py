@@ -23,7 +23,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -101,17 +101,23 @@ class TLSFiles:
     def from_flags(cls, cert: Path | None, key: Path | None, ca: Path | None) -> TLSFiles | None:
         """All three: mutual TLS; none: plaintext (None); some: ValueError naming the missing."""
         given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
-        missing = [flag for flag, value in given.items() if value is None]
-        if len(missing) == 3:
+        if not all_or_none(given, "mutual TLS needs a certificate, its key and the CA bundle"):
             return None
-        if missing:
-            named = [flag for flag, value in given.items() if value is not None]
-            raise ValueError(
-                f"{' and '.join(missing)} required with {' and '.join(named)}: "
-                "mutual TLS needs a certificate, its key and the CA bundle (or none of them)"
-            )
         assert cert is not None and key is not None and ca is not None
         return cls(cert, key, ca)
+
+
+def all_or_none(flags: Mapping[str, object | None], why: str) -> bool:
+    """True when every flag is given, False when none is; ValueError naming the missing ones."""
+    missing = [flag for flag, value in flags.items() if value is None]
+    if len(missing) == len(flags):
+        return False
+    if missing:
+        named = [flag for flag in flags if flag not in missing]
+        raise ValueError(
+            f"{' and '.join(missing)} required with {' and '.join(named)}: {why} (or none of them)"
+        )
+    return True
 
 
 def _load_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes, list[str]]:

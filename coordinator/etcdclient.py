@@ -16,6 +16,8 @@ import aetcd
 import grpc
 from aetcd import rpc, watcher
 
+from bigfleet.tls import all_or_none
+
 
 @dataclass(frozen=True, slots=True)
 class EtcdTLS:
@@ -29,15 +31,10 @@ class EtcdTLS:
     def from_flags(cls, ca: Path | None, cert: Path | None, key: Path | None) -> EtcdTLS | None:
         """All three: TLS to etcd; none: plaintext (None); some: ValueError naming the missing."""
         given = {"--etcd-cacert": ca, "--etcd-cert": cert, "--etcd-key": key}
-        missing = [flag for flag, value in given.items() if value is None]
-        if len(missing) == 3:
+        if not all_or_none(
+            given, "TLS to etcd needs the CA bundle, a client certificate and its key"
+        ):
             return None
-        if missing:
-            named = [flag for flag, value in given.items() if value is not None]
-            raise ValueError(
-                f"{' and '.join(missing)} required with {' and '.join(named)}: "
-                "TLS to etcd needs the CA bundle, a client certificate and its key (or none)"
-            )
         assert ca is not None and cert is not None and key is not None
         return cls(ca, cert, key)
 

@@ -19,6 +19,7 @@ import pytest
 from kr8s.asyncio.objects import Pod
 
 from bigfleet.controlplane.chain import Chain, pod_manifest
+from tests.support import identities
 from tests.support.waiting import until
 
 FLEET: dict[str, object] = {
@@ -49,13 +50,6 @@ def _ctl(chain: Chain, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _tls(chain: Chain, identity: str) -> list[str]:
-    assert chain.certs is not None
-    folder = chain.certs / identity
-    return ["--tls-cert", f"{folder}/tls.crt", "--tls-key", f"{folder}/tls.key",
-            "--tls-ca", f"{folder}/ca.crt"]  # fmt: skip
-
-
 async def test_a_pod_is_bound_with_mutual_tls_on_every_edge(chain: Chain) -> None:
     api = await kr8s.asyncio.api(kubeconfig=str(chain.control_plane.kubeconfig_path))
     await Pod(pod_manifest("secure-0", "3"), api=api).create()
@@ -67,8 +61,10 @@ async def test_a_pod_is_bound_with_mutual_tls_on_every_edge(chain: Chain) -> Non
     await until(bound, "the pod bound to a node that joined over mTLS", 120)
 
     # The shard reported to the coordinator over mTLS as itself: an admin sees it.
+    assert chain.certs is not None
+
     def listed() -> bool | None:
-        result = _ctl(chain, *_tls(chain, "admin"))
+        result = _ctl(chain, *identities.flags(chain.certs, "admin"))
         return ("shard-0" in result.stdout) or None
 
     await until(lambda: asyncio.to_thread(listed), "shard-0 registered at the coordinator", 60)

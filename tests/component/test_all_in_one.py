@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from bigfleet import tls
-from bigfleet.cli import main
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 from bigfleet.tls import Credentials, TLSFiles
 from bigfleet.wire import (
@@ -21,6 +20,7 @@ from bigfleet.wire import (
     shard_pb2_grpc,
 )
 from tests.component.harness import Operator, eventually
+from tests.support import identities
 from tests.support.waiting import until
 
 
@@ -114,14 +114,8 @@ async def test_all_in_one_serves_demand_and_keeps_its_state_across_a_restart(
 
 
 async def test_all_in_one_with_mutual_tls_speaks_as_one_shard(tmp_path: Path) -> None:
-    certs = tmp_path / "certs"
-    main.main(["certs", "init", str(certs)], standalone_mode=False)
-    shard = certs / "shard" / "shard-0"
-    node = AllInOne(
-        tmp_path / "data",
-        "--tls-cert", str(shard / "tls.crt"), "--tls-key", str(shard / "tls.key"),
-        "--tls-ca", str(shard / "ca.crt"),
-    )  # fmt: skip
+    certs = identities.issue(tmp_path / "certs")
+    node = AllInOne(tmp_path / "data", *identities.flags(certs, "shard/shard-0"))
     node.start()
     try:
         # Its shard reported to its coordinator over mTLS, as bigfleet://shard/shard-0.

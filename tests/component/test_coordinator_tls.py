@@ -29,27 +29,19 @@ from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 from bigfleet.coordinator.app import CoordinatorSettings, run
 from bigfleet.coordinator.embedded import DataDirLocked
 from bigfleet.coordinator.etcdclient import EtcdTLS
-from bigfleet.tls import Credentials, TLSFiles, channel
+from bigfleet.tls import Credentials, channel
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
+from tests.support import identities
 from tests.support.waiting import until
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
-def _files(root: Path, who: str) -> TLSFiles:
-    return TLSFiles(root / who / "tls.crt", root / who / "tls.key", root / who / "ca.crt")
-
-
-def _flags(root: Path, who: str) -> list[str]:
-    f = _files(root, who)
-    return ["--tls-cert", str(f.cert), "--tls-key", str(f.key), "--tls-ca", str(f.ca)]
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("certs")
-    main.main(["certs", "init", str(root), "--shard", "s0", "--shard", "s1"], standalone_mode=False)
+    identities.issue(root, "--shard", "s0", "--shard", "s1")
     return root
 
 
@@ -111,9 +103,9 @@ async def coordinator(certs: Path, tmp_path: Path) -> AsyncIterator[Running]:
         replica_id="coord-tls",
         data_dir=tmp_path / "coord",
         listen=f"127.0.0.1:{free_port()}",
-        tls=_files(certs, "admin"),
+        tls=identities.files(certs, "admin"),
     )
-    running = await _start(settings, Credentials(_files(certs, "admin")))
+    running = await _start(settings, Credentials(identities.files(certs, "admin")))
     try:
         yield running
     finally:
@@ -144,7 +136,7 @@ async def _refused(
 async def test_a_shard_reports_for_itself_and_never_as_another(
     coordinator: Running, certs: Path
 ) -> None:
-    s0 = Credentials(_files(certs, "shard/s0"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
     ack = await _call(coordinator.address, s0, "ReportShard", pb.ShardReport(shard_id="s0"))
     assert isinstance(ack, pb.ReportAck) and ack.acknowledged and ack.coordinator_term >= 1
 
@@ -154,7 +146,7 @@ async def test_a_shard_reports_for_itself_and_never_as_another(
     assert "the caller is bigfleet://shard/s0" in str(err.details())
     shards = await _call(
         coordinator.address,
-        Credentials(_files(certs, "readonly")),
+        Credentials(identities.files(certs, "readonly")),
         "ListShards",
         pb.ListShardsRequest(),
     )
@@ -165,7 +157,7 @@ async def test_a_shard_reports_for_itself_and_never_as_another(
 
 
 async def test_admin_cannot_report_as_a_shard(coordinator: Running, certs: Path) -> None:
-    admin = Credentials(_files(certs, "admin"))
+    admin = Credentials(identities.files(certs, "admin"))
     err = await _refused(coordinator.address, admin, "ReportShard", pb.ShardReport(shard_id="s0"))
     assert err.code() == DENIED
     assert "ReportShard needs bigfleet://shard; the caller is bigfleet://admin" in str(
@@ -176,9 +168,9 @@ async def test_admin_cannot_report_as_a_shard(coordinator: Running, certs: Path)
 
 
 async def test_readonly_reads_and_only_admin_writes(coordinator: Running, certs: Path) -> None:
-    s0 = Credentials(_files(certs, "shard/s0"))
-    readonly = Credentials(_files(certs, "readonly"))
-    admin = Credentials(_files(certs, "admin"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
+    readonly = Credentials(identities.files(certs, "readonly"))
+    admin = Credentials(identities.files(certs, "admin"))
     await _call(coordinator.address, s0, "ReportShard", pb.ShardReport(shard_id="s0"))
     assign = pb.AssignDomainRequest(
         topology_key="topology.kubernetes.io/zone", topology_value="z1", shard_id="s0"
@@ -240,11 +232,11 @@ async def test_ctl_dials_with_its_certificate(coordinator: Running, certs: Path)
     runner = CliRunner()
 
     def ctl(who: str, *args: str) -> tuple[int, str]:
-        argv = ["ctl", "--coordinator", coordinator.address, *_flags(certs, who), *args]
+        argv = ["ctl", "--coordinator", coordinator.address, *identities.flags(certs, who), *args]
         result = runner.invoke(main, argv)
         return result.exit_code, result.output
 
-    s0 = Credentials(_files(certs, "shard/s0"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
     await _call(coordinator.address, s0, "ReportShard", pb.ShardReport(shard_id="s0"))
     code, out = await asyncio.to_thread(ctl, "readonly", "list-shards")
     assert code == 0 and "s0" in out, out
@@ -256,7 +248,7 @@ async def test_ctl_dials_with_its_certificate(coordinator: Running, certs: Path)
 
 
 def test_partial_tls_flags_are_a_usage_error_naming_the_missing_flag(certs: Path) -> None:
-    admin = _files(certs, "admin")
+    admin = identities.files(certs, "admin")
     runner = CliRunner()
     result = runner.invoke(
         main, ["coordinator", "--store", "embedded", "--tls-cert", str(admin.cert)]
@@ -281,7 +273,7 @@ def test_partial_tls_flags_are_a_usage_error_naming_the_missing_flag(certs: Path
 async def test_a_second_replica_on_one_data_directory_refuses_to_start(
     coordinator: Running, certs: Path
 ) -> None:
-    s0 = Credentials(_files(certs, "shard/s0"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
     first = await _call(coordinator.address, s0, "ReportShard", pb.ShardReport(shard_id="s0"))
     assert isinstance(first, pb.ReportAck)
     state = coordinator.settings.data_dir / "coordinator-state.json"
@@ -294,7 +286,7 @@ async def test_a_second_replica_on_one_data_directory_refuses_to_start(
     # As a process: `bigfleet coordinator` exits 1 with the same message.
     argv = [sys.executable, "-m", "bigfleet.cli", "coordinator", "--store", "embedded"]
     argv += ["--data-dir", str(coordinator.settings.data_dir), "--listen", second.listen]
-    argv += ["--metrics-port", "0", *_flags(certs, "admin")]
+    argv += ["--metrics-port", "0", *identities.flags(certs, "admin")]
     proc = await asyncio.to_thread(
         subprocess.run, argv, capture_output=True, text=True, timeout=60, check=False
     )
@@ -333,7 +325,9 @@ async def test_the_lock_is_released_when_the_replica_stops(certs: Path, tmp_path
 def tls_etcd(certs: Path, tmp_path: Path) -> Iterator[tuple[int, ManagedProcess]]:
     """One etcd member that serves clients over TLS and requires a client certificate."""
     client_port, peer_port = free_port(), free_port()
-    server = _files(certs, "provider")  # DNS localhost, IP 127.0.0.1, no BigFleet identity
+    server = identities.files(
+        certs, "provider"
+    )  # DNS localhost, IP 127.0.0.1, no BigFleet identity
     member = ManagedProcess(
         "etcd-tls",
         [
@@ -355,7 +349,7 @@ def tls_etcd(certs: Path, tmp_path: Path) -> Iterator[tuple[int, ManagedProcess]
         ],
         tmp_path / "etcd.log",
     )
-    admin = _files(certs, "admin")
+    admin = identities.files(certs, "admin")
     context = ssl.create_default_context(cafile=str(admin.ca))
     context.load_cert_chain(str(admin.cert), str(admin.key))
     member.start()
@@ -371,7 +365,7 @@ async def test_the_coordinator_leads_over_etcd_with_tls(
     tls_etcd: tuple[int, ManagedProcess], certs: Path
 ) -> None:
     port, _ = tls_etcd
-    admin = _files(certs, "admin")
+    admin = identities.files(certs, "admin")
     settings = CoordinatorSettings(
         replica_id="coord-etcd-tls",
         etcd=(("127.0.0.1", port),),
@@ -381,7 +375,7 @@ async def test_the_coordinator_leads_over_etcd_with_tls(
     )
     running = await _start(settings, Credentials(admin))
     try:
-        s0 = Credentials(_files(certs, "shard/s0"))
+        s0 = Credentials(identities.files(certs, "shard/s0"))
         ack = await _call(running.address, s0, "ReportShard", pb.ShardReport(shard_id="s0"))
         assert isinstance(ack, pb.ReportAck)
         assert ack.acknowledged and ack.coordinator_term > 0  # the election key's revision

@@ -20,26 +20,18 @@ from bigfleet.conformance.checks import CHECKS
 from bigfleet.conformance.runner import run_suite
 from bigfleet.providers_fake.app import FakeProvider, FakeProviderSettings, start
 from bigfleet.providers_fake.config import FleetConfig
-from bigfleet.tls import Credentials, TLSFiles, channel
+from bigfleet.tls import Credentials, channel
 from bigfleet.wire import provider_pb2 as pb
 from bigfleet.wire import provider_pb2_grpc
+from tests.support import identities
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
-
-
-def _files(root: Path, who: str) -> TLSFiles:
-    return TLSFiles(root / who / "tls.crt", root / who / "tls.key", root / who / "ca.crt")
-
-
-def _flags(root: Path, who: str) -> list[str]:
-    f = _files(root, who)
-    return ["--tls-cert", str(f.cert), "--tls-key", str(f.key), "--tls-ca", str(f.ca)]
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("certs")
-    main.main(["certs", "init", str(root), "--shard", "s0", "--shard", "s1"], standalone_mode=False)
+    identities.issue(root, "--shard", "s0", "--shard", "s1")
     return root
 
 
@@ -49,7 +41,7 @@ async def fake(certs: Path) -> AsyncIterator[FakeProvider]:
     settings = FakeProviderSettings(
         fleet=FleetConfig().with_quick_seeds(0, 200),
         listen="127.0.0.1:0",
-        tls=_files(certs, "provider"),
+        tls=identities.files(certs, "provider"),
     )
     provider = await start(settings)
     try:
@@ -85,7 +77,7 @@ async def _create(
 async def test_a_mutation_is_taken_only_from_the_shard_its_token_names(
     fake: FakeProvider, certs: Path
 ) -> None:
-    s0 = Credentials(_files(certs, "shard/s0"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
     machine = (await _speculative(fake, s0))[0]
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -103,7 +95,7 @@ async def test_reads_take_any_identity_and_mutations_need_a_shard(
     fake: FakeProvider, certs: Path
 ) -> None:
     for who in ("readonly", "admin", "cluster/cluster-a"):
-        credentials = Credentials(_files(certs, who))
+        credentials = Credentials(identities.files(certs, who))
         machine = (await _speculative(fake, credentials))[0]
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _create(fake, credentials, machine, "s0")
@@ -120,7 +112,7 @@ async def test_no_client_certificate_gets_no_call_through(fake: FakeProvider) ->
 async def test_conformance_passes_over_mutual_tls_run_after_run(
     fake: FakeProvider, certs: Path
 ) -> None:
-    s0 = Credentials(_files(certs, "shard/s0"))
+    s0 = Credentials(identities.files(certs, "shard/s0"))
     first = await run_suite(_address(fake), credentials=s0)
     assert [v.check_id for v in first] == [c.id for c in CHECKS]
     assert [v.line() for v in first if not v.passed] == []
@@ -134,18 +126,22 @@ async def test_the_conformance_command_presents_its_certificate(
     fake: FakeProvider, certs: Path
 ) -> None:
     argv = ["conformance", "--target", _address(fake), "--only", "fencing/*"]
-    shard = await asyncio.to_thread(CliRunner().invoke, main, [*argv, *_flags(certs, "shard/s1")])
+    shard = await asyncio.to_thread(
+        CliRunner().invoke, main, [*argv, *identities.flags(certs, "shard/s1")]
+    )
     assert shard.exit_code == 0, shard.output
     assert " 0 failed" in shard.output
     # A certificate that is not a shard's: warned about, and the binding fake refuses it.
-    admin = await asyncio.to_thread(CliRunner().invoke, main, [*argv, *_flags(certs, "admin")])
+    admin = await asyncio.to_thread(
+        CliRunner().invoke, main, [*argv, *identities.flags(certs, "admin")]
+    )
     assert admin.exit_code == 1
     assert "is not a shard certificate (bigfleet://admin)" in admin.output
     assert "PERMISSION_DENIED" in admin.output
 
 
 def test_partial_tls_flags_are_a_usage_error_naming_the_missing_flag(certs: Path) -> None:
-    shard = _files(certs, "shard/s0")
+    shard = identities.files(certs, "shard/s0")
     result = CliRunner().invoke(
         main, ["provider", "fake", "--tls-cert", str(shard.cert), "--tls-key", str(shard.key)]
     )

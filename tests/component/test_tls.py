@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bigfleet import pki
-from bigfleet.cli import main
 from bigfleet.errors import IdentityRejected
 from bigfleet.tls import (
     ADMIN,
@@ -31,21 +30,14 @@ from bigfleet.tls import (
     peer_identity,
 )
 from bigfleet.wire import shard_pb2, shard_pb2_grpc
-
-
-def _files(root: Path, who: str) -> TLSFiles:
-    return TLSFiles(root / who / "tls.crt", root / who / "tls.key", root / who / "ca.crt")
+from tests.support import identities
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("certs")
-    result = main.main(
-        ["certs", "init", str(root), "--cluster", "a", "--cluster", "b", "--shard", "s0"],
-        standalone_mode=False,
+    return identities.issue(
+        tmp_path_factory.mktemp("certs"), "--cluster", "a", "--cluster", "b", "--shard", "s0"
     )
-    assert result is None
-    return root
 
 
 class _Echo(shard_pb2_grpc.ShardServicer):
@@ -85,23 +77,26 @@ async def _echo(port: int, credentials: Credentials | None) -> str:
 
 
 async def test_the_caller_identity_reaches_the_handler(certs: Path) -> None:
-    server, port, _ = await _serve(_files(certs, "shard/s0"), {Role.CLUSTER})
+    server, port, _ = await _serve(identities.files(certs, "shard/s0"), {Role.CLUSTER})
     try:
-        assert await _echo(port, Credentials(_files(certs, "cluster/a"))) == "bigfleet://cluster/a"
+        assert (
+            await _echo(port, Credentials(identities.files(certs, "cluster/a")))
+            == "bigfleet://cluster/a"
+        )
     finally:
         await server.stop(0)
 
 
 async def test_a_role_the_method_does_not_take_is_refused(certs: Path) -> None:
-    server, port, _ = await _serve(_files(certs, "shard/s0"), {Role.ADMIN})
+    server, port, _ = await _serve(identities.files(certs, "shard/s0"), {Role.ADMIN})
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _echo(port, Credentials(_files(certs, "readonly")))
+            await _echo(port, Credentials(identities.files(certs, "readonly")))
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "needs bigfleet://admin; the caller is bigfleet://readonly" in str(
             caught.value.details()
         )
-        assert await _echo(port, Credentials(_files(certs, "admin"))) == str(ADMIN)
+        assert await _echo(port, Credentials(identities.files(certs, "admin"))) == str(ADMIN)
     finally:
         await server.stop(0)
 
@@ -109,17 +104,17 @@ async def test_a_role_the_method_does_not_take_is_refused(certs: Path) -> None:
 async def test_no_certificate_and_a_foreign_ca_never_get_a_call_through(
     certs: Path, tmp_path: Path
 ) -> None:
-    server, port, _ = await _serve(_files(certs, "shard/s0"), set(Role))
+    server, port, _ = await _serve(identities.files(certs, "shard/s0"), set(Role))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as plain:
             await _echo(port, None)
         assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
         # A client whose certificate another CA signed (it trusts ours for the server).
         foreign = tmp_path / "foreign"
-        main.main(["certs", "init", str(foreign)], standalone_mode=False)
+        identities.issue(foreign)
         shutil.copy(certs / "ca.crt", foreign / "cluster" / "cluster-a" / "ca.crt")
         with pytest.raises(grpc.aio.AioRpcError) as other_ca:
-            await _echo(port, Credentials(_files(foreign, "cluster/cluster-a")))
+            await _echo(port, Credentials(identities.files(foreign, "cluster/cluster-a")))
         assert other_ca.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
@@ -144,7 +139,7 @@ def _leaf(certs: Path, out: Path, uris: list[str]) -> TLSFiles:
 async def test_a_certificate_without_exactly_one_identity_is_refused(
     certs: Path, tmp_path: Path
 ) -> None:
-    server, port, _ = await _serve(_files(certs, "shard/s0"), set(Role))
+    server, port, _ = await _serve(identities.files(certs, "shard/s0"), set(Role))
     try:
         none = _leaf(certs, tmp_path / "none", [])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -178,7 +173,7 @@ async def test_rotation_reaches_the_next_handshake_and_spares_open_streams(
     shutil.copytree(certs / "shard" / "s0", served)
     files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
     server, port, credentials = await _serve(files, {Role.CLUSTER})
-    client = _files(certs, "cluster/a")
+    client = identities.files(certs, "cluster/a")
     try:
         before = await asyncio.to_thread(_served_serial, port, client)
         async with channel(f"127.0.0.1:{port}", Credentials(client)) as ch:
