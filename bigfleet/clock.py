@@ -73,3 +73,21 @@ class SimulatedClock:
             _, _, wake = heapq.heappop(self._sleepers)
             if not wake.done():
                 wake.set_result(None)
+
+
+async def woken(event: asyncio.Event, clock: Clock, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` of the clock's time have passed; True if set.
+
+    A race with the clock's own sleep rather than `asyncio.timeout`, which only knows the
+    event loop's time: with a simulated clock the interval follows the simulation too.
+    """
+    if event.is_set():
+        return True
+    waiting = asyncio.ensure_future(event.wait())
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((waiting, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        timer.cancel()
+    return event.is_set()

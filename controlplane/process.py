@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import random
 import signal
 import socket
@@ -86,6 +87,13 @@ def free_port() -> int:
             return port
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment without KUBECONFIG: a component that should talk to an
+    API server is given --kubeconfig; one inherited from an in-process operator (kopf reads
+    it from the environment) would make, say, a shard publish into the wrong cluster."""
+    return {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+
+
 class ManagedProcess:
     def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
@@ -98,6 +106,7 @@ class ManagedProcess:
             # A session of its own, so a Ctrl-C aimed at pytest does not kill it mid-teardown.
             self._proc = subprocess.Popen(
                 self.argv,
+                env=_child_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

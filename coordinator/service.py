@@ -21,7 +21,7 @@ import aetcd
 import grpc
 from prometheus_client import CollectorRegistry
 
-from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.clock import REAL_CLOCK, Clock, woken
 from bigfleet.coordinator import registry
 from bigfleet.coordinator.election import Candidate
 from bigfleet.coordinator.identity import reporter_mismatch
@@ -131,9 +131,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 log.warning("resuming moves failed", extra={"error": str(err)})
                 await self.clock.sleep(self.rebalance_settings.interval_s)
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.rebalance_settings.interval_s):
-                    await rebalancer.wake.wait()
+            await woken(rebalancer.wake, self.clock, self.rebalance_settings.interval_s)
             rebalancer.wake.clear()
             try:
                 async with self._writes:

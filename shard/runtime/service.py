@@ -19,7 +19,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from bigfleet import logs, probes, tls
-from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.clock import REAL_CLOCK, Clock, woken
 from bigfleet.fencing import advance_epoch
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.inventory import Inventory
@@ -40,20 +40,6 @@ from bigfleet.shard.settings import load_credentials
 from bigfleet.wire import GRPC_OPTIONS, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-
-async def _woken(wake: asyncio.Event, clock: Clock, timeout_s: float) -> None:
-    """Return once `wake` is set or `timeout_s` of the clock's time has passed.
-
-    A race with the clock's sleep rather than `asyncio.timeout`, which only knows loop time:
-    a simulated clock then drives the cycle interval too."""
-    woken = asyncio.create_task(wake.wait())
-    timer = asyncio.create_task(clock.sleep(timeout_s))
-    try:
-        await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
-        timer.cancel()
 
 
 class ShardService:
@@ -199,7 +185,7 @@ class ShardService:
     async def _loop(self) -> None:
         last_start = -1e9
         while True:
-            await _woken(self._wake, self.clock, self.cycle_interval_s)
+            await woken(self._wake, self.clock, self.cycle_interval_s)
             self._wake.clear()
             gap = self.settings.min_cycle_gap_s - (self.clock.monotonic() - last_start)
             if gap > 0:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from bigfleet import errors, lifecycle, requirements, timestamps
-from bigfleet.clock import SimulatedClock
+from bigfleet.clock import SimulatedClock, woken
 from bigfleet.requirements import Operator
 from bigfleet.supervise import supervise
 from bigfleet.wire import capacity_pb2, provider_pb2
@@ -168,3 +168,25 @@ async def test_a_loop_that_ends_on_its_own_stops_the_rest() -> None:
 
     await asyncio.wait_for(supervise(stop, ends(), watcher(), grace=1), 5)
     assert stop.is_set()
+
+
+async def _settle() -> None:
+    """Let every ready task run up to its next wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_woken_follows_the_clock_or_the_event() -> None:
+    clock = SimulatedClock()
+    event = asyncio.Event()
+    waiting = asyncio.create_task(woken(event, clock, 5))
+    await _settle()
+    clock.advance(4)
+    await _settle()
+    assert not waiting.done()
+    clock.advance(1)
+    assert await asyncio.wait_for(waiting, 5) is False
+    waiting = asyncio.create_task(woken(event, clock, 5))
+    await _settle()
+    event.set()
+    assert await asyncio.wait_for(waiting, 5) is True
