@@ -149,6 +149,17 @@ async def test_a_certificate_without_exactly_one_identity_is_refused(
         two = _leaf(certs, tmp_path / "two", ["bigfleet://cluster/a", "bigfleet://admin"])
         with pytest.raises(ValueError, match="found 2"):
             Credentials(two)  # our own processes refuse to start with one
+        # Another implementation's client could still present one: the server refuses it.
+        raw = grpc.ssl_channel_credentials(
+            two.ca.read_bytes(), two.key.read_bytes(), two.cert.read_bytes()
+        )
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", raw) as ch:
+            stream = shard_pb2_grpc.ShardStub(ch).Session(timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as both:
+                await stream.write(shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id="a")))
+                await stream.read()
+        assert both.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "it has 2" in str(both.value.details())
     finally:
         await server.stop(0)
 
