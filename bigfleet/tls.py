@@ -19,6 +19,7 @@ pair. The CA bundle is read once at start.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -150,6 +151,7 @@ class Credentials:
         x509.load_pem_x509_certificates(self.ca)  # refuse a broken bundle at start
         self._lock = threading.Lock()
         self._stamp = self._stat()
+        self._refused: tuple[float, int, float, int] | None = None  # a rotation not taken
         self.key, self.chain, uris = _load_pair(files.cert, files.key)
         if len(uris) > 1:
             raise ValueError(
@@ -165,17 +167,28 @@ class Credentials:
         return (c.st_mtime, c.st_size, k.st_mtime, k.st_size)
 
     def refresh(self) -> bool:
-        """Re-read the pair if its files changed; True when a new coherent pair was taken."""
+        """Re-read the pair if its files changed; True when a new coherent pair was taken.
+
+        Shared by a process's server and clients: whoever calls first gets True, so a user
+        that must act on a change compares `rotations` with the value it last acted on.
+        """
         with self._lock:
             try:
                 stamp = self._stat()
-                if stamp == self._stamp:
+                if stamp in (self._stamp, self._refused):
                     return False
-                key, chain, _ = _load_pair(self.files.cert, self.files.key)
+                key, chain, uris = _load_pair(self.files.cert, self.files.key)
+                if uris != ([self.identity.uri] if self.identity else []):
+                    raise ValueError(
+                        f"the new certificate names {', '.join(uris) or 'no identity'}, "
+                        f"this process is {self.identity or 'without identity'}"
+                    )
             except (OSError, ValueError) as err:
-                # Mid-rotation: one file is new, the other old or half written. Keep serving
-                # the last good pair and look again at the next handshake.
-                log.warning("certificate rotation not coherent yet", extra={"error": str(err)})
+                # Mid-rotation (one file new, the other old or half written) or a certificate
+                # for someone else: keep the last good pair, look again when the files change.
+                log.warning("certificate rotation not taken", extra={"error": str(err)})
+                with contextlib.suppress(OSError):
+                    self._refused = self._stat()
                 return False
             self._stamp, self.key, self.chain = stamp, key, chain
             self.rotations += 1
@@ -186,11 +199,20 @@ class Credentials:
         return grpc.ssl_server_certificate_configuration([(self.key, self.chain)], self.ca)
 
     def server(self) -> grpc.ServerCredentials:
-        # gRPC asks the fetcher before every handshake; None keeps the current pair.
+        served = self.rotations
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            # gRPC asks before every handshake; None keeps the pair being served. A client of
+            # the same process may have taken the rotation first, hence the own count.
+            nonlocal served
+            self.refresh()
+            if self.rotations == served:
+                return None
+            served = self.rotations
+            return self._server_config()
+
         return grpc.dynamic_ssl_server_credentials(
-            self._server_config(),
-            lambda: self._server_config() if self.refresh() else None,
-            require_client_authentication=True,
+            self._server_config(), fetch, require_client_authentication=True
         )
 
     def channel(self) -> grpc.ChannelCredentials:
@@ -233,8 +255,8 @@ def sync_channel(
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
     """The caller's identity; None on a plaintext transport. Raises IdentityRejected."""
     auth = context.auth_context()
-    # Plaintext says "insecure"; anything else is checked (fail closed on a new transport type).
-    if auth.get("transport_security_type", [b"insecure"]) == [b"insecure"]:
+    # Plaintext says "insecure"; anything else, or nothing, is checked (fail closed).
+    if auth.get("transport_security_type") == [b"insecure"]:
         return None
     version = (auth.get("ssl_tls_version") or [b"?"])[0]
     if version != TLS_VERSION:
@@ -271,8 +293,10 @@ class RequireIdentity(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
         try:
             identity = peer_identity(context)
+            if identity is None:  # this interceptor guards mutual-TLS servers only
+                raise IdentityRejected(f"{method} needs mutual TLS")
             roles = self.policy(method)
-            if identity is not None and identity.role not in roles:
+            if identity.role not in roles:
                 allowed = " or ".join(f"{SCHEME}{r}" for r in sorted(roles)) or "no identity"
                 raise IdentityRejected(f"{method} needs {allowed}; the caller is {identity}")
         except IdentityRejected as err:

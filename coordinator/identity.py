@@ -4,7 +4,7 @@ Shards report; readonly and admin callers read the tables; only admin changes
 them. The interceptor (`bigfleet.tls.RequireIdentity`) applies `policy` before
 a handler runs; `ReportShard` then binds the caller to the report's shard id
 (`reporter_mismatch`): a shard reports for itself only, and admin does not pass.
-Plaintext servers get no interceptor and `peer_identity` is None: no checks.
+Plaintext servers skip all of it: no interceptor, no binding.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ def policy(method: str) -> frozenset[Role]:
 
 
 def reporter_mismatch(caller: Identity | None, shard_id: str) -> str | None:
-    """Why `caller` may not report for `shard_id`, or None when it may (or on plaintext)."""
-    if caller is None:
-        return None
+    """Why `caller` may not report for `shard_id`, or None when it may.
+
+    Asked on mutual-TLS servers only, so no identity at all is refused too.
+    """
     expected = Identity.shard(shard_id)
+    if caller is None:
+        return f"ReportShard for shard {shard_id!r} needs {expected}; the caller has no identity"
     if caller == expected:
         return None
     return (

@@ -43,7 +43,9 @@ def check_caller(context: grpc.aio.ServicerContext, rpc: str, token: FencingToke
     A read needs any one BigFleet identity. Only for a server with mutual TLS.
     """
     caller = peer_identity(context)  # raises for no or several identities, or TLS 1.2
-    if caller is None or token is None:
+    if caller is None:  # asked on mutual-TLS servers only: fail closed
+        raise IdentityRejected(f"{rpc} needs a client certificate with a BigFleet identity")
+    if token is None:
         return
     if caller != Identity.shard(token.shard_id):
         raise IdentityRejected(

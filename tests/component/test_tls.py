@@ -211,6 +211,49 @@ async def test_rotation_reaches_the_next_handshake_and_spares_open_streams(
         await server.stop(0)
 
 
+async def test_the_server_rotates_even_when_a_client_of_the_process_noticed_first(
+    certs: Path, tmp_path: Path
+) -> None:
+    # A shard serves Sessions and dials providers with one Credentials: its provider
+    # client usually sees the new files before the server's next handshake does.
+    served = tmp_path / "served"
+    shutil.copytree(certs / "shard" / "s0", served)
+    files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
+    server, port, credentials = await _serve(files, {Role.CLUSTER})
+    client = identities.files(certs, "cluster/a")
+    try:
+        before = await asyncio.to_thread(_served_serial, port, client)
+        fresh = _leaf(certs, tmp_path / "fresh", ["bigfleet://shard/s0"])
+        shutil.copy(fresh.cert, files.cert)
+        shutil.copy(fresh.key, files.key)
+        credentials.channel()  # the process's own dial takes the rotation first
+        assert credentials.rotations == 1
+        after = await asyncio.to_thread(_served_serial, port, client)
+        assert after != before
+        assert after == x509.load_pem_x509_certificate(fresh.cert.read_bytes()).serial_number
+    finally:
+        await server.stop(0)
+
+
+async def test_a_rotation_to_another_identity_is_not_taken(certs: Path, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(certs / "shard" / "s0", served)
+    files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
+    server, port, credentials = await _serve(files, {Role.CLUSTER})
+    client = identities.files(certs, "cluster/a")
+    try:
+        before = await asyncio.to_thread(_served_serial, port, client)
+        for uris in (["bigfleet://shard/s1"], ["bigfleet://shard/s0", "bigfleet://admin"]):
+            other = _leaf(certs, tmp_path / "other", uris)
+            shutil.copy(other.cert, files.cert)
+            shutil.copy(other.key, files.key)
+            assert await asyncio.to_thread(_served_serial, port, client) == before
+            assert credentials.rotations == 0
+            assert credentials.identity == Identity.shard("s0")
+    finally:
+        await server.stop(0)
+
+
 def test_partial_flags_name_what_is_missing(tmp_path: Path) -> None:
     assert TLSFiles.from_flags(None, None, None) is None
     with pytest.raises(ValueError, match="--tls-key and --tls-ca required with --tls-cert"):
@@ -267,6 +310,8 @@ def test_a_tls_12_connection_serves_no_call() -> None:
         peer_identity(tls12)  # type: ignore[arg-type]
     plaintext = {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
     assert peer_identity(_Context(plaintext)) is None  # type: ignore[arg-type]
+    with pytest.raises(IdentityRejected):  # no transport information at all: fail closed
+        peer_identity(_Context({}))  # type: ignore[arg-type]
 
 
 async def test_plaintext_servers_see_no_identity() -> None:
