@@ -4,7 +4,6 @@ and the Shard resource when they are configured. `bigfleet shard` runs `run`."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -27,9 +26,8 @@ async def _resource_parts(
 
     from bigfleet.shard.runtime.resource import ShardResource, run_controls
 
-    os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it
     api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
-    return [ShardResource(service, api).run(), run_controls(service, stop)]
+    return [ShardResource(service, api).run(), run_controls(service, kubeconfig, stop)]
 
 
 async def run(settings: ShardSettings, stop: asyncio.Event) -> None:

@@ -21,11 +21,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from bigfleet import kopf_loop, tls
 from bigfleet import metrics as metrics_http
-from bigfleet import tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
-from bigfleet.operators import kopf_loop
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.capacity_requests import RequestCache
@@ -158,7 +157,10 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     )
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop))
+            # kopf ending (a signal it took, or a failure) ends the operator too.
+            group.create_task(
+                kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop, ended=stop)
+            )
             await serve()
     finally:
         if http is not None:

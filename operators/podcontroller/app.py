@@ -21,11 +21,10 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from bigfleet import kopf_loop, quantity
 from bigfleet import metrics as metrics_http
-from bigfleet import quantity
 from bigfleet.crd import CapacityRequest
 from bigfleet.crd.models import CapacityRequestStatus
-from bigfleet.operators import kopf_loop
 from bigfleet.operators.podcontroller import derive
 
 log = logging.getLogger(__name__)

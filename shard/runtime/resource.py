@@ -17,6 +17,7 @@ import kopf
 import kr8s
 import kr8s.asyncio
 
+from bigfleet import kopf_loop
 from bigfleet.crd import GROUP, VERSION, Shard
 from bigfleet.crd import models as m
 from bigfleet.shard.runtime.service import ShardService
@@ -104,14 +105,10 @@ class ShardResource:
 
 def controls_registry(service: ShardService) -> kopf.OperatorRegistry:
     """kopf handlers applying this shard's Shard spec to the running service."""
-    registry = kopf.OperatorRegistry()
+    registry = kopf_loop.new_registry()
 
     def mine(name: str, **_: Any) -> bool:  # kopf passes the object's name by keyword
         return name == service.settings.shard_id
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.resume(GROUP, VERSION, "shards", registry=registry, when=mine)
     @kopf.on.create(GROUP, VERSION, "shards", registry=registry, when=mine)
@@ -128,18 +125,8 @@ def controls_registry(service: ShardService) -> kopf.OperatorRegistry:
     return registry
 
 
-def kopf_settings() -> kopf.OperatorSettings:
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-    settings.watching.server_timeout = 60
-    return settings
-
-
-async def run_controls(service: ShardService, stop: asyncio.Event | None = None) -> None:
-    await kopf.operator(
-        registry=controls_registry(service),
-        settings=kopf_settings(),
-        clusterwide=True,
-        standalone=True,
-        stop_flag=stop,
+async def run_controls(service: ShardService, kubeconfig: str, stop: asyncio.Event) -> None:
+    """Apply the Shard spec until `stop`; kopf ending (it takes SIGTERM) stops the shard too."""
+    await kopf_loop.run(
+        controls_registry(service), kubeconfig, stop, ended=stop, server_timeout_s=60
     )

@@ -23,11 +23,28 @@ def new_registry() -> kopf.OperatorRegistry:
     return handlers
 
 
-async def run(registry: kopf.OperatorRegistry, kubeconfig: Path, stop: asyncio.Event) -> None:
-    """Watch with `registry`'s handlers until `stop` is set."""
+async def run(
+    registry: kopf.OperatorRegistry,
+    kubeconfig: Path | str,
+    stop: asyncio.Event,
+    *,
+    ended: asyncio.Event | None = None,
+    server_timeout_s: float | None = None,
+) -> None:
+    """Watch with `registry`'s handlers until `stop` is set.
+
+    kopf takes SIGINT and SIGTERM for itself once it runs (its handlers replace the
+    process's), so a signal ends kopf and not the caller's loops: `ended` is set when kopf
+    returns, for whatever reason, so the process's own stop follows it.
+    """
     os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
-    await kopf.operator(
-        registry=registry, settings=settings, clusterwide=True, standalone=True, stop_flag=stop
-    )
+    settings.watching.server_timeout = server_timeout_s
+    try:
+        await kopf.operator(
+            registry=registry, settings=settings, clusterwide=True, standalone=True, stop_flag=stop
+        )
+    finally:
+        if ended is not None:
+            ended.set()

@@ -1,0 +1,51 @@
+"""SIGTERM ends a process that runs kopf: kopf takes the signal, the whole process follows.
+
+kopf replaces the process's SIGINT/SIGTERM handlers once it runs, so without care a
+signal stopped only kopf's watcher and the rest kept going until SIGKILL.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bigfleet.controlplane import LocalControlPlane
+from bigfleet.controlplane.process import free_port, http_ok
+from tests.support.waiting import until
+
+
+def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
+    metrics = free_port()
+    common = ["--kubeconfig", str(kubeconfig), "--metrics-port", str(metrics)]
+    if kind == "operator":
+        args = ["operator", "--cluster-id", "shutdown", "--shard", f"127.0.0.1:{free_port()}"]
+    elif kind == "shard":
+        args = ["shard", "--id", "shard-shutdown", "--listen", f"127.0.0.1:{free_port()}",
+                "--provider", f"none=127.0.0.1:{free_port()}", "--data-dir", str(data)]  # fmt: skip
+    else:
+        args = ["pod-controller"]
+    return [sys.executable, "-m", "bigfleet.cli", *args, *common], metrics
+
+
+@pytest.mark.parametrize("kind", ["operator", "shard", "pod-controller"])
+async def test_sigterm_ends_the_process_cleanly(
+    control_plane: LocalControlPlane, tmp_path: Path, kind: str
+) -> None:
+    argv, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
+    log = (tmp_path / "log").open("wb")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), f"{kind} serving")
+        process.send_signal(signal.SIGTERM)
+        # A bound on the wait, not a timing goal: the process must end on its own.
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert code == 0, (tmp_path / "log").read_text()[-3000:]
