@@ -2,8 +2,9 @@
 
 aetcd 1.0 dials plaintext only; `TLSClient` is an `aetcd.Client` whose channel is a
 TLS one (the server verified against the CA bundle, this replica presenting its
-certificate, as etcd's `--client-cert-auth` requires). The files are read at every
-connect, so a reconnect picks up a rotated certificate.
+certificate, as etcd's `--client-cert-auth` requires). The files are read when the
+client connects: a rotated certificate is used from the coordinator's next connection
+to etcd (after it lost its endpoint, or a restart).
 """
 
 from __future__ import annotations

@@ -99,7 +99,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             self.rebalancer, self.known_providers = self._new_rebalancer(), set()
             self.metrics.term.set(leadership.term)
             try:  # sweeps run while this term lasts
-                await supervise(self.election.lost, self._rebalance_while_leading(self.store))
+                # A stop event of its own: the election's `lost` is the election's to set.
+                await supervise(
+                    asyncio.Event(),
+                    self.election.lost.wait(),
+                    self._rebalance_while_leading(self.store),
+                )
             finally:
                 self.store, self.reports = None, {}
                 self.metrics.term.set(0)

@@ -108,10 +108,6 @@ class FakeFleet:
         """The machine's next transition toward `toward` ends in FAILED with `error`."""
         self._one_shots[machine_id] = _OneShot(toward, error)
 
-    def fail_machine(self, machine_id: str, error: str) -> None:
-        slot = self._slot(machine_id)
-        self._fail(slot, error)
-
     def remove_machine(self, machine_id: str) -> None:
         """The machine vanishes from the provider (lost hardware)."""
         self._slot(machine_id)

@@ -171,9 +171,17 @@ async def collect_finished(
         if not isinstance(node, UpcomingNode):
             continue
         finished = (node.raw["metadata"].get("annotations") or {}).get(FINISHED_AT)
-        if _phase(node) not in ("Drained", "Failed") or not finished:
+        try:
+            phase = _phase(node)
+            finished_at = datetime.fromisoformat(finished).timestamp() if finished else None
+        except ValueError as err:  # a model refusal too; one odd object must not stop the sweep
+            log.warning(
+                "UpcomingNode not collectable", extra={"node": node.name, "error": str(err)}
+            )
             continue
-        if now - datetime.fromisoformat(finished).timestamp() >= retention_s:
+        if phase not in ("Drained", "Failed") or finished_at is None:
+            continue
+        if now - finished_at >= retention_s:
             await node.delete()
             removed.append(node.name)
     return removed

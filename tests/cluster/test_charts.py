@@ -1114,7 +1114,7 @@ def test_network_policies_open_each_port_to_its_clients_only(
     ):
         assert policies[name]["podSelector"] == pods(component)["podSelector"]
     assert rules(policies["r1-bigfleet-shard"]) == {
-        7780: [*operators, pods("coordinator")],
+        7780: operators,
         8780: monitoring,
     }
     assert rules(policies["r1-bigfleet-coordinator"]) == {
