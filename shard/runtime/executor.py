@@ -24,11 +24,12 @@ from bigfleet.errors import BigFleetError, StaleFencingToken
 from bigfleet.shard import codec
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.inventory import Inventory
-from bigfleet.shard.engine.machine import Machine, MachineState, transition
+from bigfleet.shard.engine.machine import InvalidMachine, Machine, MachineState, transition
 from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.provider import CapacityProvider
+from bigfleet.supervise import Loops
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Executor:
         concurrency: int = 8,
         bootstrap_timeout_s: float = 30.0,
         execute_timeout_s: float = 30.0,
+        loops: Loops | None = None,
     ) -> None:
         """`record` is the inventory's write path (ShardState.record); `in_flight` the machines
         with an action running, shared with whoever must leave them alone; `owners` maps a
@@ -86,6 +88,7 @@ class Executor:
         self.bootstrap_timeout_s = bootstrap_timeout_s
         self.execute_timeout_s = execute_timeout_s
         self.queue: asyncio.Queue[Action] = asyncio.Queue(maxsize=2 * self.concurrency)
+        self.loops = loops or Loops(clock=clock)  # a worker that raises is restarted, not lost
 
     # -- enqueue (never blocks the cycle) ------------------------------------------------------
 
@@ -110,10 +113,12 @@ class Executor:
         metrics.action_queue_depth.set(self.queue.qsize())
 
     async def run(self) -> None:
-        """The workers; runs until cancelled."""
+        """The workers; runs until cancelled. Each is a supervised loop: an unexpected error
+        is logged and counted and the worker starts again; the others go on meanwhile. Idle
+        workers wait on the queue for as long as it is empty, so none is watched for stuck."""
         async with asyncio.TaskGroup() as group:
             for _ in range(self.concurrency):
-                group.create_task(self._worker())
+                group.create_task(self.loops.run("shard_executor", self._worker))
 
     async def _worker(self) -> None:
         metrics = self.metrics
@@ -165,7 +170,11 @@ class Executor:
         return machine
 
     def _from_provider(self, wire: provider_pb2.Machine, keep: Machine | None = None) -> Machine:
-        machine = codec.machine_from_wire(wire)
+        try:
+            machine = codec.machine_from_wire(wire)
+        except InvalidMachine as err:  # reconcile counts the record; this action just fails
+            why = f"the provider answered an invalid record: {err}"
+            raise _Outcome("provider_error", why) from err
         if keep is not None and machine.cluster == keep.cluster:
             # The shard's own attribution stands while the binding lasts.
             machine = replace(

@@ -20,6 +20,7 @@ already carried out gets the same answer again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +29,7 @@ from bigfleet.handover import DRAINING, RELEASED, naming
 from bigfleet.shard import codec
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.decision.cost import drain_grace_seconds
-from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.machine import InvalidMachine, MachineState
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.reconcile import Reconciler
 from bigfleet.shard.runtime.state import ShardState
@@ -195,7 +196,8 @@ class InstructionHandler:
                 except BigFleetError:
                     continue
                 self.reconciler.owner[machine_id] = name
-                found += self.state.record(codec.machine_from_wire(wire))
+                with contextlib.suppress(InvalidMachine):  # reconcile counts the bad record
+                    found += self.state.record(codec.machine_from_wire(wire))
                 break
         self.state.metrics.machines_transferred.labels("in").inc(len(ids))
         self.wake()

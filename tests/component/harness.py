@@ -57,6 +57,7 @@ class Operator:
     answer_blobs: bool = True
     received: list[shard_pb2.ShardMessage] = field(default_factory=list)
     status: grpc.StatusCode | None = None
+    details: str = ""  # the status message the stream ended with
     _outgoing: asyncio.Queue[shard_pb2.OperatorMessage | None] = field(
         default_factory=asyncio.Queue
     )
@@ -105,7 +106,7 @@ class Operator:
                     )
             self.status = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as err:
-            self.status = err.code()
+            self.status, self.details = err.code(), err.details() or ""
 
     def frames(self, kind: str) -> list[shard_pb2.ShardMessage]:
         return [f for f in self.received if f.WhichOneof("payload") == kind]
