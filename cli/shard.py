@@ -134,6 +134,35 @@ def _default_id() -> str | None:
     metavar="HOST:PORT",
     help="The address reported to the coordinator [default: --listen].",
 )
+@click.option(
+    "--max-frame-bytes",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Largest operator frame; a larger one ends its stream (RESOURCE_EXHAUSTED).",
+)
+@click.option(
+    "--max-clusters",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Distinct clusters the shard holds; a Hello for one more is RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--cluster-retention",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a disconnected cluster's session state and metric series are kept "
+    "(its machines stay).",
+)
+@click.option(
+    "--max-needs-per-rollup",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Needs in one roll-up; a longer roll-up is refused whole (INVALID_ARGUMENT).",
+)
 @options.tls
 def shard(
     shard_id: str | None,
@@ -156,6 +185,10 @@ def shard(
     coordinator_addr: str | None,
     coordinator_heartbeat_interval: float,
     advertise_addr: str,
+    max_frame_bytes: int,
+    max_clusters: int,
+    cluster_retention: float,
+    max_needs_per_rollup: int,
     tls: TLSFiles | None,
 ) -> None:
     """Run a shard: Session server, decision engine, provider reconcile and execution.
@@ -200,6 +233,10 @@ def shard(
         coordinator_addr=coordinator_addr or "",
         coordinator_heartbeat_s=coordinator_heartbeat_interval,
         kubeconfig=kubeconfig,
+        max_frame_bytes=max_frame_bytes,
+        max_clusters=max_clusters,
+        cluster_retention_s=cluster_retention,
+        max_needs_per_rollup=max_needs_per_rollup,
         tls=tls,
     )
     try:

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bigfleet import tls
+from bigfleet.shard.codec import MAX_NEEDS_PER_ROLLUP
 from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.runtime.channels import (
+    DEFAULT_MAX_CLUSTERS,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_RETENTION_S,
+)
 from bigfleet.tls import Credentials, Identity, TLSFiles
-from bigfleet.wire import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +31,11 @@ class ShardSettings:
     rails: RailSettings = field(default_factory=RailSettings)
     empty_rollup_guard: bool = True
     outbox_cap: int = 1024
-    max_frame_bytes: int = MAX_MESSAGE_BYTES  # larger operator frames end their stream
+    # What one operator can make the shard hold (docs/shard.md, "Limits and refusals"):
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # a larger frame ends its stream
+    max_clusters: int = DEFAULT_MAX_CLUSTERS  # a Hello for one more is RESOURCE_EXHAUSTED
+    cluster_retention_s: float = DEFAULT_RETENTION_S  # then a gone cluster's state is dropped
+    max_needs_per_rollup: int = MAX_NEEDS_PER_ROLLUP  # a longer roll-up is refused whole
     allowed_clusters: frozenset[str] = frozenset()
     incremental_reconcile: bool = False
     transfer_batch: int = 8  # machines handed to another shard per coordinator instruction

@@ -2,7 +2,8 @@
 finished cycle is recorded in it.
 
 Label values come from closed sets (kinds, states, outcomes, phases); the one
-exception the catalog itself makes is `cluster` on roll-up gauges and counters.
+exception the catalog itself makes is `cluster` on roll-up gauges and counters, whose
+series are removed when the cluster is forgotten (`forget_cluster`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from bigfleet.shard.engine.needs import NeedsTable
 from bigfleet.shard.engine.shortfall import ShortfallLedger
 
 log = logging.getLogger(__name__)
+
+# Why a Session stream was refused: the closed label set of session_rejected_total.
+SESSION_REFUSALS = (
+    "no_hello",  # the first frame is not a Hello with a cluster id, or never came
+    "invalid_cluster_id",  # the Hello's cluster id is not a DNS-1123 subdomain
+    "unknown_cluster",  # outside --cluster
+    "too_many_clusters",  # a new cluster beyond --max-clusters
+    "conflicting_cluster",  # a Hello or roll-up for another cluster on an open stream
+    "invalid_rollup",  # a roll-up that fails validation
+    "oversized",  # a frame over --max-frame-bytes
+    "undecodable",  # bytes that are not an OperatorMessage
+    "internal",  # the shard failed handling the frame (logged with its traceback)
+)
 
 
 class ShardMetrics:
@@ -105,7 +119,8 @@ class ShardMetrics:
         )
         self.machines_rejected = Counter(
             p + "machines_rejected_total",
-            "Provider records refused at ingest.",
+            "Provider records refused at ingest, by reason (id, state, capacity_type, quantity, "
+            "structural, price, interruption_probability); the machine's last good record stays.",
             ["reason"],
             registry=r,
         )
@@ -117,7 +132,22 @@ class ShardMetrics:
             p + "session_lifecycle_total", "Session events.", ["event"], registry=r
         )
         self.session_rejected = Counter(
-            p + "session_rejected_total", "Streams closed for a bad frame.", ["reason"], registry=r
+            p + "session_rejected_total",
+            "Session streams refused, by reason (a closed set).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SESSION_REFUSALS:
+            self.session_rejected.labels(reason)
+        self.clusters_known = Gauge(
+            p + "clusters_known",
+            "Clusters the shard holds session state for (bounded by --max-clusters).",
+            registry=r,
+        )
+        self.clusters_forgotten = Counter(
+            p + "clusters_forgotten_total",
+            "Clusters whose session state and series were dropped after --cluster-retention.",
+            registry=r,
         )
         self.session_identity_rejected = Counter(
             p + "session_identity_rejected_total",
@@ -152,6 +182,11 @@ class ShardMetrics:
             buckets=doubling_buckets(0.01, 16),
             registry=r,
         )
+
+    def forget_cluster(self, cluster: str) -> None:
+        """Drop every series labelled with `cluster`."""
+        self.rollups_rejected.remove(cluster)
+        self.rollup_quarantined.remove(cluster)
 
 
 def _age_bucket(age_cycles: int) -> str:

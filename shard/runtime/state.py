@@ -3,6 +3,11 @@
 Every inventory write goes through `record`, which validates the machine,
 counts rejected records, and tells the bound cluster's operator about any
 state change with a NodeStateUpdate (captured before a binding is cleared).
+
+A cluster the channels forget (gone longer than the retention) loses what the
+shard keeps for it here: its demand, its quarantine counters, its first
+sightings and its label series. Its bound machines stay, and the engine does
+not reclaim them before the cluster reports again (`reported`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,13 @@ def node_state_update(m: Machine, cluster: str) -> shard_pb2.ShardMessage:
     return shard_pb2.ShardMessage(node_state_update=update)
 
 
+def _forget_quarantine(quarantine: RollupQuarantine, cluster: str) -> None:
+    """Drop the quarantine's counters for `cluster` (RollupQuarantine has no such method
+    yet; it keeps them in these two dicts)."""
+    quarantine._accepted_rows.pop(cluster, None)
+    quarantine._held.pop(cluster, None)
+
+
 @dataclass
 class ShardState:
     shard_id: str
@@ -55,6 +67,7 @@ class ShardState:
     metrics: ShardMetrics
     channels: Channels
     quarantine_enabled: bool = True
+    max_needs_per_rollup: int = codec.MAX_NEEDS_PER_ROLLUP  # --max-needs-per-rollup
     inventory: Inventory = field(default_factory=Inventory)
     table: NeedsTable = field(default_factory=NeedsTable)
     quarantine: RollupQuarantine = field(default_factory=RollupQuarantine)
@@ -65,6 +78,18 @@ class ShardState:
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     on_demand: Callable[[], None] = lambda: None  # a roll-up changed demand: cycle early
     clock: Clock = REAL_CLOCK  # stamps inventory writes and first sightings of demand
+
+    def __post_init__(self) -> None:
+        self.channels.on_forget(self.forget)
+
+    def forget(self, cluster: str) -> None:
+        """Drop the cluster's session-side state; its machines are left to the engine."""
+        self.table.replace(cluster, [])
+        self.reported.discard(cluster)
+        _forget_quarantine(self.quarantine, cluster)
+        for key in [k for k in self.first_seen if k[0] == cluster]:
+            del self.first_seen[key]
+        self.metrics.forget_cluster(cluster)
 
     def record(self, machine: Machine) -> bool:
         """Write a machine; False (and counted) when the record breaks an invariant."""
@@ -111,7 +136,7 @@ class ShardState:
         """Full replacement of a cluster's demand, behind validation and the quarantine."""
         cluster = rollup.cluster_id
         try:
-            needs = codec.rollup_from_wire(rollup)
+            needs = codec.rollup_from_wire(rollup, self.max_needs_per_rollup)
         except (codec.InvalidRollup, quantity.InvalidQuantity) as err:
             self.metrics.rollups_rejected.labels(cluster).inc()
             raise BadFrame(
