@@ -1,8 +1,11 @@
 """/metrics, /healthz and /readyz on a long-running component's metrics port.
 
-/healthz answers while the process serves; /readyz answers 200 only while the
-component's own readiness check holds (the shard: a provider reconcile has
-succeeded; the coordinator: a leader is known).
+/healthz (liveness) answers 200 while every supervised loop of the component is
+alive (`bigfleet.supervise.Loops.problems` is empty), and 503 naming the dead or
+stuck loops otherwise: a restart is what helps. /readyz answers 200 only while
+the component can do its job now (the shard: a provider reconcile succeeded
+recently; the coordinator: a leader is known; the operator: its session to the
+shard is up), and 503 with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -18,20 +21,27 @@ async def start(
     port: int,
     registry: CollectorRegistry,
     ready: Callable[[], bool],
-    not_ready: str,
+    not_ready: str | Callable[[], str],
+    problems: Callable[[], list[str]] | None = None,
 ) -> web.AppRunner:
+    """Serve the probes on `host:port`. `not_ready` is the 503 text of /readyz (or a function
+    giving it now); `problems` names what makes /healthz fail (None: it always answers 200)."""
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        found = problems() if problems is not None else []
+        if not found:
+            return web.Response(text="ok")
+        return web.Response(status=503, text="\n".join(found))
 
     async def readyz(_: web.Request) -> web.Response:
         if ready():
             return web.Response(text="ok")
-        return web.Response(status=503, text=not_ready)
+        return web.Response(status=503, text=not_ready() if callable(not_ready) else not_ready)
 
     app = web.Application()
     app.add_routes(

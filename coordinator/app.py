@@ -33,7 +33,7 @@ from bigfleet.coordinator.rebalance import RebalanceSettings
 from bigfleet.coordinator.service import CoordinatorService
 from bigfleet.coordinator.store import EtcdStateReader, StateReader
 from bigfleet.metrics import parse_address
-from bigfleet.supervise import supervise
+from bigfleet.supervise import Loops, supervise
 from bigfleet.tls import Credentials, RequireIdentity, TLSFiles, add_port, load
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2_grpc
 
@@ -133,12 +133,14 @@ async def _serve(
         election = Election(client, settings.replica_id, ttl_s=settings.lease_ttl_s)
         state = EtcdStateReader(client)
     registry = CollectorRegistry()
+    loops = Loops(registry)
     service = CoordinatorService(
         election,
         state,
         CoordinatorMetrics(registry),
         rebalance=settings.rebalance,
         bind_identities=credentials is not None,
+        loops=loops,
     )
     mirror = None
     if settings.kubeconfig:
@@ -159,7 +161,11 @@ async def _serve(
     runner = None
     if (address := parse_address(settings.metrics_addr)) is not None:
         runner = await probes.start(
-            *address, registry, lambda: service.leader_seen, "no coordinator leader is known yet"
+            *address,
+            registry,
+            lambda: service.leader_seen,
+            "no coordinator leader is known yet",
+            loops.problems,
         )
     log.info(
         "coordinator serving",
@@ -170,15 +176,20 @@ async def _serve(
             "etcd_tls": client is not None and settings.etcd_tls is not None,
         },
     )
-    loops = [service.lead_forever(), service.watch_leader()]
+    # Supervised loops restart after an unexpected error (and make /healthz fail while dead
+    # or stuck); campaigning may wait on another leader for as long as it leads.
+    parts = [
+        loops.run("coordinator_lead", service.lead_forever),
+        loops.run("coordinator_watch_leader", service.watch_leader, max_period_s=60.0),
+    ]
     if client is not None:
-        loops.append(watch_member(client))
+        parts.append(watch_member(client))  # not restarted: its error moves to another member
     if mirror is not None:
-        loops.append(mirror.run())
+        parts.append(loops.run("coordinator_mirror", mirror.run))
     try:
-        # A loop that ends on its own has failed: let the process exit and restart. The
-        # loops get a stop event of their own: a lost etcd member ends only this attempt.
-        await supervise(asyncio.Event(), stop.wait(), *loops)
+        # A part that ends on its own has failed: let the process exit and restart. The
+        # parts get a stop event of their own: a lost etcd member ends only this attempt.
+        await supervise(asyncio.Event(), stop.wait(), *parts)
     finally:
         await election.resign()  # a clean stop hands leadership over at once
         await server.stop(grace=2)

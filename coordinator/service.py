@@ -5,12 +5,17 @@ writes, the others answer those with FAILED_PRECONDITION naming the leader,
 so a client can redial. Reads of the replicated tables come from etcd and
 any replica serves them; the last report per shard is leader-local soft
 state and starts empty after a failover.
+
+Its loops (campaigning, watching the leader, the leader's rebalance sweeps) run
+under `bigfleet.supervise.Loops`: an unexpected error is logged, counted and the
+loop started again, and /healthz fails while one is dead or stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -36,7 +41,7 @@ from bigfleet.coordinator.rebalance import (
 )
 from bigfleet.coordinator.store import NotLeader, StateReader, Store, StoreUnavailable
 from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
-from bigfleet.supervise import supervise
+from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import peer_identity
 from bigfleet.wire import coordinator_pb2 as pb
 from bigfleet.wire import coordinator_pb2_grpc
@@ -69,8 +74,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         rebalance: RebalanceSettings | None = None,
         clock: Clock = REAL_CLOCK,
         bind_identities: bool = False,
+        loops: Loops | None = None,
     ) -> None:
         self.election = election
+        self.loops = loops or Loops(clock=clock)
         # Under mutual TLS: a report must come from the certificate of the shard it names.
         self.bind_identities = bind_identities
         self.clock = clock
@@ -94,17 +101,28 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 log.warning("campaign failed; retrying", extra={"error": str(err)})
                 await self.clock.sleep(self.election.ttl_s)
                 continue
-            self.store = self.election.store_for(leadership.term, self.state.prefix)
-            self.reports, self.instructions = {}, InstructionQueue(leadership.term)
-            self.rebalancer, self.known_providers = self._new_rebalancer(), set()
-            self.metrics.term.set(leadership.term)
-            try:  # sweeps run while this term lasts
-                # A stop event of its own: the election's `lost` is the election's to set.
+            try:
+                store = self.election.store_for(leadership.term, self.state.prefix)
+                self.store = store
+                self.reports, self.instructions = {}, InstructionQueue(leadership.term)
+                self.rebalancer, self.known_providers = self._new_rebalancer(), set()
+                self.metrics.term.set(leadership.term)
+                # Sweeps run while this term lasts. A stop event of its own: the election's
+                # `lost` is the election's to set.
                 await supervise(
                     asyncio.Event(),
                     self.election.lost.wait(),
-                    self._rebalance_while_leading(self.store),
+                    self.loops.run(
+                        "coordinator_rebalance",
+                        functools.partial(self._rebalance_while_leading, store),
+                        max_period_s=self._rebalance_stuck_after,
+                    ),
                 )
+            except Exception:
+                # This loop is restarted and campaigns again: the lease it still holds
+                # must go first, or it would wait on its own key.
+                await self.election.resign()
+                raise
             finally:
                 self.store, self.reports = None, {}
                 self.metrics.term.set(0)
@@ -134,8 +152,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 break
             except Exception as err:  # top of a loop: tried again after an interval
                 log.warning("resuming moves failed", extra={"error": str(err)})
+                beat()
                 await self.clock.sleep(self.rebalance_settings.interval_s)
         while True:
+            beat()
             await woken(rebalancer.wake, self.clock, self.rebalance_settings.interval_s)
             rebalancer.wake.clear()
             try:
@@ -144,9 +164,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             except Exception as err:  # top of a loop: the next sweep tries again
                 log.warning("rebalance sweep failed", extra={"error": str(err)})
 
+    def _rebalance_stuck_after(self) -> float:
+        """Liveness: a sweep (waiting for the write lock included) and the wait before the
+        next take far less than this."""
+        return max(120.0, 5 * self.rebalance_settings.interval_s)
+
     async def watch_leader(self, every_s: float = 1.0) -> None:
         """Keep `leader_seen` current, for the readiness probe."""
         while True:
+            beat()
             try:
                 self.leader_seen = await self.election.leader() is not None
             except aetcd.exceptions.ClientError:

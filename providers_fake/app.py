@@ -18,7 +18,7 @@ from bigfleet.providers_fake import server
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.joiner import NodeJoiner
-from bigfleet.supervise import supervise
+from bigfleet.supervise import Loops, supervise
 from bigfleet.tls import TLSFiles, load
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,14 @@ class FakeProvider:
         return f"{self.settings.listen.rpartition(':')[0] or '0.0.0.0'}:{self.port}"
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Join Nodes if asked, until `stop`; then stop serving."""
-        joining = [NodeJoiner(self.fleet).run()] if self.settings.join_nodes else []
+        """Join Nodes if asked, until `stop`; then stop serving. The joiner is a supervised
+        loop: an unexpected error is logged and counted, and joining starts again."""
+        loops = Loops()
+        joining = (
+            [loops.run("fake_node_joiner", NodeJoiner(self.fleet).run)]
+            if self.settings.join_nodes
+            else []
+        )
         try:
             await supervise(stop, *joining)
         finally:

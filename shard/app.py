@@ -1,5 +1,9 @@
 """The shard process, composed: the ShardService, and around it the coordinator client
-and the Shard resource when they are configured. `bigfleet shard` runs `run`."""
+and the Shard resource when they are configured. `bigfleet shard` runs `run`.
+
+The coordinator client and the Shard publisher are supervised loops of the service's
+`Loops` (restarted after an unexpected error, and part of /healthz); the kopf
+controls run as they are (kopf handles its own failures)."""
 
 from __future__ import annotations
 
@@ -27,7 +31,11 @@ async def _resource_parts(
     from bigfleet.shard.runtime.resource import ShardResource, run_controls
 
     api = await kr8s.asyncio.api(kubeconfig=kubeconfig)
-    return [ShardResource(service, api).run(), run_controls(service, kubeconfig, stop)]
+    resource = ShardResource(service, api)
+    publisher = service.loops.run(
+        "shard_resource", resource.run, max_period_s=resource.stuck_after_s
+    )
+    return [publisher, run_controls(service, kubeconfig, stop)]
 
 
 async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
@@ -48,5 +56,9 @@ async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
             credentials=service.credentials,
             term_file=settings.data_dir / "coordinator-term",
         )
-        parts.append(client.run())
+        parts.append(
+            service.loops.run(
+                "shard_coordinator_client", client.run, max_period_s=client.stuck_after_s()
+            )
+        )
     await supervise(stop, *parts)

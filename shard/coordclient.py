@@ -36,6 +36,7 @@ from bigfleet.shard import codec
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.shortfall import ShortfallLedger
+from bigfleet.supervise import beat
 from bigfleet.tls import Credentials
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc, provider_pb2
 
@@ -179,10 +180,17 @@ class CoordinatorClient:
         self.credentials.refresh()
         return self.credentials.rotations != self._rotation
 
+    def stuck_after_s(self) -> float:
+        """Liveness: a pass over every replica (a report each, bounded by the interval) and
+        the pause after it take far less than this."""
+        return max(120.0, 3 * (len(self.addresses) + 1) * self.interval_s)
+
     async def run(self) -> None:
+        """Report until cancelled; supervised as `shard_coordinator_client` (`beat` per report)."""
         channels, stubs = self._dial()
         try:
             while True:
+                beat()
                 if self._rotated():  # reports are sequential: nothing is in flight here
                     old, (channels, stubs) = channels, self._dial()
                     for channel in old:

@@ -1,6 +1,11 @@
 """The operator process, composed: kopf keeps a cache of CapacityRequests, the session
 rolls them up to the shard, the bootstrap responder, writers and reclaim handler act on
-the shard's frames, and /metrics serves on its own port.
+the shard's frames, and /metrics, /healthz and /readyz serve on its own port.
+
+The session's stream loop, its roll-up loop and the UpcomingNode collector are
+supervised loops (`bigfleet.supervise.Loops`): restarted after an unexpected error,
+and /healthz fails while one is dead or stuck. /readyz holds while the session to
+the shard is up, and for `ready_grace_s` after start.
 """
 
 from __future__ import annotations
@@ -21,17 +26,17 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, tls
-from bigfleet import metrics as metrics_http
+from bigfleet import kopf_loop, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
+from bigfleet.metrics import parse_address
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.capacity_requests import RequestCache
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
-from bigfleet.supervise import supervise
+from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import TLSFiles
 
 log = logging.getLogger(__name__)
@@ -45,11 +50,12 @@ class OperatorSettings:
     rollup_interval_s: float = 10.0
     ack_concurrency: int = 16
     bootstrap_template: Path | None = None
-    metrics_addr: str = "0.0.0.0:8770"  # "0" disables
+    metrics_addr: str = "0.0.0.0:8770"  # /metrics, /healthz, /readyz; "0" disables
     api_server_url: str | None = None  # for join blobs; default: the kubeconfig's server
     ca_bundle: str | None = None  # PEM; default: the kubeconfig's CA
     upcoming_retention_s: float = 3600.0  # Drained/Failed UpcomingNodes are deleted after
     tls: TLSFiles | None = None  # mutual TLS to the shard; None: plaintext
+    ready_grace_s: float = 60.0  # /readyz holds this long after start without a session
 
 
 def _from_kubeconfig(path: Path) -> tuple[str, str]:
@@ -96,15 +102,20 @@ def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistr
     return handlers
 
 
+def _collect_every_s(retention_s: float) -> float:
+    return min(60.0, max(1.0, retention_s / 10))
+
+
 async def _collect(api: kr8s.asyncio.Api, retention_s: float, clock: Clock) -> None:
     while True:
+        beat()
         try:
             removed = await collect_finished(api, retention_s, clock)
             if removed:
                 log.info("finished UpcomingNodes removed", extra={"count": len(removed)})
         except (kr8s.ServerError, ValidationError) as err:
             log.warning("UpcomingNode collection failed", extra={"error": str(err)})
-        await clock.sleep(min(60.0, max(1.0, retention_s / 10)))
+        await clock.sleep(_collect_every_s(retention_s))
 
 
 def credentials_for(settings: OperatorSettings) -> tls.Credentials | None:
@@ -127,6 +138,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     cache = RequestCache()
     await cache.fill(api)  # before the first roll-up: an empty cache would withdraw all demand
     prometheus = CollectorRegistry()
+    loops = Loops(prometheus, clock)
     session = OperatorSession(
         cluster_id=settings.cluster_id,
         shard_address=settings.shard_address,
@@ -139,19 +151,41 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         on_untranslatable=functools.partial(events.untranslatable, api),
         clock=clock,
         credentials=credentials,
+        loops=loops,
+        ready_grace_s=settings.ready_grace_s,
     )
     # kopf's own stop, set once our loops are gone: stopping, kopf cancels whatever else runs.
     kopf_stop = asyncio.Event()
 
+    retention_s = settings.upcoming_retention_s
+
     async def serve() -> None:
         try:
             await supervise(
-                stop, session.run(), _collect(api, settings.upcoming_retention_s, clock)
+                stop,
+                loops.run("operator_session", session.run),
+                loops.run(
+                    "operator_upcoming_collector",
+                    functools.partial(_collect, api, retention_s, clock),
+                    # Liveness: a collection pass and the pause after it take far less.
+                    max_period_s=max(300.0, 5 * _collect_every_s(retention_s)),
+                ),
             )
         finally:
             kopf_stop.set()
 
-    http = metrics_http.serve(settings.metrics_addr, prometheus)
+    address = parse_address(settings.metrics_addr)
+    http = (
+        await probes.start(
+            *address,
+            prometheus,
+            lambda: session.unready() is None,
+            lambda: session.unready() or "ready",
+            loops.problems,
+        )
+        if address is not None
+        else None
+    )
     log.info(
         "operator started", extra={"cluster": settings.cluster_id, "shard": settings.shard_address}
     )
@@ -164,4 +198,4 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
             await serve()
     finally:
         if http is not None:
-            http.shutdown()
+            await http.cleanup()

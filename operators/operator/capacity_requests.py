@@ -43,8 +43,9 @@ def _why(section: str, error: ValidationError) -> str:
     # An operator Kubernetes knows and BigFleet does not (Gt, Lt) is named as such.
     if problem["type"] == "literal_error" and problem["loc"][-1] == "operator":
         return f"requirement operator {problem['input']!r} is not supported"
-    where = ".".join(str(part) for part in (section, *problem["loc"]))
-    return f"{where}: {problem['msg']}"
+    # pydantic marks a dict key's own check with a "[key]" step and prefixes "Value error, ".
+    where = ".".join(str(part) for part in (section, *problem["loc"]) if part != "[key]")
+    return f"{where}: {problem['msg'].removeprefix('Value error, ')}"
 
 
 def _section(model: type[M], obj: Mapping[str, Any], section: str) -> M:

@@ -4,12 +4,13 @@ Each CR is translated (requirements canonicalised, penalties bucketed, strict
 spread kept, co-location turned into a gang id plus a Same requirement) and
 CRs with the same profile and gang fold into one need: requests summed into
 `aggregate_resources`, their per-dimension maximum into `min_unit`. A CR the
-operator cannot translate is reported and left out; the rest still goes.
+operator cannot translate, whatever its translation raises, is reported and
+left out; the rest still goes.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,14 +22,10 @@ from bigfleet.requirements import Operator
 from bigfleet.wire import capacity_pb2
 
 Req = capacity_pb2.NodeSelectorRequirement
+log = logging.getLogger(__name__)
 
-# A Kubernetes resource name: an optional DNS-subdomain prefix, then a short name.
 # The wire number of each operator name the model admits (a dict beats an enum call per CR).
 _WIRE = {op.value: op.wire for op in Operator}
-RESOURCE_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,8 @@ def _bucket(value: str | None) -> int:
         return penalty.bucket_for_dollars(float(quantity.parse(value)))
     except quantity.InvalidQuantity as err:
         raise Untranslatable(f"penalty {value!r} is not a quantity") from err
+    except ArithmeticError as err:  # overflows a float or a bucket (1e999999)
+        raise Untranslatable(f"penalty {value!r} is out of range") from err
 
 
 def _group(co_location: CoLocation | None) -> tuple[str, str | None]:
@@ -90,13 +89,14 @@ def translate(cr: Mapping[str, Any]) -> Translated:
             if s.when_unsatisfiable == "DoNotSchedule"  # ScheduleAnyway is only a preference
         )
     )
-    for name in spec.resources:
-        if not RESOURCE_NAME.match(name):
-            raise Untranslatable(f"{name!r} is not a resource name")
-    try:
-        resources = {name: quantity.to_milli(v) for name, v in spec.resources.items()}
-    except quantity.InvalidQuantity as err:
-        raise Untranslatable(str(err)) from err
+    resources = {}
+    for name, value in spec.resources.items():
+        try:
+            resources[name] = quantity.to_milli(value)
+        except quantity.InvalidQuantity as err:
+            raise Untranslatable(str(err)) from err
+        except ArithmeticError as err:  # 1e999999 passes the schema but overflows here
+            raise Untranslatable(f"resources.{name}: {value!r} is out of range") from err
     interruption = _bucket(spec.interruption_penalty)
     reclamation = _bucket(spec.reclamation_penalty)
     reqs = tuple(requirements)
@@ -130,12 +130,25 @@ def _text(milli: int) -> str:
 Problem = tuple[str, str, str]  # (namespace, name, why) of a CR left out
 
 
+# What translating an object the API server admitted may raise: a request the models or the
+# quantities refuse (Untranslatable, ValueError), a number out of range (ArithmeticError:
+# OverflowError, decimal's Overflow), an object missing a part or of the wrong shape.
+EXPECTED = (Untranslatable, ValueError, ArithmeticError, KeyError, TypeError, AttributeError)
+
+
 def _attempt(cr: Mapping[str, Any]) -> Translated | Problem:
+    """One CR translated, or why not. Nothing one request holds may stop the roll-up of the
+    others: past the expected failures, any other exception is a bug in translation, logged
+    with its traceback and reported against the request like the rest."""
     try:
         return translate(cr)
-    except (Untranslatable, KeyError, TypeError, ValueError) as err:
-        meta = cr.get("metadata", {})
-        return (meta.get("namespace", ""), meta.get("name", ""), str(err))
+    except EXPECTED as err:
+        why = str(err) or type(err).__name__
+    except Exception as err:
+        log.exception("CapacityRequest translation failed unexpectedly")
+        why = f"translation failed: {type(err).__name__}: {err}"
+    meta = cr.get("metadata") or {}
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")), why)
 
 
 class Memo:

@@ -6,6 +6,11 @@ the shard acknowledges a roll-up, the CRs it newly included turn
 Acknowledged, a status patch each, with bounded concurrency. A broken stream
 is redialled with jittered exponential backoff (0.5 s doubling to 30 s), reset
 after a session that exchanged frames.
+
+The roll-up loop runs under `bigfleet.supervise.Loops` (restarted after an
+unexpected error, watched by /healthz); frame handlers log what they did not
+expect instead of dying silently. The session is ready (/readyz) while a stream
+to the shard has exchanged frames, and during `ready_grace_s` after start.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.explain import Explainer
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.writers import write_available, write_upcoming
+from bigfleet.supervise import Loops, beat
 from bigfleet.timestamps import rfc3339
 from bigfleet.wire import GRPC_OPTIONS, PROTOCOL_VERSION, shard_pb2, shard_pb2_grpc
 
@@ -65,6 +71,8 @@ class OperatorSession:
         on_untranslatable: Callable[[str, str, str], Awaitable[None]] | None = None,
         clock: Clock = REAL_CLOCK,
         credentials: tls.Credentials | None = None,
+        loops: Loops | None = None,
+        ready_grace_s: float = 60.0,
     ) -> None:
         self.metrics = metrics or OperatorMetrics(CollectorRegistry())
         self.on_untranslatable = on_untranslatable
@@ -86,19 +94,43 @@ class OperatorSession:
         self._explainer = Explainer()
         self._requests: list[rollups.Translated] = []  # what the last roll-up carried
         self._translations = rollups.Memo()
+        self.loops = loops or Loops(clock=clock)
+        self.ready_grace_s = ready_grace_s
+        self.established = False  # a stream to the shard is up and has exchanged frames
+        self._started_at: float | None = None
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def unready(self) -> str | None:
+        """Why the operator cannot do its job now (/readyz); None while it can."""
+        if self.established:
+            return None
+        started = self._started_at
+        if started is not None and self.clock.monotonic() - started <= self.ready_grace_s:
+            return None  # the first dial gets a grace
+        return f"no session to the shard at {self.shard_address}"
+
+    def rollup_stuck_after(self) -> float:
+        """Liveness: a roll-up (from the cache, Events for new problems) and the wait
+        before the next take far less than this."""
+        return max(120.0, 5 * self.rollup_interval_s)
 
     # -- the reconnect loop -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Hold the stream until cancelled."""
+        """Hold the stream until cancelled. A stream that breaks is redialled here; anything
+        else raised goes to whoever supervises this loop (`operator_session` in the app)."""
+        if self._started_at is None:
+            self._started_at = self.clock.monotonic()
         with logs.bound(cluster=self.cluster_id):
             while True:
                 try:
                     async for attempt in AsyncRetrying(
                         sleep=self.clock.sleep,
                         wait=wait_random_exponential(multiplier=0.5, max=30),
-                        # Only failures retry: cancellation must stop the loop.
-                        retry=retry_if_exception_type(Exception)
+                        # Only a broken stream retries: cancellation must stop the loop, and
+                        # an unexpected error is the supervisor's to log, count and back off.
+                        retry=retry_if_exception_type(grpc.aio.AioRpcError)
                         & retry_if_not_exception_type(SessionEnded),
                         reraise=True,
                     ):
@@ -131,9 +163,10 @@ class OperatorSession:
 
         async def rollup_loop() -> None:
             while True:
+                beat()
                 try:
                     await rollup_once()
-                except (kr8s.ServerError, ValueError) as err:
+                except kr8s.ServerError as err:  # a list from the API server failed
                     log.warning("roll-up failed", extra={"error": str(err)})
                 await self.clock.sleep(self.rollup_interval_s)
 
@@ -151,6 +184,9 @@ class OperatorSession:
                     "left_out": len(built.problems),
                 },
             )
+            self._requests = built.translated
+            slot[0] = built  # a newer roll-up replaces an unsent one
+            wake.set()  # the roll-up goes out before any problem is reported
             for namespace, name, why in built.problems:
                 self.metrics.untranslatable.inc()
                 log.warning(
@@ -167,9 +203,10 @@ class OperatorSession:
                             "untranslatable request not reported",
                             extra={"request": name, "error": str(err)},
                         )
-            self._requests = built.translated
-            slot[0] = built  # a newer roll-up replaces an unsent one
-            wake.set()
+                    except Exception:  # the report explains; it must not stop roll-ups
+                        log.exception(
+                            "untranslatable request not reported", extra={"request": name}
+                        )
 
         def reply(frame: shard_pb2.OperatorMessage) -> None:
             outbox.put_nowait(frame)
@@ -177,12 +214,14 @@ class OperatorSession:
 
         channel = tls.channel(self.shard_address, self.credentials, options=GRPC_OPTIONS)
         self.sessions += 1
-        roller = asyncio.create_task(rollup_loop())
+        roller = asyncio.create_task(
+            self.loops.run("operator_rollup", rollup_loop, max_period_s=self.rollup_stuck_after)
+        )
         workers: set[asyncio.Task[None]] = set()
         try:
             call = shard_pb2_grpc.ShardStub(channel).Session(frames())
             async for frame in call:
-                exchanged = True
+                exchanged = self.established = True
                 task = asyncio.create_task(self._dispatch(frame, sent, reply))
                 workers.add(task)
                 task.add_done_callback(workers.discard)
@@ -194,6 +233,7 @@ class OperatorSession:
             if not exchanged:
                 raise
         finally:
+            self.established = False
             roller.cancel()
             for task in workers:
                 task.cancel()
@@ -239,6 +279,8 @@ class OperatorSession:
                 )
         except WRITE_ERRORS as err:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
+        except Exception:  # a handler's own failure: this frame is lost, not the session
+            log.exception("frame not handled", extra={"frame": kind})
 
     async def _coalesced_upcoming(self, update: shard_pb2.NodeStateUpdate) -> None:
         """One writer per machine; a burst of updates collapses into the newest."""
@@ -278,6 +320,8 @@ class OperatorSession:
                         await emit(self.api, t.namespace, t.name, *extra)
                     except kr8s.ServerError as err:
                         log.info("event not written", extra={"request": t.name, "error": str(err)})
+                    except Exception:  # Events explain; one that fails stops nothing
+                        log.exception("event not written", extra={"request": t.name})
 
         if items:
             task = asyncio.create_task(write())

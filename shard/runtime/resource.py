@@ -22,6 +22,7 @@ from bigfleet.crd import GROUP, VERSION, Shard
 from bigfleet.crd import models as m
 from bigfleet.shard.runtime.service import ShardService
 from bigfleet.shard.runtime.status import shard_status
+from bigfleet.supervise import beat
 from bigfleet.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class ShardResource:
         self.api = api
         self.name = service.settings.shard_id
         self.publish_every_s = publish_every_s
+        # Liveness: a publish (kr8s calls with their own timeouts) and a pause take far less.
+        self.stuck_after_s = max(120.0, 10 * publish_every_s)
         self._conditions: dict[str, dict[str, str]] = {}
 
     def _condition(self, kind: str, status: bool, reason: str, message: str) -> dict[str, str]:
@@ -58,7 +61,8 @@ class ShardResource:
     def status(self) -> dict[str, Any]:
         service = self.service
         status = shard_status(service)
-        ready = service.reconciler.ready and service.cycles > 0
+        unready = service.unready()
+        ready = unready is None and service.cycles > 0
         shortfalls = int(status["shortfallCount"])  # type: ignore[call-overload]
         status["conditions"] = [
             self._condition(
@@ -67,7 +71,7 @@ class ShardResource:
                 "CycleCompleted" if ready else "NotReconciled",
                 "cycles run and the providers answered"
                 if ready
-                else "waiting for the first provider reconcile",
+                else unready or "waiting for the first cycle",
             ),
             self._condition(
                 "Degraded",
@@ -100,6 +104,7 @@ class ShardResource:
                 await self.publish()
             except Exception as err:  # top of a loop: logged, counted by the next success
                 log.warning("Shard status not published", extra={"error": str(err)})
+            beat()
             await asyncio.sleep(self.publish_every_s)
 
 

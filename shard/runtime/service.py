@@ -4,6 +4,12 @@ A cycle runs every interval, or earlier (at most once per `min_cycle_gap`)
 when a roll-up changed demand; cycles never overlap and never wait on
 execution: actions go to the executor's queue and the next cycle sees their
 effect through reconcile.
+
+The cycle loop and the executor's workers run under `bigfleet.supervise.Loops`:
+a failing cycle is logged, counted and restarted with backoff, and /healthz
+fails while a loop is dead or stuck. /readyz holds while the last complete
+provider reconcile (every provider listed) is recent: within `ready_window_s`,
+by default 3 x max(cycle interval, 10 s).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import gc
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
@@ -24,22 +31,61 @@ from bigfleet.fencing import advance_epoch
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.shortfall import ShortfallLedger
-from bigfleet.shard.runtime.channels import Channels, SessionService, session_policy
+from bigfleet.shard.runtime.channels import (
+    Channels,
+    SessionService,
+    session_policy,
+    session_server_options,
+)
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.hints import Hints
 from bigfleet.shard.runtime.instructions import InstructionHandler
 from bigfleet.shard.runtime.metrics import ShardMetrics, record_cycle
 from bigfleet.shard.runtime.ownership import Ownership
-from bigfleet.shard.runtime.provider import ProviderClient
+from bigfleet.shard.runtime.provider import CapacityProvider, ProviderClient
 from bigfleet.shard.runtime.reconcile import Reconciler
 from bigfleet.shard.runtime.state import ShardState
 
 # Re-exported: whoever composes a ShardService names its settings from here too.
 from bigfleet.shard.settings import ShardSettings as ShardSettings
 from bigfleet.shard.settings import load_credentials
-from bigfleet.wire import GRPC_OPTIONS, shard_pb2_grpc
+from bigfleet.supervise import Loops, beat
+from bigfleet.wire import provider_pb2, shard_pb2_grpc
 
 log = logging.getLogger(__name__)
+READY_WINDOW_CYCLES = 3  # /readyz: a complete reconcile within this many cycle intervals...
+READY_WINDOW_MIN_S = 10.0  # ...of at least this long each
+STUCK_MIN_S = 120.0  # /healthz: the cycle loop completes a cycle at least this often...
+STUCK_CYCLES = 5  # ...or within this many cycle intervals, whichever is longer
+
+
+class _Listed:
+    """A provider as reconcile sees it: a successful List is reported to `listed`."""
+
+    def __init__(self, name: str, client: CapacityProvider, listed: Callable[[str], None]):
+        self.name, self.client, self.listed = name, client, listed
+
+    async def list(self, since_revision: bytes = b"") -> provider_pb2.MachineList:
+        listing = await self.client.list(since_revision)
+        self.listed(self.name)
+        return listing
+
+    async def create(self, machine_id: str) -> provider_pb2.TransitionAck:
+        return await self.client.create(machine_id)
+
+    async def configure(
+        self, machine_id: str, cluster: str, blob: bytes, metadata: dict[str, str]
+    ) -> provider_pb2.TransitionAck:
+        return await self.client.configure(machine_id, cluster, blob, metadata)
+
+    async def drain(self, machine_id: str, grace_seconds: int) -> provider_pb2.TransitionAck:
+        return await self.client.drain(machine_id, grace_seconds)
+
+    async def delete(self, machine_id: str) -> provider_pb2.TransitionAck:
+        return await self.client.delete(machine_id)
+
+    async def get(self, machine_id: str) -> provider_pb2.Machine:
+        return await self.client.get(machine_id)
 
 
 class ShardService:
@@ -48,16 +94,30 @@ class ShardService:
         settings: ShardSettings,
         registry: CollectorRegistry | None = None,
         clock: Clock = REAL_CLOCK,
+        *,
+        loops: Loops | None = None,
+        ready_window_s: float | None = None,
     ) -> None:
+        """`loops` supervises the long-lived loops (default: one on `registry` and `clock`);
+        `ready_window_s` is how recent the last complete provider reconcile must be for
+        /readyz (default: 3 x max(cycle interval, 10 s), following live interval changes)."""
         self.settings = settings
         self.clock = clock
+        self.ready_window_s = ready_window_s
         # One identity for the process: serves Sessions, presented on every dial. Loaded (and
         # its identity checked) before the epoch moves, so a refused start leaves no trace.
         self.credentials = load_credentials(settings)
         self.epoch = advance_epoch(settings.data_dir / "epoch")  # persisted before any use
         self.registry = registry or CollectorRegistry()
         self.metrics = ShardMetrics(self.registry)
-        self.channels = Channels(self.metrics, settings.outbox_cap)
+        self.loops = loops or Loops(self.registry, clock)
+        self.channels = Channels(
+            self.metrics,
+            settings.outbox_cap,
+            max_clusters=settings.max_clusters,
+            retention_s=settings.cluster_retention_s,
+            clock=clock,
+        )
         self._wake = asyncio.Event()
         self.state = ShardState(
             settings.shard_id,
@@ -65,6 +125,7 @@ class ShardService:
             self.metrics,
             self.channels,
             quarantine_enabled=settings.empty_rollup_guard,
+            max_needs_per_rollup=settings.max_needs_per_rollup,
             on_demand=self._wake.set,
             ownership=Ownership.load(settings.data_dir / "ownership.json"),
             clock=clock,
@@ -75,7 +136,15 @@ class ShardService:
             )
             for name, address in settings.providers
         }
-        self.reconciler = Reconciler(self.state, self.providers, settings.incremental_reconcile)
+        # Reconcile lists through `_Listed`: a pass in which every provider answered is a
+        # complete reconcile, which is what readiness counts.
+        self._listed: set[str] = set()
+        self.last_reconciled_at: float | None = None  # clock.monotonic() of the last complete one
+        self.reconciler = Reconciler(
+            self.state,
+            {n: _Listed(n, c, self._listed.add) for n, c in self.providers.items()},
+            settings.incremental_reconcile,
+        )
         self._inventory_frozen = False
         self.executor = Executor(
             inventory=self.state.inventory,
@@ -89,6 +158,7 @@ class ShardService:
             concurrency=settings.execute_concurrency,
             bootstrap_timeout_s=settings.bootstrap_timeout_s,
             execute_timeout_s=settings.execute_timeout_s,
+            loops=self.loops,
         )
         self.engine = Engine(settings.rails)
         self.instructions = InstructionHandler(
@@ -147,7 +217,10 @@ class ShardService:
 
     async def cycle_once(self) -> CycleResult:
         start = time.perf_counter()
+        self._listed.clear()
         await self.reconciler.run()
+        if self._listed >= set(self.providers):
+            self.last_reconciled_at = self.clock.monotonic()
         if self.reconciler.ready and not self._inventory_frozen:
             # The inventory just loaded lives as long as the process: moving it out of
             # the collector's view keeps full collections from walking every machine
@@ -192,10 +265,32 @@ class ShardService:
                 await self.clock.sleep(gap)  # rate limit: bursts collapse into one early cycle
             last_start = self.clock.monotonic()
             with logs.bound(shard_id=self.settings.shard_id, epoch=self.epoch):
-                try:
-                    await self.cycle_once()
-                except Exception:  # the loop must outlive any one cycle's failure
-                    log.exception("cycle failed")
+                # A failing cycle ends this run of the loop: `Loops` logs it with its
+                # traceback, counts it and starts the loop again after a backoff.
+                await self.cycle_once()
+            beat()
+
+    # -- probes ------------------------------------------------------------------------------------
+
+    def ready_window(self) -> float:
+        """Seconds a complete provider reconcile keeps the shard ready."""
+        if self.ready_window_s is not None:
+            return self.ready_window_s
+        return READY_WINDOW_CYCLES * max(self.cycle_interval_s, READY_WINDOW_MIN_S)
+
+    def unready(self) -> str | None:
+        """Why the shard cannot do its job now (/readyz, the Shard's Ready condition); None
+        while it can: its view of the providers is recent."""
+        if self.last_reconciled_at is None:
+            return "no provider reconcile has succeeded yet"
+        age, window = self.clock.monotonic() - self.last_reconciled_at, self.ready_window()
+        if age > window:
+            return f"no provider reconcile has succeeded for {age:.0f}s (window {window:.0f}s)"
+        return None
+
+    def cycle_stuck_after(self) -> float:
+        """Seconds without a completed cycle after which the cycle loop counts as stuck."""
+        return max(STUCK_MIN_S, STUCK_CYCLES * self.cycle_interval_s)
 
     async def start_server(self) -> grpc.aio.Server:
         sessions = SessionService(
@@ -212,7 +307,12 @@ class ShardService:
             if self.credentials is not None
             else []
         )
-        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
+        # The receive ceiling is the frame limit: a larger frame is refused before it is
+        # buffered whole.
+        server = grpc.aio.server(
+            options=session_server_options(self.settings.max_frame_bytes),
+            interceptors=interceptors,
+        )
         shard_pb2_grpc.add_ShardServicer_to_server(sessions, server)
         self.port = tls.add_port(server, self.settings.listen, self.credentials)
         if self.port == 0:
@@ -230,8 +330,9 @@ class ShardService:
                 host or "0.0.0.0",
                 int(port),
                 self.registry,
-                lambda: self.reconciler.ready,
-                "no provider reconcile has succeeded yet",
+                lambda: self.unready() is None,
+                lambda: self.unready() or "ready",
+                self.loops.problems,
             )
         log.info(
             "shard serving",
@@ -245,9 +346,11 @@ class ShardService:
         if started is not None:
             started.set()
         try:
-            async with asyncio.TaskGroup() as group:
+            async with asyncio.TaskGroup() as group:  # neither raises: `Loops` restarts them
                 group.create_task(self.executor.run())
-                group.create_task(self._loop())
+                group.create_task(
+                    self.loops.run("shard_cycle", self._loop, max_period_s=self.cycle_stuck_after)
+                )
                 self._wake.set()  # the first cycle rebuilds the inventory at once
         finally:
             await server.stop(grace=1)

@@ -55,7 +55,7 @@ class ShardThread:
         api = await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig))
         resource = ShardResource(self.service, api, publish_every_s=0.3)
         kopf_stop = asyncio.Event()
-        controls = asyncio.create_task(run_controls(self.service, kopf_stop))
+        controls = asyncio.create_task(run_controls(self.service, str(self.kubeconfig), kopf_stop))
         tasks = [asyncio.create_task(self.service.run()), asyncio.create_task(resource.run())]
         self.ready.set()
         await self._stop.wait()

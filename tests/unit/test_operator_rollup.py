@@ -116,7 +116,9 @@ def test_untranslatable_crs_are_reported_and_the_rest_still_goes() -> None:
 
 def test_a_malformed_resource_name_is_untranslatable() -> None:
     rollup = build("c1", [cr("odd", **{"resources": {"CPU cores": "1"}})], now_ns=0)
-    assert rollup.problems == [("ns", "odd", "'CPU cores' is not a resource name")]
+    ((namespace, name, why),) = rollup.problems
+    assert (namespace, name) == ("ns", "odd")
+    assert why.startswith("spec.resources.CPU cores: 'CPU cores' is not a resource name")
     assert build("c1", [cr("ok", **{"resources": {"nvidia.com/gpu": "1"}})], 0).problems == []
 
 
