@@ -11,6 +11,7 @@ import pytest
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, AvailableCapacity, CapacityRequest, Shard, UpcomingNode
+from bigfleet.crd import models as m
 
 VALID_SPEC: dict[str, Any] = {
     "resources": {"cpu": "2", "memory": "4Gi"},
@@ -130,7 +131,176 @@ BAD_CAPACITY_REQUESTS = [
         "spec.requirements",
         "must be of type array",
     ),
+    # The examples of the issue that asked for stricter CRDs, one each.
+    (
+        "invalid label key",
+        _with(requirements=[{"key": "-zone/", "operator": "Exists"}]),
+        "spec.requirements[0].key",
+        "must be a label key",
+    ),
+    (
+        "invalid label value",
+        _with(requirements=[{"key": "zone", "operator": "In", "values": ["zone a!"]}]),
+        "spec.requirements[0].values[0]",
+        "must be a label value",
+    ),
+    (
+        "1,000-character label value",
+        _with(requirements=[{"key": "zone", "operator": "In", "values": ["a" * 1000]}]),
+        "spec.requirements[0].values[0]",
+        "may not be more than 63 bytes",
+    ),
+    (
+        "5,000 labels",
+        _with(
+            coLocation={
+                "topologyKey": "rack",
+                "labelSelector": {"matchLabels": {f"k{i}": "v" for i in range(5000)}},
+            }
+        ),
+        "spec.coLocation.labelSelector.matchLabels",
+        "must have at most 64 items",
+    ),
+    (
+        "!!bad name resource",
+        _with(resources={"cpu": "1", "!!bad name": "1"}),
+        "spec.resources",
+        "resource names must be qualified names such as cpu, memory or nvidia.com/gpu, "
+        "not !!bad name",
+    ),
+    (
+        "cpu 1e100",
+        _with(resources={"cpu": "1e100"}),
+        "spec.resources[cpu]",
+        "must be at most 1Pi (1125899906842624), not 1e100",
+    ),
+    (
+        "penalty 1e30",
+        _with(interruptionPenalty="1e30"),
+        "spec.interruptionPenalty",
+        "must be at most 1G dollars (anything above 8388608 already pins the request), not 1e30",
+    ),
+    # And their neighbours.
+    (
+        "label key with two slashes",
+        _with(
+            topologySpread=[
+                {"topologyKey": "a/b/c", "maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}
+            ]
+        ),
+        "spec.topologySpread[0].topologyKey",
+        "must be a label key",
+    ),
+    (
+        "label key name of 64 characters",
+        _with(coLocation={"topologyKey": "x" * 64}),
+        "spec.coLocation.topologyKey",
+        "must be a label key",
+    ),
+    (
+        "label key prefix not a DNS subdomain",
+        _with(requirements=[{"key": "Example.COM/zone", "operator": "Exists"}]),
+        "spec.requirements[0].key",
+        "must be a label key",
+    ),
+    (
+        "invalid selector label key",
+        _with(coLocation={"topologyKey": "rack", "labelSelector": {"matchLabels": {"a b": "c"}}}),
+        "spec.coLocation.labelSelector.matchLabels",
+        "label keys must be qualified names, not a b",
+    ),
+    (
+        "invalid selector label value",
+        _with(coLocation={"topologyKey": "rack", "labelSelector": {"matchLabels": {"app": "_x"}}}),
+        "spec.coLocation.labelSelector.matchLabels[app]",
+        "must be a label value",
+    ),
+    (
+        "selector In without values",
+        _with(
+            coLocation={
+                "topologyKey": "rack",
+                "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]},
+            }
+        ),
+        "spec.coLocation.labelSelector.matchExpressions[0]",
+        "values must be non-empty",
+    ),
+    (
+        "65 requirements",
+        _with(requirements=[{"key": f"k{i}", "operator": "Exists"} for i in range(65)]),
+        "spec.requirements",
+        "must have at most 64 items",
+    ),
+    (
+        "65 values",
+        _with(requirements=[{"key": "zone", "operator": "In", "values": ["a"] * 65}]),
+        "spec.requirements[0].values",
+        "must have at most 64 items",
+    ),
+    (
+        "65 resources",
+        _with(resources={f"example.com/r{i}": "1" for i in range(65)}),
+        "spec.resources",
+        "must have at most 64 items",
+    ),
+    (
+        "memory just above 1Pi",
+        _with(resources={"memory": 2**50 + 1}),
+        "spec.resources[memory]",
+        "must be at most 1Pi",
+    ),
+    (
+        "reclamation penalty just above the bound",
+        _with(reclamationPenalty="1000000000001m"),
+        "spec.reclamationPenalty",
+        "must be at most 1G dollars",
+    ),
+    (
+        "integer penalty just above the bound",
+        _with(interruptionPenalty=10**9 + 1),
+        "spec.interruptionPenalty",
+        "must be at most 1G dollars",
+    ),
+    (
+        "quantity text of 65 characters",
+        _with(resources={"cpu": "1" * 65}),
+        "spec.resources.cpu",
+        "may not be more than 64 bytes",
+    ),
 ]
+
+# The largest of everything the schema admits: each limit reached, none exceeded.
+LONGEST_KEY = f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}/{'n' * 63}"  # 253 + 1 + 63
+BOUNDARY_SPEC: dict[str, Any] = {
+    "resources": {
+        "cpu": "1Pi",
+        "memory": 2**50,
+        "hugepages-2Mi": "0",
+        "nvidia.com/gpu": 1,
+        **{f"example.com/r{i}": "1" for i in range(60)},
+    },
+    "priority": -(2**31),
+    "requirements": [
+        {"key": LONGEST_KEY, "operator": "In", "values": ["v" * 63, "", "A-b_c.9"] + ["x"] * 61}
+    ]
+    + [{"key": f"k{i}", "operator": "Exists"} for i in range(63)],
+    "topologySpread": [
+        {"topologyKey": f"k{i}", "maxSkew": 2**31 - 1, "whenUnsatisfiable": "DoNotSchedule"}
+        for i in range(16)
+    ],
+    "coLocation": {
+        "topologyKey": "n" * 63,
+        "labelSelector": {
+            "matchLabels": {f"example.com/k{i}": "v" * 63 for i in range(64)},
+            "matchExpressions": [
+                {"key": f"k{i}", "operator": "NotIn", "values": ["a"] * 64} for i in range(16)
+            ],
+        },
+    },
+    "interruptionPenalty": "8388608",
+    "reclamationPenalty": "8Mi",
+}
 
 
 def _request(name: str, namespace: str, spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -174,6 +344,42 @@ async def test_the_valid_baseline_is_accepted(api: kr8s.asyncio.Api, namespace: 
     # Guards the table above: each bad case differs from this accepted spec in one way.
     manifest = _request("good", namespace, VALID_SPEC)
     await CapacityRequest(manifest, api=api).create()
+
+
+async def test_the_boundary_values_are_accepted_and_decode(
+    api: kr8s.asyncio.Api, namespace: str
+) -> None:
+    request = CapacityRequest(_request("edge", namespace, BOUNDARY_SPEC), api=api)
+    await request.create()
+    stored = await CapacityRequest.get("edge", namespace=namespace, api=api)
+    spec = stored.spec_model()
+    assert isinstance(spec, m.CapacityRequestSpec)
+    assert spec.resources["cpu"] == "1Pi"
+    assert spec.interruption_penalty == "8388608"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("resources", {"memory": "1125899906842624"}, id="1Pi-as-text"),
+        pytest.param("resources", {"cpu": "-0"}, id="negative-zero"),
+        pytest.param("resources", {"cpu": "1e-30"}, id="tiny"),
+        pytest.param("interruptionPenalty", 10**9, id="int-penalty-at-bound"),
+        pytest.param("reclamationPenalty", "1000000000000m", id="milli-penalty-at-bound"),
+        pytest.param("interruptionPenalty", "8388609", id="pinned-penalty"),
+        pytest.param(
+            "requirements",
+            [{"key": "zone", "operator": "In", "values": [""]}],
+            id="empty-label-value",
+        ),
+    ],
+)
+async def test_values_at_the_bounds_are_accepted(
+    api: kr8s.asyncio.Api, namespace: str, field: str, value: Any
+) -> None:
+    await CapacityRequest(
+        _request("at-bound", namespace, _with(**{field: value})), api=api
+    ).create()
 
 
 async def test_a_capacity_request_without_spec_is_refused(
@@ -235,6 +441,60 @@ async def test_unknown_status_phase_is_refused(api: kr8s.asyncio.Api, namespace:
             id="zero-cycle-interval",
         ),
         pytest.param(Shard, "shard-bad", {"dryRun": "yes"}, "spec.dryRun", id="dry-run-not-bool"),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {}, "labels": {"!!bad": "x"}},
+            "spec.labels",
+            id="node-label-key",
+        ),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {}, "labels": {"zone": "a" * 1000}},
+            "spec.labels.zone",
+            id="node-label-value-1000",
+        ),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {}, "labels": {f"k{i}": "v" for i in range(5000)}},
+            "spec.labels",
+            id="node-5000-labels",
+        ),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {}, "taints": [{"key": "bad key", "effect": "NoSchedule"}]},
+            "spec.taints[0].key",
+            id="taint-key",
+        ),
+        pytest.param(
+            UpcomingNode,
+            "un-bad",
+            {"resources": {"cpu": "1e100"}},
+            "spec.resources[cpu]",
+            id="node-cpu-1e100",
+        ),
+        pytest.param(
+            AvailableCapacity,
+            "ac-bad",
+            {
+                "resources": {"!!bad name": "1"},
+                "availableCount": 1,
+                "availability": "High",
+                "cost": "1",
+            },
+            "spec.resources",
+            id="shape-resource-name",
+        ),
+        pytest.param(
+            AvailableCapacity,
+            "ac-bad",
+            {"resources": {}, "availableCount": 1, "availability": "High", "cost": "1e30"},
+            "spec.cost",
+            id="cost-1e30",
+        ),
     ],
 )
 async def test_bad_cluster_scoped_objects_are_refused(
