@@ -19,7 +19,7 @@ import grpc
 from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
 from bigfleet.fencing import FencingToken
 from bigfleet.providers_fake.fleet import FakeFleet
-from bigfleet.tls import Credentials, Identity, add_port, peer_identity
+from bigfleet.tls import Credentials, Identity, Role, add_port, peer_identity
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
 
@@ -46,6 +46,11 @@ def check_caller(context: grpc.aio.ServicerContext, rpc: str, token: FencingToke
     if caller is None:  # asked on mutual-TLS servers only: fail closed
         raise IdentityRejected(f"{rpc} needs a client certificate with a BigFleet identity")
     if token is None:
+        return
+    if not (token.shard_id or token.epoch or token.sequence):
+        # The unfenced call a test harness makes: no shard to bind, but only shards mutate.
+        if caller.role != Role.SHARD:
+            raise IdentityRejected(f"{rpc}: only a shard may mutate machines, not {caller}")
         return
     if caller != Identity.shard(token.shard_id):
         raise IdentityRejected(

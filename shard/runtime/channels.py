@@ -51,8 +51,13 @@ DEFAULT_RETENTION_S = 3600.0
 
 
 def shown(text: str, limit: int = 64) -> str:
-    """A client-chosen string for a status message or log line, never longer than `limit`."""
+    """A client-chosen string for a status message, quoted, never longer than `limit`."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def clipped(text: str, limit: int = 64) -> str:
+    """A client-chosen string for a log field: as sent (the JSON log quotes it), cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def session_server_options(max_frame_bytes: int) -> tuple[tuple[str, int], ...]:
@@ -379,7 +384,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
         self.metrics.session_rejected.labels(err.reason).inc()
         log.warning(
             "session refused",
-            extra={"cluster": shown(cluster), "reason": err.reason, "error": str(err)},
+            extra={"cluster": clipped(cluster), "reason": err.reason, "error": str(err)},
             exc_info=err.__cause__ if err.reason == "internal" else None,
         )
         await abort_with(context, err)
@@ -409,7 +414,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
             self.metrics.session_identity_rejected.inc()
             log.warning(
                 "session refused: the certificate does not name the Hello's cluster",
-                extra={"cluster": shown(claimed), "presented_identity": _presented(context)},
+                extra={"cluster": clipped(claimed), "presented_identity": _presented(context)},
             )
             await abort_with(context, err)
         except Exception as err:  # the shard's own failure: this stream only, never OK

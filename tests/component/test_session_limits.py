@@ -113,7 +113,7 @@ async def test_frame_limit_and_unexpected_failures_end_only_their_stream(
         refused = [
             rec
             for rec in caplog.records
-            if rec.getMessage() == "session refused" and getattr(rec, "cluster", "") == "'broken'"
+            if rec.getMessage() == "session refused" and getattr(rec, "cluster", "") == "broken"
         ]
         assert len(refused) == 1 and refused[0].exc_info is not None  # once, with traceback
         assert _rejected(shard, "internal") == 1
