@@ -6,8 +6,7 @@ matches, MEDIUM when only quota slots do, else NONE; the cost is the
 cheapest matching Idle price when the profile pins instance types. A hint
 goes out only when it changed, at most once per key every 5 seconds; a
 reconnecting cluster gets them all again. Hints are kept for connected
-clusters only, and each pass first lets the channels forget the clusters gone
-longer than the retention (`Channels.sweep`), so that happens once a cycle.
+clusters only.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ class Hints:
 
     def emit(self, inventory: Inventory, table: NeedsTable, channels: Channels, now: float) -> int:
         """Queue the hints that changed; returns how many went out."""
-        channels.sweep()
         connected = set(channels.connected())
         self._sent = {k: v for k, v in self._sent.items() if k[0] in connected}
         computed: dict[str, tuple[int, int, float]] = {}  # clusters often share profiles

@@ -234,6 +234,7 @@ class ShardService:
             self.state.inventory, self.state.table, self.state.reported, self.clock.monotonic()
         )
         self.executor.submit(result.rails.execute)
+        self.channels.sweep()  # clusters gone past the retention are forgotten once a cycle
         emit_start = time.perf_counter()
         self.hints.emit(
             self.state.inventory, self.state.table, self.channels, self.clock.monotonic()
