@@ -13,13 +13,10 @@ and a good request created afterwards is delivered. The roll-up loop never resta
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any
 
-import grpc
 import kr8s
 import kr8s.asyncio
 import pytest
@@ -29,61 +26,32 @@ from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator import rollup as rollups
-from bigfleet.operators.operator.bootstrap import BootstrapResponder
-from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.supervise import Loops
-from bigfleet.wire import shard_pb2_grpc
-from tests.cluster.test_operator_session import ScriptedShard
+from tests.cluster.test_operator_session import OperatorRig
 from tests.support.waiting import until
 
 PRIORITY = 731  # ours alone: other tests' requests share the cluster
 
 
-class Rig:
-    """A scripted shard and an operator session reporting problems, in their own loop."""
+class Rig(OperatorRig):
+    """The operator rig, its session supervised and reporting untranslatable requests."""
+
+    rollup_interval_s = 0.3
 
     def __init__(self, control_plane: LocalControlPlane) -> None:
-        self.cp = control_plane
-        self.shard = ScriptedShard()
+        super().__init__(control_plane)
         self.registry = CollectorRegistry()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _start(self) -> None:
-        server = grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(self.shard, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self.server = server
-        api = await kr8s.asyncio.api(kubeconfig=str(self.cp.kubeconfig_path))
-        responder = BootstrapResponder(
-            api, "c1", api_server=self.cp.apiserver_url, ca_bundle=self.cp.pki.ca_cert.read_text()
-        )
         self.loops = Loops(self.registry)
-        self.session = OperatorSession(
-            cluster_id="c1",
-            shard_address=f"127.0.0.1:{port}",
-            api=api,
-            responder=responder,
-            rollup_interval_s=0.3,
-            on_untranslatable=functools.partial(events.untranslatable, api),
-            loops=self.loops,
-        )
-        self.task = asyncio.create_task(self.loops.run("operator_session", self.session.run))
 
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+    def _options(self, api: kr8s.asyncio.Api) -> dict[str, Any]:
+        return {
+            "on_untranslatable": functools.partial(events.untranslatable, api),
+            "loops": self.loops,
+        }
 
-    def stop(self) -> None:
-        async def stop() -> None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            await self.server.stop(grace=None)
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+    def _run(self) -> Coroutine[Any, Any, None]:
+        assert self.session is not None
+        return self.loops.run("operator_session", self.session.run)
 
     def restarts(self, loop: str) -> float | None:
         return self.registry.get_sample_value("bigfleet_loop_restarts_total", {"loop": loop})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -70,6 +70,16 @@ class ScriptedShard(shard_pb2_grpc.ShardServicer):
 class OperatorRig:
     """Scripted shard and operator in a thread with their own event loop."""
 
+    rollup_interval_s = 0.5
+
+    def _options(self, api: kr8s.asyncio.Api) -> dict[str, Any]:
+        """More OperatorSession arguments, for a rig that needs them."""
+        return {}
+
+    def _run(self) -> Coroutine[Any, Any, None]:
+        assert self.session is not None
+        return self.session.run()
+
     def __init__(self, control_plane: LocalControlPlane) -> None:
         self.cp = control_plane
         self.shard = ScriptedShard()
@@ -93,9 +103,10 @@ class OperatorRig:
             shard_address=f"127.0.0.1:{port}",
             api=api,
             responder=responder,
-            rollup_interval_s=0.5,
+            rollup_interval_s=self.rollup_interval_s,
+            **self._options(api),
         )
-        self.task = asyncio.create_task(self.session.run())
+        self.task = asyncio.create_task(self._run())
 
     def start(self) -> None:
         self._thread.start()
