@@ -8,6 +8,8 @@ import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -177,9 +179,27 @@ def _served_serial(port: int, client: TLSFiles) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-async def test_rotation_reaches_the_next_handshake_and_spares_open_streams(
-    certs: Path, tmp_path: Path
-) -> None:
+@dataclass
+class _Served:
+    """A server on a copy of shard s0's certificate files, which a test may rewrite."""
+
+    files: TLSFiles
+    port: int
+    credentials: Credentials
+    client: TLSFiles  # cluster a's, to handshake with
+    before: int  # the serial served at first
+
+    async def serial(self) -> int:
+        return await asyncio.to_thread(_served_serial, self.port, self.client)
+
+    def rotate_to(self, new: TLSFiles, key_too: bool = True) -> None:
+        shutil.copy(new.cert, self.files.cert)
+        if key_too:
+            shutil.copy(new.key, self.files.key)
+
+
+@asynccontextmanager
+async def _rotatable(certs: Path, tmp_path: Path) -> AsyncIterator[_Served]:
     served = tmp_path / "served"
     shutil.copytree(certs / "shard" / "s0", served)
     files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
@@ -187,28 +207,37 @@ async def test_rotation_reaches_the_next_handshake_and_spares_open_streams(
     client = identities.files(certs, "cluster/a")
     try:
         before = await asyncio.to_thread(_served_serial, port, client)
-        async with channel(f"127.0.0.1:{port}", Credentials(client)) as ch:
-            stream = shard_pb2_grpc.ShardStub(ch).Session(timeout=20)
-            hello = shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id="a"))
-            await stream.write(hello)
-            assert (await stream.read()).ack.echo == "bigfleet://cluster/a"
-
-            # Half a rotation: the new certificate without its key keeps the old pair.
-            fresh = _leaf(certs, tmp_path / "fresh", ["bigfleet://shard/s0"])
-            shutil.copy(fresh.cert, files.cert)
-            assert await asyncio.to_thread(_served_serial, port, client) == before
-            assert credentials.rotations == 0
-            shutil.copy(fresh.key, files.key)
-            after = await asyncio.to_thread(_served_serial, port, client)
-            assert after != before
-            assert after == x509.load_pem_x509_certificate(fresh.cert.read_bytes()).serial_number
-            assert credentials.rotations == 1
-
-            await stream.write(hello)  # the stream opened before the rotation still flows
-            assert (await stream.read()).ack.echo == "bigfleet://cluster/a"
-            await stream.done_writing()
+        yield _Served(files, port, credentials, client, before)
     finally:
         await server.stop(0)
+
+
+async def test_rotation_reaches_the_next_handshake_and_spares_open_streams(
+    certs: Path, tmp_path: Path
+) -> None:
+    async with (
+        _rotatable(certs, tmp_path) as served,
+        channel(f"127.0.0.1:{served.port}", Credentials(served.client)) as ch,
+    ):
+        stream = shard_pb2_grpc.ShardStub(ch).Session(timeout=20)
+        hello = shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id="a"))
+        await stream.write(hello)
+        assert (await stream.read()).ack.echo == "bigfleet://cluster/a"
+
+        # Half a rotation: the new certificate without its key keeps the old pair.
+        fresh = _leaf(certs, tmp_path / "fresh", ["bigfleet://shard/s0"])
+        served.rotate_to(fresh, key_too=False)
+        assert await served.serial() == served.before
+        assert served.credentials.rotations == 0
+        served.rotate_to(fresh)
+        after = await served.serial()
+        assert after != served.before
+        assert after == x509.load_pem_x509_certificate(fresh.cert.read_bytes()).serial_number
+        assert served.credentials.rotations == 1
+
+        await stream.write(hello)  # the stream opened before the rotation still flows
+        assert (await stream.read()).ack.echo == "bigfleet://cluster/a"
+        await stream.done_writing()
 
 
 async def test_the_server_rotates_even_when_a_client_of_the_process_noticed_first(
@@ -216,42 +245,23 @@ async def test_the_server_rotates_even_when_a_client_of_the_process_noticed_firs
 ) -> None:
     # A shard serves Sessions and dials providers with one Credentials: its provider
     # client usually sees the new files before the server's next handshake does.
-    served = tmp_path / "served"
-    shutil.copytree(certs / "shard" / "s0", served)
-    files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
-    server, port, credentials = await _serve(files, {Role.CLUSTER})
-    client = identities.files(certs, "cluster/a")
-    try:
-        before = await asyncio.to_thread(_served_serial, port, client)
+    async with _rotatable(certs, tmp_path) as served:
         fresh = _leaf(certs, tmp_path / "fresh", ["bigfleet://shard/s0"])
-        shutil.copy(fresh.cert, files.cert)
-        shutil.copy(fresh.key, files.key)
-        credentials.channel()  # the process's own dial takes the rotation first
-        assert credentials.rotations == 1
-        after = await asyncio.to_thread(_served_serial, port, client)
-        assert after != before
+        served.rotate_to(fresh)
+        served.credentials.channel()  # the process's own dial takes the rotation first
+        assert served.credentials.rotations == 1
+        after = await served.serial()
+        assert after != served.before
         assert after == x509.load_pem_x509_certificate(fresh.cert.read_bytes()).serial_number
-    finally:
-        await server.stop(0)
 
 
 async def test_a_rotation_to_another_identity_is_not_taken(certs: Path, tmp_path: Path) -> None:
-    served = tmp_path / "served"
-    shutil.copytree(certs / "shard" / "s0", served)
-    files = TLSFiles(served / "tls.crt", served / "tls.key", served / "ca.crt")
-    server, port, credentials = await _serve(files, {Role.CLUSTER})
-    client = identities.files(certs, "cluster/a")
-    try:
-        before = await asyncio.to_thread(_served_serial, port, client)
+    async with _rotatable(certs, tmp_path) as served:
         for uris in (["bigfleet://shard/s1"], ["bigfleet://shard/s0", "bigfleet://admin"]):
-            other = _leaf(certs, tmp_path / "other", uris)
-            shutil.copy(other.cert, files.cert)
-            shutil.copy(other.key, files.key)
-            assert await asyncio.to_thread(_served_serial, port, client) == before
-            assert credentials.rotations == 0
-            assert credentials.identity == Identity.shard("s0")
-    finally:
-        await server.stop(0)
+            served.rotate_to(_leaf(certs, tmp_path / "other", uris))
+            assert await served.serial() == served.before
+            assert served.credentials.rotations == 0
+            assert served.credentials.identity == Identity.shard("s0")
 
 
 def test_partial_flags_name_what_is_missing(tmp_path: Path) -> None:
