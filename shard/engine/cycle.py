@@ -18,11 +18,20 @@ from bigfleet.shard.engine.decision import phase1, phase2, phase3
 from bigfleet.shard.engine.decision.actions import Action
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.needs import Need, NeedsTable
-from bigfleet.shard.engine.normalize import FoldMemo, normalize
+from bigfleet.shard.engine.normalize import FoldMemo, normalize_traced
 from bigfleet.shard.engine.parking import ParkingLedger
 from bigfleet.shard.engine.shortfall import ShortfallLedger
+from bigfleet.shard.engine.verdicts import VerdictBook
 
 _Inputs = tuple[int, int, frozenset[str]]
+
+
+@dataclass(slots=True)
+class _Normalized:
+    inputs: _Inputs
+    reported: list[Need]  # the table's snapshot
+    demand: list[Need]
+    origins: list[int] | None  # see normalize_traced
 
 
 @dataclass(slots=True)
@@ -45,13 +54,17 @@ class _Decisions:
 
 
 class Engine:
-    """Owns the state that spans cycles: parking ages, the shortfall ledger, last decisions."""
+    """Owns the state that spans cycles: parking ages, the shortfall ledger, last decisions,
+    and (unless `verdicts=False`) the per-need verdicts of the last cycle."""
 
-    def __init__(self, settings: rails.RailSettings | None = None) -> None:
+    def __init__(
+        self, settings: rails.RailSettings | None = None, *, verdicts: bool = True
+    ) -> None:
         self.settings = settings or rails.RailSettings()
         self.parking = ParkingLedger()
         self.shortfalls = ShortfallLedger()
-        self._normalized: tuple[_Inputs, list[Need]] | None = None
+        self.verdicts = VerdictBook() if verdicts else None
+        self._normalized: _Normalized | None = None
         self._fold_memo: FoldMemo = {}
         self._last: _Decisions | None = None
         self.phase1_memo = phase1.Phase1Memo()
@@ -64,9 +77,11 @@ class Engine:
         seconds = dict.fromkeys(("normalize", "phase1", "phase2", "phase3"), 0.0)
         start = clock()
         inputs: _Inputs = (inventory.version, table.version, frozenset(reported))
-        if self._normalized is None or self._normalized[0] != inputs:
-            self._normalized = (inputs, normalize(inventory, table.snapshot(), self._fold_memo))
-        demand = self.parking.stamp(self._normalized[1])
+        if self._normalized is None or self._normalized.inputs != inputs:
+            reported_needs = table.snapshot()
+            normalized, origins = normalize_traced(inventory, reported_needs, self._fold_memo)
+            self._normalized = _Normalized(inputs, reported_needs, normalized, origins)
+        demand = self.parking.stamp(self._normalized.demand)
         seconds["normalize"] = clock() - start
 
         key = (inputs, tuple(n.parked for n in demand))
@@ -85,6 +100,18 @@ class Engine:
         last = self._last
         assert last is not None
         self.parking.update(demand, last.first.unsatisfied)
+        if self.verdicts is not None:
+            self.verdicts.record(
+                inventory,
+                self._normalized.reported,
+                self._normalized.origins,
+                demand,
+                last.first,
+                last.second,
+                self.parking.ages,
+                self.phase1_memo.candidates,
+                changed=not reused,
+            )
 
         mark = clock()
         releases = phase3.releases(inventory, last.first.claimed.keys(), now)

@@ -140,6 +140,11 @@ class Inventory:
         # bound machines per cluster and per (cluster, instance type); acquirable
         # (Idle, Speculative) machines per state and per (state, instance type).
         self._stamps: dict[object, int] = {}
+        # Machines per (state, signature), with a sample machine of the signature:
+        # "how many machines could this profile use, per state" is then a walk over
+        # the few shapes in the fleet, not over the machines (verdicts read it). The
+        # sample may have left since; it is read only for what its signature fixes.
+        self._shapes: dict[MachineState, dict[tuple[object, ...], list[Any]]] = defaultdict(dict)
 
     def __len__(self) -> int:
         return len(self._machines)
@@ -205,6 +210,11 @@ class Inventory:
         return tuple(self._stamps.get(("state", state, t), 0) for t in types)
 
     def _index(self, m: Machine) -> None:
+        shape = self._shapes[m.state].get(m.signature)
+        if shape is None:
+            self._shapes[m.state][m.signature] = [1, m]
+        else:
+            shape[0] += 1
         if m.state == S.IDLE:
             self._idle_by_type.put(m.capacity_type, m)
         self._by_state.put(m.state, m)
@@ -214,6 +224,11 @@ class Inventory:
             self._by_cluster_state_type.put((m.cluster, m.state, m.instance_type), m)
 
     def _unindex(self, m: Machine) -> None:
+        shapes = self._shapes[m.state]
+        shape = shapes[m.signature]
+        shape[0] -= 1
+        if shape[0] == 0:
+            del shapes[m.signature]
         if m.state == S.IDLE:
             self._idle_by_type.drop(m.capacity_type, m.id)
         self._by_state.drop(m.state, m.id)
@@ -221,6 +236,10 @@ class Inventory:
         if m.cluster:
             self._by_cluster_state.drop((m.cluster, m.state), m.id)
             self._by_cluster_state_type.drop((m.cluster, m.state, m.instance_type), m.id)
+
+    def shapes(self, state: MachineState) -> Iterable[tuple[int, Machine]]:
+        """(count, sample) per machine signature in `state`."""
+        return ((count, sample) for count, sample in self._shapes[state].values())
 
     def idle_since(self, machine_id: str) -> float | None:
         return self._idle_since.get(machine_id)

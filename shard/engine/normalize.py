@@ -94,23 +94,39 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
 
 def normalize(inventory: Inventory, demand: list[Need], memo: FoldMemo | None = None) -> list[Need]:
     """Demand with hostable Same gangs folded; `memo` carries answers across cycles."""
+    return normalize_traced(inventory, demand, memo)[0]
+
+
+def normalize_traced(
+    inventory: Inventory, demand: list[Need], memo: FoldMemo | None = None
+) -> tuple[list[Need], list[int] | None]:
+    """`normalize`, plus where each need of `demand` went: the index of the normalised
+    need that stands for it (a folded gang shares its fold's), or None when nothing
+    folded and every need stands for itself."""
     if not any(n.profile.same is not None for n in demand):
-        return demand
+        return demand, None
     hosted = _hosted_flags(inventory, demand, memo if memo is not None else {})
     out: list[Need] = []
+    origins: list[int] = []
     folds: dict[tuple[str, str, str], _Fold] = {}
-    for need, whole in zip(demand, hosted, strict=True):
+    folded_into: list[tuple[int, tuple[str, str, str]]] = []
+    for position, (need, whole) in enumerate(zip(demand, hosted, strict=True)):
         if not whole:
+            origins.append(len(out))
             out.append(need)
             continue
+        origins.append(-1)  # filled in once the folds are placed
         stripped = need.profile.without_same()
         key = (need.cluster, stripped.fingerprint, rv.canonical(need.aggregate))
+        folded_into.append((position, key))
         fold = folds.setdefault(key, _Fold(first=need))
         fold.count += 1
         if need.arrival and (fold.arrival == 0 or need.arrival < fold.arrival):
             fold.arrival = need.arrival
+    placed: dict[tuple[str, str, str], int] = {}
     for key in sorted(folds):
         fold = folds[key]
+        placed[key] = len(out)
         out.append(
             Need(
                 cluster=fold.first.cluster,
@@ -121,4 +137,6 @@ def normalize(inventory: Inventory, demand: list[Need], memo: FoldMemo | None = 
                 group="",
             )
         )
-    return out
+    for position, key in folded_into:
+        origins[position] = placed[key]
+    return out, origins

@@ -8,6 +8,7 @@ acquiring and preempting, except on a periodic re-probe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from bigfleet.shard.engine.decision.actions import Unsatisfied
@@ -45,6 +46,11 @@ class ParkingLedger:
             for key in {class_key(n) for n in demand if n.profile.same is not None}
             if key in stuck
         }
+
+    @property
+    def ages(self) -> Mapping[ClassKey, int]:
+        """A snapshot: each update builds a new mapping."""
+        return self._ages
 
     def age(self, need: Need) -> int:
         return self._ages.get(class_key(need), 0)

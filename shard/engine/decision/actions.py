@@ -38,3 +38,11 @@ class Unsatisfied:
     same_satisfiable: bool = False
     acquired: int = 0  # Idle and Speculative machines claimed this cycle
     preempted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """What Phase 2 found for one need: victims picked and the capacity they free."""
+
+    victims: int
+    freed: Vector

@@ -8,6 +8,7 @@ machines (same value and signature) lets it total groups, not machines.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from bigfleet.shard.engine import resources as rv
@@ -165,3 +166,40 @@ def choose_same_bucket(buckets: dict[str, Bucket], deficit: rv.Vector) -> Bucket
     if not ranked:
         return None
     return min(ranked, key=lambda b: _same_bucket_rank(b, deficit))
+
+
+@dataclass(frozen=True, slots=True)
+class DomainCoverage:
+    """How much of a co-location need one domain could hold, as ranked when seeding."""
+
+    domain: str
+    per_mille: int  # of the need's scarcest resource, 0..1000
+    satisfiable: bool
+
+
+TOP_DOMAINS = 3
+
+
+def _per_mille(total: rv.Vector, want: rv.Vector) -> int:
+    shares = [
+        min(1000, total.get(name, 0) * 1000 // amount)
+        for name, amount in want.items()
+        if amount > 0
+    ]
+    return min(shares, default=1000)
+
+
+def best_domains(
+    buckets: dict[str, Bucket], chosen: Bucket | None, want: rv.Vector
+) -> tuple[DomainCoverage, ...]:
+    """The chosen domain, then the best-covering others: what a verdict shows of the choice."""
+
+    def entry(b: Bucket) -> DomainCoverage:
+        return DomainCoverage(b.value, _per_mille(b.total, want), rv.covers(b.total, want))
+
+    others = heapq.nsmallest(
+        TOP_DOMAINS - (chosen is not None),
+        (entry(b) for b in buckets.values() if b.count > 0 and b is not chosen),
+        key=lambda d: (-d.per_mille, d.domain),
+    )
+    return (entry(chosen), *others) if chosen is not None else tuple(others)

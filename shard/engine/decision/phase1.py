@@ -19,7 +19,7 @@ acquisition is always computed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, KeysView, Mapping
+from collections.abc import Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bigfleet.shard.engine import resources as rv
@@ -29,8 +29,10 @@ from bigfleet.shard.engine.decision.colocation import (
     Bucket,
     CreditGroup,
     CreditIndex,
+    DomainCoverage,
     SameIndex,
     attribution,
+    best_domains,
     choose_same_bucket,
 )
 from bigfleet.shard.engine.decision.cost import effective_cost
@@ -58,6 +60,13 @@ class Phase1Result:
     unsatisfied: list[Unsatisfied]
     claimed: Mapping[str, Need]  # machine id -> need: the engine's only supply attribution
     acquired: dict[int, int]  # demand index -> Idle/Speculative machines claimed
+    # Per demand index, for verdicts: what is still missing, the machines credited
+    # (bound and acquired), and for co-location needs the chosen domain and whether it
+    # can hold the whole need.
+    remaining: Sequence[rv.Vector] = field(default_factory=list)
+    credited: list[list[str]] = field(default_factory=list)
+    domains: dict[int, str] = field(default_factory=dict)
+    satisfiable: dict[int, bool] = field(default_factory=dict)
 
 
 _NO_MACHINES: list[Machine] = []
@@ -99,6 +108,9 @@ class Phase1Memo:
     # Clusters with needs of each attribution that in-flight machines carry.
     creating_owners: dict[Attribution, set[str]] = field(default_factory=dict)
     replayed: int = 0  # needs replayed in the last cycle, for tests and benchmarks
+    # The best domains each co-location need was ranked against when it was last
+    # seeded, by `candidates_key`: replays keep them (verdicts read them, no decision does).
+    candidates: dict[tuple[object, ...], tuple[DomainCoverage, ...]] = field(default_factory=dict)
 
 
 class _Phase1:
@@ -449,6 +461,7 @@ class _Phase1:
         self._add_acquirable_side(need, buckets)
         credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
+        self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
         if best is None:
             return kept
         self.domain[index] = best.value
@@ -601,7 +614,24 @@ class _Phase1:
             if not rv.is_zero(self.remaining[i])
         ]
         claimed = _Claims(self.claimed, self.demand)
-        return Phase1Result(self.actions, unsatisfied, claimed, dict(self.acquired))
+        candidates = self.memo.candidates
+        if len(candidates) > 2 * len(self.demand):  # forget needs long gone, now and then
+            keys = {candidates_key(n) for n in self.demand}
+            self.memo.candidates = {k: v for k, v in candidates.items() if k in keys}
+        return Phase1Result(
+            self.actions,
+            unsatisfied,
+            claimed,
+            dict(self.acquired),
+            self.remaining,
+            self.credited,
+            self.domain,
+            self.satisfiable,
+        )
+
+
+def candidates_key(need: Need) -> tuple[object, ...]:
+    return (need.cluster, need_key(need))
 
 
 def run(inventory: Inventory, demand: list[Need], memo: Phase1Memo | None = None) -> Phase1Result:

@@ -9,10 +9,10 @@ victim drains to Idle; the next cycle's Phase 1 acquires it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from bigfleet.shard.engine import resources as rv
-from bigfleet.shard.engine.decision.actions import Action, ActionKind, Unsatisfied
+from bigfleet.shard.engine.decision.actions import Action, ActionKind, Preemption, Unsatisfied
 from bigfleet.shard.engine.decision.cost import drain_grace_seconds, victim_score
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
@@ -25,6 +25,8 @@ S = MachineState
 class Phase2Result:
     actions: list[Action]
     unresolved: list[Unsatisfied]
+    # By the identity of the need (an object of this cycle's demand), for verdicts.
+    preemptions: dict[int, Preemption] = field(default_factory=dict)
 
 
 class _VictimPools:
@@ -71,6 +73,7 @@ def run(inventory: Inventory, unsatisfied: list[Unsatisfied]) -> Phase2Result:
     taken: set[str] = set()
     actions: list[Action] = []
     unresolved: list[Unsatisfied] = []
+    preemptions: dict[int, Preemption] = {}
     for u in sorted(unsatisfied, key=lambda u: -u.need.priority):
         need = u.need
         same = need.profile.same
@@ -89,6 +92,11 @@ def run(inventory: Inventory, unsatisfied: list[Unsatisfied]) -> Phase2Result:
             picks.append(victim)
             taken.add(victim.id)
             remaining = rv.sub(remaining, victim.alloc)
+        if picks:
+            freed: dict[str, int] = {}
+            for victim in picks:
+                rv.add_scaled(freed, victim.alloc, 1)
+            preemptions[id(need)] = Preemption(len(picks), freed)
         for victim in picks:
             actions.append(
                 Action(
@@ -102,4 +110,4 @@ def run(inventory: Inventory, unsatisfied: list[Unsatisfied]) -> Phase2Result:
             )
         if not rv.is_zero(remaining):
             unresolved.append(replace(u, deficit=remaining, preempted=bool(picks)))
-    return Phase2Result(actions, unresolved)
+    return Phase2Result(actions, unresolved, preemptions)

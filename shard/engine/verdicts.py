@@ -1,0 +1,278 @@
+"""Per-need verdicts: what the last cycle concluded about each need, and why.
+
+A cycle keeps references to what it already computed (demand, the phases'
+results, parking ages), so retaining verdicts costs next to nothing per cycle:
+only the record of when each unmet need was first unmet is updated, and only
+for needs left unmet. A verdict is assembled when someone reads it; readers are
+few and far between next to cycles.
+
+Rows are the needs as their clusters reported them. A co-location gang small
+enough for one machine is folded with its equals into one plain need before
+the phases run (see `normalize`); each such gang reads its fold's verdict.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.decision import phase1, phase2
+from bigfleet.shard.engine.decision.actions import ActionKind, Preemption, Unsatisfied
+from bigfleet.shard.engine.decision.colocation import DomainCoverage
+from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.parking import ClassKey, class_key
+
+S = MachineState
+
+MATCHING_CAP = 10_000  # per state: enough to tell "some" from "plenty"
+
+
+class Reason(StrEnum):
+    SATISFIED = "Satisfied"
+    PREEMPTING = "Preempting"  # lower-priority machines drain for it; nothing else missing
+    PRIORITY_STARVED = "PriorityStarved"  # matching supply exists, higher precedence holds it
+    NO_MATCHING_SUPPLY = "NoMatchingSupply"  # nothing matching exists in any state
+    TOPOLOGY_UNSATISFIABLE = "TopologyUnsatisfiable"  # no one domain can hold the gang
+    PREEMPTION_EXHAUSTED = "PreemptionExhausted"  # too few lower-priority victims
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingSupply:
+    idle: int
+    configured: int
+    speculative: int
+    capped: bool  # a count stopped at MATCHING_CAP
+
+    @property
+    def total(self) -> int:
+        return self.idle + self.configured + self.speculative
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    satisfied: bool
+    reason: Reason
+    # Still missing: after Phase 2's victims when some remains, else (Preempting) what
+    # the victims will bring once drained; empty when satisfied.
+    deficit: rv.Vector
+    claimed: int  # machines credited: bound to the cluster or acquired this cycle
+    bootstraps: int
+    provisions: int
+    same_domain: str
+    same_satisfiable: bool
+    parked: bool
+    parked_age: int  # cycles the need's class has been stuck (parking's age)
+    cycles_unmet: int
+    matching: MatchingSupply | None  # only when unmet
+    preemption: Preemption | None  # only when Phase 2 found victims
+    candidates: tuple[DomainCoverage, ...]  # co-location needs: chosen domain first
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    need: Need  # as its cluster reported it
+    verdict: Verdict
+
+
+UnmetKey = tuple[str, str, str, str]
+
+
+def _unmet_key(need: Need) -> UnmetKey:
+    return (need.cluster, need.group, need.fingerprint, rv.canonical(need.aggregate))
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """What one cycle decided, by reference (owned by the engine, never mutated)."""
+
+    number: int
+    reported: list[Need]  # the table's needs, in demand order
+    origins: list[int] | None  # reported index -> demand index; None: the same index
+    demand: list[Need]  # normalised and stamped with parking
+    first: phase1.Phase1Result
+    second: phase2.Phase2Result
+    unresolved: dict[int, Unsatisfied]  # by id() of the demand need
+    unmet_since: Mapping[UnmetKey, int]
+    parking_ages: Mapping[ClassKey, int]
+    candidates: Mapping[tuple[object, ...], tuple[DomainCoverage, ...]]
+
+
+class VerdictSheet:
+    """The verdicts of one cycle, assembled on read and kept once assembled."""
+
+    def __init__(self, cycle: _Cycle, inventory: Inventory) -> None:
+        self.cycle = cycle.number
+        self._c = cycle
+        self._inventory = inventory
+        self._verdicts: dict[int, Verdict] = {}  # by demand index
+        self._matching: dict[tuple[object, ...], MatchingSupply] = {}
+        self._by_cluster: dict[str, list[int]] | None = None
+        self._acquisitions: dict[int, tuple[int, int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._c.reported)
+
+    def count(self, cluster: str = "") -> int:
+        return len(self._positions(cluster))
+
+    def positions(self, cluster: str = "", start: int = 0) -> Sequence[int]:
+        """Row positions in demand order from `start`, of one cluster or all."""
+        positions = self._positions(cluster)
+        return positions[bisect.bisect_left(positions, start) :]
+
+    def rows(self, cluster: str = "", start: int = 0) -> Iterator[tuple[int, Row]]:
+        """(position, row) in demand order from `start`, of one cluster or all."""
+        for position in self.positions(cluster, start):
+            yield position, self.row(position)
+
+    def row(self, position: int) -> Row:
+        origins = self._c.origins
+        index = origins[position] if origins is not None else position
+        return Row(self._c.reported[position], self._verdict(index))
+
+    def _positions(self, cluster: str) -> Sequence[int]:
+        if not cluster:
+            return range(len(self._c.reported))
+        if self._by_cluster is None:
+            by_cluster: dict[str, list[int]] = {}
+            for position, need in enumerate(self._c.reported):
+                by_cluster.setdefault(need.cluster, []).append(position)
+            self._by_cluster = by_cluster
+        return self._by_cluster.get(cluster, [])
+
+    def _verdict(self, index: int) -> Verdict:
+        verdict = self._verdicts.get(index)
+        if verdict is None:
+            verdict = self._verdicts[index] = self._assemble(index)
+        return verdict
+
+    def _counts(self, index: int) -> tuple[int, int]:
+        if self._acquisitions is None:
+            counts: dict[int, tuple[int, int]] = {}
+            position = {id(n): i for i, n in enumerate(self._c.demand)}
+            for action in self._c.first.actions:
+                if action.need is None:
+                    continue
+                at = position[id(action.need)]
+                bootstraps, provisions = counts.get(at, (0, 0))
+                if action.kind is ActionKind.BOOTSTRAP:
+                    counts[at] = (bootstraps + 1, provisions)
+                else:
+                    counts[at] = (bootstraps, provisions + 1)
+            self._acquisitions = counts
+        return self._acquisitions.get(index, (0, 0))
+
+    def _assemble(self, index: int) -> Verdict:
+        c = self._c
+        need = c.demand[index]
+        first = c.first
+        missing = first.remaining[index]
+        remaining = None if rv.is_zero(missing) else missing
+        bootstraps, provisions = self._counts(index)
+        preemption = c.second.preemptions.get(id(need))
+        satisfied = remaining is None
+        unresolved = c.unresolved.get(id(need))
+        matching = None
+        if satisfied:
+            reason = Reason.SATISFIED
+        else:
+            matching = self._matching_supply(need)
+            if unresolved is None:
+                reason = Reason.PREEMPTING
+            elif matching.total == 0:
+                reason = Reason.NO_MATCHING_SUPPLY
+            elif need.profile.same is not None and not first.satisfiable.get(index, False):
+                reason = Reason.TOPOLOGY_UNSATISFIABLE
+            elif preemption is not None:
+                reason = Reason.PREEMPTION_EXHAUSTED
+            else:
+                reason = Reason.PRIORITY_STARVED
+        since = c.unmet_since.get(_unmet_key(need))
+        return Verdict(
+            satisfied=satisfied,
+            reason=reason,
+            deficit={}
+            if remaining is None
+            else dict(unresolved.deficit if unresolved else remaining),
+            claimed=len(first.credited[index]) if first.credited else 0,
+            bootstraps=bootstraps,
+            provisions=provisions,
+            same_domain=first.domains.get(index, ""),
+            same_satisfiable=first.satisfiable.get(index, False),
+            parked=need.parked,
+            parked_age=c.parking_ages.get(class_key(need), 0),
+            cycles_unmet=0 if since is None else c.number - since + 1,
+            matching=matching,
+            preemption=preemption,
+            candidates=c.candidates.get(phase1.candidates_key(need), ())
+            if need.profile.same is not None
+            else (),
+        )
+
+    def _matching_supply(self, need: Need) -> MatchingSupply:
+        """Machines the need could use, whoever holds them, per state."""
+        key = (need.profile.fingerprint, rv.canonical(need.min_unit))
+        found = self._matching.get(key)
+        if found is None:
+            counts = []
+            for state in (S.IDLE, S.CONFIGURED, S.SPECULATIVE):
+                count = sum(
+                    n
+                    for n, sample in self._inventory.shapes(state)
+                    if need.profile.matches(sample) and rv.covers(sample.alloc, need.min_unit)
+                )
+                counts.append(count)
+            capped = any(n > MATCHING_CAP for n in counts)
+            idle, configured, speculative = (min(n, MATCHING_CAP) for n in counts)
+            found = self._matching[key] = MatchingSupply(idle, configured, speculative, capped)
+        return found
+
+
+@dataclass(slots=True)
+class VerdictBook:
+    """Across cycles: the cycle count, when each unmet need was first unmet, the last sheet."""
+
+    cycles: int = 0
+    unmet_since: dict[UnmetKey, int] = field(default_factory=dict)
+    last: VerdictSheet | None = None
+
+    def record(
+        self,
+        inventory: Inventory,
+        reported: list[Need],
+        origins: list[int] | None,
+        demand: list[Need],
+        first: phase1.Phase1Result,
+        second: phase2.Phase2Result,
+        parking_ages: Mapping[ClassKey, int],
+        candidates: Mapping[tuple[object, ...], tuple[DomainCoverage, ...]],
+        changed: bool,
+    ) -> None:
+        """Keep this cycle's verdicts; `changed` is False when the decisions were reused."""
+        self.cycles += 1
+        if changed or self.last is None:
+            since = self.unmet_since
+            self.unmet_since = {
+                key: since.get(key, self.cycles)
+                for key in (_unmet_key(u.need) for u in first.unsatisfied)
+            }
+        cycle = _Cycle(
+            number=self.cycles,
+            reported=reported,
+            origins=origins,
+            demand=demand,
+            first=first,
+            second=second,
+            unresolved={id(u.need): u for u in second.unresolved},
+            unmet_since=self.unmet_since,
+            parking_ages=parking_ages,
+            # Not copied: later cycles update entries in place, so a sheet read after
+            # the next cycle may show a fresher ranking, never a wrong need's.
+            candidates=candidates,
+        )
+        self.last = VerdictSheet(cycle, inventory)
