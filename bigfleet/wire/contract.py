@@ -506,6 +506,16 @@ def _diff(label: str, expected: Mapping[str, object], actual: Mapping[str, objec
     return problems
 
 
+# BigFleet's own additions: fields numbered from EXTENSION_FLOOR up, a range the
+# reference never uses. Peers that do not know them ignore them (proto3 skips
+# unknown fields), so both directions stay compatible; see each field's comment.
+EXTENSION_FLOOR = 1000
+EXTENSIONS: dict[str, dict[str, str]] = {
+    "InspectNeedsRequest": {"page_token": "1000 string"},
+    "InspectNeedsHeader": {"next_page_token": "1000 string"},
+}
+
+
 def compare(files: Iterable[FileDescriptor]) -> list[str]:
     """Every difference between the compiled files and the contract; empty when compatible."""
     files = list(files)
@@ -519,7 +529,8 @@ def compare(files: Iterable[FileDescriptor]) -> list[str]:
     problems += _diff("message ", dict.fromkeys(MESSAGES, True), dict.fromkeys(messages, True))
     for name in sorted(MESSAGES.keys() & messages.keys()):
         actual = {fld.name: render_field(fld) for fld in messages[name].fields}
-        problems += _diff(f"field {name}.", MESSAGES[name], actual)
+        expected = {**MESSAGES[name], **EXTENSIONS.get(name, {})}
+        problems += _diff(f"field {name}.", expected, actual)
         problems += _diff(
             "reserved ", {name: RESERVED.get(name, ())}, {name: _reserved_numbers(messages[name])}
         )

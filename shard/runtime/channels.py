@@ -271,10 +271,18 @@ class Channels:
         self._idle_since[cluster] = self.clock.monotonic()
 
 
+_POLICY = {
+    "Session": frozenset({Role.CLUSTER}),  # an operator's stream
+    # Read tooling, and an operator reading its own cluster's verdicts (the handler
+    # holds a cluster identity to its own cluster).
+    "InspectNeeds": frozenset({Role.READONLY, Role.ADMIN, Role.CLUSTER}),
+}
+
+
 def session_policy(method: str) -> frozenset[Role]:
-    """Who may call what on the shard's server (`bigfleet.tls.RequireIdentity`): a Session
-    is an operator's, so cluster identities only; the shard serves nothing else."""
-    return frozenset({Role.CLUSTER}) if method == "Session" else frozenset()
+    """Who may call what on the shard's server (`bigfleet.tls.RequireIdentity`); nothing
+    else is served."""
+    return _POLICY.get(method, frozenset())
 
 
 class _Frames:

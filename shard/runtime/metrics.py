@@ -155,6 +155,13 @@ class ShardMetrics:
             "the method does not take, or a Hello for another cluster than the certificate's.",
             registry=r,
         )
+        self.inspect_requests = Counter(
+            p + "inspect_requests_total",
+            "ShardRead.InspectNeeds calls, by outcome (ok, invalid_argument, "
+            "permission_denied, aborted: a page token from a cycle no longer kept).",
+            ["code"],
+            registry=r,
+        )
         self.outbox_dropped = Counter(
             p + "outbox_dropped_total", "Coalescing frames dropped by a full outbox.", registry=r
         )

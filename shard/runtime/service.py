@@ -39,6 +39,7 @@ from bigfleet.shard.runtime.channels import (
 )
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.hints import Hints
+from bigfleet.shard.runtime.inspect import ShardReadService, VerdictShelf
 from bigfleet.shard.runtime.instructions import InstructionHandler
 from bigfleet.shard.runtime.metrics import ShardMetrics, record_cycle
 from bigfleet.shard.runtime.ownership import Ownership
@@ -50,7 +51,7 @@ from bigfleet.shard.runtime.state import ShardState
 from bigfleet.shard.settings import ShardSettings as ShardSettings
 from bigfleet.shard.settings import load_credentials
 from bigfleet.supervise import Loops, beat
-from bigfleet.wire import provider_pb2, shard_pb2_grpc
+from bigfleet.wire import provider_pb2, shard_pb2_grpc, shardread_pb2_grpc
 
 log = logging.getLogger(__name__)
 READY_WINDOW_CYCLES = 3  # /readyz: a complete reconcile within this many cycle intervals...
@@ -161,6 +162,8 @@ class ShardService:
             loops=self.loops,
         )
         self.engine = Engine(settings.rails)
+        # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
+        self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self.instructions = InstructionHandler(
             self.state,
             self.reconciler,
@@ -242,6 +245,8 @@ class ShardService:
         self.metrics.cycle_phase_duration.labels("emit").observe(time.perf_counter() - emit_start)
         self.cycles += 1
         self.last, self.last_cycle_at = result, self.clock.time()
+        if self.engine.verdicts is not None:
+            self.verdicts.put(self.engine.verdicts.last)
         total_s = time.perf_counter() - start
         self.cycle_seconds.append(total_s)
         record_cycle(
@@ -315,6 +320,9 @@ class ShardService:
             interceptors=interceptors,
         )
         shard_pb2_grpc.add_ShardServicer_to_server(sessions, server)
+        shardread_pb2_grpc.add_ShardReadServicer_to_server(
+            ShardReadService(self.verdicts, self.metrics), server
+        )
         self.port = tls.add_port(server, self.settings.listen, self.credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")

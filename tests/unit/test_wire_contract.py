@@ -187,3 +187,12 @@ def test_penalty_buckets_double_from_one_dollar() -> None:
     assert bounds == [2**i for i in range(24)]
     assert capacity_pb2.PenaltyBucket.Value("PENALTY_BUCKET_1") == 3
     assert capacity_pb2.PenaltyBucket.Value("PENALTY_BUCKET_PINNED") == 27
+
+
+def test_extensions_stay_out_of_the_reference_numbers() -> None:
+    """Our additions use numbers the reference never will, and only on messages it has."""
+    for message, fields in contract.EXTENSIONS.items():
+        assert message in contract.MESSAGES
+        assert not fields.keys() & contract.MESSAGES[message].keys()
+        for rendered in fields.values():
+            assert int(rendered.split()[0]) >= contract.EXTENSION_FLOOR, (message, rendered)
