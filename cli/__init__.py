@@ -19,6 +19,7 @@ from bigfleet.cli.certs import certs
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.coordinator import coordinator
 from bigfleet.cli.ctl import ctl
+from bigfleet.cli.explain import explain
 from bigfleet.cli.operator import operator
 from bigfleet.cli.podcontroller import pod_controller
 from bigfleet.cli.provider import provider
@@ -78,6 +79,7 @@ main.add_command(bench)
 main.add_command(shard)
 main.add_command(coordinator)
 main.add_command(ctl)
+main.add_command(explain)
 main.add_command(certs)
 main.add_command(operator)
 main.add_command(all_in_one)

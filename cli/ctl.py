@@ -1,4 +1,4 @@
-"""`bigfleet ctl`: administer the coordinator over its gRPC service."""
+"""`bigfleet ctl`: administer the coordinator over its gRPC service; read a shard's verdicts."""
 
 from __future__ import annotations
 
@@ -238,3 +238,88 @@ def snapshot_save(coordinators: Coordinators, path: Path) -> None:
 
     meta = coordinators.call(save)
     click.echo(f"{meta['keys']} keys at term {meta['term']} written to {path}")
+
+
+@ctl.command("inspect-needs")
+@click.option(
+    "--shard-addr",
+    required=True,
+    envvar="BIGFLEET_SHARD",
+    metavar="HOST:PORT",
+    help="The shard to read (its gRPC port); env BIGFLEET_SHARD.",
+)
+@click.option("--cluster", default="", help="Only this cluster's needs.")
+@click.option(
+    "--limit", default=0, show_default=True, type=click.IntRange(0), help="At most N rows; 0: all."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table, or JSON with the header and every row.",
+)
+@click.pass_obj
+def inspect_needs(
+    coordinators: Coordinators, shard_addr: str, cluster: str, limit: int, output: str
+) -> None:
+    """A shard's last verdict per need (ShardRead.InspectNeeds), every page of it.
+
+    Rows come priority first, then arrival, then cluster. Under mutual TLS the
+    shard takes a readonly or admin certificate. `bigfleet explain` says the
+    same in sentences.
+    """
+    from bigfleet import explain as words
+    from bigfleet.cli.explain import ShardReader
+
+    reader = ShardReader(shard_addr, coordinators.credentials, coordinators.timeout_s)
+    verdicts = reader.read(cluster=cluster, limit=limit)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "shard": shard_addr,
+                    **words.header_dict(verdicts.header),
+                    "needs": [words.as_dict(v) for v in verdicts.views],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    click.echo(f"shard {shard_addr}: {words.header_sentence(verdicts.header)}")
+    if not verdicts.computed:
+        return
+    _table(
+        [
+            "CLUSTER",
+            "PRIORITY",
+            "FINGERPRINT",
+            "SATISFIED",
+            "REASON",
+            "DEFICIT",
+            "CLAIMED",
+            "AGE_UNMET",
+        ],
+        [
+            [
+                v.cluster_id,
+                v.need.priority,
+                v.profile_fingerprint[:12] or "—",
+                "yes" if v.satisfied else "no",
+                words.reason(v),
+                words.resources_words(v.residual_deficit.resources) or "—",
+                v.claimed_machine_count,
+                v.age_cycles_unmet,
+            ]
+            for v in verdicts.views
+        ],
+    )
+    if verdicts.cut_short and not limit and verdicts.header is not None:
+        total = verdicts.header.total_needs
+        click.echo(
+            f"showing {len(verdicts.views)} of {total} needs: "
+            "the shard capped the rows and offered no next page",
+            err=True,
+        )
