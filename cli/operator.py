@@ -54,6 +54,14 @@ from bigfleet.tls import TLSFiles
     type=click.FloatRange(0),
     help="Seconds a Drained or Failed UpcomingNode is kept before it is deleted.",
 )
+@click.option(
+    "--verdict-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between reads of the shard's verdicts for this cluster, written as the "
+    "Satisfied condition of each CapacityRequest; 0 turns them off.",
+)
 @options.metrics_port(8770)
 @options.tls
 def operator(
@@ -65,6 +73,7 @@ def operator(
     bootstrap_template: Path | None,
     api_server_url: str | None,
     upcoming_retention: float,
+    verdict_interval: float,
     metrics_port: int,
     tls: TLSFiles | None,
 ) -> None:
@@ -81,6 +90,7 @@ def operator(
         api_server_url=api_server_url,
         metrics_addr=options.metrics_address("", metrics_port),
         upcoming_retention_s=upcoming_retention,
+        verdict_interval_s=verdict_interval,
         tls=tls,
     )
 

@@ -214,7 +214,7 @@ class CapacityRequestSpec(Model):
 
 
 class RequestCondition(Model):
-    type: Literal["Translatable"]
+    type: Literal["Translatable", "Satisfied"]
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(max_length=1024)
     message: Text

@@ -2,10 +2,10 @@
 rolls them up to the shard, the bootstrap responder, writers and reclaim handler act on
 the shard's frames, and /metrics, /healthz and /readyz serve on its own port.
 
-The session's stream loop, its roll-up loop and the UpcomingNode collector are
-supervised loops (`bigfleet.supervise.Loops`): restarted after an unexpected error,
-and /healthz fails while one is dead or stuck. /readyz holds while the session to
-the shard is up, and for `ready_grace_s` after start.
+The session's stream loop, its roll-up loop, the UpcomingNode collector and the
+verdict poller (Satisfied conditions) are supervised loops (`bigfleet.supervise.Loops`):
+restarted after an unexpected error, and /healthz fails while one is dead or stuck.
+/readyz holds while the session to the shard is up, and for `ready_grace_s` after start.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.capacity_requests import RequestCache
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.session import OperatorSession
+from bigfleet.operators.operator.verdicts import VerdictPoller
 from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
 from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import TLSFiles
@@ -56,6 +57,7 @@ class OperatorSettings:
     upcoming_retention_s: float = 3600.0  # Drained/Failed UpcomingNodes are deleted after
     tls: TLSFiles | None = None  # mutual TLS to the shard; None: plaintext
     ready_grace_s: float = 60.0  # /readyz holds this long after start without a session
+    verdict_interval_s: float = 10.0  # Satisfied conditions from the shard's verdicts; 0: off
 
 
 def _from_kubeconfig(path: Path) -> tuple[str, str]:
@@ -139,6 +141,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     await cache.fill(api)  # before the first roll-up: an empty cache would withdraw all demand
     prometheus = CollectorRegistry()
     loops = Loops(prometheus, clock)
+    metrics = OperatorMetrics(prometheus)
     session = OperatorSession(
         cluster_id=settings.cluster_id,
         shard_address=settings.shard_address,
@@ -147,12 +150,25 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         rollup_interval_s=settings.rollup_interval_s,
         ack_concurrency=settings.ack_concurrency,
         list_crs=cache.list,
-        metrics=OperatorMetrics(prometheus),
+        metrics=metrics,
         on_untranslatable=functools.partial(events.untranslatable, api),
         clock=clock,
         credentials=credentials,
         loops=loops,
         ready_grace_s=settings.ready_grace_s,
+    )
+    poller = VerdictPoller(
+        cluster_id=settings.cluster_id,
+        shard_address=settings.shard_address,
+        api=api,
+        rollup=lambda: session.last_rollup,
+        current=lambda namespace, name: cache.items.get((namespace, name)),
+        on_unsatisfied=functools.partial(events.unsatisfied, api),
+        metrics=metrics,
+        clock=clock,
+        credentials=credentials,
+        interval_s=settings.verdict_interval_s,
+        write_concurrency=settings.ack_concurrency,
     )
     # kopf's own stop, set once our loops are gone: stopping, kopf cancels whatever else runs.
     kopf_stop = asyncio.Event()
@@ -160,6 +176,11 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     retention_s = settings.upcoming_retention_s
 
     async def serve() -> None:
+        verdict_loop = (
+            [loops.run("operator_verdicts", poller.run, max_period_s=poller.stuck_after)]
+            if settings.verdict_interval_s > 0
+            else []
+        )
         try:
             await supervise(
                 stop,
@@ -170,6 +191,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
                     # Liveness: a collection pass and the pause after it take far less.
                     max_period_s=max(300.0, 5 * _collect_every_s(retention_s)),
                 ),
+                *verdict_loop,
             )
         finally:
             kopf_stop.set()

@@ -4,11 +4,13 @@ Objects arrive as dicts (kopf's watch, a list from the API server); `decode`
 turns one into the typed models of `bigfleet.crd.models`, and everything past
 it reads model attributes. An object the models refuse is `Untranslatable`,
 like any request the roll-up cannot turn into demand. Status writes are
-encoded from the same models.
+encoded from the same models: the phase by a merge patch, a single condition by
+server-side apply (so the other conditions stay).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +20,12 @@ import kr8s.asyncio
 from pydantic import ValidationError
 
 from bigfleet.crd import API_VERSION, CapacityRequest
-from bigfleet.crd.models import CapacityRequestSpec, CapacityRequestStatus, Model
+from bigfleet.crd.models import (
+    CapacityRequestSpec,
+    CapacityRequestStatus,
+    Model,
+    RequestCondition,
+)
 
 M = TypeVar("M", bound=Model)
 
@@ -112,3 +119,35 @@ async def patch_status(
         api=api,
     )
     await request.patch({"status": status.to_object()}, subresource="status")
+
+
+async def apply_condition(
+    api: kr8s.asyncio.Api, namespace: str, name: str, condition: RequestCondition, manager: str
+) -> None:
+    """Set one condition of the request's status by server-side apply, as `manager`.
+
+    `status.conditions` is a list keyed by `type`, so the API server merges the entry in and
+    keeps every other condition (a merge patch would replace the whole list). Raises
+    kr8s.NotFoundError when the request is gone: apply does not create through /status.
+    """
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": CapacityRequest.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"conditions": [condition.to_object()]},
+    }
+    try:
+        async with api.call_api(
+            "PATCH",
+            version=API_VERSION,
+            namespace=namespace,
+            url=f"{CapacityRequest.endpoint}/{name}/status",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/apply-patch+yaml"},  # JSON is YAML
+            params={"fieldManager": manager, "force": "true"},
+        ):
+            pass
+    except kr8s.ServerError as err:
+        if err.response is not None and err.response.status_code == 404:
+            raise kr8s.NotFoundError(f"CapacityRequest {namespace}/{name} does not exist") from err
+        raise

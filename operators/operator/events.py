@@ -120,3 +120,11 @@ async def node_coming(api: kr8s.asyncio.Api, namespace: str, name: str, machine:
         "NodeComing",
         f"machine {machine}, which fits this request, is joining the cluster",
     )
+
+
+async def unsatisfied(
+    api: kr8s.asyncio.Api, namespace: str, name: str, reason: str, message: str
+) -> None:
+    """Warning Event when the shard's verdict turns a request Satisfied=False: the reason and
+    the sentence of the condition, once per request and reason (the caller remembers)."""
+    await _emit(api, namespace, name, reason, message, kind="Warning")

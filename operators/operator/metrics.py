@@ -32,6 +32,18 @@ class OperatorMetrics:
         self.upcoming_node_writes = Counter(
             p + "upcoming_node_writes_total", "UpcomingNode writes.", ["outcome"], registry=r
         )
+        self.satisfied_condition_writes = Counter(
+            p + "satisfied_condition_writes_total",
+            "Satisfied conditions written on CapacityRequests, by status and reason.",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.verdict_poll_failures = Counter(
+            p + "verdict_poll_failures_total",
+            "Reads of the shard's verdicts (ShardRead.InspectNeeds) that failed, by gRPC code.",
+            ["code"],
+            registry=r,
+        )
         self.dispatch_inflight = Gauge(
             p + "dispatch_inflight", "Frames from the shard being handled.", registry=r
         )

@@ -121,6 +121,9 @@ class Rollup:
     pending: list[Translated]  # CRs to mark Acknowledged once the shard acknowledged
     problems: list[Problem]  # CRs left out
     translated: list[Translated]  # every CR that went into the roll-up
+    # The fold key of each need in `message.needs`, in the same order: which requests a need
+    # (and so the shard's verdict on it) stands for.
+    need_keys: list[tuple[object, ...]] = field(default_factory=list)
 
 
 def _text(milli: int) -> str:
@@ -192,7 +195,8 @@ def build(
             unit[name] = max(unit.get(name, 0), milli)
         folded[t.key] = (first, total, unit)
     needs = []
-    for key in sorted(folded, key=repr):  # deterministic order
+    keys = sorted(folded, key=repr)  # deterministic order
+    for key in keys:
         t, total, unit = folded[key]
         needs.append(
             capacity_pb2.CapacityNeed(
@@ -219,4 +223,4 @@ def build(
     message = capacity_pb2.ClusterCapacityNeeds(
         cluster_id=cluster, timestamp_unix_nanos=now_ns, needs=needs
     )
-    return Rollup(message, pending, problems, translated)
+    return Rollup(message, pending, problems, translated, keys)

@@ -93,6 +93,9 @@ class OperatorSession:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._explainer = Explainer()
         self._requests: list[rollups.Translated] = []  # what the last roll-up carried
+        # The newest roll-up put on a stream (only that one: the shard's verdicts are mapped
+        # back to requests through it).
+        self.last_rollup: rollups.Rollup | None = None
         self._translations = rollups.Memo()
         self.loops = loops or Loops(clock=clock)
         self.ready_grace_s = ready_grace_s
@@ -159,6 +162,7 @@ class OperatorSession:
                 if slot[0] is not None:
                     current, slot[0] = slot[0], None
                     sent.append(current)
+                    self.last_rollup = current
                     yield shard_pb2.OperatorMessage(rollup=current.message)
 
         async def rollup_loop() -> None:

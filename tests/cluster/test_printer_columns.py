@@ -36,12 +36,14 @@ async def test_capacity_request_columns(
     ).create()
 
     narrow = control_plane.kubectl("get", "crs", "-n", namespace).stdout
-    assert _header(narrow) == ["NAME", "PHASE", "PRIORITY", "AGE"]
+    assert _header(narrow) == ["NAME", "PHASE", "SATISFIED", "PRIORITY", "AGE"]
 
     wide = control_plane.kubectl("get", "capacityrequests", "-n", namespace, "-o", "wide").stdout
     assert _header(wide) == [
         "NAME",
         "PHASE",
+        "SATISFIED",
+        "REASON",
         "PRIORITY",
         "AGE",
         "CPU",
@@ -51,6 +53,7 @@ async def test_capacity_request_columns(
     ]
     row = _row(wide, "cols")
     assert row["PHASE"] == ""  # no status until the operator acknowledges it
+    assert row["SATISFIED"] == row["REASON"] == ""  # nor a verdict before the shard's cycle
     assert (row["PRIORITY"], row["CPU"], row["MEMORY"]) == ("700", "3", "5Gi")
     assert row["INTERRUPTION-PENALTY"] == "40"
 
