@@ -53,6 +53,13 @@ def provider() -> None:
     help="Boot Configured machines into their cluster: TLS-bootstrap with the join blob's "
     "token, register a Node (annotated for kwok), delete it when the machine leaves.",
 )
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON file that machines, fence marks, operation ids and the revision survive a "
+    "restart in. Missing: seed as usual and create it; unreadable: refuse to start.",
+)
 @options.tls
 def fake(
     listen: str,
@@ -60,6 +67,7 @@ def fake(
     idle: int,
     speculative: int,
     join_nodes: bool,
+    state_path: Path | None,
     tls: TLSFiles | None,
 ) -> None:
     """Serve the fake provider: a test and demo fixture, never for production.
@@ -69,9 +77,14 @@ def fake(
     --tls-key and --tls-ca it speaks mutual TLS and takes a mutation only from
     the shard its fencing token names (bigfleet://shard/<id>): PERMISSION_DENIED
     otherwise.
+
+    With --state FILE the fleet outlives the process: the file, when present, replaces
+    the seeded machines (delete it to reseed), and every answer waits for the change
+    before it to be written.
     """
     from bigfleet.providers_fake.app import FakeProviderSettings, run
     from bigfleet.providers_fake.config import FleetConfig
+    from bigfleet.providers_fake.state import StateFileError
     from bigfleet.tls import load
 
     try:
@@ -84,5 +97,9 @@ def fake(
         listen=listen,
         join_nodes=join_nodes,
         tls=tls,
+        state=state_path,
     )
-    until_signalled(lambda stop: run(settings, stop))
+    try:
+        until_signalled(lambda stop: run(settings, stop))
+    except StateFileError as err:
+        raise click.ClickException(str(err)) from err

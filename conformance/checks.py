@@ -3,7 +3,8 @@
 A check gets a Target, raises CheckFailed (or lets an unexpected RPC error
 escape) when the provider breaks the contract, and returns when it holds.
 FAILED_PRECONDITION is reserved for fencing: every other refusal must use
-another code.
+another code. The durability category (durability.py) is registered last: it
+restarts the provider.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import itertools
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import grpc
 
-from bigfleet.conformance.target import CheckFailed, Target, Token, expect, status_of
+from bigfleet.conformance import durability
+from bigfleet.conformance.registry import Check, registrar, run_check
+from bigfleet.conformance.target import Target, Token, expect, status_of
 from bigfleet.lifecycle import Call
 from bigfleet.wire import provider_pb2 as pb
 
@@ -32,29 +34,10 @@ SPEC, IDLE, CONFIGURED = (
 FAILED = S.MACHINE_STATE_FAILED
 
 
-@dataclass(frozen=True)
-class Check:
-    category: str
-    name: str
-    summary: str
-    run: Callable[[Target], Awaitable[None]]
-
-    @property
-    def id(self) -> str:
-        return f"{self.category}/{self.name}"
-
+__all__ = ["CHECKS", "Check", "run_check"]
 
 CHECKS: list[Check] = []
-
-
-def check(
-    category: str, name: str, summary: str
-) -> Callable[[Callable[[Target], Awaitable[None]]], Callable[[Target], Awaitable[None]]]:
-    def register(fn: Callable[[Target], Awaitable[None]]) -> Callable[[Target], Awaitable[None]]:
-        CHECKS.append(Check(category, name, summary, fn))
-        return fn
-
-    return register
+check = registrar(CHECKS)
 
 
 def refused_without_fencing_code(code: grpc.StatusCode, what: str) -> None:
@@ -211,14 +194,43 @@ async def empty_id(t: Target) -> None:
 @check(
     "errors",
     "negative-arguments",
-    "a negative grace, epoch or sequence is INVALID_ARGUMENT (B210, B211)",
+    "a negative grace, epoch or sequence is clamped (OK) or INVALID_ARGUMENT, never FP "
+    "(B210, B211)",
 )
 async def negative_arguments(t: Target) -> None:
-    mid = await t.fresh(CONFIGURED)
-    code = await status_of(t.drain(mid, grace=-1))
-    expect(code == Code.INVALID_ARGUMENT, f"negative grace got {code.name}")
-    code = await status_of(t.drain(mid, token=Token(t.shard_id, -1, 1)))
-    expect(code == Code.INVALID_ARGUMENT, f"negative epoch got {code.name}")
+    # The reference lets a provider refuse a negative value or clamp it to 0 and go on.
+    # Each value gets a machine and a token no earlier call can make stale, so a clamping
+    # provider's fence has no reason to refuse it.
+    grace_on = await t.fresh(CONFIGURED)
+    sequence_on = await t.fresh(SPEC)
+    if t.bound:
+        # One shard identity whose marks outlive runs: a clamped epoch 0 would be stale on
+        # any machine an earlier run touched, so use an id no run has seen. A clamping
+        # provider then finds no machine (NOT_FOUND); a validating one refuses the value.
+        epoch_on, allowed_epoch = t.unique("conformance-missing-negative-epoch"), Code.NOT_FOUND
+        epoch_shard = t.shard_id
+    else:
+        epoch_on, allowed_epoch = await t.fresh(SPEC), Code.OK
+        epoch_shard = f"{t.shard_id}-negative-epoch"
+    cases: tuple[tuple[str, grpc.StatusCode, Callable[[], Awaitable[object]]], ...] = (
+        ("grace_period_seconds", Code.OK, lambda: t.drain(grace_on, grace=-1)),
+        ("shard_epoch", allowed_epoch, lambda: t.create(epoch_on, Token(epoch_shard, -1, 1))),
+        (
+            "sequence_number",
+            Code.OK,
+            lambda: t.create(sequence_on, t.fencing_token("negative-sequence", 1, -1)),
+        ),
+    )
+    wrong = []
+    for name, clamped, call in cases:  # all three, so one run names every wrong answer
+        code = await status_of(call())
+        if code not in (clamped, Code.INVALID_ARGUMENT):
+            reserved = ", a code reserved for fencing" if code == FP else ""
+            wrong.append(
+                f"negative {name} got {code.name}{reserved} "
+                f"(wanted {clamped.name} or INVALID_ARGUMENT)"
+            )
+    expect(not wrong, "; ".join(wrong))
 
 
 # -- list and revision ------------------------------------------------------------------------
@@ -481,12 +493,5 @@ async def random_lifecycle(t: Target) -> None:
                 expect((await t.get(mid)).state == state, f"{name} moved the machine")
 
 
-async def run_check(t: Target, c: Check) -> str | None:
-    """None when the check holds, else why not."""
-    try:
-        await c.run(t)
-    except CheckFailed as err:
-        return str(err)
-    except grpc.aio.AioRpcError as err:
-        return f"unexpected {err.code().name}: {err.details()}"
-    return None
+# Last: it restarts the provider, which every other check can do without.
+CHECKS += durability.CHECKS

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -25,10 +26,21 @@ from bigfleet.wire import provider_pb2 as pb
 S = pb.MachineState
 SETTLE_TIMEOUT_S = 30.0
 POLL_S = 0.005
+# Reconnect quickly: the durability checks restart the provider under the same channel.
+DIAL_OPTIONS = (
+    *GRPC_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 
 class CheckFailed(AssertionError):
     """A conformance expectation that did not hold; the message says which."""
+
+
+class CheckSkipped(Exception):
+    """The check cannot run in this setting (the message says what it needs); not a pass."""
 
 
 def expect(condition: bool, message: str) -> None:
@@ -60,6 +72,10 @@ class Target:
     # their own; unbound, each fencing check has a shard of its own and epochs from 1.
     epoch: int = 1
     bound: bool = False
+    # Stops the provider and starts it again, when the suite started it (--provider-command).
+    restart: Callable[[], Awaitable[None]] | None = None
+    # What the checks of one category share, such as the durability category's one restart.
+    shared: dict[str, object] = field(default_factory=dict)
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _used: set[str] = field(default_factory=set)
 
@@ -71,7 +87,7 @@ class Target:
 
         A shard certificate makes its shard id the suite's fencing identity (`bound`).
         """
-        dialled = channel(address, credentials, options=GRPC_OPTIONS)
+        dialled = channel(address, credentials, options=DIAL_OPTIONS)
         target = cls(provider_pb2_grpc.CapacityProviderStub(dialled), rpc_timeout_s)
         identity = credentials.identity if credentials else None
         if identity is not None and identity.role == Role.SHARD:

@@ -2,6 +2,7 @@
 
 `fleet` holds machines and their lifecycle (no I/O), `server` serves it as
 CapacityProvider on grpc.aio, `config` builds one from YAML or quick flags,
-`app` runs the whole process (`bigfleet provider fake`).
+`state` keeps it in a file across restarts (`--state`), `app` runs the whole
+process (`bigfleet provider fake`).
 Imports the shared kernel `bigfleet` only.
 """

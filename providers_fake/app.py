@@ -2,6 +2,8 @@
 
 `start` serves and says which port it got, for a caller that composes the fake
 with other parts in one process; `run` is the whole `bigfleet provider fake`.
+With a state file the fleet is restored from it (or seeded and saved there) before
+the port opens, so no caller ever sees a fleet that a restart would take back.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -18,6 +21,7 @@ from bigfleet.providers_fake import server
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.joiner import NodeJoiner
+from bigfleet.providers_fake.state import Journal, open_journal
 from bigfleet.supervise import Loops, supervise
 from bigfleet.tls import TLSFiles, load
 
@@ -30,6 +34,7 @@ class FakeProviderSettings:
     listen: str = "127.0.0.1:7800"  # port 0 picks a free one
     join_nodes: bool = False  # boot Configured machines into their cluster as Nodes
     tls: TLSFiles | None = None  # mutual TLS, mutations bound to their shard; None: plaintext
+    state: Path | None = None  # JSON file the fleet survives restarts in; None: memory only
 
 
 @dataclass
@@ -40,6 +45,7 @@ class FakeProvider:
     fleet: FakeFleet
     server: grpc.aio.Server
     port: int
+    journal: Journal | None = None
 
     @property
     def address(self) -> str:
@@ -65,8 +71,12 @@ async def start(settings: FakeProviderSettings, clock: Clock = REAL_CLOCK) -> Fa
     """Build the fleet and serve it on `settings.listen` (with mutual TLS if configured)."""
     credentials = load(settings.tls)  # unusable certificates stop the start here
     fleet = settings.fleet.build(clock.monotonic)
-    grpc_server, port = await server.start(fleet, settings.listen, credentials)
-    return FakeProvider(settings, fleet, grpc_server, port)
+    # An unusable state file stops the start here too (StateFileError): never start empty.
+    journal = open_journal(fleet, settings.state) if settings.state else None
+    grpc_server, port = await server.start(
+        fleet, settings.listen, credentials, durable=journal.flush if journal else None
+    )
+    return FakeProvider(settings, fleet, grpc_server, port, journal)
 
 
 async def run(
@@ -77,7 +87,12 @@ async def run(
     machines = len(provider.fleet)
     log.info(
         "fake provider serving",
-        extra={"address": provider.address, "machines": machines, "tls": bool(settings.tls)},
+        extra={
+            "address": provider.address,
+            "machines": machines,
+            "tls": bool(settings.tls),
+            "state": str(settings.state or ""),
+        },
     )
     # For whoever started it by hand: where to point a shard or the conformance suite.
     print(f"fake provider on {provider.address} with {machines} machines", file=sys.stderr)

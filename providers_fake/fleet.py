@@ -8,13 +8,19 @@ repeats return the original operation id; out-of-position calls fail with a
 code other than FAILED_PRECONDITION. Faults: a seeded failure rate per
 transition, one-shot failures, failing or removing a machine outright, and
 transition timeouts to FAILED.
+
+Everything that must outlive the process (machines, fence marks, operation
+ids, the revision) can be taken out as a FleetImage and put back with
+`restore`; `generation` moves on every change to it, so a journal (state.py)
+knows when to write. One-shot failures and the seeded fault sequence are
+test-run scaffolding and do not survive.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bigfleet.errors import InvalidRequest, InvalidTransition, MachineNotFound
 from bigfleet.fencing import FenceBook, FencingToken
@@ -65,6 +71,17 @@ class Slot:
     changed: int = 0  # revision of the latest change
 
 
+@dataclass(frozen=True, slots=True)
+class FleetImage:
+    """What survives a restart. A slot's `due` here is seconds still to go, not a clock reading:
+    monotonic clocks of two processes share no origin."""
+
+    slots: list[Slot]
+    marks: list[tuple[str, FencingToken]]  # (machine id, highest accepted token)
+    revision: int
+    operations: int  # operation ids minted so far, so new ones never repeat old ones
+
+
 @dataclass(slots=True)
 class _OneShot:
     toward: int
@@ -90,7 +107,9 @@ class FakeFleet:
         self._rng = random.Random(seed)
         self._slots: dict[str, Slot] = {}
         self._fences = FenceBook()
+        self._fence_keys: set[tuple[str, str]] = set()  # FenceBook cannot list its marks
         self._revision = 0
+        self.generation = 0  # moves on every change a FleetImage would show
         self._op_counter = 0
         self._one_shots: dict[str, _OneShot] = {}
 
@@ -113,6 +132,7 @@ class FakeFleet:
         self._slot(machine_id)
         del self._slots[machine_id]
         self._revision += 1
+        self.generation += 1
 
     # -- the six calls ------------------------------------------------------------------------
 
@@ -190,6 +210,8 @@ class FakeFleet:
         # The all-zero token is the test harness's unfenced call.
         if token.epoch or token.sequence or token.shard_id:
             self._fences.admit(machine_id, token)
+            self._fence_keys.add((token.shard_id, machine_id))
+            self.generation += 1  # the mark must be durable even if the call fails below
         self._settle()
         slot = self._slot(machine_id)
         if (
@@ -264,6 +286,7 @@ class FakeFleet:
 
     def _touch(self, slot: Slot) -> None:
         self._revision += 1
+        self.generation += 1
         slot.changed = self._revision
 
     def _slot(self, machine_id: str) -> Slot:
@@ -282,6 +305,8 @@ class FakeFleet:
             price_per_hour=slot.price_per_hour,
             interruption_probability=slot.interruption_probability,
             resources=pb.Resources(resources=slot.resources),
+            # The fake runs no system daemons, so all of the shape is usable.
+            allocatable=pb.Resources(resources=slot.resources),
             labels=slot.labels,
             last_error=slot.last_error,
             cluster=slot.cluster,
@@ -293,6 +318,37 @@ class FakeFleet:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    # -- surviving a restart ---------------------------------------------------------------------
+
+    def export(self) -> FleetImage:
+        """A copy of everything that must survive a restart."""
+        now = self._clock()
+        slots = [
+            replace(s, due=None if s.due is None else max(0.0, s.due - now))
+            for _, s in sorted(self._slots.items())
+        ]
+        marks = []
+        for shard_id, machine_id in sorted(self._fence_keys):
+            mark = self._fences.mark(shard_id, machine_id)
+            if mark is not None:
+                marks.append((machine_id, mark))
+        return FleetImage(slots, marks, self._revision, self._op_counter)
+
+    def restore(self, image: FleetImage) -> None:
+        """Replace machines, marks and counters with `image`'s. A transition in flight when
+        the image was taken resumes with the time it had left (downtime does not count)."""
+        now = self._clock()
+        self._slots = {
+            s.id: replace(s, due=None if s.due is None else now + s.due) for s in image.slots
+        }
+        self._fences, self._fence_keys = FenceBook(), set()
+        for machine_id, token in image.marks:
+            self._fences.admit(machine_id, token)
+            self._fence_keys.add((token.shard_id, machine_id))
+        self._revision = image.revision
+        self._op_counter = image.operations
+        self.generation += 1
 
 
 def _parse_cursor(cursor: bytes) -> int:

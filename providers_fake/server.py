@@ -6,12 +6,16 @@ the shard its fencing token names, `bigfleet://shard/<token shard_id>`; reads
 take any caller with a BigFleet identity. On plaintext there is no identity and
 no check (the service is told which it serves: on a plaintext connection gRPC's
 auth context still names a transport, "insecure").
+
+With a journal (`--state`) every answer waits until the changes before it are on
+disk: an acknowledged mutation, an advanced fence mark (also of a refused call)
+and a revision a reader was shown all survive a restart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -60,9 +64,15 @@ def check_caller(context: grpc.aio.ServicerContext, rpc: str, token: FencingToke
 
 
 class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
-    def __init__(self, fleet: FakeFleet, check_identities: bool = False) -> None:
+    def __init__(
+        self,
+        fleet: FakeFleet,
+        check_identities: bool = False,
+        durable: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.fleet = fleet
         self.check_identities = check_identities  # served over mutual TLS
+        self.durable = durable  # returns once every change so far is on disk
 
     async def _call(
         self,
@@ -74,7 +84,11 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
         try:
             if self.check_identities:
                 check_caller(context, rpc, token)
-            return fn()
+            try:
+                return fn()
+            finally:  # a refused call may still have advanced a fence mark
+                if self.durable is not None:
+                    await self.durable()
         except BigFleetError as err:
             log.info(
                 "provider call refused",
@@ -140,14 +154,20 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
 
 
 async def start(
-    fleet: FakeFleet, listen: str, credentials: Credentials | None = None
+    fleet: FakeFleet,
+    listen: str,
+    credentials: Credentials | None = None,
+    durable: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve `fleet` on `listen` (HOST:PORT, port 0 picks one); returns the server and port.
 
-    With `credentials` the server speaks mutual TLS and checks callers (`check_caller`).
+    With `credentials` the server speaks mutual TLS and checks callers (`check_caller`);
+    with `durable` (a journal's flush) no answer leaves before the changes it follows are saved.
     """
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    service = CapacityProviderService(fleet, check_identities=credentials is not None)
+    service = CapacityProviderService(
+        fleet, check_identities=credentials is not None, durable=durable
+    )
     provider_pb2_grpc.add_CapacityProviderServicer_to_server(service, server)
     port = add_port(server, listen, credentials)
     if port == 0:

@@ -57,3 +57,35 @@ def test_selfcheck_fails_on_a_crd_that_drifted_from_its_model(tmp_path: Path) ->
 def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.output.strip() == "bigfleet, version 0.1.0"
+
+
+def test_conformance_reports_durability_as_skipped_without_a_provider_command() -> None:
+    listed = CliRunner().invoke(main, ["conformance", "--target", "x:1", "--list"])
+    assert "durability/fences: " in listed.output
+    # Skipped checks dial nothing, so no provider is needed; nothing held, so exit 1.
+    result = CliRunner().invoke(
+        main, ["conformance", "--target", "127.0.0.1:1", "--only", "durability/*"]
+    )
+    assert result.exit_code == 1
+    assert "SKIP durability/machines" in result.output
+    assert "needs --provider-command" in result.output
+    assert result.output.splitlines()[-1] == "0 passed, 0 failed, 5 skipped"
+
+
+def test_conformance_refuses_a_provider_command_that_does_not_split() -> None:
+    for command in ("", "   ", "'unbalanced"):
+        argv = ["conformance", "--target", "x:1", "--provider-command", command]
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, command
+        assert "--provider-command" in result.output
+
+
+def test_fake_provider_refuses_a_corrupt_state_file_naming_it(tmp_path: Path) -> None:
+    state = tmp_path / "fake.json"
+    state.write_text('{"version": 1}')
+    argv = ["provider", "fake", "--listen", "127.0.0.1:0", "--state", str(state)]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1
+    assert str(state) in result.output and "not a fake provider state file" in result.output
+    assert state.read_text() == '{"version": 1}'  # left for a person to look at
+    assert "--state FILE" in CliRunner().invoke(main, ["provider", "fake", "--help"]).output

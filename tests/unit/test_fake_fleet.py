@@ -167,3 +167,15 @@ def test_config_quick_seeds_use_the_default_general_purpose_shape() -> None:
 def test_config_refuses_bad_values() -> None:
     with pytest.raises(ValueError, match="interruption_probability"):
         Pool(prefix="x", count=1, interruption_probability=2)
+
+
+def test_allocatable_is_filled_from_the_shape_on_every_record() -> None:
+    clock, token = Clock(), Tokens()
+    f = fleet(clock, latency=Latency(creating=1))
+    shape = {"cpu": "8"}
+    ack = f.create("m-0", token())
+    records = [ack.machine, f.get("m-0"), *f.list().machines]
+    clock.now = 1
+    records += [f.get("m-0"), f.create("m-0", token()).machine]  # settled, and a repeat's ack
+    for m in records:
+        assert dict(m.allocatable.resources) == dict(m.resources.resources) == shape, m.id
