@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import random
 import resource
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,6 +62,9 @@ class BenchResult:
     first_cycle_ms: float
     peak_rss_mb: float
     bytes_per_machine: float
+    verdicts: bool = True  # the engine kept per-need verdicts
+    # One cluster's verdicts read after each roll-up change, as an operator's poll does.
+    verdict_read_ms: dict[str, float] | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -76,6 +80,8 @@ class BenchResult:
             "first_cycle_ms": self.first_cycle_ms,
             "peak_rss_mb": self.peak_rss_mb,
             "bytes_per_machine": self.bytes_per_machine,
+            "verdicts": self.verdicts,
+            "verdict_read_ms": self.verdict_read_ms,
         }
 
 
@@ -216,6 +222,7 @@ def run(
     cycles: int,
     seed: int = 1,
     progress: Callable[[int], None] = lambda done: None,
+    verdicts: bool = True,
 ) -> BenchResult:
     rng = random.Random(seed)
     gc.collect()
@@ -224,7 +231,7 @@ def run(
     gc.collect()
     per_machine = max(0, _rss_bytes() - before) / max(1, machines)
     table = build_demand(inv, needs, clusters, colocated, rng)
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(RailSettings(reclaim_cap_fraction=0), verdicts=verdicts)
     reported = {f"cluster-{c:03d}" for c in range(clusters)}
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
     clock = converge(engine, inv, table, reported)
@@ -235,6 +242,7 @@ def run(
     samples: dict[str, list[float]] = {"cycle": [], "phase1": [], "phase2": [], "phase3": []}
     steady: list[float] = []
     machine_change: list[float] = []
+    reads: list[float] = []
     withdrawn: Machine | None = None
     for done in range(cycles):
         now = clock + 3 * done
@@ -247,6 +255,11 @@ def run(
         result = engine.cycle(inv, table, reported, now=now + 1)
         for key in samples:
             samples[key].append(result.seconds[key])
+        if engine.verdicts is not None and engine.verdicts.last is not None:
+            mark = time.perf_counter()
+            for _ in engine.verdicts.last.rows(cluster):
+                pass
+            reads.append(time.perf_counter() - mark)
         steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
         # One Idle machine leaves the fleet (the provider withdrew it); the one that
         # left last time comes back.
@@ -273,4 +286,6 @@ def run(
         first_cycle_ms=round(first * 1000, 3),
         peak_rss_mb=round(_rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),
+        verdicts=verdicts,
+        verdict_read_ms=percentiles(reads, 1000) if reads else None,
     )

@@ -33,6 +33,12 @@ def bench() -> None:
     help="Warm cycles measured after the first.",
 )
 @click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--verdicts/--no-verdicts",
+    default=True,
+    show_default=True,
+    help="Keep per-need verdicts, as the shard does (off: measure what keeping them costs).",
+)
 @json_output
 def engine(
     machines: int,
@@ -41,6 +47,7 @@ def engine(
     clusters: int,
     cycles: int,
     seed: int,
+    verdicts: bool,
     json_path: Path | None,
 ) -> None:
     """Decision-cycle time on a synthetic fleet: per phase and whole cycle, p50/p99 in ms."""
@@ -61,6 +68,7 @@ def engine(
             cycles,
             seed,
             progress=lambda done: bar.update(task, completed=done),
+            verdicts=verdicts,
         )
     table = Table(
         title=f"engine: {result.machines:,} machines, {result.needs:,} needs, "
@@ -83,6 +91,12 @@ def engine(
         str(result.machine_change_cycle_ms["p50"]),
         str(result.machine_change_cycle_ms["p99"]),
     )
+    if result.verdict_read_ms is not None:
+        table.add_row(
+            "one cluster's verdicts read",
+            str(result.verdict_read_ms["p50"]),
+            str(result.verdict_read_ms["p99"]),
+        )
     console.print(table)
     console.print(
         f"first cycle {result.first_cycle_ms} ms; peak RSS {result.peak_rss_mb} MiB; "

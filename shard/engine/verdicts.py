@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from bigfleet.shard.engine import resources as rv
@@ -107,7 +107,7 @@ class VerdictSheet:
 
     def __init__(self, cycle: _Cycle, inventory: Inventory) -> None:
         self.cycle = cycle.number
-        self._c = cycle
+        self.decided = self._c = cycle
         self._inventory = inventory
         self._verdicts: dict[int, Verdict] = {}  # by demand index
         self._matching: dict[tuple[object, ...], MatchingSupply] = {}
@@ -255,24 +255,27 @@ class VerdictBook:
     ) -> None:
         """Keep this cycle's verdicts; `changed` is False when the decisions were reused."""
         self.cycles += 1
-        if changed or self.last is None:
+        if not changed and self.last is not None:
+            # The same decisions again: only the cycle number and parking ages move.
+            cycle = replace(self.last.decided, number=self.cycles, parking_ages=parking_ages)
+        else:
             since = self.unmet_since
             self.unmet_since = {
                 key: since.get(key, self.cycles)
                 for key in (_unmet_key(u.need) for u in first.unsatisfied)
             }
-        cycle = _Cycle(
-            number=self.cycles,
-            reported=reported,
-            origins=origins,
-            demand=demand,
-            first=first,
-            second=second,
-            unresolved={id(u.need): u for u in second.unresolved},
-            unmet_since=self.unmet_since,
-            parking_ages=parking_ages,
-            # Not copied: later cycles update entries in place, so a sheet read after
-            # the next cycle may show a fresher ranking, never a wrong need's.
-            candidates=candidates,
-        )
+            cycle = _Cycle(
+                number=self.cycles,
+                reported=reported,
+                origins=origins,
+                demand=demand,
+                first=first,
+                second=second,
+                unresolved={id(u.need): u for u in second.unresolved},
+                unmet_since=self.unmet_since,
+                parking_ages=parking_ages,
+                # Not copied: later cycles update entries in place, so a sheet read after
+                # the next cycle may show a fresher ranking, never a wrong need's.
+                candidates=candidates,
+            )
         self.last = VerdictSheet(cycle, inventory)
