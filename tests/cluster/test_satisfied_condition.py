@@ -5,6 +5,8 @@ phase and any other condition, and `kubectl get` shows them."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ class VerdictChain(Chain):
     """The chain of test_chain.py with the verdict poller ticking fast."""
 
     def start(self) -> None:
-        shard_port = self.backend.run(self._start_backend())
+        shard_port = self.shard_port = self.backend.run(self._start_backend())
         self.stop_operator = asyncio.Event()
         settings = OperatorSettings(
             cluster_id="chain",
@@ -125,3 +127,48 @@ async def test_bound_requests_are_satisfied_and_an_impossible_one_says_why(
     assert _header(wide)[:5] == ["NAME", "PHASE", "SATISFIED", "REASON", "PRIORITY"]
     assert _row(wide, "metal")["REASON"] == "NoMatchingSupply"
     assert _row(wide, "fits")["REASON"] == "Satisfied"
+
+
+async def _explain(chain: VerdictChain, *args: str) -> tuple[int, str]:
+    """`bigfleet explain ...` as a user runs it: its own process, the real API server."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bigfleet.cli", "explain", *args,
+        "--shard", f"127.0.0.1:{chain.shard_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_explain_reads_the_request_and_asks_the_real_shard(
+    api: kr8s.asyncio.Api, namespace: str, chain: VerdictChain, control_plane: LocalControlPlane
+) -> None:
+    await CapacityRequest(request("fits", namespace, {"cpu": "4"}), api=api).create()
+    impossible = request("metal", namespace, {"cpu": "4"})
+    impossible["spec"]["requirements"][0]["values"] = ["m6i.metal"]
+    await CapacityRequest(impossible, api=api).create()
+
+    async def judged() -> bool:
+        crs = [dict(c.raw) async for c in api.async_get(CapacityRequest, namespace=namespace)]
+        return len(crs) == 2 and all(_condition(c) is not None for c in crs)
+
+    await until(judged, "both requests judged", 90)
+    kubeconfig = control_plane.kubeconfig_path
+    where = ["-n", namespace, "--cluster-id", "chain", "--kubeconfig", str(kubeconfig)]
+
+    code, out = await _explain(chain, "capacityrequest", "metal", *where)
+    assert code == 0, out
+    assert "waiting: no machine matching instance type m6i.metal" in out
+    code, out = await _explain(chain, "capacityrequest", "fits", *where, "-o", "json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["capacityrequest"]["name"] == "fits"
+    assert data["verdict"]["reason"] == "Satisfied"
+
+    code, out = await _explain(chain, "capacityrequest", "nope", *where)
+    assert code == 1 and f"CapacityRequest {namespace}/nope not found" in out
+
+    code, out = await _explain(chain, "cluster", "chain")
+    assert code == 0, out
+    assert "NoMatchingSupply" in out and "Satisfied" in out

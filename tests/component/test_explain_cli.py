@@ -1,12 +1,12 @@
 """`bigfleet explain` and `bigfleet ctl inspect-needs` over real gRPC.
 
-The shard's own ShardRead server is written elsewhere; here a small stand-in
-serves canned NeedViews on 127.0.0.1 (paging the BigFleet way: a token in the
-header, the request's `limit` as page size), so the client side is tested over
-real sockets, real TLS and real status codes. No kube-apiserver runs at this
-tier: `explain capacityrequest` reads its request from a stand-in HTTP server
-that answers the two paths the client uses, and the request-to-need matching
-(`find_view`) is tested on CR dicts directly.
+A small stand-in for the shard's read service serves canned NeedViews on
+127.0.0.1 (paging the BigFleet way: a token in the header, the request's
+`limit` as page size), so every reason, page shape and refusal the client must
+handle is tested over real sockets, real TLS and real status codes. The
+request-to-need matching (`find_view`) is tested on CR dicts here; `explain
+capacityrequest` end to end runs at the cluster tier, against the real API
+server and the real shard (tests/cluster/test_satisfied_condition.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -247,159 +246,8 @@ def test_an_untranslatable_request_says_why() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# explain capacityrequest, the request read from a stand-in API server (plain HTTP).
-
-
-class ApiServer(BaseHTTPRequestHandler):
-    """Serves /version and the CapacityRequests of `held`; 404 (a Status) for anything else."""
-
-    held: dict[str, Any]
-
-    def do_GET(self) -> None:
-        self.held.setdefault("paths", []).append(self.path)
-        prefix = "/apis/bigfleet.lucy.sh/v1alpha1/namespaces/"
-        found = self.held.get("cr")
-        body: dict[str, Any]
-        if self.path.startswith("/version"):
-            code, body = 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
-        elif found is not None and self.path == (
-            f"{prefix}{found['metadata']['namespace']}/capacityrequests/{found['metadata']['name']}"
-        ):
-            code, body = 200, found
-        else:
-            code, body = 404, {"kind": "Status", "reason": "NotFound", "message": "not found"}
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def request_in_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """A stand-in API server holding CapacityRequest team/web; KUBECONFIG points at it with
-    namespace `team` in its context. Set `held["cr"]` to change (or None to drop) the request."""
-    held: dict[str, Any] = {"cr": cr("web", zone="a")}
-    handler = type("Handler", (ApiServer,), {"held": held})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [
-                    {"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "team"}}
-                ],
-                "current-context": "x",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    held["kubeconfig"] = kubeconfig
-    yield held
-    server.shutdown()
-    server.server_close()
-
-
-def test_explain_capacityrequest_prints_the_sentence_then_the_table(
-    shard: Served, request_in_cluster: dict[str, Any]
-) -> None:
-    base = ["explain", "capacityrequest", "web", "-n", "team", "--cluster-id", "c1"]
-    result = run(*base, "--shard", shard.address)
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0].startswith("CapacityRequest team/web (cluster c1; shard 127.0.0.1:")
-    assert "cycle 7" in lines[0]
-    assert lines[1] == "satisfied: 2 machines of cluster c1 cover it"
-    assert "this request" in result.output and "cpu 4, memory 16Gi" in result.output
-    assert "topology.kubernetes.io/zone In (a)" in result.output
-    # Every page was read, for c1 only.
-    assert [r.cluster_id for r in shard.servicer.requests] == ["c1"] * 3
-
-    as_json = run(*base, "--shard", shard.address, "-o", "json")
-    assert as_json.exit_code == 0, as_json.output
-    data = json.loads(as_json.output)
-    assert data["capacityrequest"] == {
-        "namespace": "team",
-        "name": "web",
-        "phase": "Acknowledged",
-        "resources": {"cpu": "4", "memory": "16Gi"},
-    }
-    assert data["shard"]["cycle"] == CYCLE and data["shard"]["computed"] is True
-    assert data["verdict"]["reason"] == "Satisfied"
-
-
-def test_explain_capacityrequest_without_a_verdict_exits_3(
-    shard: Served, request_in_cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base = ["explain", "capacityrequest", "web", "-n", "team", "--shard", shard.address]
-    monkeypatch.setenv("BIGFLEET_CLUSTER_ID", "c1")
-    request_in_cluster["cr"] = {**cr("web", zone="q"), "status": {}}  # no need of that shape
-    result = run(*base)
-    assert result.exit_code == 3, result.output
-    assert (
-        "the shard has no need for this request yet: the operator has not rolled it up "
-        "(phase: Pending) or the shard's cycle has not run"
-    ) in result.output
-
-    shard.servicer.cycle = 0
-    result = run(*base)
-    assert result.exit_code == 3, result.output
-    assert "not computed yet: the shard has not run a cycle since it started" in result.output
-
-
-def test_explain_capacityrequest_that_cannot_be_translated_exits_1(
-    shard: Served, request_in_cluster: dict[str, Any]
-) -> None:
-    bad = cr("web")
-    bad["spec"]["requirements"] = [{"key": "zone", "operator": "Gt", "values": ["1"]}]
-    request_in_cluster["cr"] = bad
-    result = run(
-        "explain", "capacityrequest", "web", "-n", "team", "--cluster-id", "c1",
-        "--shard", shard.address,
-    )  # fmt: skip
-    assert result.exit_code == 1, result.output
-    assert "CapacityRequest team/web cannot be translated: requirement operator 'Gt'" in (
-        result.output
-    )
-    assert shard.servicer.requests == []  # refused before asking the shard
-
-
-def test_explain_capacityrequest_reads_the_namespace_of_the_kubeconfig_context(
-    shard: Served, request_in_cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("KUBECONFIG")
-    result = run(
-        "explain", "capacityrequest", "web", "--cluster-id", "c1", "--shard", shard.address,
-        "--kubeconfig", str(request_in_cluster["kubeconfig"]),
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert (
-        "/apis/bigfleet.lucy.sh/v1alpha1/namespaces/team/capacityrequests/web"
-        in (request_in_cluster["paths"])
-    )
-
-
-def test_a_missing_capacityrequest_exits_1(
-    shard: Served, request_in_cluster: dict[str, Any]
-) -> None:
-    result = run(
-        "explain", "capacityrequest", "nope", "-n", "team", "--cluster-id", "c1",
-        "--shard", shard.address,
-    )  # fmt: skip
-    assert result.exit_code == 1, result.output
-    assert "CapacityRequest team/nope not found (or the CRDs are not installed)" in result.output
-    assert shard.servicer.requests == []
+# explain capacityrequest, against the real API server and shard: see
+# tests/cluster/test_satisfied_condition.py.
 
 
 def test_explain_capacityrequest_needs_its_cluster_id(shard: Served) -> None:
