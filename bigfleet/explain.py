@@ -241,13 +241,14 @@ def _short_by(view: shardread_pb2.NeedView) -> str:
 def _supply_total(view: shardread_pb2.NeedView) -> tuple[int, str]:
     """(count, `4` or `at least 4`) of the matching machines the shard counted."""
     s = view.matching_supply
-    total = s.idle + s.configured + s.speculative
+    total = s.idle + s.configured + s.speculative + s.in_transition
     return total, f"at least {total}" if s.capped else str(total)
 
 
 def _supply_states(view: shardread_pb2.NeedView) -> str:
     s = view.matching_supply
-    return f"{s.idle} Idle, {s.configured} Configured, {s.speculative} Speculative"
+    states = f"{s.idle} Idle, {s.configured} Configured, {s.speculative} Speculative"
+    return f"{states}, {s.in_transition} changing state" if s.in_transition else states
 
 
 def _starved(view: shardread_pb2.NeedView) -> list[str]:
@@ -270,14 +271,27 @@ def _no_supply(view: shardread_pb2.NeedView) -> list[str]:
         what = f"no machine with room for {unit}"
     else:
         what = "no machine"
-    return [
-        f"{what} exists in any state (Idle, Configured or Speculative)",
-        "the fleet needs such machines before this can be met",
-    ]
+    if view.claimed_machine_count:
+        head = f"{what} exists beyond the ones it already has"
+    else:
+        head = f"{what} exists in any state (Idle, Configured or Speculative)"
+    return [head, "the fleet needs such machines before this can be met"]
+
+
+def _strict_spread(need: capacity_pb2.CapacityNeed) -> capacity_pb2.TopologySpread | None:
+    strict = capacity_pb2.TopologySpread.WHEN_UNSATISFIABLE_DO_NOT_SCHEDULE
+    return next((s for s in need.spread if s.when_unsatisfiable == strict), None)
 
 
 def _topology(view: shardread_pb2.NeedView) -> list[str]:
     key = _same_key(view.need)
+    spread = _strict_spread(view.need)
+    if not key and spread is not None:
+        return [
+            f"spreading across {label_words(spread.topology_key)} with max skew "
+            f"{max(1, spread.max_skew)} leaves only machines the skew rules out",
+            _short_by(view),
+        ]
     domain = domain_words(key) if key else "co-location domain (rack, zone)"
     head = f"no single {domain} can hold the whole gang"
     candidates = list(view.same_candidates[:MAX_CANDIDATES])
@@ -374,10 +388,15 @@ def brief(view: shardread_pb2.NeedView) -> str:
         _, count = _supply_total(view)
         text = f"{count} matching held by higher priority"
     elif why == R.UNMET_REASON_NO_MATCHING_SUPPLY:
-        text = "no matching machine in any state"
+        beyond = "beyond its own" if view.claimed_machine_count else "in any state"
+        text = f"no matching machine {beyond}"
     elif why == R.UNMET_REASON_TOPOLOGY_UNSATISFIABLE:
         key = _same_key(view.need)
-        text = f"no single {label_words(key) if key else 'domain'} fits the gang"
+        spread = _strict_spread(view.need)
+        if not key and spread is not None:
+            text = f"{label_words(spread.topology_key)} skew rules out the rest"
+        else:
+            text = f"no single {label_words(key) if key else 'domain'} fits the gang"
         if view.same_candidates:
             best = view.same_candidates[0]
             text += f" (best {best.domain} {_percent(best.coverage_per_mille)})"
@@ -567,6 +586,7 @@ def as_dict(view: shardread_pb2.NeedView) -> dict[str, object]:
             "idle": supply.idle,
             "configured": supply.configured,
             "speculative": supply.speculative,
+            "in_transition": supply.in_transition,
             "capped": supply.capped,
         }
         if view.HasField("matching_supply")

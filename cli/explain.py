@@ -125,14 +125,20 @@ class ShardReader:
     def _pages(
         self, stub: shardread_pb2_grpc.ShardReadStub, cluster: str, limit: int
     ) -> Verdicts | None:
-        """Every page of one cycle; None when the cycle moved on between pages."""
+        """Every page of one cycle; None when the cycle moved on between pages (or the
+        shard no longer keeps it: ABORTED)."""
         verdicts: Verdicts | None = None
         token, seen = "", set()
         while True:
             request = shardread_pb2.InspectNeedsRequest(
                 cluster_id=cluster, limit=limit, page_token=token
             )
-            header, rows = self._page(stub, request)
+            try:
+                header, rows = self._page(stub, request)
+            except grpc.RpcError as err:
+                if token and err.code() == grpc.StatusCode.ABORTED:
+                    return None  # the walk's cycle (or the shard process) is gone: again
+                raise
             if verdicts is None:
                 verdicts = Verdicts(header)
             elif header is None or verdicts.header is None or header.cycle != verdicts.header.cycle:

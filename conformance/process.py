@@ -2,7 +2,8 @@
 
 The command is split like a shell would (no shell runs it) and started in a session
 of its own, so a wrapper (a script, `uv run`) and what it starts are signalled
-together. Stopping is SIGTERM, then SIGKILL after a bound. Its output goes to a
+together. Stopping at the end is SIGTERM, then SIGKILL after a bound; the restart of
+the durability checks is a SIGKILL (a crash). Its output goes to a
 temporary file whose tail is shown when it will not start.
 """
 
@@ -85,8 +86,17 @@ class ProviderProcess:
             self._signal(process, signal.SIGKILL)
             raise
 
+    async def crash(self) -> None:
+        """SIGKILL its session, as a power cut would: nothing gets to flush on the way out."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        self._signal(process, signal.SIGKILL)
+        await process.wait()
+
     async def restart(self) -> None:
-        await self.stop()
+        """A crash and a fresh start: durable means written before answering."""
+        await self.crash()
         await self.start()
 
     def close(self) -> None:

@@ -513,6 +513,7 @@ EXTENSION_FLOOR = 1000
 EXTENSIONS: dict[str, dict[str, str]] = {
     "InspectNeedsRequest": {"page_token": "1000 string"},
     "InspectNeedsHeader": {"next_page_token": "1000 string"},
+    "MatchingSupply": {"in_transition": "1000 int32"},
 }
 
 

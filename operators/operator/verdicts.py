@@ -14,7 +14,8 @@ stay), and rate-limited: a request is written when its status or reason changes,
 when only the message changed and its last write is `refresh_s` old; at most
 `max_writes` a tick (transitions first; the rest next tick), `write_concurrency` at
 once. `lastTransitionTime` moves only when the status does. A request turning
-`Satisfied=False` also gets one Warning Event per reason.
+`Satisfied=False` also gets a Warning Event, once per reason until it is satisfied
+again (a later shortfall is told again).
 
 The pure parts (`requests_by_need`, `assign`, `due`, `plan`, `condition`) carry the
 logic and are unit-tested; `VerdictPoller` is the loop around them.
@@ -50,6 +51,7 @@ CONDITION = "Satisfied"
 MANAGER = "bigfleet-operator-satisfied"  # the field manager owning the condition
 PAGE_SIZE = 500  # rows per InspectNeeds call
 MAX_PAGES = 10_000  # a server whose page tokens never end cannot hold the loop
+WALK_RESTARTS = 3  # walks begun again after the shard dropped the walk's cycle (ABORTED)
 CALL_TIMEOUT_S = 30.0
 REFRESH_S = 60.0  # a message-only change waits this long after the last write
 MAX_WRITES = 200  # condition writes per tick; the rest wait for the next
@@ -229,7 +231,8 @@ class VerdictPoller:
         self.page_size = page_size
         self._limit = asyncio.Semaphore(write_concurrency)
         self._written: dict[Key, Written] = {}  # only requests of the last roll-up
-        self._told: set[tuple[str, str, str]] = set()  # (namespace, name, reason) Events
+        # Reasons each request got a Warning Event for since it was last satisfied.
+        self._told: dict[Key, set[str]] = {}
         self._logged: set[grpc.StatusCode] = set()  # failures logged since the last success
         self._unimplemented = False
         self._channel: grpc.aio.Channel | None = None
@@ -277,8 +280,20 @@ class VerdictPoller:
     async def fetch(
         self,
     ) -> tuple[shardread_pb2.InspectNeedsHeader | None, list[shardread_pb2.NeedView]]:
-        """Every verdict for this cluster, through all pages; (None, []) before any cycle."""
+        """Every verdict for this cluster, through all pages; (None, []) before any cycle.
+        A walk whose cycle the shard stopped keeping (ABORTED) starts again, a few times."""
         stub = shardread_pb2_grpc.ShardReadStub(await self._dial())
+        for attempt in range(WALK_RESTARTS):
+            try:
+                return await self._walk(stub)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ABORTED or attempt == WALK_RESTARTS - 1:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _walk(
+        self, stub: shardread_pb2_grpc.ShardReadStub
+    ) -> tuple[shardread_pb2.InspectNeedsHeader | None, list[shardread_pb2.NeedView]]:
         first: shardread_pb2.InspectNeedsHeader | None = None
         views: list[shardread_pb2.NeedView] = []
         token = ""
@@ -352,7 +367,7 @@ class VerdictPoller:
         verdicts = assign(views, requests_by_need(rollup))
         live = {(t.namespace, t.name) for t in rollup.translated}
         self._written = {k: w for k, w in self._written.items() if k in live}
-        self._told = {told for told in self._told if told[:2] in live}
+        self._told = {k: told for k, told in self._told.items() if k in live}
         now = self.clock.monotonic()
         if self._current is not None:
             for key in verdicts:
@@ -404,10 +419,13 @@ class VerdictPoller:
                 at=self.clock.monotonic(),
             )
             self.metrics.satisfied_condition_writes.labels(verdict.status, verdict.reason).inc()
-            told = (namespace, name, verdict.reason)
-            if verdict.status != "False" or told in self._told or self.on_unsatisfied is None:
+            if verdict.status != "False":
+                self._told.pop(key, None)  # met again: the next shortfall is news again
                 return
-            self._told.add(told)
+            told = self._told.setdefault(key, set())
+            if verdict.reason in told or self.on_unsatisfied is None:
+                return
+            told.add(verdict.reason)
             try:
                 await self.on_unsatisfied(namespace, name, verdict.reason, verdict.message)
             except kr8s.ServerError as err:

@@ -67,7 +67,7 @@ class Engine:
         self._normalized: _Normalized | None = None
         self._fold_memo: FoldMemo = {}
         self._last: _Decisions | None = None
-        self.phase1_memo = phase1.Phase1Memo()
+        self.phase1_memo = phase1.Phase1Memo(rank_domains=verdicts)
 
     def cycle(
         self, inventory: Inventory, table: NeedsTable, reported: set[str], now: float
@@ -101,17 +101,20 @@ class Engine:
         assert last is not None
         self.parking.update(demand, last.first.unsatisfied)
         if self.verdicts is not None:
-            self.verdicts.record(
-                inventory,
-                self._normalized.reported,
-                self._normalized.origins,
-                demand,
-                last.first,
-                last.second,
-                self.parking.ages,
-                self.phase1_memo.candidates,
-                changed=not reused,
-            )
+            try:
+                self.verdicts.record(
+                    inventory,
+                    self._normalized.reported,
+                    self._normalized.origins,
+                    demand,
+                    last.first,
+                    last.second,
+                    self.parking.ages,
+                    self.phase1_memo.candidates,
+                    changed=not reused,
+                )
+            except Exception as err:  # explaining must never cost a cycle its actions
+                self.verdicts.failed(err)  # the shard logs and counts it
 
         mark = clock()
         releases = phase3.releases(inventory, last.first.claimed.keys(), now)

@@ -46,11 +46,39 @@ class MatchingSupply:
     idle: int
     configured: int
     speculative: int
+    in_transition: int  # Creating, Configuring or Draining: about to be one of the above
     capped: bool  # a count stopped at MATCHING_CAP
 
     @property
     def total(self) -> int:
-        return self.idle + self.configured + self.speculative
+        return self.idle + self.configured + self.speculative + self.in_transition
+
+
+NO_SUPPLY = MatchingSupply(0, 0, 0, 0, capped=False)
+_TRANSITIONS = (S.CREATING, S.CONFIGURING, S.DRAINING)
+SupplyKey = tuple[str, str]  # (profile fingerprint, canonical minimum unit)
+
+
+def _supply_key(need: Need) -> SupplyKey:
+    return (need.profile.fingerprint, rv.canonical(need.min_unit))
+
+
+def matching_supply(inventory: Inventory, need: Need) -> MatchingSupply:
+    """Machines the need could use, whoever holds them, per state."""
+
+    def count(state: MachineState) -> int:
+        return sum(
+            n
+            for n, sample in inventory.shapes(state)
+            if need.profile.matches(sample) and rv.covers(sample.alloc, need.min_unit)
+        )
+
+    idle, configured, speculative = (count(s) for s in (S.IDLE, S.CONFIGURED, S.SPECULATIVE))
+    moving = sum(count(s) for s in _TRANSITIONS)
+    counts = (idle, configured, speculative, moving)
+    capped = any(n > MATCHING_CAP for n in counts)
+    idle, configured, speculative, moving = (min(n, MATCHING_CAP) for n in counts)
+    return MatchingSupply(idle, configured, speculative, moving, capped)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,17 +128,17 @@ class _Cycle:
     unmet_since: Mapping[UnmetKey, int]
     parking_ages: Mapping[ClassKey, int]
     candidates: Mapping[tuple[object, ...], tuple[DomainCoverage, ...]]
+    # Matching supply of each unmet need's shape, counted when the cycle ran.
+    matching: Mapping[SupplyKey, MatchingSupply]
 
 
 class VerdictSheet:
     """The verdicts of one cycle, assembled on read and kept once assembled."""
 
-    def __init__(self, cycle: _Cycle, inventory: Inventory) -> None:
+    def __init__(self, cycle: _Cycle) -> None:
         self.cycle = cycle.number
         self.decided = self._c = cycle
-        self._inventory = inventory
         self._verdicts: dict[int, Verdict] = {}  # by demand index
-        self._matching: dict[tuple[object, ...], MatchingSupply] = {}
         self._by_cluster: dict[str, list[int]] | None = None
         self._acquisitions: dict[int, tuple[int, int]] | None = None
 
@@ -120,10 +148,13 @@ class VerdictSheet:
     def count(self, cluster: str = "") -> int:
         return len(self._positions(cluster))
 
-    def positions(self, cluster: str = "", start: int = 0) -> Sequence[int]:
-        """Row positions in demand order from `start`, of one cluster or all."""
+    def positions(
+        self, cluster: str = "", start: int = 0, count: int | None = None
+    ) -> Sequence[int]:
+        """Up to `count` row positions in demand order from `start`, of one cluster or all."""
         positions = self._positions(cluster)
-        return positions[bisect.bisect_left(positions, start) :]
+        first = bisect.bisect_left(positions, start)
+        return positions[first : None if count is None else first + count]
 
     def rows(self, cluster: str = "", start: int = 0) -> Iterator[tuple[int, Row]]:
         """(position, row) in demand order from `start`, of one cluster or all."""
@@ -167,6 +198,13 @@ class VerdictSheet:
             self._acquisitions = counts
         return self._acquisitions.get(index, (0, 0))
 
+    def _topology_bound(self, index: int, need: Need) -> bool:
+        """No one Same domain can hold the gang, or strict spread's skew stopped it."""
+        first = self._c.first
+        if need.profile.same is not None and not first.satisfiable.get(index, False):
+            return True
+        return index in first.skew_bound
+
     def _assemble(self, index: int) -> Verdict:
         c = self._c
         need = c.demand[index]
@@ -177,16 +215,20 @@ class VerdictSheet:
         preemption = c.second.preemptions.get(id(need))
         satisfied = remaining is None
         unresolved = c.unresolved.get(id(need))
+        claimed = len(first.credited[index]) if first.credited else 0
         matching = None
         if satisfied:
             reason = Reason.SATISFIED
         else:
-            matching = self._matching_supply(need)
+            matching = c.matching.get(_supply_key(need), NO_SUPPLY)
+            # The need's own machines are part of the count but cannot be taken from
+            # anyone: with nothing beyond them, no supply is left to hold back.
+            beyond_own = matching.capped or matching.total > claimed
             if unresolved is None:
                 reason = Reason.PREEMPTING
-            elif matching.total == 0:
+            elif not beyond_own:
                 reason = Reason.NO_MATCHING_SUPPLY
-            elif need.profile.same is not None and not first.satisfiable.get(index, False):
+            elif self._topology_bound(index, need):
                 reason = Reason.TOPOLOGY_UNSATISFIABLE
             elif preemption is not None:
                 reason = Reason.PREEMPTION_EXHAUSTED
@@ -199,7 +241,7 @@ class VerdictSheet:
             deficit={}
             if remaining is None
             else dict(unresolved.deficit if unresolved else remaining),
-            claimed=len(first.credited[index]) if first.credited else 0,
+            claimed=claimed,
             bootstraps=bootstraps,
             provisions=provisions,
             same_domain=first.domains.get(index, ""),
@@ -214,24 +256,6 @@ class VerdictSheet:
             else (),
         )
 
-    def _matching_supply(self, need: Need) -> MatchingSupply:
-        """Machines the need could use, whoever holds them, per state."""
-        key = (need.profile.fingerprint, rv.canonical(need.min_unit))
-        found = self._matching.get(key)
-        if found is None:
-            counts = []
-            for state in (S.IDLE, S.CONFIGURED, S.SPECULATIVE):
-                count = sum(
-                    n
-                    for n, sample in self._inventory.shapes(state)
-                    if need.profile.matches(sample) and rv.covers(sample.alloc, need.min_unit)
-                )
-                counts.append(count)
-            capped = any(n > MATCHING_CAP for n in counts)
-            idle, configured, speculative = (min(n, MATCHING_CAP) for n in counts)
-            found = self._matching[key] = MatchingSupply(idle, configured, speculative, capped)
-        return found
-
 
 @dataclass(slots=True)
 class VerdictBook:
@@ -240,6 +264,15 @@ class VerdictBook:
     cycles: int = 0
     unmet_since: dict[UnmetKey, int] = field(default_factory=dict)
     last: VerdictSheet | None = None
+    failures: int = 0  # cycles whose verdicts could not be recorded
+    error: BaseException | None = None  # the last failure's, for the shard to log
+
+    def failed(self, error: BaseException) -> None:
+        """A cycle's verdicts were not recorded: nothing of it is served, the next starts
+        from scratch."""
+        self.failures += 1
+        self.error = error
+        self.last = None
 
     def record(
         self,
@@ -264,6 +297,12 @@ class VerdictBook:
                 key: since.get(key, self.cycles)
                 for key in (_unmet_key(u.need) for u in first.unsatisfied)
             }
+            # Counted now, not when read: the inventory moves on after the cycle.
+            matching: dict[SupplyKey, MatchingSupply] = {}
+            for u in first.unsatisfied:
+                key = _supply_key(u.need)
+                if key not in matching:
+                    matching[key] = matching_supply(inventory, u.need)
             cycle = _Cycle(
                 number=self.cycles,
                 reported=reported,
@@ -277,5 +316,6 @@ class VerdictBook:
                 # Not copied: later cycles update entries in place, so a sheet read after
                 # the next cycle may show a fresher ranking, never a wrong need's.
                 candidates=candidates,
+                matching=matching,
             )
-        self.last = VerdictSheet(cycle, inventory)
+        self.last = VerdictSheet(cycle)

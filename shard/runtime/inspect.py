@@ -3,9 +3,13 @@
 Rows come in demand order (priority desc, arrival asc, cluster asc), after a
 header naming the cycle they were computed in. Paging (a BigFleet extension,
 `page_token`/`next_page_token`) serves every page of one walk from the same
-cycle: the last few cycles' verdict sheets are kept, and a token names its
-cycle and the next row. A token from a cycle no longer kept is ABORTED, and the
-client starts again from the first page.
+cycle: the last few cycles' verdict sheets are kept, and a token names the shard
+process, its cycle and the next row. A token from a cycle no longer kept, or from
+an earlier run of the shard, is ABORTED, and the client starts again from the
+first page. A page holds at most MAX_PAGE_ROWS rows whatever the limit asked.
+
+A few calls run at once (MAX_CALLS; more are RESOURCE_EXHAUSTED at once) and
+each has CALL_LIMIT_S to take its rows, so slow readers cannot hold the service.
 
 Under mutual TLS readonly and admin identities read every cluster; a cluster's
 own identity (its operator) reads that cluster's rows and no other's.
@@ -13,13 +17,14 @@ own identity (its operator) reads that cluster's rows and no other's.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-import logging
+import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -31,10 +36,11 @@ from bigfleet.shard.engine.verdicts import Reason, Row, VerdictSheet
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.wire import provider_pb2, shardread_pb2, shardread_pb2_grpc
 
-log = logging.getLogger(__name__)
-
 KEPT_SHEETS = 4  # cycles a paging walk may span before it must start again
 MAX_TOKEN_CHARS = 256
+MAX_PAGE_ROWS = 1000  # per call, also when the caller set no limit
+MAX_CALLS = 8  # calls served at once
+CALL_LIMIT_S = 30.0  # one call's time to take its page
 
 _REASONS = {
     Reason.PRIORITY_STARVED: shardread_pb2.UNMET_REASON_PRIORITY_STARVED,
@@ -57,6 +63,8 @@ class VerdictShelf:
     def __init__(self, now_ns: Callable[[], int] = time.time_ns) -> None:
         self._now_ns = now_ns
         self._sheets: deque[_Stamped] = deque(maxlen=KEPT_SHEETS)
+        # Names this process in page tokens: cycle numbers start again after a restart.
+        self.run = secrets.randbelow(1 << 31)
 
     def put(self, sheet: VerdictSheet | None) -> None:
         if sheet is not None and (not self._sheets or self._sheets[-1].sheet is not sheet):
@@ -69,24 +77,24 @@ class VerdictShelf:
         return next((s for s in self._sheets if s.sheet.cycle == cycle), None)
 
 
-def encode_token(cycle: int, position: int) -> str:
-    raw = json.dumps([cycle, position], separators=(",", ":")).encode()
+def encode_token(run: int, cycle: int, position: int) -> str:
+    raw = json.dumps([run, cycle, position], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def decode_token(token: str) -> tuple[int, int]:
-    """(cycle, position) of a page token; ValueError naming the problem."""
+def decode_token(token: str) -> tuple[int, int, int]:
+    """(run, cycle, position) of a page token; ValueError naming the problem."""
     if len(token) > MAX_TOKEN_CHARS:
         raise ValueError(f"page_token has {len(token)} characters, over {MAX_TOKEN_CHARS}")
     try:
-        cycle, position = json.loads(base64.urlsafe_b64decode(token.encode()))
+        run, cycle, position = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise ValueError("page_token is not a token this shard issued") from None
     if not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cycle, position)
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (run, cycle, position)
     ):
         raise ValueError("page_token is not a token this shard issued")
-    return cycle, position
+    return run, cycle, position
 
 
 def _resources(vector: Mapping[str, int]) -> provider_pb2.Resources:
@@ -125,6 +133,7 @@ def need_view(row: Row) -> shardread_pb2.NeedView:
                 idle=v.matching.idle,
                 configured=v.matching.configured,
                 speculative=v.matching.speculative,
+                in_transition=v.matching.in_transition,
                 capped=v.matching.capped,
             )
         )
@@ -145,7 +154,7 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, why: 
 
 def _refusal(request: shardread_pb2.InspectNeedsRequest) -> str | None:
     if request.limit < 0:
-        return f"limit must be 0 (no cap) or positive, got {request.limit}"
+        return f"limit must be 0 (a full page) or positive, got {request.limit}"
     if request.cluster_id:
         problem = k8snames.dns1123_subdomain_error(request.cluster_id)
         if problem is not None:
@@ -157,38 +166,68 @@ class ShardReadService(shardread_pb2_grpc.ShardReadServicer):
     def __init__(self, shelf: VerdictShelf, metrics: ShardMetrics) -> None:
         self.shelf = shelf
         self.metrics = metrics
+        self._calls = 0
 
-    async def InspectNeeds(
+    async def InspectNeeds(  # writes its frames with context.write, yields none
         self, request: shardread_pb2.InspectNeedsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[shardread_pb2.InspectNeedsResponse]:
-        cluster = request.cluster_id
+    ) -> None:
         problem = _refusal(request)
         if problem is not None:
             self._refused("invalid_argument")
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
-        await self._authorize(cluster, context)
+        await self._authorize(request.cluster_id, context)
+        if self._calls >= MAX_CALLS:
+            self._refused("resource_exhausted")
+            await _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_CALLS} InspectNeeds calls are being served; try again shortly",
+            )
+        self._calls += 1
+        try:
+            async with asyncio.timeout(CALL_LIMIT_S):
+                await self._serve(request, context)
+        except TimeoutError:
+            self._refused("deadline_exceeded")
+            await _abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the page was not taken within {CALL_LIMIT_S:.0f} s; ask for fewer rows",
+            )
+        finally:
+            self._calls -= 1
+
+    async def _serve(
+        self, request: shardread_pb2.InspectNeedsRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        cluster = request.cluster_id
         stamped, start = await self._page_start(request, context)
         if stamped is None:  # no cycle yet: a header saying so, no rows
             self.metrics.inspect_requests.labels("ok").inc()
-            yield shardread_pb2.InspectNeedsResponse(header=shardread_pb2.InspectNeedsHeader())
+            header = shardread_pb2.InspectNeedsHeader()
+            await context.write(shardread_pb2.InspectNeedsResponse(header=header))
             return
         sheet = stamped.sheet
-        page = sheet.positions(cluster, start)
+        limit = min(request.limit or MAX_PAGE_ROWS, MAX_PAGE_ROWS)
+        page = sheet.positions(cluster, start, limit + 1)
         next_token = ""
-        if request.limit and len(page) > request.limit:
-            next_token = encode_token(sheet.cycle, page[request.limit])
-            page = page[: request.limit]
+        if len(page) > limit:
+            next_token = encode_token(self.shelf.run, sheet.cycle, page[limit])
+            page = page[:limit]
         self.metrics.inspect_requests.labels("ok").inc()
-        yield shardread_pb2.InspectNeedsResponse(
-            header=shardread_pb2.InspectNeedsHeader(
-                cycle=sheet.cycle,
-                computed_at_unix_nanos=stamped.computed_at_ns,
-                total_needs=sheet.count(cluster),
-                next_page_token=next_token,
+        await context.write(
+            shardread_pb2.InspectNeedsResponse(
+                header=shardread_pb2.InspectNeedsHeader(
+                    cycle=sheet.cycle,
+                    computed_at_unix_nanos=stamped.computed_at_ns,
+                    total_needs=sheet.count(cluster),
+                    next_page_token=next_token,
+                )
             )
         )
         for position in page:  # assembled one by one: a long page never sits in memory whole
-            yield shardread_pb2.InspectNeedsResponse(need=need_view(sheet.row(position)))
+            view = need_view(sheet.row(position))
+            await context.write(shardread_pb2.InspectNeedsResponse(need=view))
 
     async def _authorize(self, cluster: str, context: grpc.aio.ServicerContext) -> None:
         """A cluster's identity reads its own rows only; the interceptor checked the role."""
@@ -211,10 +250,17 @@ class ShardReadService(shardread_pb2_grpc.ShardReadServicer):
         if not request.page_token:
             return self.shelf.latest(), 0
         try:
-            cycle, position = decode_token(request.page_token)
+            run, cycle, position = decode_token(request.page_token)
         except ValueError as err:
             self._refused("invalid_argument")
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if run != self.shelf.run:
+            self._refused("aborted")
+            await _abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                "page_token is from an earlier run of this shard; start again without a token",
+            )
         stamped = self.shelf.of_cycle(cycle)
         if stamped is None:
             self._refused("aborted")

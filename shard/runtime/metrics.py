@@ -158,8 +158,16 @@ class ShardMetrics:
         self.inspect_requests = Counter(
             p + "inspect_requests_total",
             "ShardRead.InspectNeeds calls, by outcome (ok, invalid_argument, "
-            "permission_denied, aborted: a page token from a cycle no longer kept).",
+            "permission_denied, aborted: a page token from a cycle no longer kept, "
+            "resource_exhausted: too many calls at once, deadline_exceeded: a page not "
+            "taken in time).",
             ["code"],
+            registry=r,
+        )
+        self.verdict_failures = Counter(
+            p + "verdict_failures_total",
+            "Cycles whose per-need verdicts could not be recorded (logged with the error); "
+            "the cycle's actions went ahead, InspectNeeds served the cycle before.",
             registry=r,
         )
         self.outbox_dropped = Counter(

@@ -164,6 +164,7 @@ class ShardService:
         self.engine = Engine(settings.rails)
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
+        self._verdict_failures = 0  # the engine's count, as last exported
         self.instructions = InstructionHandler(
             self.state,
             self.reconciler,
@@ -245,8 +246,17 @@ class ShardService:
         self.metrics.cycle_phase_duration.labels("emit").observe(time.perf_counter() - emit_start)
         self.cycles += 1
         self.last, self.last_cycle_at = result, self.clock.time()
-        if self.engine.verdicts is not None:
-            self.verdicts.put(self.engine.verdicts.last)
+        book = self.engine.verdicts
+        if book is not None:
+            self.verdicts.put(book.last)
+            if book.failures > self._verdict_failures and book.error is not None:
+                err = book.error
+                log.error(
+                    "per-need verdicts not recorded this cycle; its actions went ahead",
+                    exc_info=(type(err), err, err.__traceback__),
+                )
+                self.metrics.verdict_failures.inc(book.failures - self._verdict_failures)
+                self._verdict_failures = book.failures
         total_s = time.perf_counter() - start
         self.cycle_seconds.append(total_s)
         record_cycle(

@@ -133,6 +133,7 @@ class StandIn(shardread_pb2_grpc.ShardReadServicer):
     deny: str = ""  # PERMISSION_DENIED with this text
     roles: frozenset[Role] = frozenset({Role.READONLY, Role.ADMIN})  # under mutual TLS
     advance_after_first_page: int = 0  # move the cycle on after this many first pages
+    abort_stale: bool = False  # an old cycle's token is ABORTED, as the real shard does
     requests: list[shardread_pb2.InspectNeedsRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -154,6 +155,8 @@ class StandIn(shardread_pb2_grpc.ShardReadServicer):
             if request.page_token:
                 token_cycle, _, start = request.page_token.partition(":")
                 if int(token_cycle) != cycle:
+                    if self.abort_stale:
+                        context.abort(grpc.StatusCode.ABORTED, "no longer kept; start again")
                     # an old cycle's token: start over from the current cycle's first row
                     start = "0"
                 offset = int(start)
@@ -310,6 +313,15 @@ def test_paging_starts_over_when_the_cycle_moves_on(shard: Served) -> None:
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.output)) == 5
     # First read: page one of cycle 7, then a page of cycle 8: dropped, read again from the top.
+    assert [r.page_token for r in shard.servicer.requests] == ["", "7:2", "", "8:2", "8:4"]
+
+
+def test_paging_starts_over_when_the_shard_no_longer_keeps_the_cycle(shard: Served) -> None:
+    shard.servicer.advance_after_first_page = 1
+    shard.servicer.abort_stale = True
+    result = run("explain", "cluster", "c1", "--shard", shard.address, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)) == 5
     assert [r.page_token for r in shard.servicer.requests] == ["", "7:2", "", "8:2", "8:4"]
 
 

@@ -16,7 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bigfleet.providers_fake.config import FleetConfig, Pool
-from bigfleet.shard.runtime.inspect import ShardReadService, VerdictShelf
+from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.runtime.inspect import (
+    MAX_PAGE_ROWS,
+    ShardReadService,
+    VerdictShelf,
+    encode_token,
+)
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.service import ShardService
 from bigfleet.tls import Credentials, channel, load
@@ -24,6 +30,8 @@ from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shardread_pb2, shardread_p
 from tests.component.harness import Rig, eventually, need, rig
 from tests.component.test_shard_tls import tls_rig
 from tests.support import identities
+from tests.unit.engine import builders
+from tests.unit.engine.builders import table
 
 R = shardread_pb2.UnmetReason
 Req = capacity_pb2.NodeSelectorRequirement
@@ -259,6 +267,72 @@ async def test_before_the_first_cycle_the_header_says_not_computed() -> None:
         assert header.cycle == 0 and header.total_needs == 0 and rows == []
     finally:
         await server.stop(None)
+
+
+def _big_shelf(rows: int) -> VerdictShelf:
+    """A shelf holding one real cycle's sheet of `rows` unmet needs of one cluster."""
+    engine = Engine()
+    demand = table(*(builders.need("c-a", 1000 - i, 1, arrival=i) for i in range(rows)))
+    engine.cycle(builders.inventory(), demand, {"c-a"}, now=0.0)
+    assert engine.verdicts is not None and engine.verdicts.last is not None
+    shelf = VerdictShelf()
+    shelf.put(engine.verdicts.last)
+    return shelf
+
+
+@asynccontextmanager
+async def bare(shelf: VerdictShelf) -> AsyncIterator[int]:
+    """The read service alone on a port."""
+    server = grpc.aio.server()
+    service = ShardReadService(shelf, ShardMetrics(CollectorRegistry()))
+    shardread_pb2_grpc.add_ShardReadServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+async def test_a_page_holds_at_most_the_cap_whatever_the_limit() -> None:
+    shelf = _big_shelf(MAX_PAGE_ROWS + 500)
+    async with bare(shelf) as port:
+        for limit in (0, 5000):
+            header, rows = await inspect(port, limit=limit)
+            assert len(rows) == MAX_PAGE_ROWS and header.next_page_token
+            assert header.total_needs == MAX_PAGE_ROWS + 500
+        header, rest = await inspect(port, token=header.next_page_token)
+        assert len(rest) == 500 and not header.next_page_token
+        assert rest[0].need.priority == rows[-1].need.priority - 1
+        # A token of another run of the shard (its cycle numbers start over) is refused.
+        other = encode_token(shelf.run + 1, header.cycle, 3)
+        err = await refusal(port, token=other)
+        assert err.code() == grpc.StatusCode.ABORTED and "earlier run" in (err.details() or "")
+
+
+async def test_calls_beyond_the_cap_are_refused_and_a_slow_one_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold = asyncio.Event()
+
+    async def slow(*args: object) -> None:
+        await hold.wait()
+
+    monkeypatch.setattr(ShardReadService, "_serve", slow)
+    monkeypatch.setattr("bigfleet.shard.runtime.inspect.MAX_CALLS", 1)
+    async with bare(VerdictShelf()) as port:
+        first = asyncio.create_task(inspect(port))
+        await asyncio.sleep(0.2)
+        err = await refusal(port)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        hold.set()
+        with pytest.raises(IndexError):  # slow() wrote no header: no frames at all
+            await first
+        monkeypatch.setattr("bigfleet.shard.runtime.inspect.CALL_LIMIT_S", 0.2)
+        hold.clear()
+        err = await refusal(port)  # the first call's slot was given back
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "not taken within" in (err.details() or "")
 
 
 # Under mutual TLS --------------------------------------------------------------------------------

@@ -82,6 +82,38 @@ CASES: dict[str, shardread_pb2.NeedView] = {
         matching_supply=shardread_pb2.MatchingSupply(),
         age_cycles_unmet=12,
     ),
+    "no_matching_supply_beyond_own": view(
+        unmet_reason=R.UNMET_REASON_NO_MATCHING_SUPPLY,
+        residual_deficit=res(cpu="4"),
+        matching_supply=shardread_pb2.MatchingSupply(configured=2),
+        claimed_machine_count=2,
+        age_cycles_unmet=3,
+    ),
+    "priority_starved_in_transition": view(
+        unmet_reason=R.UNMET_REASON_PRIORITY_STARVED,
+        residual_deficit=res(cpu="8"),
+        matching_supply=shardread_pb2.MatchingSupply(configured=1, in_transition=2),
+        age_cycles_unmet=2,
+    ),
+    "topology_unsatisfiable_spread": view(
+        need=capacity_pb2.CapacityNeed(
+            aggregate_resources={"cpu": "16"},
+            min_unit={"cpu": "4"},
+            priority=100,
+            spread=[
+                capacity_pb2.TopologySpread(
+                    topology_key="topology.kubernetes.io/zone",
+                    max_skew=1,
+                    when_unsatisfiable=capacity_pb2.TopologySpread.WHEN_UNSATISFIABLE_DO_NOT_SCHEDULE,
+                )
+            ],
+        ),
+        unmet_reason=R.UNMET_REASON_TOPOLOGY_UNSATISFIABLE,
+        residual_deficit=res(cpu="8"),
+        matching_supply=shardread_pb2.MatchingSupply(idle=3, configured=2),
+        claimed_machine_count=2,
+        age_cycles_unmet=4,
+    ),
     "no_matching_supply_operators": view(
         need=need(
             Req(key="bigfleet.lucy.sh/capacity-type", operator=Op.OPERATOR_NOT_IN, values=["spot"]),
@@ -297,6 +329,7 @@ def test_json_is_plain_data_with_stable_keys() -> None:
         "idle": 1,
         "configured": 3,
         "speculative": 0,
+        "in_transition": 0,
         "capped": False,
     }
     assert unmet["preemption"] is None

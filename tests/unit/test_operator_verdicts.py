@@ -320,6 +320,7 @@ class PagedStub:
     def __init__(self, rows: list[shardread_pb2.NeedView], cycle: int = 3) -> None:
         self.rows, self.cycle = rows, cycle
         self.asked: list[shardread_pb2.InspectNeedsRequest] = []
+        self.aborts = 0  # later pages refused as from a cycle no longer kept, this many times
 
     def __call__(self, channel: Any) -> PagedStub:
         return self
@@ -335,6 +336,9 @@ class PagedStub:
         )
 
         async def frames() -> Any:
+            if request.page_token and self.aborts:
+                self.aborts -= 1
+                raise rpc_error(grpc.StatusCode.ABORTED)
             yield shardread_pb2.InspectNeedsResponse(header=header)
             for row in page:
                 yield shardread_pb2.InspectNeedsResponse(need=row)
@@ -372,6 +376,46 @@ async def test_every_page_is_read_for_the_own_cluster_only(
         [],
     )
     await poller._close()
+
+
+async def test_a_walk_whose_cycle_is_gone_starts_again_a_few_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = rollup()
+    stub = PagedStub([view(n, satisfied=True) for n in built.message.needs])
+    monkeypatch.setattr(shardread_pb2_grpc, "ShardReadStub", stub)
+    poller = VerdictPoller(
+        cluster_id="c1",
+        shard_address="127.0.0.1:1",
+        api=None,  # type: ignore[arg-type]
+        rollup=lambda: built,
+        page_size=1,
+    )
+    try:
+        stub.aborts = 1
+        _, found = await poller.fetch()
+        assert len(found) == 2  # the first page's row is not kept twice
+        assert [r.page_token for r in stub.asked] == ["", "1", "", "1"]
+        stub.aborts = verdicts.WALK_RESTARTS
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await poller.fetch()
+        assert raised.value.code() == grpc.StatusCode.ABORTED
+    finally:
+        await poller._close()
+
+
+async def test_a_request_unmet_again_after_being_met_is_warned_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = rollup()
+    rig = Rig(monkeypatch, built)
+    unmet = view(need_of(built, 5), unmet_reason=R.UNMET_REASON_NO_MATCHING_SUPPLY)
+    met = view(need_of(built, 5), satisfied=True)
+    for row in (unmet, unmet, met, unmet):
+        rig.page = (shardread_pb2.InspectNeedsHeader(cycle=1), [row])
+        await rig.poller.tick()
+        rig.clock.advance(1)
+    assert rig.events == [("c", "NoMatchingSupply"), ("c", "NoMatchingSupply")]
 
 
 async def test_a_condition_someone_removed_is_written_again_once_the_watch_settled(

@@ -67,6 +67,8 @@ class Phase1Result:
     credited: list[list[str]] = field(default_factory=list)
     domains: dict[int, str] = field(default_factory=dict)
     satisfiable: dict[int, bool] = field(default_factory=dict)
+    # Strict-spread needs whose acquisition stopped at max skew with matching supply left.
+    skew_bound: set[int] = field(default_factory=set)
 
 
 _NO_MACHINES: list[Machine] = []
@@ -111,6 +113,7 @@ class Phase1Memo:
     # The best domains each co-location need was ranked against when it was last
     # seeded, by `candidates_key`: replays keep them (verdicts read them, no decision does).
     candidates: dict[tuple[object, ...], tuple[DomainCoverage, ...]] = field(default_factory=dict)
+    rank_domains: bool = True  # keep `candidates` (an engine without verdicts does not)
 
 
 class _Phase1:
@@ -132,6 +135,7 @@ class _Phase1:
         self.consumed: set[str] = set()  # acquirables reserved by Same seeding
         self.domain: dict[int, str] = {}
         self.satisfiable: dict[int, bool] = {}
+        self.skew_bound: set[int] = set()
         self.acquired: dict[int, int] = defaultdict(int)
         self.actions: list[Action] = []
         self._pools: dict[PoolKey, list[Machine]] = {}
@@ -386,6 +390,7 @@ class _Phase1:
 
     def _replay(self, index: int, step: Step) -> None:
         self.claimed.update(dict.fromkeys(step.credited, index))
+        self.credited[index] = list(step.credited)
         if self._credit_groups_of:  # a recomputed co-location need grouped bound machines
             for machine_id in step.credited:
                 self._count_claim(machine_id)
@@ -461,7 +466,8 @@ class _Phase1:
         self._add_acquirable_side(need, buckets)
         credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
-        self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
+        if self.memo.rank_domains:
+            self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
         if best is None:
             return kept
         self.domain[index] = best.value
@@ -593,6 +599,8 @@ class _Phase1:
                 v for v in by_value if heads[v] < len(by_value[v]) and taken[v] <= floor + allowance
             ]
             if not open_values:
+                if any(heads[v] < len(by_value[v]) for v in by_value):
+                    self.skew_bound.add(index)  # supply is left, but only where skew forbids
                 return
             value = min(open_values, key=lambda v: (by_value[v][heads[v]].price_per_hour, v))
             self._acquire(index, by_value[value][heads[value]])
@@ -627,6 +635,7 @@ class _Phase1:
             self.credited,
             self.domain,
             self.satisfiable,
+            self.skew_bound,
         )
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.machine import CapacityType
+from bigfleet.shard.engine.profile import Spread
 from bigfleet.shard.engine.rails import RailSettings
-from bigfleet.shard.engine.verdicts import Reason, Row, VerdictSheet
+from bigfleet.shard.engine.verdicts import Reason, Row, VerdictBook, VerdictSheet
 from bigfleet.sim import runner
 from bigfleet.sim.scenario import catalog, find
 from tests.unit.engine.builders import GPU, S, gpu, inventory, machine, need, table
@@ -154,6 +155,87 @@ def test_a_configured_machine_of_the_need_counts_whoever_holds_it() -> None:
     assert verdict.reason is Reason.PRIORITY_STARVED
     assert verdict.matching is not None
     assert (verdict.matching.configured, verdict.matching.speculative) == (1, 0)
+
+
+def test_machines_changing_state_for_others_are_supply_not_no_supply() -> None:
+    sheet = sheet_of(
+        machine("m-new", S.CONFIGURING, cluster="c2"),
+        machine("m-drain", S.DRAINING, cluster="c3"),
+        needs=[need("c1", 1000, 1)],
+    )
+    verdict = only(sheet, "c1").verdict
+    assert verdict.reason is Reason.PRIORITY_STARVED
+    assert verdict.matching is not None
+    assert (verdict.matching.in_transition, verdict.matching.total) == (2, 2)
+
+
+def test_matching_supply_is_counted_when_the_cycle_runs_not_when_read() -> None:
+    engine = Engine(NO_RAILS)
+    inv = inventory(machine("m-a", S.CONFIGURED, cluster="c9", priority=2000))
+    engine.cycle(inv, table(need("c1", 1000, 1)), {"c1"}, now=0.0)
+    assert engine.verdicts is not None and engine.verdicts.last is not None
+    inv.remove("m-a")  # the inventory moves on before anyone reads
+    verdict = only(engine.verdicts.last, "c1").verdict
+    assert verdict.reason is Reason.PRIORITY_STARVED
+    assert verdict.matching is not None and verdict.matching.configured == 1
+
+
+def test_a_need_with_only_its_own_machines_reads_no_matching_supply() -> None:
+    own = [machine(f"m-{i}", S.CONFIGURED, cluster="c1", priority=1000) for i in range(2)]
+    sheet = sheet_of(*own, needs=[need("c1", 1000, 3)])
+    verdict = only(sheet).verdict
+    assert verdict.claimed == 2 and verdict.deficit == gpu(1)
+    assert verdict.matching is not None and verdict.matching.configured == 2
+    assert verdict.reason is Reason.NO_MATCHING_SUPPLY
+
+
+def test_strict_spread_stopped_by_its_skew_reads_topology_unsatisfiable() -> None:
+    racks = [machine(f"m-r1-{i}", S.IDLE, labels={"rack": "r1"}) for i in range(3)]
+    racks.append(machine("m-r2-0", S.IDLE, labels={"rack": "r2"}))
+    spread = Spread("rack", 1, "DoNotSchedule")
+    sheet = sheet_of(*racks, needs=[need("c1", 1000, 4, spread=spread)])
+    verdict = only(sheet).verdict
+    assert verdict.claimed == 3 and verdict.deficit == gpu(1)  # r1 twice, r2 once
+    assert verdict.reason is Reason.TOPOLOGY_UNSATISFIABLE
+
+
+def test_a_replayed_need_keeps_its_claimed_count() -> None:
+    engine = Engine(NO_RAILS)
+    inv = inventory(
+        *(machine(f"m-{i}", S.CONFIGURED, cluster="c1") for i in range(2)),
+        machine("m-idle", S.IDLE),
+    )
+    demand = table(need("c1", 1000, 2), need("c2", 500, 1))
+    engine.cycle(inv, demand, {"c1", "c2"}, now=0.0)
+    demand.replace("c2", [need("c2", 500, 1, arrival=5)])  # only c2 changed: c1 replays
+    engine.cycle(inv, demand, {"c1", "c2"}, now=1.0)
+    assert engine.phase1_memo.replayed >= 1
+    assert engine.verdicts is not None and engine.verdicts.last is not None
+    assert only(engine.verdicts.last, "c1").verdict.claimed == 2
+
+
+def test_verdicts_that_fail_to_record_cost_the_cycle_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    engine = Engine(NO_RAILS)
+    inv, demand = inventory(machine("m-idle", S.IDLE)), table(need("c1", 1000, 1))
+    monkeypatch.setattr(VerdictBook, "record", broken)
+    result = engine.cycle(inv, demand, {"c1"}, now=0.0)
+    assert [a.machine_id for a in result.decided] == ["m-idle"]
+    assert engine.verdicts is not None
+    assert (engine.verdicts.failures, engine.verdicts.last) == (1, None)
+    assert str(engine.verdicts.error) == "boom"  # for the shard to log
+
+
+def test_an_engine_without_verdicts_ranks_no_domains() -> None:
+    racks = [machine(f"m-{i}", S.IDLE, labels={"rack": "r1"}) for i in range(2)]
+    demand = table(need("c1", 1000, 3, same="rack", group="g"))
+    engine = Engine(NO_RAILS, verdicts=False)
+    engine.cycle(inventory(*racks), demand, {"c1"}, now=0.0)
+    assert engine.phase1_memo.candidates == {}
 
 
 # Gathering and reading verdicts never changes a decision ---------------------------------------
