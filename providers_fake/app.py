@@ -56,15 +56,14 @@ class FakeProvider:
         """Join Nodes if asked, until `stop`; then stop serving. The joiner is a supervised
         loop: an unexpected error is logged and counted, and joining starts again."""
         loops = Loops()
-        joining = (
-            [loops.run("fake_node_joiner", NodeJoiner(self.fleet).run)]
-            if self.settings.join_nodes
-            else []
-        )
+        joiner = NodeJoiner(self.fleet) if self.settings.join_nodes else None
+        joining = [loops.run("fake_node_joiner", joiner.run)] if joiner is not None else []
         try:
             await supervise(stop, *joining)
         finally:
             await self.server.stop(grace=2)
+            if joiner is not None:
+                await joiner.close()
 
 
 async def start(settings: FakeProviderSettings, clock: Clock = REAL_CLOCK) -> FakeProvider:

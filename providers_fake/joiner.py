@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import shutil
 import ssl
 import tempfile
 import time
@@ -118,6 +119,7 @@ class NodeJoiner:
         csr_timeout_s: float = 60.0,
     ) -> None:
         self.fleet = fleet
+        self._owns_work_dir = work_dir is None  # a folder it made is its own to remove
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="bigfleet-fake-nodes-"))
         self.every_s = every_s
         self.csr_timeout_s = csr_timeout_s
@@ -130,6 +132,20 @@ class NodeJoiner:
         while True:
             self.reconcile_once()
             await asyncio.sleep(self.every_s)
+
+    async def close(self) -> None:
+        """Stop joining and remove the nodes' key and certificate files (the folder too,
+        when the joiner made it): a stopped fake leaves no private keys behind."""
+        for task in self._joining.values():
+            task.cancel()
+        await asyncio.gather(*self._joining.values(), return_exceptions=True)
+        self._joining.clear()
+        for node in self.joined.values():
+            node.cert_file.unlink(missing_ok=True)
+            node.key_file.unlink(missing_ok=True)
+        self.joined.clear()
+        if self._owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def reconcile_once(self) -> None:
         machines = {m.id: m for m in self.fleet.list().machines}

@@ -1,0 +1,45 @@
+"""The fake provider stops cleanly: SIGTERM or Ctrl-C ends it with 0, and a node joiner
+leaves no folder of node keys behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bigfleet.controlplane.process import free_port
+from tests.support.waiting import until
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stopped_joiner_leaves_no_node_keys(tmp_path: Path, sig: signal.Signals) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    argv = [sys.executable, "-m", "bigfleet.cli", "provider", "fake",
+            "--listen", f"127.0.0.1:{port}", "--join-nodes"]  # fmt: skip
+    log = (tmp_path / "log").open("wb")
+    env = {**os.environ, "TMPDIR": str(temp)}
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        await until(lambda: _listening(port), "fake provider serving")
+        assert [p.name[:19] for p in temp.iterdir()] == ["bigfleet-fake-nodes"]
+        process.send_signal(sig)
+        code = process.wait(timeout=60)  # a bound, not a timing goal
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert code == 0, (tmp_path / "log").read_text()[-3000:]
+    assert list(temp.iterdir()) == []
