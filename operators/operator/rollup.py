@@ -92,11 +92,13 @@ def translate(cr: Mapping[str, Any]) -> Translated:
     resources = {}
     for name, value in spec.resources.items():
         try:
-            resources[name] = quantity.to_milli(value)
+            milli = quantity.to_milli(value)
         except quantity.InvalidQuantity as err:
             raise Untranslatable(str(err)) from err
         except ArithmeticError as err:  # 1e999999 passes the schema but overflows here
             raise Untranslatable(f"resources.{name}: {value!r} is out of range") from err
+        if milli:  # a zero request asks for nothing, and a need's units must be positive
+            resources[name] = milli
     interruption = _bucket(spec.interruption_penalty)
     reclamation = _bucket(spec.reclamation_penalty)
     reqs = tuple(requirements)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,8 +53,25 @@ log = logging.getLogger(__name__)
 WRITE_ERRORS = (kr8s.ServerError, ValidationError)
 
 
+STABLE_SESSION_S = 30.0  # a stream that lasted this long ended for reasons of its own
+
+
 class SessionEnded(Exception):
-    """The stream ended after exchanging frames: redial with the backoff reset."""
+    """The stream ended after exchanging frames, `lasted_s` after it was dialled."""
+
+    def __init__(self, lasted_s: float) -> None:
+        super().__init__(f"the session ended after {lasted_s:.1f} s")
+        self.lasted_s = lasted_s
+
+
+def redial_delay(short_sessions: int) -> float:
+    """The pause before dialling again after sessions that each ended soon after it
+    opened (a shard that refuses what this operator sends, say): it doubles from 0.5 s
+    up to 30 s, jittered, so such a loop never spins; after a stable session, 0.1 s."""
+    if short_sessions == 0:
+        return 0.1
+    ceiling = min(30.0, 0.5 * 2.0 ** min(short_sessions - 1, 16))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 class OperatorSession:
@@ -101,6 +119,7 @@ class OperatorSession:
         self.ready_grace_s = ready_grace_s
         self.established = False  # a stream to the shard is up and has exchanged frames
         self._started_at: float | None = None
+        self._short_sessions = 0  # sessions in a row that ended soon after they opened
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -139,8 +158,10 @@ class OperatorSession:
                     ):
                         with attempt:
                             await self._session()
-                except SessionEnded:
-                    await self.clock.sleep(0.1)
+                except SessionEnded as ended:
+                    stable = ended.lasted_s >= STABLE_SESSION_S
+                    self._short_sessions = 0 if stable else self._short_sessions + 1
+                    await self.clock.sleep(redial_delay(self._short_sessions))
                 self.metrics.reconnects.inc()
 
     async def _session(self) -> None:
@@ -218,6 +239,7 @@ class OperatorSession:
 
         channel = tls.channel(self.shard_address, self.credentials, options=GRPC_OPTIONS)
         self.sessions += 1
+        dialled = self.clock.monotonic()
         roller = asyncio.create_task(
             self.loops.run("operator_rollup", rollup_loop, max_period_s=self.rollup_stuck_after)
         )
@@ -243,7 +265,7 @@ class OperatorSession:
                 task.cancel()
             await asyncio.gather(roller, *workers, return_exceptions=True)
             await channel.close()
-        raise SessionEnded()
+        raise SessionEnded(self.clock.monotonic() - dialled)
 
     # -- frames from the shard --------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Whatever a request holds (the API server may admit odd quantities, and kopf hands
 over whatever the object is), a roll-up is still built: every request is either
-translated or reported as a problem naming it, and nothing escapes `build`.
+translated or reported as a problem naming it, nothing escapes `build`, and the
+shard takes the roll-up whole (one request it would refuse costs the cluster all).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bigfleet.operators.operator.rollup import build
+from bigfleet.shard.codec import rollup_from_wire
 
 QUANTITIES = st.one_of(
-    st.sampled_from(["1", "500m", "8Gi", "1Ei", "2E", "8Ei", "1e999999", "-8", "1e100", "", "Ki"]),
+    st.sampled_from(
+        ["1", "500m", "8Gi", "1Ei", "2E", "8Ei", "1e999999", "-8", "1e100", "", "Ki", "0", "0m"]
+    ),
     st.text(max_size=12),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -77,3 +81,4 @@ def test_every_request_is_translated_or_reported_and_the_rollup_goes_out(specs: 
     assert not {t.name for t in rollup.translated} & {name for _, name, _ in rollup.problems}
     assert all(why for _, _, why in rollup.problems)
     assert rollup.message.cluster_id == "c1"
+    rollup_from_wire(rollup.message)  # the shard refuses none of it

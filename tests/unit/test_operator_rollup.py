@@ -31,6 +31,17 @@ def test_equal_profiles_fold_summing_requests_and_maxing_the_unit() -> None:
     assert len(rollup.pending) == 3
 
 
+def test_a_zero_request_asks_for_nothing_and_the_shard_takes_the_roll_up() -> None:
+    # Kubernetes admits `nvidia.com/gpu: "0"`; a need's unit of 0 would get the whole
+    # roll-up refused by the shard.
+    zero_gpu = cr("a", "2", resources={"cpu": "2", "nvidia.com/gpu": "0", "memory": "0m"})
+    rollup = build("c1", [zero_gpu, cr("b", "1")], now_ns=0)
+    (need,) = rollup.message.needs
+    assert dict(need.aggregate_resources) == {"cpu": "3"}
+    assert dict(need.min_unit) == {"cpu": "2"}
+    assert len(codec.rollup_from_wire(rollup.message)) == 1
+
+
 def test_the_memo_decodes_a_request_again_only_when_its_object_is_replaced() -> None:
     memo = Memo()
     a, b = cr("a", "1"), cr("b", "2")
