@@ -142,6 +142,13 @@ class ManagedProcess:
             self._proc.kill()
             self._proc.wait()
 
+    def terminate(self, timeout_s: float) -> int:
+        """SIGTERM, as the kubelet sends, and the exit code; TimeoutExpired if it hangs."""
+        if self._proc is None:
+            raise ProcessFailed(f"{self.name} was never started")
+        self._proc.send_signal(signal.SIGTERM)
+        return self._proc.wait(timeout=timeout_s)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

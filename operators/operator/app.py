@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, probes, tls
+from bigfleet import kopf_loop, kube_wait, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
 from bigfleet.metrics import parse_address
@@ -135,10 +135,22 @@ def credentials_for(settings: OperatorSettings) -> tls.Credentials | None:
 async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK) -> None:
     """Serve until `stop` is set."""
     credentials = credentials_for(settings)  # a wrong certificate fails before anything starts
-    api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
+    wait = functools.partial(
+        kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
+    )
+    api = await wait(lambda: kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig)))
+    if api is None:
+        return  # stopped before Kubernetes answered
     responder = _responder(api, settings)  # a template that does not parse fails here
     cache = RequestCache()
-    await cache.fill(api)  # before the first roll-up: an empty cache would withdraw all demand
+
+    async def fill() -> bool:
+        await cache.fill(api)
+        return True
+
+    # Before the first roll-up: an empty cache would withdraw all demand.
+    if await wait(fill) is None:
+        return
     prometheus = CollectorRegistry()
     loops = Loops(prometheus, clock)
     metrics = OperatorMetrics(prometheus)

@@ -1,7 +1,10 @@
-"""SIGTERM ends a process that runs kopf: kopf takes the signal, the whole process follows.
+"""SIGTERM (the kubelet) or SIGINT (Ctrl-C) ends every long-running process with 0.
 
 kopf replaces the process's SIGINT/SIGTERM handlers once it runs, so without care a
-signal stopped only kopf's watcher and the rest kept going until SIGKILL.
+signal stopped only kopf's watcher and the rest kept going until SIGKILL. Processes
+that run no kopf (a shard without a kubeconfig, the embedded coordinator) must stop
+the same way. The fake provider and an etcd-backed coordinator leader are covered
+by the component tier.
 """
 
 from __future__ import annotations
@@ -23,24 +26,34 @@ def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
     common = ["--kubeconfig", str(kubeconfig), "--metrics-port", str(metrics)]
     if kind == "operator":
         args = ["operator", "--cluster-id", "shutdown", "--shard", f"127.0.0.1:{free_port()}"]
-    elif kind == "shard":
+    elif kind.startswith("shard"):
         args = ["shard", "--id", "shard-shutdown", "--listen", f"127.0.0.1:{free_port()}",
                 "--provider", f"none=127.0.0.1:{free_port()}", "--data-dir", str(data)]  # fmt: skip
+        if kind == "shard-alone":  # no Shard resource to publish: nothing of Kubernetes runs
+            common = common[2:]
+    elif kind == "coordinator-embedded":
+        args = ["coordinator", "--store", "embedded", "--data-dir", str(data),
+                "--listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
+        common = common[2:]
     else:
         args = ["pod-controller"]
     return [sys.executable, "-m", "bigfleet.cli", *args, *common], metrics
 
 
-@pytest.mark.parametrize("kind", ["operator", "shard", "pod-controller"])
-async def test_sigterm_ends_the_process_cleanly(
-    control_plane: LocalControlPlane, tmp_path: Path, kind: str
+KINDS = ["operator", "shard", "shard-alone", "pod-controller", "coordinator-embedded"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_signal_ends_the_process_cleanly(
+    control_plane: LocalControlPlane, tmp_path: Path, kind: str, sig: signal.Signals
 ) -> None:
     argv, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
     log = (tmp_path / "log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         await until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), f"{kind} serving")
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         # A bound on the wait, not a timing goal: the process must end on its own.
         code = process.wait(timeout=60)
     finally:
