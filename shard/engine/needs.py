@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from bigfleet.shard.engine import resources as rv
+from bigfleet.shard.engine.machine import Machine
 from bigfleet.shard.engine.profile import Profile
 from bigfleet.shard.engine.resources import Vector
 
@@ -34,6 +36,13 @@ class Need:
     @property
     def priority(self) -> int:
         return self.profile.priority
+
+
+def fits(need: Need, machine: Machine) -> bool:
+    """Whether a machine could serve the need: its labels, zone and type pass the need's
+    requirements and it holds one `min_unit`. The one fit predicate of the engine, its
+    verdicts and the AvailableCapacity hints."""
+    return need.profile.matches(machine) and rv.covers(machine.alloc, need.min_unit)
 
 
 def demand_order(need: Need) -> tuple[int, int, str]:

@@ -24,7 +24,7 @@ from bigfleet.shard.engine.decision.actions import ActionKind, Preemption, Unsat
 from bigfleet.shard.engine.decision.colocation import DomainCoverage
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
-from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.needs import Need, fits
 from bigfleet.shard.engine.parking import ClassKey, class_key
 
 S = MachineState
@@ -70,7 +70,7 @@ def matching_supply(inventory: Inventory, need: Need) -> MatchingSupply:
         return sum(
             n
             for n, sample in inventory.shapes(state)
-            if need.profile.matches(sample) and rv.covers(sample.alloc, need.min_unit)
+            if fits(need, sample)
         )
 
     idle, configured, speculative = (count(s) for s in (S.IDLE, S.CONFIGURED, S.SPECULATIVE))

@@ -1,20 +1,25 @@
 """AvailableCapacity hints: how much of each demanded shape a cluster could get soon.
 
-Once per cycle, for every connected cluster and every profile it demands:
-matching Idle plus Speculative machines, HIGH confidence when an Idle one
-matches, MEDIUM when only quota slots do, else NONE; the cost is the
-cheapest matching Idle price when the profile pins instance types. A hint
-goes out only when it changed, at most once per key every 5 seconds; a
-reconnecting cluster gets them all again. Hints are kept for connected
-clusters only.
+Once per cycle, for every connected cluster and every profile it demands: Idle
+plus Speculative machines that fit, by the engine's own predicate (`fits`:
+labels, zone, pinned types, and room for the unit); the unit is the largest
+`min_unit` of the cluster's needs of that profile, so a count never promises a
+machine too small for one of its requests. HIGH confidence when an Idle one
+fits, MEDIUM when only quota slots do, else NONE (count 0); the cost is the
+cheapest fitting Idle price when the profile pins instance types. A hint goes
+out only when it changed, at most once per key every 5 seconds; a reconnecting
+cluster gets them all again. Hints are kept for connected clusters only.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bigfleet.shard import codec
+from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
-from bigfleet.shard.engine.needs import Need, NeedsTable
+from bigfleet.shard.engine.needs import Need, NeedsTable, fits
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.wire import provider_pb2, shard_pb2
 
@@ -25,11 +30,11 @@ Confidence = shard_pb2.AvailableCapacityUpdate
 def _hint(inventory: Inventory, need: Need) -> tuple[int, int, float]:
     types = need.profile.pinned_types
 
-    def matching(state: MachineState) -> list[float]:
+    def fitting(state: MachineState) -> list[float]:
         pool = inventory.in_state_of_types(state, types) if types else inventory.in_state(state)
-        return [m.price_per_hour for m in pool if need.profile.matches(m)]
+        return [m.price_per_hour for m in pool if fits(need, m)]
 
-    idle, speculative = matching(MachineState.IDLE), matching(MachineState.SPECULATIVE)
+    idle, speculative = fitting(MachineState.IDLE), fitting(MachineState.SPECULATIVE)
     if idle:
         confidence = Confidence.CONFIDENCE_HIGH
     elif speculative:
@@ -40,6 +45,21 @@ def _hint(inventory: Inventory, need: Need) -> tuple[int, int, float]:
     return len(idle) + len(speculative), confidence, cost
 
 
+def _shapes(needs: tuple[Need, ...]) -> dict[str, Need]:
+    """One need per profile, its unit the per-resource maximum of the profile's units."""
+    shapes: dict[str, Need] = {}
+    for need in needs:
+        seen = shapes.get(need.fingerprint)
+        if seen is None:
+            shapes[need.fingerprint] = need
+        elif not rv.covers(seen.min_unit, need.min_unit):
+            unit = dict(seen.min_unit)
+            for name, amount in need.min_unit.items():
+                unit[name] = max(unit.get(name, 0), amount)
+            shapes[need.fingerprint] = replace(seen, min_unit=unit)
+    return shapes
+
+
 class Hints:
     def __init__(self) -> None:
         self._sent: dict[tuple[str, str], tuple[tuple[int, int, float], float]] = {}
@@ -48,18 +68,16 @@ class Hints:
         """Queue the hints that changed; returns how many went out."""
         connected = set(channels.connected())
         self._sent = {k: v for k, v in self._sent.items() if k[0] in connected}
-        computed: dict[str, tuple[int, int, float]] = {}  # clusters often share profiles
+        # Clusters often share profiles and units.
+        computed: dict[tuple[str, str], tuple[int, int, float]] = {}
         sent = 0
         for cluster in sorted(connected):
-            seen: set[str] = set()
-            for need in table.rows(cluster):
-                if need.fingerprint in seen:
-                    continue
-                seen.add(need.fingerprint)
-                key = (cluster, need.fingerprint)
-                values = computed.get(need.fingerprint)
+            for fingerprint, need in _shapes(table.rows(cluster)).items():
+                key = (cluster, fingerprint)
+                shape = (fingerprint, rv.canonical(need.min_unit))
+                values = computed.get(shape)
                 if values is None:
-                    values = computed[need.fingerprint] = _hint(inventory, need)
+                    values = computed[shape] = _hint(inventory, need)
                 previous = self._sent.get(key)
                 if previous is not None and (
                     previous[0] == values or now - previous[1] < MIN_INTERVAL_S

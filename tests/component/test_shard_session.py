@@ -10,6 +10,7 @@ import pytest
 from bigfleet.errors import StaleFencingToken
 from bigfleet.shard.runtime.provider import ProviderClient
 from bigfleet.wire import provider_pb2 as pb
+from bigfleet.wire import shard_pb2
 from tests.component.harness import eventually, need, rig
 
 CONFIGURED = pb.MACHINE_STATE_CONFIGURED
@@ -176,6 +177,42 @@ async def test_available_capacity_hints_follow_demanded_profiles(tmp_path: Path)
         assert hint.supersedes_key.startswith("available:")
         assert hint.resources.resources["cpu"] == "8"
         assert hint.confidence in (4, 3, 1)
+        await op.close()
+
+
+async def test_a_shape_no_machine_can_hold_is_hinted_none(tmp_path: Path) -> None:
+    """The hint fits machines as the engine does: labels and room for the unit. GPUs on a
+    fleet without any, or a unit larger than every machine, read NONE with count 0."""
+    update = shard_pb2.AvailableCapacityUpdate
+    async with rig(tmp_path, idle=2, speculative=3) as r:
+        await r.start_shard()
+        op = r.operator("c1")
+        op.start()
+
+        def hint(**unit: str) -> shard_pb2.AvailableCapacityUpdate | None:
+            """The latest hint whose unit is `unit`."""
+            found = None
+            for frame in op.frames("available_capacity"):
+                if dict(frame.available_capacity.resources.resources) == unit:
+                    found = frame.available_capacity
+            return found
+
+        gpus = need(8, priority=100)
+        gpus.aggregate_resources["nvidia.com/gpu"] = "8"
+        gpus.min_unit["nvidia.com/gpu"] = "8"
+        # Two needs of one profile (priority 50): the larger unit is the hint's.
+        huge = need(1000, priority=50)
+        huge.min_unit["cpu"] = "1000"
+        op.rollup(gpus, huge, need(8, priority=50), need(16, priority=10))
+        await eventually(lambda: hint(cpu="8") is not None, what="the plain shape's hint")
+        plain = hint(cpu="8")
+        assert plain is not None and plain.available_count == 5  # 2 Idle + 3 Speculative
+        assert plain.confidence == update.CONFIDENCE_HIGH
+        for unit in ({"cpu": "8", "nvidia.com/gpu": "8"}, {"cpu": "1000"}):
+            none = hint(**unit)
+            assert none is not None, unit
+            assert (none.available_count, none.confidence) == (0, update.CONFIDENCE_NONE)
+        assert len(op.frames("available_capacity")) == 3  # one hint per profile
         await op.close()
 
 

@@ -48,7 +48,7 @@ from bigfleet.shard.engine.decision.replay import (
 )
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
-from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.needs import Need, fits
 from bigfleet.shard.engine.profile import Spread
 
 S = MachineState
@@ -203,8 +203,7 @@ class _Phase1:
             if m.id not in self.claimed:
                 yield m
 
-    def _eligible(self, need: Need, m: Machine) -> bool:
-        return need.profile.matches(m) and rv.covers(m.alloc, need.min_unit)
+    _eligible = staticmethod(fits)
 
     # -- claiming -----------------------------------------------------------------------------
 
