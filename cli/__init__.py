@@ -35,14 +35,22 @@ from bigfleet.crd import crd_dir
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Lowest level of JSON log lines written to stderr.",
+    help="Lowest level of log lines written to stderr.",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="json",
+    show_default=True,
+    type=click.Choice(logs.FORMATS),
+    help="Log lines as JSON objects, or as text for a person (time level logger message "
+    "key=value).",
+)
+def main(log_level: str, log_format: str) -> None:
     """BigFleet: a fleet-level infrastructure autoscaler for many Kubernetes clusters.
 
     One binary for every component; `bigfleet COMMAND --help` for each.
     """
-    logs.configure(log_level)
+    logs.configure(log_level, fmt=log_format)
 
 
 @main.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -12,10 +11,12 @@ import click
 import grpc
 
 from bigfleet.cli import options
+from bigfleet.cli.output import output_option, print_data, print_records, print_table
 from bigfleet.timestamps import from_unix_ns
 from bigfleet.wire import GRPC_OPTIONS, coordinator_pb2, coordinator_pb2_grpc
 
 if TYPE_CHECKING:
+    from bigfleet.cli.explain import Verdicts
     from bigfleet.tls import Credentials, TLSFiles
 
 T = TypeVar("T")
@@ -49,20 +50,9 @@ class Coordinators:
         raise click.ClickException("no coordinator took the call: " + "; ".join(refusals))
 
 
-def _when(unix_ns: int) -> str:
-    if not unix_ns:
-        return "—"
-    return from_unix_ns(unix_ns)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*headers, box=None, header_style="bold")
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+def _when(unix_ns: int) -> str | None:
+    """A wire time as RFC 3339 UTC; None (null, `—` in a table) when unset."""
+    return from_unix_ns(unix_ns) if unix_ns else None
 
 
 @click.group()
@@ -100,59 +90,84 @@ def ctl(ctx: click.Context, addresses: str, timeout: float, tls: TLSFiles | None
 
 
 @ctl.command("list-shards")
+@output_option
 @click.pass_obj
-def list_shards(coordinators: Coordinators) -> None:
+def list_shards(coordinators: Coordinators, output: str) -> None:
     """Registered shards and their last heartbeat (UTC)."""
     reply = coordinators.call(
         lambda stub, t: stub.ListShards(coordinator_pb2.ListShardsRequest(), timeout=t)
     )
-    _table(
-        ["SHARD", "ADDRESS", "REGISTERED", "LAST_HEARTBEAT"],
+    print_records(
+        output,
+        {
+            "SHARD": "shard_id",
+            "ADDRESS": "address",
+            "REGISTERED": "registered_at",
+            "LAST_HEARTBEAT": "last_heartbeat_at",
+        },
         [
-            [
-                s.shard_id,
-                s.address or "—",
-                _when(s.registered_at_unix_ns),
-                _when(s.last_heartbeat_unix_ns),
-            ]
+            {
+                "shard_id": s.shard_id,
+                "address": s.address,
+                "registered_at": _when(s.registered_at_unix_ns),
+                "last_heartbeat_at": _when(s.last_heartbeat_unix_ns),
+            }
             for s in reply.shards
         ],
     )
 
 
 @ctl.command("list-domain-assignments")
+@output_option
 @click.pass_obj
-def list_domain_assignments(coordinators: Coordinators) -> None:
+def list_domain_assignments(coordinators: Coordinators, output: str) -> None:
     """Which shard owns each topology domain."""
     reply = coordinators.call(
         lambda stub, t: stub.ListDomainAssignments(
             coordinator_pb2.ListDomainAssignmentsRequest(), timeout=t
         )
     )
-    _table(
-        ["TOPOLOGY_KEY", "TOPOLOGY_VALUE", "SHARD"],
-        [[a.topology_key, a.topology_value, a.shard_id] for a in reply.assignments],
+    print_records(
+        output,
+        {"TOPOLOGY_KEY": "topology_key", "TOPOLOGY_VALUE": "topology_value", "SHARD": "shard_id"},
+        [
+            {
+                "topology_key": a.topology_key,
+                "topology_value": a.topology_value,
+                "shard_id": a.shard_id,
+            }
+            for a in reply.assignments
+        ],
     )
 
 
 @ctl.command("list-shard-reports")
 @click.option("--shard", default="", help="Only this shard.")
+@output_option
 @click.pass_obj
-def list_shard_reports(coordinators: Coordinators, shard: str) -> None:
+def list_shard_reports(coordinators: Coordinators, shard: str, output: str) -> None:
     """The leader's latest report per shard (empty right after a failover)."""
     request = coordinator_pb2.ListShardReportsRequest(shard_id=shard)
     reply = coordinators.call(lambda stub, t: stub.ListShardReports(request, timeout=t))
-    _table(
-        ["SHARD", "CYCLE", "RECEIVED", "MACHINES", "FREE", "SHORTFALLS"],
+    print_records(
+        output,
+        {
+            "SHARD": "shard_id",
+            "CYCLE": "cycle",
+            "RECEIVED": "received_at",
+            "MACHINES": "total_machines",
+            "FREE": "free_machines",
+            "SHORTFALLS": "shortfall_count",
+        },
         [
-            [
-                r.shard_id,
-                r.cycle,
-                _when(r.received_at_unix_ns),
-                r.summary.total_machines,
-                r.summary.free_machines,
-                len(r.shortfalls),
-            ]
+            {
+                "shard_id": r.shard_id,
+                "cycle": r.cycle,
+                "received_at": _when(r.received_at_unix_ns),
+                "total_machines": r.summary.total_machines,
+                "free_machines": r.summary.free_machines,
+                "shortfall_count": len(r.shortfalls),
+            }
             for r in reply.reports
         ],
     )
@@ -194,16 +209,18 @@ def remove_shard(coordinators: Coordinators, shard: str) -> None:
 
 
 @ctl.command("list-quotas")
+@output_option
 @click.pass_obj
-def list_quotas(coordinators: Coordinators) -> None:
+def list_quotas(coordinators: Coordinators, output: str) -> None:
     """Quota slots moved between shards by rebalancing, per provider and region."""
     reply = coordinators.call(
         lambda stub, t: stub.ListQuotas(coordinator_pb2.ListQuotasRequest(), timeout=t)
     )
-    _table(
-        ["PROVIDER", "REGION", "SHARD", "SLOTS"],
+    print_records(
+        output,
+        {"PROVIDER": "provider", "REGION": "region", "SHARD": "shard_id", "SLOTS": "slots"},
         [
-            [a.provider, a.region or "-", shard, slots]
+            {"provider": a.provider, "region": a.region, "shard_id": shard, "slots": slots}
             for a in reply.allocations
             for shard, slots in sorted(a.per_shard.items())
         ],
@@ -211,15 +228,17 @@ def list_quotas(coordinators: Coordinators) -> None:
 
 
 @ctl.command("list-providers")
+@output_option
 @click.pass_obj
-def list_providers(coordinators: Coordinators) -> None:
+def list_providers(coordinators: Coordinators, output: str) -> None:
     """Capacity providers the shards report."""
     reply = coordinators.call(
         lambda stub, t: stub.ListProviders(coordinator_pb2.ListProvidersRequest(), timeout=t)
     )
-    _table(
-        ["NAME", "ADDRESS", "REGION"],
-        [[p.name, p.address, p.region or "-"] for p in reply.providers],
+    print_records(
+        output,
+        {"NAME": "name", "ADDRESS": "address", "REGION": "region"},
+        [{"name": p.name, "address": p.address, "region": p.region} for p in reply.providers],
     )
 
 
@@ -252,14 +271,7 @@ def snapshot_save(coordinators: Coordinators, path: Path) -> None:
 @click.option(
     "--limit", default=0, show_default=True, type=click.IntRange(0), help="At most N rows; 0: all."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table, or JSON with the header and every row.",
-)
+@output_option
 @click.pass_obj
 def inspect_needs(
     coordinators: Coordinators, shard_addr: str, cluster: str, limit: int, output: str
@@ -275,23 +287,22 @@ def inspect_needs(
 
     reader = ShardReader(shard_addr, coordinators.credentials, coordinators.timeout_s)
     verdicts = reader.read(cluster=cluster, limit=limit)
-    if output == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "shard": shard_addr,
-                    **words.header_dict(verdicts.header),
-                    "needs": [words.as_dict(v) for v in verdicts.views],
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-        return
+    data = {
+        "shard": shard_addr,
+        **words.header_dict(verdicts.header),
+        "needs": [words.as_dict(v) for v in verdicts.views],
+    }
+    print_data(output, data, lambda: _needs_table(shard_addr, verdicts, limit))
+
+
+def _needs_table(shard_addr: str, verdicts: Verdicts, limit: int) -> None:
+    """The header in words, a row per need, and a note on stderr when rows were cut short."""
+    from bigfleet import explain as words
+
     click.echo(f"shard {shard_addr}: {words.header_sentence(verdicts.header)}")
     if not verdicts.computed:
         return
-    _table(
+    print_table(
         [
             "CLUSTER",
             "PRIORITY",

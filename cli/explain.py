@@ -14,10 +14,8 @@ verdict yet (the shard has not run a cycle, or has no need for the request).
 
 from __future__ import annotations
 
-import json
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +25,7 @@ import grpc
 
 from bigfleet import explain as words
 from bigfleet.cli import options
+from bigfleet.cli.output import print_json, print_table
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shardread_pb2, shardread_pb2_grpc
 
 if TYPE_CHECKING:
@@ -253,22 +252,6 @@ def read_request(
 
 # ---------------------------------------------------------------------------------------------
 # Output.
-
-
-def print_table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], show_header: bool = True
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*headers, box=None, header_style="bold", show_header=show_header)
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    Console(width=200 if not sys.stdout.isatty() else None, highlight=False).print(table)
-
-
-def print_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def load_credentials(tls: TLSFiles | None) -> Credentials | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from bigfleet.cli import main
@@ -355,6 +356,23 @@ def test_ctl_inspect_needs_as_json_with_a_cluster_and_a_limit(shard: Served) -> 
         "PreemptionExhausted", "Satisfied", "TopologyUnsatisfiable",
     ]  # fmt: skip
     assert [(r.cluster_id, r.limit) for r in shard.servicer.requests] == [("c1", 3)]
+
+
+def test_ctl_inspect_needs_as_yaml_is_the_json_document(shard: Served) -> None:
+    args = ("ctl", "inspect-needs", "--shard-addr", shard.address, "--cluster", "c1")
+    as_json, as_yaml = run(*args, "-o", "json"), run(*args, "-o", "yaml")
+    assert as_yaml.exit_code == 0, as_yaml.output
+    data = yaml.safe_load(as_yaml.stdout)
+    assert data == json.loads(as_json.stdout)
+    assert data["cycle"] == CYCLE and data["computed_at"] == "2026-05-28T20:26:40Z"
+    assert [n["claimed_machine_count"] for n in data["needs"] if n["satisfied"]] == [2]
+
+
+def test_ctl_inspect_needs_refuses_an_unknown_output_format(shard: Served) -> None:
+    result = run("ctl", "inspect-needs", "--shard-addr", shard.address, "-o", "text")
+    assert result.exit_code == 2
+    assert "Invalid value for '-o' / '--output': 'text' is not one of" in result.stderr
+    assert shard.servicer.requests == []  # refused before the shard was read
 
 
 def test_ctl_inspect_needs_before_the_first_cycle(shard: Served) -> None:
