@@ -19,6 +19,7 @@ from bigfleet.cli.certs import certs
 from bigfleet.cli.conformance import conformance
 from bigfleet.cli.coordinator import coordinator
 from bigfleet.cli.ctl import ctl
+from bigfleet.cli.dev import dev
 from bigfleet.cli.explain import explain
 from bigfleet.cli.operator import operator
 from bigfleet.cli.podcontroller import pod_controller
@@ -92,3 +93,4 @@ main.add_command(certs)
 main.add_command(operator)
 main.add_command(all_in_one)
 main.add_command(pod_controller)
+main.add_command(dev)
