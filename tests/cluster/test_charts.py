@@ -1330,6 +1330,11 @@ def test_install_notes_tell_how_to_check_each_release(
 
     controller = helm.notes(POD_CONTROLLER, {}, namespace, kubeconfig)
     assert "kubectl get capacityrequests -A -l bigfleet.lucy.sh/owned-by-pod" in controller
+    # Each names its `helm test`, unless it serves nothing to ask.
+    for printed in (notes, operator, controller):
+        assert f"helm test r1 -n {namespace} --logs" in printed
+    quiet = helm.notes(OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 0}, namespace, kubeconfig)
+    assert "helm test" not in quiet
 
 
 def test_install_notes_say_how_tls_is_configured(
