@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ import kr8s
 import kr8s.asyncio
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from bigfleet import pki
+from bigfleet import pki, probes
 from bigfleet.cli import main as bigfleet_cli
 from bigfleet.controlplane import KUBE_VERSION, LocalControlPlane, find_binaries
 from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
@@ -42,6 +44,8 @@ CHARTS = Path(__file__).resolve().parents[2] / "charts"
 BIGFLEET = CHARTS / "bigfleet"
 OPERATOR = CHARTS / "bigfleet-operator"
 POD_CONTROLLER = CHARTS / "bigfleet-unschedulable-pod-controller"
+CRDS_CHART = CHARTS / "bigfleet-crds"
+EVERY_CHART = (BIGFLEET, OPERATOR, POD_CONTROLLER, CRDS_CHART)
 
 PROVIDERS = {"shard": {"providers": [{"name": "metal", "address": "metal.providers.svc:7800"}]}}
 OPERATOR_REQUIRED = {"clusterID": "prod-eu-1", "shardAddress": "shard-0.fleet.example:7780"}
@@ -469,7 +473,7 @@ def test_every_chart_passes_strict_lint(helm: Helm, chart: Path, values: Manifes
 
 
 def test_charts_carry_name_version_and_kube_version(helm: Helm) -> None:
-    for chart in (BIGFLEET, OPERATOR, POD_CONTROLLER):
+    for chart in EVERY_CHART:
         meta = yaml.safe_load((chart / "Chart.yaml").read_text())
         assert meta["apiVersion"] == "v2" and meta["name"] == chart.name
         assert meta["version"] == "0.1.0" and meta["appVersion"] == "0.1.0"
@@ -638,12 +642,18 @@ def test_chart_crds_are_the_repository_crds_byte_for_byte() -> None:
             "bigfleet.lucy.sh_availablecapacities.yaml",
         },
     }
+    everything = {p.name for p in crd_dir().glob("*.yaml")}
     for chart, names in expected.items():
         assert {p.name for p in (chart / "crds").iterdir()} == names
         for name in names:
             assert (chart / "crds" / name).read_bytes() == (crd_dir() / name).read_bytes(), name
-    assert set().union(*expected.values()) == {p.name for p in crd_dir().glob("*.yaml")}
+    assert set().union(*expected.values()) == everything
     assert not (POD_CONTROLLER / "crds").exists()  # it relies on the operator chart's
+    # The CRD chart templates every one of them from its own copies.
+    assert not (CRDS_CHART / "crds").exists()
+    assert {p.name for p in (CRDS_CHART / "files").iterdir()} == everything
+    for name in everything:
+        assert (CRDS_CHART / "files" / name).read_bytes() == (crd_dir() / name).read_bytes(), name
 
 
 # -- the bigfleet chart ------------------------------------------------------------------
@@ -655,8 +665,9 @@ def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
     rendered = helm.render(BIGFLEET, PROVIDERS, namespace)
     assert rendered.kinds() == {
         "Service", "StatefulSet", "PodDisruptionBudget", "ServiceAccount", "Secret",
-        "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
+        "ClusterRole", "ClusterRoleBinding", "NetworkPolicy", "Pod",
     }  # fmt: skip
+    assert [p["metadata"]["name"] for p in rendered.of("Pod")] == ["r1-bigfleet-test"]
     etcd = rendered.get("StatefulSet", "-etcd")
     assert etcd["spec"]["replicas"] == 3
     assert etcd["spec"]["podManagementPolicy"] == "Parallel"
@@ -1113,13 +1124,14 @@ def test_network_policies_open_each_port_to_its_clients_only(
         ("r1-bigfleet-coordinator", "coordinator"),
     ):
         assert policies[name]["podSelector"] == pods(component)["podSelector"]
+    # The release's `helm test` pod asks shards and coordinators for /readyz.
     assert rules(policies["r1-bigfleet-shard"]) == {
         7780: operators,
-        8780: monitoring,
+        8780: [*monitoring, pods("test")],
     }
     assert rules(policies["r1-bigfleet-coordinator"]) == {
         7790: [pods("shard"), pods("coordinator"), *admins],
-        8790: monitoring,
+        8790: [*monitoring, pods("test")],
     }
     assert rules(policies["r1-bigfleet-fake-provider"]) == {7800: [pods("shard")]}
     etcd = policies["r1-bigfleet-etcd"]["ingress"]
@@ -1131,7 +1143,7 @@ def test_network_policies_open_each_port_to_its_clients_only(
     # and nothing else is open to everyone.
     default = helm.render(BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True}}, namespace)
     shard_rules = rules(default.get("NetworkPolicy", "-shard")["spec"])
-    assert shard_rules == {7780: None, 8780: monitoring}
+    assert shard_rules == {7780: None, 8780: [*monitoring, pods("test")]}
     assert rules(default.get("NetworkPolicy", "-coordinator")["spec"])[7790] == [
         pods("shard"),
         pods("coordinator"),
@@ -1141,7 +1153,7 @@ def test_network_policies_open_each_port_to_its_clients_only(
     other = helm.render(
         BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True, "metrics": {"from": scrapers}}}
     )
-    assert rules(other.get("NetworkPolicy", "-shard")["spec"])[8780] == scrapers
+    assert rules(other.get("NetworkPolicy", "-shard")["spec"])[8780] == [*scrapers, pods("test")]
     anyone = helm.render(
         BIGFLEET, {**PROVIDERS, "networkPolicy": {"enabled": True, "metrics": {"from": []}}}
     )
@@ -1318,6 +1330,11 @@ def test_install_notes_tell_how_to_check_each_release(
 
     controller = helm.notes(POD_CONTROLLER, {}, namespace, kubeconfig)
     assert "kubectl get capacityrequests -A -l bigfleet.lucy.sh/owned-by-pod" in controller
+    # Each names its `helm test`, unless it serves nothing to ask.
+    for printed in (notes, operator, controller):
+        assert f"helm test r1 -n {namespace} --logs" in printed
+    quiet = helm.notes(OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 0}, namespace, kubeconfig)
+    assert "helm test" not in quiet
 
 
 def test_install_notes_say_how_tls_is_configured(
@@ -1655,3 +1672,334 @@ async def test_component_rbac_grants_what_its_code_does_and_no_more(
                 check=False,
             )  # fmt: skip
             assert can.stdout.strip() == "yes", subresource
+
+
+# -- what CI runs on every chart: ci/ values, defaults, test hooks, packages -------------
+
+COMPONENT_CHARTS = (BIGFLEET, OPERATOR, POD_CONTROLLER)
+HOOK = "helm.sh/hook"
+HOOK_DELETE_POLICY = "helm.sh/hook-delete-policy"
+
+
+def ci_values_files() -> list[Any]:
+    return [
+        pytest.param(chart, values, id=f"{chart.name}/{values.name}")
+        for chart in EVERY_CHART
+        for values in sorted((chart / "ci").glob("*-values.yaml"))
+    ]
+
+
+def test_every_chart_under_charts_is_covered_and_has_ci_values() -> None:
+    assert {p.parent for p in CHARTS.glob("*/Chart.yaml")} == set(EVERY_CHART)
+    for chart in EVERY_CHART:
+        assert list((chart / "ci").glob("*-values.yaml")), chart.name
+
+
+@pytest.mark.parametrize(("chart", "values"), ci_values_files())
+def test_ci_values_pass_strict_lint_and_the_api_server_takes_the_render(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, chart: Path, values: Path
+) -> None:
+    lint = helm.run("lint", "--strict", str(chart), "--values", str(values))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "0 chart(s) failed" in lint.stdout
+    rendered = helm.render(chart, yaml.safe_load(values.read_text()), namespace)
+    assert rendered.docs
+    if chart == CRDS_CHART:
+        return  # cluster-scoped CRDs that exist already: test_crd_chart_* apply them
+    # The operator may create Secrets in kube-system only, through a Role there.
+    assert_namespaced(rendered, namespace, frozenset({"r1-bigfleet-operator-bootstrap-tokens"}))
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+@pytest.mark.parametrize(
+    ("chart", "complaints"),
+    [
+        (BIGFLEET, ["shard.providers: name at least one capacity provider"]),
+        (OPERATOR, ["'/clusterID'", "'/shardAddress'"]),
+        (POD_CONTROLLER, []),
+        (CRDS_CHART, []),
+    ],
+    ids=["bigfleet", "operator", "upc", "crds"],
+)
+def test_default_values_render_or_name_the_value_that_is_missing(
+    helm: Helm, chart: Path, complaints: list[str]
+) -> None:
+    result = helm.run("template", "r1", str(chart), "--kube-version", KUBE_VERSION)
+    if not complaints:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode != 0
+    for complaint in complaints:
+        assert complaint in result.stderr, result.stderr
+
+
+def helm_test_pod(rendered: Rendered) -> Manifest:
+    hooks = [d for d in rendered.docs if HOOK in d["metadata"].get("annotations", {})]
+    assert len(hooks) == 1, [h["metadata"]["name"] for h in hooks]
+    return hooks[0]
+
+
+def hook_urls(hook: Manifest) -> list[str]:
+    [container] = hook["spec"]["containers"]
+    return list(container["args"][1:])
+
+
+@pytest.mark.parametrize(
+    ("chart", "values", "expected_urls"),
+    [
+        (
+            BIGFLEET,
+            PROVIDERS,
+            [
+                *(
+                    f"r1-bigfleet-coordinator-{i}.r1-bigfleet-coordinator-headless.{{ns}}.svc:8790"
+                    f"/readyz"
+                    for i in range(3)
+                ),
+                "r1-bigfleet-shard-0.r1-bigfleet-shard.{ns}.svc:8780/readyz",
+            ],
+        ),
+        (
+            BIGFLEET,
+            {
+                "coordinator": {"store": "embedded"},
+                "fakeProvider": {"enabled": True},
+                "shard": {"replicas": 2},
+            },
+            [
+                "r1-bigfleet-coordinator-0.r1-bigfleet-coordinator-headless.{ns}.svc:8790/readyz",
+                "r1-bigfleet-shard-0.r1-bigfleet-shard.{ns}.svc:8780/readyz",
+                "r1-bigfleet-shard-1.r1-bigfleet-shard.{ns}.svc:8780/readyz",
+            ],
+        ),
+        (OPERATOR, OPERATOR_REQUIRED, ["r1-bigfleet-operator-metrics.{ns}.svc:8770/readyz"]),
+        (
+            POD_CONTROLLER,
+            {},
+            ["r1-bigfleet-unschedulable-pod-controller-metrics.{ns}.svc:8080/metrics"],
+        ),
+    ],
+    ids=["bigfleet", "bigfleet-embedded", "operator", "upc"],
+)
+def test_each_component_chart_has_a_test_hook_that_asks_every_replica(
+    helm: Helm,
+    control_plane: LocalControlPlane,
+    namespace: str,
+    chart: Path,
+    values: Manifest,
+    expected_urls: list[str],
+) -> None:
+    rendered = helm.render(chart, values, namespace)
+    hook = helm_test_pod(rendered)
+    assert hook["kind"] == "Pod"
+    annotations = hook["metadata"]["annotations"]
+    assert annotations[HOOK] == "test"
+    # A rerun replaces the last pod, and a pod that passed does not linger.
+    assert set(annotations[HOOK_DELETE_POLICY].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
+    assert hook["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+    spec = hook["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    # Locked down like the chart's other pods, running the same image.
+    chart_values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert spec["securityContext"] == chart_values["podSecurityContext"]
+    [container] = spec["containers"]
+    assert container["securityContext"] == chart_values["securityContext"]
+    workloads = rendered.of("StatefulSet") + rendered.of("Deployment")
+    images = {c["image"] for w in workloads for c in containers(w).values() if "command" not in c}
+    assert {container["image"]} == images
+    assert container["command"] == ["python", "-c"]
+    assert hook_urls(hook) == [f"http://{u.format(ns=namespace)}" for u in expected_urls]
+    # Every URL names a rendered Service and a metrics port it serves.
+    for url in hook_urls(hook):
+        host, _, port = url.removeprefix("http://").split("/")[0].partition(":")
+        service_name = host.split(".")[-3]  # <pod>.<service>.<ns>.svc or <service>.<ns>.svc
+        ports = rendered.get("Service", service_name)["spec"]["ports"]
+        assert {"name": "metrics", "port": int(port), "targetPort": "metrics"} in ports
+    # The API server takes the pod as it stands.
+    hook_only = Rendered(yaml.safe_dump(hook))
+    assert_applied(dry_run(control_plane, hook_only.text), hook_only)
+
+
+def test_no_test_hook_without_a_metrics_port(helm: Helm) -> None:
+    quiet = helm.render(OPERATOR, {**OPERATOR_REQUIRED, "metricsPort": 0})
+    assert "Pod" not in quiet.kinds() and not quiet.of("Service")
+    assert "Pod" not in helm.render(POD_CONTROLLER, {"metricsPort": 0}).kinds()
+
+
+async def _run_hook(script: str, *urls: str) -> tuple[int, str, str]:
+    """Run the hook's check as the pod does: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        "python",
+        "-c",
+        script,
+        *urls,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": str(Path(sys.executable).parent)},  # `python` as in the image: the venv's
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_hook_passes_on_200_and_fails_naming_the_503_reason(helm: Helm) -> None:
+    scripts = {
+        chart.name: helm_test_pod(helm.render(chart, values))["spec"]["containers"][0]["args"][0]
+        for chart, values in (
+            (BIGFLEET, PROVIDERS),
+            (OPERATOR, OPERATOR_REQUIRED),
+            (POD_CONTROLLER, {}),
+        )
+    }
+    assert len(set(scripts.values())) == 1, "the three charts run one check"
+    script = scripts[BIGFLEET.name]
+    ready = {"now": True}
+    registry = CollectorRegistry()
+    runner = await probes.start(
+        "127.0.0.1", 0, registry, lambda: ready["now"], "no session to the shard"
+    )
+    try:
+        [address] = runner.addresses
+        base = f"http://127.0.0.1:{address[1]}"
+        code, out, err = await _run_hook(script, f"{base}/readyz", f"{base}/metrics")
+        assert (code, err) == (0, ""), err
+        assert out.splitlines() == [f"{base}/readyz 200", f"{base}/metrics 200"]
+        ready["now"] = False
+        code, out, err = await _run_hook(script, f"{base}/metrics", f"{base}/readyz")
+        assert code == 1
+        assert out.splitlines() == [f"{base}/metrics 200"]
+        [failure] = err.splitlines()  # only the URL that failed, with the component's reason
+        assert failure.startswith(f"{base}/readyz: HTTP Error 503")
+        assert failure.endswith("no session to the shard")
+    finally:
+        await runner.cleanup()
+    # Nothing listening any more: refused, and named.
+    code, out, err = await _run_hook(script, f"{base}/readyz")
+    assert code == 1 and err.startswith(f"{base}/readyz: <urlopen error"), err
+
+
+@pytest.mark.parametrize("chart", EVERY_CHART, ids=[c.name for c in EVERY_CHART])
+def test_every_chart_packages_and_the_package_renders_as_the_folder_does(
+    helm: Helm, chart: Path, tmp_path: Path
+) -> None:
+    packaged = helm.run("package", str(chart), "--destination", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
+    archive = tmp_path / f"{chart.name}-0.1.0.tgz"
+    assert archive.is_file(), packaged.stdout
+    for values in sorted((chart / "ci").glob("*-values.yaml")):
+        common = ("--kube-version", KUBE_VERSION, "--values", str(values))
+        from_folder = helm.run("template", "r1", str(chart), *common)
+        from_archive = helm.run("template", "r1", str(archive), *common)
+        assert from_folder.returncode == 0 and from_archive.returncode == 0, from_archive.stderr
+        assert from_archive.stdout == from_folder.stdout, values.name
+        lint = helm.run("lint", "--strict", str(archive), "--values", str(values))
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+# -- the CRD chart ------------------------------------------------------------------------
+
+
+def crd_names(rendered: Rendered) -> set[str]:
+    return {d["metadata"]["name"] for d in rendered.of("CustomResourceDefinition")}
+
+
+def test_crd_chart_renders_the_repository_crds_with_only_labels_and_keep_added(
+    helm: Helm,
+) -> None:
+    repository = {
+        crd["metadata"]["name"]: crd
+        for crd in (yaml.safe_load(p.read_text()) for p in crd_dir().glob("*.yaml"))
+    }
+    rendered = helm.render(CRDS_CHART, {})
+    assert rendered.kinds() == {"CustomResourceDefinition"}
+    assert crd_names(rendered) == set(repository)
+    for crd in rendered.docs:
+        meta = crd["metadata"]
+        assert meta.pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        labels = meta.pop("labels")
+        assert labels["app.kubernetes.io/instance"] == "r1"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd == repository[meta["name"]]  # nothing else differs, not even a scalar
+    # The text itself: each file byte for byte, but for the lines added under metadata.
+    files = {p.read_text() for p in crd_dir().glob("*.yaml")}
+    for chunk in rendered.text.split("---\n# Source: bigfleet-crds/templates/crds.yaml\n")[1:]:
+        head, _, rest = chunk.partition("\nmetadata:\n")
+        added, _, tail = rest.partition("  name: ")
+        assert added.startswith("  labels:\n") and "helm.sh/resource-policy: keep" in added
+        assert f"{head}\nmetadata:\n  name: {tail}".rstrip("\n") + "\n" in files
+
+    unkept = helm.render(CRDS_CHART, {"keep": False})
+    assert all("annotations" not in d["metadata"] for d in unkept.docs)
+    management = helm.render(CRDS_CHART, {"managed": False})
+    assert crd_names(management) == {"shards.bigfleet.lucy.sh"}
+    managed = helm.render(CRDS_CHART, {"management": False})
+    assert crd_names(managed) == set(repository) - {"shards.bigfleet.lucy.sh"}
+    neither = helm.template(CRDS_CHART, {"management": False, "managed": False})
+    assert neither.returncode != 0
+    assert "management and managed are both false" in neither.stderr
+    assert "'kep' not allowed" in helm.template(CRDS_CHART, {"kep": True}).stderr
+
+
+def _crd(control_plane: LocalControlPlane, name: str) -> Manifest:
+    out = control_plane.kubectl("get", "crd", name, "-o", "json").stdout
+    result: Manifest = json.loads(out)
+    return result
+
+
+def _shard_ready_column(crd: Manifest) -> str:
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    return str(next(c["description"] for c in columns if c["name"] == "Ready"))
+
+
+def test_crd_chart_adopts_upgrades_and_keeps_the_crds(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The documented path on a real API server whose CRDs were applied without Helm."""
+    kubeconfig = str(control_plane.kubeconfig_path)
+    release = f"crds-{namespace[2:]}"
+    names = sorted(crd_names(helm.render(CRDS_CHART, {})))
+
+    def helm_on_cluster(*args: str) -> subprocess.CompletedProcess[str]:
+        return helm.run(*args, "--namespace", namespace, "--kubeconfig", kubeconfig)
+
+    # CRDs that Helm does not own are refused, never silently taken over.
+    refused = helm_on_cluster("install", release, str(CRDS_CHART))
+    assert refused.returncode != 0
+    assert "exists and cannot be imported into the current release" in refused.stderr
+    # Adopt them as charts/README.md says, then install.
+    crds = [f"crd/{name}" for name in names]
+    control_plane.kubectl("label", "--overwrite", *crds, "app.kubernetes.io/managed-by=Helm")
+    control_plane.kubectl(
+        "annotate", "--overwrite", *crds,
+        f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}",
+    )  # fmt: skip
+    installed = helm_on_cluster("install", release, str(CRDS_CHART))
+    assert installed.returncode == 0, installed.stderr
+    shard_crd = _crd(control_plane, "shards.bigfleet.lucy.sh")
+    original = _shard_ready_column(shard_crd)
+    assert shard_crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    # A newer chart whose Shard CRD changed: `helm upgrade` brings the change.
+    newer = tmp_path / "bigfleet-crds"
+    subprocess.run(["cp", "-r", str(CRDS_CHART), str(newer)], check=True)
+    shard_file = newer / "files" / "bigfleet.lucy.sh_shards.yaml"
+    shard_file.write_text(shard_file.read_text().replace(original, f"{original} (newer)"))
+    upgraded = helm_on_cluster("upgrade", release, str(newer))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert _shard_ready_column(_crd(control_plane, "shards.bigfleet.lucy.sh")) == (
+        f"{original} (newer)"
+    )
+    back = helm_on_cluster("upgrade", release, str(CRDS_CHART))
+    assert back.returncode == 0, back.stderr
+    assert _shard_ready_column(_crd(control_plane, "shards.bigfleet.lucy.sh")) == original
+
+    # Uninstalling the release keeps every CRD (and so every object of their kinds).
+    removed = helm_on_cluster("uninstall", release)
+    assert removed.returncode == 0, removed.stderr
+    assert "kept due to the resource policy" in removed.stdout
+    for name in names:
+        assert _crd(control_plane, name)["metadata"]["name"] == name

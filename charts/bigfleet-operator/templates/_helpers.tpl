@@ -117,3 +117,27 @@ long-lived service-account token Secret (ADR 0013).
 {{- include "bigfleet-operator.fullname" . }}-tls
 {{- end }}
 {{- end }}
+
+{{/*
+The `helm test` check, run by the image's Python: GET every URL given as an
+argument; exit 1 naming each one that does not answer 200, with its reason.
+*/}}
+{{- define "bigfleet-operator.testScript" -}}
+import sys, urllib.request
+failed = []
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            print(url, answer.status)
+    except Exception as err:
+        reason = err.read().decode(errors="replace").strip() if hasattr(err, "read") else ""
+        failed.append(f"{url}: {err} {reason}".strip())
+for line in failed:
+    print(line, file=sys.stderr)
+sys.exit(1 if failed else 0)
+{{- end }}
+
+{{/* The metrics Service; a Service name is one DNS label, at most 63 characters. */}}
+{{- define "bigfleet-operator.metricsService" -}}
+{{- printf "%s-metrics" (include "bigfleet-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}

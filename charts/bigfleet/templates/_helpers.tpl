@@ -348,16 +348,41 @@ spec:
 
 {{/*
 The ingress rule of a metrics port when networkPolicy.enabled: from
-networkPolicy.metrics.from, or from anywhere when that is empty.
+networkPolicy.metrics.from (and, with testPod, the release's `helm test` pod,
+which asks the coordinators and shards for /readyz), or from anywhere when
+that list is empty.
 */}}
 {{- define "bigfleet.metricsRule" -}}
 {{- with .root.Values.networkPolicy.metrics.from }}
+{{- $from := . }}
+{{- if $.testPod }}
+{{- $from = append $from (dict "podSelector" (dict "matchLabels" (include "bigfleet.selectorLabels" (dict "root" $.root "component" "test") | fromYaml))) }}
+{{- end }}
 - from:
-    {{- toYaml . | nindent 4 }}
+    {{- toYaml $from | nindent 4 }}
   ports:
     - port: {{ $.port }}
 {{- else }}
 - ports:
     - port: {{ .port }}
 {{- end }}
+{{- end }}
+
+{{/*
+The `helm test` check, run by the image's Python: GET every URL given as an
+argument; exit 1 naming each one that does not answer 200, with its reason.
+*/}}
+{{- define "bigfleet.testScript" -}}
+import sys, urllib.request
+failed = []
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            print(url, answer.status)
+    except Exception as err:
+        reason = err.read().decode(errors="replace").strip() if hasattr(err, "read") else ""
+        failed.append(f"{url}: {err} {reason}".strip())
+for line in failed:
+    print(line, file=sys.stderr)
+sys.exit(1 if failed else 0)
 {{- end }}
