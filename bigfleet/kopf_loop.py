@@ -1,4 +1,4 @@
-"""kopf as both processes run it: cluster-wide, logged in from the kubeconfig, posting no
+"""kopf as both processes run it: cluster-wide, logged in as kubectl would, posting no
 Events of its own, and stopped by a flag rather than by cancellation (which would skip
 its graceful shutdown)."""
 
@@ -18,14 +18,17 @@ def new_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=handlers)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
+        # kubectl's order: $KUBECONFIG (several files allowed), ~/.kube/config, then the
+        # pod's service account. kopf logs in again on a 401, reading the token file
+        # anew, so a rotated projected token is picked up.
+        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
 
     return handlers
 
 
 async def run(
     registry: kopf.OperatorRegistry,
-    kubeconfig: Path | str,
+    kubeconfig: Path | str | None,
     stop: asyncio.Event,
     *,
     ended: asyncio.Event | None = None,
@@ -37,7 +40,8 @@ async def run(
     process's), so a signal ends kopf and not the caller's loops: `ended` is set when kopf
     returns, for whatever reason, so the process's own stop follows it.
     """
-    os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's login reads it
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.watching.server_timeout = server_timeout_s

@@ -67,7 +67,7 @@ from bigfleet.tls import TLSFiles
 def operator(
     cluster_id: str,
     shard_address: str,
-    kubeconfig: Path,
+    kubeconfig: Path | None,
     rollup_interval: float,
     ack_concurrency: int,
     bootstrap_template: Path | None,

@@ -44,10 +44,10 @@ def metrics_address(host: str, port: int) -> str:
 # The managed cluster's API server, for the processes that run in one.
 cluster_kubeconfig = click.option(
     "--kubeconfig",
-    envvar="KUBECONFIG",
-    required=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Credentials for this cluster's API server.",
+    help="Credentials for this cluster's API server. Without it, kubectl's order: "
+    "$KUBECONFIG (several files allowed), ~/.kube/config, then the pod's service account.",
 )
 
 

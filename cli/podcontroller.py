@@ -36,7 +36,7 @@ from bigfleet.cli.running import until_signalled
 )
 @options.metrics_port(8080)
 def pod_controller(
-    kubeconfig: Path,
+    kubeconfig: Path | None,
     mode: str,
     priority_class_defaults: Path | None,
     concurrency: int,

@@ -11,7 +11,6 @@ restarted after an unexpected error, and /healthz fails while one is dead or stu
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import logging
 from collections.abc import Mapping
@@ -22,7 +21,6 @@ from typing import Any
 import kopf
 import kr8s
 import kr8s.asyncio
-import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -47,7 +45,7 @@ log = logging.getLogger(__name__)
 class OperatorSettings:
     cluster_id: str
     shard_address: str
-    kubeconfig: Path
+    kubeconfig: Path | None = None  # None: kubectl's order, in-cluster last
     rollup_interval_s: float = 10.0
     ack_concurrency: int = 16
     bootstrap_template: Path | None = None
@@ -60,23 +58,15 @@ class OperatorSettings:
     verdict_interval_s: float = 10.0  # Satisfied conditions from the shard's verdicts; 0: off
 
 
-def _from_kubeconfig(path: Path) -> tuple[str, str]:
-    """The current context's server URL and CA bundle (PEM)."""
-    config = yaml.safe_load(path.read_text())
-    context_name = config["current-context"]
-    context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-    if "certificate-authority-data" in cluster:
-        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
-    elif "certificate-authority" in cluster:
-        ca = Path(cluster["certificate-authority"]).read_text()
-    else:
-        ca = ""
-    return cluster["server"], ca
+def _connection(api: kr8s.asyncio.Api) -> tuple[str, str]:
+    """The server URL and CA bundle (PEM) the operator itself reached the API server
+    with, whichever way it logged in (kubeconfig or service account)."""
+    ca_file = api.auth.server_ca_file
+    return api.auth.server, Path(ca_file).read_text() if ca_file else ""
 
 
 def _responder(api: kr8s.asyncio.Api, settings: OperatorSettings) -> BootstrapResponder:
-    server, ca = _from_kubeconfig(settings.kubeconfig)
+    server, ca = _connection(api)
     template = settings.bootstrap_template.read_text() if settings.bootstrap_template else None
     return BootstrapResponder(
         api,
@@ -138,7 +128,8 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     wait = functools.partial(
         kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
     )
-    api = await wait(lambda: kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig)))
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    api = await wait(lambda: kr8s.asyncio.api(kubeconfig=kubeconfig))
     if api is None:
         return  # stopped before Kubernetes answered
     responder = _responder(api, settings)  # a template that does not parse fails here

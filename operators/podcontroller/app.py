@@ -45,7 +45,7 @@ def load_defaults(path: Path | None) -> dict[str, dict[str, str]]:
 
 @dataclass(frozen=True, kw_only=True)
 class PodControllerSettings:
-    kubeconfig: Path
+    kubeconfig: Path | None = None  # None: kubectl's order, in-cluster last
     mode: Mode = "unschedulable-only"
     defaults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     metrics_addr: str = "0.0.0.0:8080"
@@ -144,7 +144,9 @@ def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
 
 async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     """Reconcile pods until `stop` is set; kopf, the only loop here, stops on it."""
-    api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
+    api = await kr8s.asyncio.api(
+        kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+    )
     prometheus = CollectorRegistry()
     reconciler = PodReconciler(api, settings, prometheus)
     http = metrics_http.serve(settings.metrics_addr, prometheus)

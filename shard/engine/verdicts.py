@@ -67,11 +67,7 @@ def matching_supply(inventory: Inventory, need: Need) -> MatchingSupply:
     """Machines the need could use, whoever holds them, per state."""
 
     def count(state: MachineState) -> int:
-        return sum(
-            n
-            for n, sample in inventory.shapes(state)
-            if fits(need, sample)
-        )
+        return sum(n for n, sample in inventory.shapes(state) if fits(need, sample))
 
     idle, configured, speculative = (count(s) for s in (S.IDLE, S.CONFIGURED, S.SPECULATIVE))
     moving = sum(count(s) for s in _TRANSITIONS)

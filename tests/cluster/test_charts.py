@@ -34,7 +34,7 @@ from bigfleet.cli import main as bigfleet_cli
 from bigfleet.controlplane import KUBE_VERSION, LocalControlPlane, find_binaries
 from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
 from bigfleet.crd import crd_dir
-from bigfleet.operators.operator.app import _from_kubeconfig
+from bigfleet.operators.operator.app import _connection
 from bigfleet.operators.podcontroller.app import load_defaults
 from tests.support.waiting import until
 
@@ -1660,7 +1660,7 @@ async def test_component_rbac_grants_what_its_code_does_and_no_more(
     login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert login is not None and login.token == token["token"]
     assert login.server == control_plane.apiserver_url
-    assert _from_kubeconfig(kubeconfig) == (control_plane.apiserver_url, token["ca.crt"])
+    assert _connection(api) == (control_plane.apiserver_url, token["ca.crt"])
     if chart == OPERATOR:
         # Join tokens carry the group the chart binds: they may ask for, and get, a
         # kubelet certificate.

@@ -9,6 +9,7 @@ by the component tier.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from tests.support.waiting import until
 def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
     metrics = free_port()
     common = ["--kubeconfig", str(kubeconfig), "--metrics-port", str(metrics)]
-    if kind == "operator":
+    if kind.startswith("operator"):
         args = ["operator", "--cluster-id", "shutdown", "--shard", f"127.0.0.1:{free_port()}"]
+        if kind == "operator-env":  # no flag: $KUBECONFIG, as kubectl finds it
+            common = common[2:]
     elif kind.startswith("shard"):
         args = ["shard", "--id", "shard-shutdown", "--listen", f"127.0.0.1:{free_port()}",
                 "--provider", f"none=127.0.0.1:{free_port()}", "--data-dir", str(data)]  # fmt: skip
@@ -40,7 +43,14 @@ def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
     return [sys.executable, "-m", "bigfleet.cli", *args, *common], metrics
 
 
-KINDS = ["operator", "shard", "shard-alone", "pod-controller", "coordinator-embedded"]
+KINDS = [
+    "operator",
+    "operator-env",
+    "shard",
+    "shard-alone",
+    "pod-controller",
+    "coordinator-embedded",
+]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -50,7 +60,8 @@ async def test_a_signal_ends_the_process_cleanly(
 ) -> None:
     argv, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
     log = (tmp_path / "log").open("wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         await until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), f"{kind} serving")
         process.send_signal(sig)
