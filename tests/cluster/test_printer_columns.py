@@ -52,7 +52,7 @@ async def test_capacity_request_columns(
         "ACKNOWLEDGED",
     ]
     row = _row(wide, "cols")
-    assert row["PHASE"] == ""  # no status until the operator acknowledges it
+    assert row["PHASE"] == "Pending"  # at once, before the operator wrote anything
     assert row["SATISFIED"] == row["REASON"] == ""  # nor a verdict before the shard's cycle
     assert (row["PRIORITY"], row["CPU"], row["MEMORY"]) == ("700", "3", "5Gi")
     assert row["INTERRUPTION-PENALTY"] == "40"
@@ -73,6 +73,10 @@ async def test_capacity_requests_select_by_phase(
         "get", "crs", "-n", namespace, "--field-selector=status.phase=Acknowledged", "-o", "name"
     ).stdout
     assert out.split() == ["capacityrequest.bigfleet.lucy.sh/acked"]
+    out = control_plane.kubectl(
+        "get", "crs", "-n", namespace, "--field-selector=status.phase=Pending", "-o", "name"
+    ).stdout
+    assert out.split() == ["capacityrequest.bigfleet.lucy.sh/waiting"]
 
 
 async def test_upcoming_node_columns(
