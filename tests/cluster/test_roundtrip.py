@@ -48,7 +48,8 @@ async def test_capacity_request_round_trips(api: kr8s.asyncio.Api, namespace: st
     # Declaring the class registered the kind: generic lookups return our type.
     [listed] = [o async for o in api.get("capacityrequests", namespace=namespace)]
     assert isinstance(listed, CapacityRequest)
-    assert fetched.status_model() is None  # no status until the operator writes one
+    # Before the operator writes anything, the CRD's default says Pending.
+    assert fetched.status_model() == m.CapacityRequestStatus(phase="Pending")
 
     status = m.CapacityRequestStatus(phase="Acknowledged", acknowledged_at=NOW)
     await fetched.patch({"status": status.to_object()}, subresource="status")
