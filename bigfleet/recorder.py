@@ -197,6 +197,9 @@ class Recorder:
                 return
             except kr8s.NotFoundError:
                 self.recent.forget(key)  # expired by the API server: say it anew
+            except kr8s.ServerError:
+                repeat.count -= 1  # not counted there, so not here either
+                raise
         namespace = about.namespace or "default"  # where client-go puts cluster-scoped ones
         metadata: dict[str, Any] = {"generateName": f"{about.name}.", "namespace": namespace}
         if annotations:

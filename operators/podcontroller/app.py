@@ -156,7 +156,8 @@ def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
 
 
 async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
-    """Reconcile pods until `stop` is set; kopf, the only loop here, stops on it."""
+    """Reconcile pods until `stop` is set: kopf stops on it, and the NodeComing relay ends
+    with kopf."""
     api = await kr8s.asyncio.api(kubeconfig=str(settings.kubeconfig))
     prometheus = CollectorRegistry()
     recorder = Recorder(api, events.COMPONENT)

@@ -11,6 +11,7 @@ shared recorder, so they name the Pod with its uid and repeats aggregate.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -67,13 +68,36 @@ class NodeComingRelay:
         since = await self._now()
         while True:
             beat()
-            async for kind, event in self.api.async_watch(
-                "events", namespace=kr8s.ALL, field_selector=NODE_COMING_SELECTOR, since=since
-            ):
+            since = await self._watch(since)
+
+    async def _watch(self, since: str) -> str:
+        """One watch from `since` until the API server ends it; returns where to go on.
+
+        Bookmarks keep the position fresh while no NodeComing happens, so the next watch
+        does not start from a version the API server has compacted away; if it has
+        (410 Gone), the relay goes on from now.
+        """
+        params = {
+            "watch": "true",
+            "fieldSelector": NODE_COMING_SELECTOR,
+            "resourceVersion": since,
+            "allowWatchBookmarks": "true",
+        }
+        async with self.api.call_api(
+            "GET", version="v1", url="events", params=params, stream=True, timeout=None
+        ) as response:
+            async for line in response.aiter_lines():
                 beat()
-                since = event.metadata.resourceVersion
+                frame = json.loads(line)
+                kind, body = frame.get("type"), frame.get("object") or {}
+                if kind == "ERROR":
+                    if body.get("code") == 410:
+                        return await self._now()
+                    raise kr8s.ServerError(f"watch of NodeComing Events: {body.get('message')}")
+                since = str(body["metadata"]["resourceVersion"])
                 if kind == "ADDED":  # a bumped count says nothing new
-                    await self.relay(event.raw)
+                    await self.relay(body)
+        return since
 
     async def _now(self) -> str:
         """The resourceVersion of the cluster's Events now."""
