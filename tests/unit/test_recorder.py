@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from bigfleet import capacity_events
-from bigfleet.operators.operator.capacity_requests import RequestCache
-from bigfleet.operators.podcontroller.events import owner_pod
 from bigfleet.recorder import Involved, Key, RecentEvents
 
 REQUEST = Involved(
@@ -93,52 +90,3 @@ def test_the_reference_names_the_object_with_its_uid_and_no_empty_namespace() ->
     }
     node = Involved(api_version="v1", kind="Node", name="n-1", uid="u-9")
     assert node.reference() == {"apiVersion": "v1", "kind": "Node", "name": "n-1", "uid": "u-9"}
-
-
-def test_the_request_cache_knows_the_uid_of_requests_it_watched() -> None:
-    cache = RequestCache()
-    cache.apply("ADDED", {"metadata": {"name": "trainer", "namespace": "ml", "uid": "u-1"}})
-    unknown = Involved(api_version=REQUEST.api_version, kind=REQUEST.kind, name="x", namespace="ml")
-    asked = Involved(
-        api_version=REQUEST.api_version, kind=REQUEST.kind, name="trainer", namespace="ml"
-    )
-    assert cache.uid(asked) == "u-1"
-    assert cache.uid(unknown) is None
-    assert cache.uid(Involved(api_version="v1", kind="Pod", name="trainer", namespace="ml")) is None
-
-
-def test_node_coming_names_the_machine_and_its_rack_when_known() -> None:
-    assert capacity_events.rack_of({"rack": "r1"}) == "r1"
-    assert capacity_events.rack_of({"topology.kubernetes.io/rack": "r2", "rack": "r1"}) == "r2"
-    assert capacity_events.rack_of({"zone": "a"}) == ""
-    assert capacity_events.node_coming("m-7", "r1", "this request") == (
-        "machine m-7 in rack r1, which fits this request, is joining the cluster"
-    )
-    assert capacity_events.node_coming("m-7", "", "this request") == (
-        "machine m-7, which fits this request, is joining the cluster"
-    )
-
-
-def test_only_requests_the_pod_controller_raised_lead_to_a_pod() -> None:
-    raised = {
-        "metadata": {
-            "name": "cr-pod-web-1234abcd",
-            "namespace": "ml",
-            "labels": {"bigfleet.lucy.sh/owned-by-pod": "pod-uid"},
-            "ownerReferences": [{"kind": "Pod", "name": "web", "uid": "pod-uid"}],
-        }
-    }
-    pod = owner_pod(raised)
-    assert pod is not None
-    assert (pod.kind, pod.name, pod.namespace, pod.uid) == ("Pod", "web", "ml", "pod-uid")
-    by_hand = {"metadata": {"name": "trainer", "namespace": "ml"}}
-    assert owner_pod(by_hand) is None
-    other_owner = {
-        "metadata": {
-            "name": "x",
-            "namespace": "ml",
-            "labels": {"bigfleet.lucy.sh/owned-by-pod": "pod-uid"},
-            "ownerReferences": [{"kind": "Pod", "name": "web", "uid": "someone-else"}],
-        }
-    }
-    assert owner_pod(other_owner) is None
