@@ -5,7 +5,7 @@ An Event names its object in full (apiVersion, kind, name, namespace and uid):
 `kubectl describe` lists only the Events whose `involvedObject.uid` is the object's,
 so an Event without the uid explains nothing to anyone reading the object. When the
 caller does not know the uid, the recorder asks `uid_of` (a watch's cache) and
-otherwise reads the object once; the answer is kept.
+otherwise reads the object once for that Event.
 
 The same thing said again about the same object (same type, reason and message) within
 `window_s` of the last time is not a new object: the Event already written gets its
@@ -19,6 +19,7 @@ default), is written anew.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -132,8 +133,6 @@ class Recorder:
         self._uid_of = uid_of
         self.clock = clock
         self.recent = RecentEvents(capacity=capacity, window_s=window_s)
-        # uids read from the API server, by (apiVersion, kind, namespace, name); as bounded.
-        self._uids: OrderedDict[tuple[str, str, str, str], str] = OrderedDict()
         # One write per key at a time, so two repeats racing never create two Events.
         self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
 
@@ -157,13 +156,7 @@ class Recorder:
             if uid is None:
                 log.debug("event dropped: its object is gone", extra={"object": about.name})
                 return
-            about = Involved(
-                api_version=about.api_version,
-                kind=about.kind,
-                name=about.name,
-                namespace=about.namespace,
-                uid=uid,
-            )
+            about = dataclasses.replace(about, uid=uid)
         key: Key = (about, type_, reason, message)
         lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
         self._locks[key] = (lock, users + 1)
@@ -226,17 +219,9 @@ class Recorder:
     async def _find_uid(self, about: Involved) -> str | None:
         if self._uid_of is not None and (uid := self._uid_of(about)):
             return uid
-        where = (about.api_version, about.kind, about.namespace, about.name)
-        if (uid := self._uids.get(where)) is not None:
-            self._uids.move_to_end(where)
-            return uid
-        found = await self._read(about)
-        if found is None:
-            return None
-        self._uids[where] = found
-        while len(self._uids) > self.recent.capacity:
-            self._uids.popitem(last=False)
-        return found
+        # Read every time rather than kept: a Node deleted and joined again under its
+        # name has a new uid, and an Event under the old one would not be shown.
+        return await self._read(about)
 
     async def _read(self, about: Involved) -> str | None:
         """The object's uid as the API server has it; None when it does not exist."""
