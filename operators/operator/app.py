@@ -35,6 +35,7 @@ from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.operators.operator.verdicts import VerdictPoller
 from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
+from bigfleet.recorder import Recorder
 from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import TLSFiles
 
@@ -145,6 +146,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     prometheus = CollectorRegistry()
     loops = Loops(prometheus, clock)
     metrics = OperatorMetrics(prometheus)
+    recorder = Recorder(api, events.COMPONENT, uid_of=cache.uid, clock=clock)
     session = OperatorSession(
         cluster_id=settings.cluster_id,
         shard_address=settings.shard_address,
@@ -154,11 +156,12 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         ack_concurrency=settings.ack_concurrency,
         list_crs=cache.list,
         metrics=metrics,
-        on_untranslatable=functools.partial(events.untranslatable, api),
+        on_untranslatable=functools.partial(events.untranslatable, recorder),
         clock=clock,
         credentials=credentials,
         loops=loops,
         ready_grace_s=settings.ready_grace_s,
+        recorder=recorder,
     )
     poller = VerdictPoller(
         cluster_id=settings.cluster_id,
@@ -166,7 +169,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         api=api,
         rollup=lambda: session.last_rollup,
         current=lambda namespace, name: cache.items.get((namespace, name)),
-        on_unsatisfied=functools.partial(events.unsatisfied, api),
+        on_unsatisfied=functools.partial(events.unsatisfied, recorder),
         metrics=metrics,
         clock=clock,
         credentials=credentials,

@@ -26,6 +26,7 @@ from bigfleet.crd.models import (
     Model,
     RequestCondition,
 )
+from bigfleet.recorder import Involved
 
 M = TypeVar("M", bound=Model)
 
@@ -104,6 +105,14 @@ class RequestCache:
 
     async def list(self) -> list[dict[str, Any]]:
         return list(self.items.values())
+
+    def uid(self, about: Involved) -> str | None:
+        """The uid of a request as the watch delivered it; None for anything else."""
+        if about.kind != CapacityRequest.kind or about.api_version != API_VERSION:
+            return None
+        found = self.items.get((about.namespace, about.name))
+        uid = found["metadata"].get("uid") if found is not None else None
+        return str(uid) if uid else None
 
 
 async def patch_status(

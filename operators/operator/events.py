@@ -1,7 +1,10 @@
 """Kubernetes Events and conditions that explain what BigFleet does to an object.
 
-`kubectl describe capacityrequest` then says why a request was left out or
-when it was acknowledged. Each Event is built by one small function.
+`kubectl describe capacityrequest` then says why a request was left out, when it was
+acknowledged, that it waits for capacity or that a machine for it is coming. Each Event
+is built by one small function and written through the shared recorder
+(`bigfleet.recorder`): it names the object with its uid, so `describe` lists it, and a
+reason said again bumps the count of the Event already written.
 """
 
 from __future__ import annotations
@@ -9,56 +12,38 @@ from __future__ import annotations
 import contextlib
 
 import kr8s
-import kr8s.asyncio
-from kr8s.asyncio.objects import Event
 
+from bigfleet import capacity_events
 from bigfleet.crd import API_VERSION
 from bigfleet.crd.models import CapacityRequestStatus, RequestCondition
 from bigfleet.operators.operator.capacity_requests import patch_status
+from bigfleet.recorder import EventType, Involved, Recorder
 from bigfleet.timestamps import rfc3339
 
 COMPONENT = "bigfleet-operator"
 UNTRANSLATABLE = "Untranslatable"
 
 
-async def _emit(
-    api: kr8s.asyncio.Api,
+def request(namespace: str, name: str) -> Involved:
+    """A CapacityRequest as an Event's object; the recorder finds its uid."""
+    return Involved(api_version=API_VERSION, kind="CapacityRequest", name=name, namespace=namespace)
+
+
+async def _on_request(
+    recorder: Recorder,
     namespace: str,
     name: str,
     reason: str,
     message: str,
-    kind: str = "Normal",
-    involved: dict[str, str] | None = None,
+    type_: EventType = "Normal",
 ) -> None:
-    now = rfc3339()
-    await Event(
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": involved
-            or {
-                "apiVersion": API_VERSION,
-                "kind": "CapacityRequest",
-                "name": name,
-                "namespace": namespace,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": COMPONENT},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        },
-        api=api,
-    ).create()
+    await recorder.record(request(namespace, name), reason, message, type_)
 
 
-async def untranslatable(api: kr8s.asyncio.Api, namespace: str, name: str, why: str) -> None:
+async def untranslatable(recorder: Recorder, namespace: str, name: str, why: str) -> None:
     """Warning Event plus Translatable=False on a request left out of the roll-up."""
-    await _emit(
-        api, namespace, name, UNTRANSLATABLE, f"left out of the roll-up: {why}", kind="Warning"
+    await _on_request(
+        recorder, namespace, name, UNTRANSLATABLE, f"left out of the roll-up: {why}", "Warning"
     )
     condition = RequestCondition(
         type="Translatable",
@@ -68,11 +53,13 @@ async def untranslatable(api: kr8s.asyncio.Api, namespace: str, name: str, why: 
         last_transition_time=rfc3339(),
     )
     with contextlib.suppress(kr8s.NotFoundError):
-        await patch_status(api, namespace, name, CapacityRequestStatus(conditions=(condition,)))
+        await patch_status(
+            recorder.api, namespace, name, CapacityRequestStatus(conditions=(condition,))
+        )
 
 
 async def node_reclaimed(
-    api: kr8s.asyncio.Api, node: str, grace_s: int, preemptor_priority: int
+    recorder: Recorder, node: str, grace_s: int, preemptor_priority: int
 ) -> None:
     """On the Node: BigFleet is taking it back, and why."""
     why = (
@@ -80,19 +67,16 @@ async def node_reclaimed(
         if preemptor_priority
         else "no demand needs it any more"
     )
-    await _emit(
-        api,
-        "default",
-        node,
+    await recorder.record(
+        Involved(api_version="v1", kind="Node", name=node),
         "BigFleetReclaim",
         f"cordoned; draining within {grace_s}s: {why}",
-        involved={"apiVersion": "v1", "kind": "Node", "name": node},
     )
 
 
-async def acknowledged(api: kr8s.asyncio.Api, namespace: str, name: str) -> None:
-    await _emit(
-        api,
+async def acknowledged(recorder: Recorder, namespace: str, name: str) -> None:
+    await _on_request(
+        recorder,
         namespace,
         name,
         "Acknowledged",
@@ -100,31 +84,37 @@ async def acknowledged(api: kr8s.asyncio.Api, namespace: str, name: str) -> None
     )
 
 
-async def waiting(api: kr8s.asyncio.Api, namespace: str, name: str) -> None:
-    await _emit(
-        api,
+async def waiting(recorder: Recorder, namespace: str, name: str) -> None:
+    await _on_request(
+        recorder,
         namespace,
         name,
-        "WaitingForCapacity",
+        capacity_events.WAITING_FOR_CAPACITY,
         "no machine of this shape is available in the fleet now; the request waits "
         "for capacity or for lower-priority work to be preempted",
-        kind="Warning",
+        "Warning",
     )
 
 
-async def node_coming(api: kr8s.asyncio.Api, namespace: str, name: str, machine: str) -> None:
-    await _emit(
-        api,
-        namespace,
-        name,
-        "NodeComing",
-        f"machine {machine}, which fits this request, is joining the cluster",
+async def node_coming(
+    recorder: Recorder, namespace: str, name: str, machine: str, rack: str
+) -> None:
+    """The machine and its rack also go on the Event as annotations: the pod controller
+    tells the request's Pod from them, in the same words."""
+    await recorder.record(
+        request(namespace, name),
+        capacity_events.NODE_COMING,
+        capacity_events.node_coming(machine, rack, "this request"),
+        annotations={
+            capacity_events.MACHINE_ANNOTATION: machine,
+            capacity_events.RACK_ANNOTATION: rack,
+        },
     )
 
 
 async def unsatisfied(
-    api: kr8s.asyncio.Api, namespace: str, name: str, reason: str, message: str
+    recorder: Recorder, namespace: str, name: str, reason: str, message: str
 ) -> None:
     """Warning Event when the shard's verdict turns a request Satisfied=False: the reason and
     the sentence of the condition, once per request and reason (the caller remembers)."""
-    await _emit(api, namespace, name, reason, message, kind="Warning")
+    await _on_request(recorder, namespace, name, reason, message, "Warning")

@@ -21,6 +21,7 @@ from kr8s.asyncio.objects import Node, Pod
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator.writers import set_upcoming_phase
+from bigfleet.recorder import Recorder
 from bigfleet.wire import shard_pb2
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,11 @@ async def handle(
     instruction: shard_pb2.ReclaimInstruction,
     ack: Callable[[shard_pb2.ReclaimAck], None],
     clock: Clock = REAL_CLOCK,
+    *,
+    recorder: Recorder | None = None,
 ) -> dict[str, str]:
     """Drain every node of the instruction; returns each node's final phase."""
+    recorder = recorder or Recorder(api, events.COMPONENT, clock=clock)
     grace = (
         instruction.grace_period_seconds
         if instruction.grace_period_seconds > 0
@@ -95,7 +99,7 @@ async def handle(
         started.append(name)
         await set_upcoming_phase(api, name, "Draining")
         try:
-            await events.node_reclaimed(api, name, grace, instruction.preemptor_priority)
+            await events.node_reclaimed(recorder, name, grace, instruction.preemptor_priority)
         except kr8s.ServerError as err:
             log.info("reclaim event not written", extra={"node": name, "error": str(err)})
     ack(shard_pb2.ReclaimAck(instruction_id=instruction.instruction_id, nodes_started=len(started)))

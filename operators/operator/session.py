@@ -34,7 +34,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from bigfleet import logs, tls
+from bigfleet import capacity_events, logs, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd.models import CapacityRequestStatus
 from bigfleet.lifecycle import MachineState
@@ -44,6 +44,7 @@ from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.explain import Explainer
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.writers import write_available, write_upcoming
+from bigfleet.recorder import Recorder
 from bigfleet.supervise import Loops, beat
 from bigfleet.timestamps import rfc3339
 from bigfleet.wire import GRPC_OPTIONS, PROTOCOL_VERSION, shard_pb2, shard_pb2_grpc
@@ -91,7 +92,10 @@ class OperatorSession:
         credentials: tls.Credentials | None = None,
         loops: Loops | None = None,
         ready_grace_s: float = 60.0,
+        recorder: Recorder | None = None,
     ) -> None:
+        # Events on requests and Nodes; without one, uids are read from the API server.
+        self.recorder = recorder or Recorder(api, events.COMPONENT, clock=clock)
         self.metrics = metrics or OperatorMetrics(CollectorRegistry())
         self.on_untranslatable = on_untranslatable
         self.cluster_id = cluster_id
@@ -288,7 +292,11 @@ class OperatorSession:
                     coming = self._explainer.node_coming(
                         self._requests, update.labels, update.machine_id
                     )
-                    self._explain([(events.node_coming, t) for t in coming], update.machine_id)
+                    self._explain(
+                        [(events.node_coming, t) for t in coming],
+                        update.machine_id,
+                        capacity_events.rack_of(update.labels),
+                    )
                 await self._coalesced_upcoming(update)
             elif kind == "available_capacity":
                 hint = frame.available_capacity
@@ -302,6 +310,7 @@ class OperatorSession:
                     frame.reclaim_instruction,
                     lambda ack: reply(shard_pb2.OperatorMessage(reclaim_ack=ack)),
                     self.clock,
+                    recorder=self.recorder,
                 )
         except WRITE_ERRORS as err:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
@@ -343,7 +352,7 @@ class OperatorSession:
             for emit, t in items:
                 async with self._event_limit:
                     try:
-                        await emit(self.api, t.namespace, t.name, *extra)
+                        await emit(self.recorder, t.namespace, t.name, *extra)
                     except kr8s.ServerError as err:
                         log.info("event not written", extra={"request": t.name, "error": str(err)})
                     except Exception:  # Events explain; one that fails stops nothing

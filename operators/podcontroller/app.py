@@ -2,7 +2,9 @@
 
 One CR per pod, found by the `owned-by-pod` label (the pod's UID), owned by the
 pod so garbage collection removes it with the pod; terminal pods lose theirs.
-In `per-pod` mode every non-terminal pod gets one.
+In `per-pod` mode every non-terminal pod gets one. The pod gets a
+`WaitingForCapacity` Event when its request is raised, and a `NodeComing` one
+when the operator says a machine for it is coming (`events.NodeComingRelay`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, quantity
+from bigfleet import kopf_loop, kube_wait, quantity
 from bigfleet import metrics as metrics_http
 from bigfleet.crd import CapacityRequest
 from bigfleet.crd.models import CapacityRequestStatus
-from bigfleet.operators.podcontroller import derive
+from bigfleet.operators.podcontroller import derive, events
+from bigfleet.recorder import Recorder
+from bigfleet.supervise import Loops
 
 log = logging.getLogger(__name__)
 Mode = Literal["unschedulable-only", "per-pod"]
@@ -54,10 +58,15 @@ class PodControllerSettings:
 
 class PodReconciler:
     def __init__(
-        self, api: kr8s.asyncio.Api, settings: PodControllerSettings, registry: CollectorRegistry
+        self,
+        api: kr8s.asyncio.Api,
+        settings: PodControllerSettings,
+        registry: CollectorRegistry,
+        recorder: Recorder | None = None,
     ) -> None:
         self.api = api
         self.settings = settings
+        self.recorder = recorder or Recorder(api, events.COMPONENT)
         self.reconciles = Counter(
             "bigfleet_unschedulable_pod_controller_reconciles_total",
             "Pod reconciles by outcome.",
@@ -122,6 +131,10 @@ class PodReconciler:
             await request.patch({"status": pending.to_object()}, subresource="status")
         except kr8s.ServerError as err:  # non-fatal: empty phase counts as Pending
             log.info("CR status not set", extra={"error": str(err)})
+        try:
+            await events.waiting(self.recorder, events.pod(namespace, name, uid), request.name)
+        except kr8s.ServerError as err:  # Events explain; the request is what counts
+            log.info("event not written", extra={"pod": name, "error": str(err)})
         return "cr_created"
 
 
@@ -143,15 +156,31 @@ def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
 
 
 async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
-    """Reconcile pods until `stop` is set; kopf, the only loop here, stops on it."""
-    api = await kr8s.asyncio.api(
-        kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+    """Reconcile pods until `stop` is set: kopf stops on it, and the NodeComing relay ends
+    with kopf."""
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    api = await kube_wait.until_ready(
+        lambda: kr8s.asyncio.api(kubeconfig=kubeconfig),
+        stop,
+        resource="CapacityRequest",
+        component="pod controller",
     )
+    if api is None:
+        return  # stopped before Kubernetes answered
     prometheus = CollectorRegistry()
-    reconciler = PodReconciler(api, settings, prometheus)
+    recorder = Recorder(api, events.COMPONENT)
+    reconciler = PodReconciler(api, settings, prometheus, recorder)
+    relay = events.NodeComingRelay(api, recorder)
+    loops = Loops(prometheus)
     http = metrics_http.serve(settings.metrics_addr, prometheus)
     try:
-        await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
+        async with asyncio.TaskGroup() as group:
+            # A side loop: it restarts on its own errors and ends when kopf does.
+            relaying = group.create_task(loops.run("pod_controller_node_coming", relay.run))
+            try:
+                await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
+            finally:
+                relaying.cancel()
     finally:
         if http is not None:
             http.shutdown()

@@ -1506,6 +1506,7 @@ def _component_cases() -> list[Any]:
         ("get", "secrets", "", "kube-system", False),
         ("create", "secrets", "", "default", False),
         ("create", "events", "", "default", True),
+        ("patch", "events", "", "default", True),  # a repeated Event counts up
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", None, True),
         ("create", "shards.bigfleet.lucy.sh", "", None, False),
     ]
@@ -1531,6 +1532,11 @@ def _component_cases() -> list[Any]:
         ("create", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
         ("delete", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
         ("patch", "capacityrequests.bigfleet.lucy.sh", "status", ALL, True),
+        ("get", "capacityrequests.bigfleet.lucy.sh", "", ALL, True),
+        ("watch", "events", "", ALL, True),
+        ("create", "events", "", "default", True),
+        ("patch", "events", "", "default", True),
+        ("delete", "events", "", "default", False),
         ("delete", "pods", "", ALL, False),
         ("patch", "nodes", "", None, False),
         ("create", "secrets", "", "kube-system", False),

@@ -26,6 +26,7 @@ from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import API_VERSION, CapacityRequest
 from bigfleet.operators.operator import events
 from bigfleet.operators.operator import rollup as rollups
+from bigfleet.recorder import Recorder
 from bigfleet.supervise import Loops
 from tests.cluster.test_operator_session import OperatorRig
 from tests.support.waiting import until
@@ -44,8 +45,9 @@ class Rig(OperatorRig):
         self.loops = Loops(self.registry)
 
     def _options(self, api: kr8s.asyncio.Api) -> dict[str, Any]:
+        recorder = Recorder(api, events.COMPONENT)
         return {
-            "on_untranslatable": functools.partial(events.untranslatable, api),
+            "on_untranslatable": functools.partial(events.untranslatable, recorder),
             "loops": self.loops,
         }
 

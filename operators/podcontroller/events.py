@@ -1,0 +1,138 @@
+"""Events on the Pods the pod controller raised a CapacityRequest for, so `kubectl describe
+pod` says what is happening about its capacity without a look at the request.
+
+`WaitingForCapacity` when the request is raised. `NodeComing` when the operator has told
+the request a machine that fits it is joining the cluster: the controller watches the
+operator's NodeComing Events on CapacityRequests (selected by the API server, so only
+those travel) and says the same on the request's Pod, from the machine and rack the
+operator's Event carries (`bigfleet.capacity_events`). Events are written through the
+shared recorder, so they name the Pod with its uid and repeats aggregate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+
+from bigfleet import capacity_events
+from bigfleet.crd import API_VERSION, CapacityRequest
+from bigfleet.operators.podcontroller.derive import OWNER_LABEL
+from bigfleet.recorder import Involved, Recorder
+from bigfleet.supervise import beat
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "bigfleet-pod-controller"
+# NodeComing Events on CapacityRequests, selected by the API server.
+NODE_COMING_SELECTOR = (
+    f"involvedObject.kind={CapacityRequest.kind},reason={capacity_events.NODE_COMING}"
+)
+
+
+def pod(namespace: str, name: str, uid: str) -> Involved:
+    return Involved(api_version="v1", kind="Pod", name=name, namespace=namespace, uid=uid)
+
+
+async def waiting(recorder: Recorder, about: Involved, request: str) -> None:
+    """The Pod's CapacityRequest `request` is raised and pending."""
+    await recorder.record(
+        about, capacity_events.WAITING_FOR_CAPACITY, capacity_events.pod_waiting(request)
+    )
+
+
+def owner_pod(request: Mapping[str, Any]) -> Involved | None:
+    """The Pod a request was raised for by this controller; None for any other request."""
+    meta = request.get("metadata") or {}
+    uid = (meta.get("labels") or {}).get(OWNER_LABEL)
+    for owner in meta.get("ownerReferences") or ():
+        if owner.get("kind") == "Pod" and owner.get("uid") == uid and uid:
+            return pod(meta.get("namespace", ""), owner["name"], uid)
+    return None
+
+
+class NodeComingRelay:
+    """Tells a Pod what the operator told its CapacityRequest: a machine is coming."""
+
+    def __init__(self, api: kr8s.asyncio.Api, recorder: Recorder) -> None:
+        self.api = api
+        self.recorder = recorder
+
+    async def run(self) -> None:
+        """Watch until cancelled, from now on: Events written before the start were
+        relayed by whoever ran then (or are old news)."""
+        since = await self._now()
+        while True:
+            beat()
+            since = await self._watch(since)
+
+    async def _watch(self, since: str) -> str:
+        """One watch from `since` until the API server ends it; returns where to go on.
+
+        Bookmarks keep the position fresh while no NodeComing happens, so the next watch
+        does not start from a version the API server has compacted away; if it has
+        (410 Gone), the relay goes on from now.
+        """
+        params = {
+            "watch": "true",
+            "fieldSelector": NODE_COMING_SELECTOR,
+            "resourceVersion": since,
+            "allowWatchBookmarks": "true",
+        }
+        async with self.api.call_api(
+            "GET", version="v1", url="events", params=params, stream=True, timeout=None
+        ) as response:
+            async for line in response.aiter_lines():
+                beat()
+                frame = json.loads(line)
+                kind, body = frame.get("type"), frame.get("object") or {}
+                if kind == "ERROR":
+                    if body.get("code") == 410:
+                        return await self._now()
+                    raise kr8s.ServerError(f"watch of NodeComing Events: {body.get('message')}")
+                since = str(body["metadata"]["resourceVersion"])
+                if kind == "ADDED":  # a bumped count says nothing new
+                    await self.relay(body)
+        return since
+
+    async def _now(self) -> str:
+        """The resourceVersion of the cluster's Events now."""
+        async with self.api.call_api(
+            "GET",
+            version="v1",
+            url="events",
+            params={"fieldSelector": NODE_COMING_SELECTOR, "limit": 1},
+        ) as response:
+            return str(response.json()["metadata"]["resourceVersion"])
+
+    async def relay(self, event: Mapping[str, Any]) -> bool:
+        """Say the operator's NodeComing on the request's Pod; False when the Event is not
+        about a request this controller raised (or the request is gone)."""
+        involved = event.get("involvedObject") or {}
+        annotations = (event.get("metadata") or {}).get("annotations") or {}
+        machine = annotations.get(capacity_events.MACHINE_ANNOTATION)
+        if involved.get("apiVersion") != API_VERSION or not machine:
+            return False
+        namespace, name = involved.get("namespace", ""), involved.get("name", "")
+        try:
+            request = await CapacityRequest.get(name, namespace=namespace, api=self.api)
+        except kr8s.NotFoundError:
+            return False
+        about = owner_pod(request.raw)
+        if about is None:
+            return False
+        rack = annotations.get(capacity_events.RACK_ANNOTATION, "")
+        try:
+            await self.recorder.record(
+                about,
+                capacity_events.NODE_COMING,
+                capacity_events.node_coming(machine, rack, f"its CapacityRequest {name}"),
+            )
+        except kr8s.ServerError as err:
+            log.info("event not written", extra={"pod": about.name, "error": str(err)})
+            return False
+        return True
