@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 WAITING_FOR_CAPACITY = "WaitingForCapacity"
 NODE_COMING = "NodeComing"
+OPERATOR = "bigfleet-operator"  # the operator's Events' source component
 # On a NodeComing Event: which machine is coming, and in which rack ("" when unknown).
 MACHINE_ANNOTATION = "bigfleet.lucy.sh/machine-id"
 RACK_ANNOTATION = "bigfleet.lucy.sh/rack"

@@ -36,6 +36,14 @@ from bigfleet.timestamps import rfc3339
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
+# The kinds BigFleet writes Events about, by (apiVersion, kind): their resource names
+# without API discovery, which walks every group and fails whenever any one is down.
+_PLURALS = {
+    ("v1", "Node"): "nodes",
+    ("v1", "Pod"): "pods",
+    ("bigfleet.lucy.sh/v1alpha1", "CapacityRequest"): "capacityrequests",
+    ("bigfleet.lucy.sh/v1alpha1", "UpcomingNode"): "upcomingnodes",
+}
 WINDOW_S = 600.0  # client-go aggregates within ten minutes
 CAPACITY = 4096  # client-go's LRU of recent Events
 
@@ -92,8 +100,9 @@ class RecentEvents:
         return len(self._written)
 
     def repeat(self, key: Key, now: float) -> Written | None:
-        """The Event to bump when `key` was written within the window, with `count` and
-        `last` already advanced; None when a new Event is due."""
+        """The Event to bump when `key` was written within the window, as it will read once
+        bumped (count one higher, `last` now); None when a new Event is due. Nothing is
+        kept until `bumped` says the API server took it."""
         written = self._written.get(key)
         if written is None:
             return None
@@ -101,9 +110,12 @@ class RecentEvents:
             del self._written[key]  # too old to aggregate into
             return None
         self._written.move_to_end(key)
-        written.count += 1
-        written.last = now
-        return written
+        return dataclasses.replace(written, count=written.count + 1, last=now)
+
+    def bumped(self, key: Key, written: Written) -> None:
+        """The API server took the bump `repeat` proposed."""
+        if key in self._written:
+            self._written[key] = written
 
     def wrote(self, key: Key, namespace: str, name: str, now: float) -> None:
         self._written[key] = Written(namespace=namespace, name=name, count=1, last=now)
@@ -187,12 +199,11 @@ class Recorder:
             )
             try:
                 await event.patch({"count": repeat.count, "lastTimestamp": now})
-                return
             except kr8s.NotFoundError:
                 self.recent.forget(key)  # expired by the API server: say it anew
-            except kr8s.ServerError:
-                repeat.count -= 1  # not counted there, so not here either
-                raise
+            else:
+                self.recent.bumped(key, repeat)
+                return
         namespace = about.namespace or "default"  # where client-go puts cluster-scoped ones
         metadata: dict[str, Any] = {"generateName": f"{about.name}.", "namespace": namespace}
         if annotations:
@@ -226,8 +237,10 @@ class Recorder:
     async def _read(self, about: Involved) -> str | None:
         """The object's uid as the API server has it; None when it does not exist."""
         version = about.api_version
-        kind = f"{about.kind}.{version}" if "/" in version else f"{about.kind}/{version}"
-        _, plural, _ = await self.api.async_lookup_kind(kind)
+        plural = _PLURALS.get((version, about.kind))
+        if plural is None:  # discovery walks every API group: only for kinds not listed
+            kind = f"{about.kind}.{version}" if "/" in version else f"{about.kind}/{version}"
+            _, plural, _ = await self.api.async_lookup_kind(kind)
         try:
             async with self.api.call_api(
                 "GET",

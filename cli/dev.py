@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def dev() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where the control plane, logs and state live; kept after stop. "
-    "[default: a new temporary folder, removed on stop]",
+    "[default: a new temporary folder, removed on a clean stop]",
 )
 @click.option(
     "--cluster",
@@ -93,8 +94,11 @@ def up(work_dir: Path | None, cluster: str, cycle_interval: float) -> None:
     click.echo(f"starting the control plane and BigFleet in {folder} ...", err=True)
     try:
         chain.start()
-    except ProcessFailed as err:
-        raise click.ClickException(f"a part did not start: {err}") from None
+    except (ProcessFailed, subprocess.CalledProcessError) as err:
+        # The folder stays, even a temporary one: its logs say why.
+        raise click.ClickException(
+            f"a part did not start: {err}\nlogs of every part are in {folder}"
+        ) from None
 
     path = shlex.quote(str(bin_dir))
     click.echo(

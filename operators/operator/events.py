@@ -20,7 +20,7 @@ from bigfleet.operators.operator.capacity_requests import patch_status
 from bigfleet.recorder import EventType, Involved, Recorder
 from bigfleet.timestamps import rfc3339
 
-COMPONENT = "bigfleet-operator"
+COMPONENT = capacity_events.OPERATOR
 UNTRANSLATABLE = "Untranslatable"
 
 

@@ -66,9 +66,10 @@ class SessionEnded(Exception):
 
 
 def redial_delay(short_sessions: int) -> float:
-    """The pause before dialling again after sessions that each ended soon after it
-    opened (a shard that refuses what this operator sends, say): it doubles from 0.5 s
-    up to 30 s, jittered, so such a loop never spins; after a stable session, 0.1 s."""
+    """The pause before dialling again after sessions that each ended soon after they
+    opened (a shard that refuses what this operator sends, say): drawn from the upper
+    half of a ceiling that doubles from 0.5 s to 30 s, so such a loop never spins; after
+    a stable session, 0.1 s."""
     if short_sessions == 0:
         return 0.1
     ceiling = min(30.0, 0.5 * 2.0 ** min(short_sessions - 1, 16))

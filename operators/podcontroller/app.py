@@ -133,7 +133,7 @@ class PodReconciler:
             log.info("CR status not set", extra={"error": str(err)})
         try:
             await events.waiting(self.recorder, events.pod(namespace, name, uid), request.name)
-        except kr8s.ServerError as err:  # Events explain; the request is what counts
+        except Exception as err:  # Events explain; the request is what counts
             log.info("event not written", extra={"pod": name, "error": str(err)})
         return "cr_created"
 

@@ -28,9 +28,11 @@ from bigfleet.supervise import beat
 log = logging.getLogger(__name__)
 
 COMPONENT = "bigfleet-pod-controller"
-# NodeComing Events on CapacityRequests, selected by the API server.
+# The operator's NodeComing Events on CapacityRequests, selected by the API server (anyone
+# may write Events; only the operator's are relayed).
 NODE_COMING_SELECTOR = (
-    f"involvedObject.kind={CapacityRequest.kind},reason={capacity_events.NODE_COMING}"
+    f"involvedObject.kind={CapacityRequest.kind},reason={capacity_events.NODE_COMING},"
+    f"source={capacity_events.OPERATOR}"
 )
 
 
@@ -61,17 +63,22 @@ class NodeComingRelay:
     def __init__(self, api: kr8s.asyncio.Api, recorder: Recorder) -> None:
         self.api = api
         self.recorder = recorder
+        # Where the watch goes on from. Kept across restarts of `run` (a broken stream, an
+        # API server restart), so no Event written meanwhile is skipped.
+        self.since: str | None = None
 
     async def run(self) -> None:
-        """Watch until cancelled, from now on: Events written before the start were
-        relayed by whoever ran then (or are old news)."""
-        since = await self._now()
+        """Watch until cancelled, from where the last run stopped, or from now on the first
+        run: Events written before the start were relayed by whoever ran then (or are old
+        news)."""
+        if self.since is None:
+            self.since = await self._now()
         while True:
             beat()
-            since = await self._watch(since)
+            await self._watch()
 
-    async def _watch(self, since: str) -> str:
-        """One watch from `since` until the API server ends it; returns where to go on.
+    async def _watch(self) -> None:
+        """One watch from `self.since` until the API server ends it.
 
         Bookmarks keep the position fresh while no NodeComing happens, so the next watch
         does not start from a version the API server has compacted away; if it has
@@ -80,7 +87,7 @@ class NodeComingRelay:
         params = {
             "watch": "true",
             "fieldSelector": NODE_COMING_SELECTOR,
-            "resourceVersion": since,
+            "resourceVersion": self.since or "",
             "allowWatchBookmarks": "true",
         }
         async with self.api.call_api(
@@ -88,16 +95,41 @@ class NodeComingRelay:
         ) as response:
             async for line in response.aiter_lines():
                 beat()
-                frame = json.loads(line)
-                kind, body = frame.get("type"), frame.get("object") or {}
+                try:
+                    frame = json.loads(line)
+                    kind, body = frame.get("type"), frame.get("object") or {}
+                    version = str(body["metadata"]["resourceVersion"]) if kind != "ERROR" else ""
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    log.warning("watch line not understood; skipped", extra={"line": line[:200]})
+                    continue
                 if kind == "ERROR":
                     if body.get("code") == 410:
-                        return await self._now()
+                        self.since = await self._now()
+                        return
                     raise kr8s.ServerError(f"watch of NodeComing Events: {body.get('message')}")
-                since = str(body["metadata"]["resourceVersion"])
                 if kind == "ADDED":  # a bumped count says nothing new
-                    await self.relay(body)
-        return since
+                    try:
+                        await self.relay(body)
+                    except Exception:  # one Event that fails stops no other
+                        log.exception("NodeComing not relayed to the pod")
+                self.since = version
+
+    async def _request(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The request as the API server has it; None when it is gone (one GET: no retry
+        loop on a 404)."""
+        try:
+            async with self.api.call_api(
+                "GET",
+                version=API_VERSION,
+                namespace=namespace,
+                url=f"capacityrequests/{name}",
+            ) as response:
+                found: Mapping[str, Any] = response.json()
+                return found
+        except kr8s.ServerError as err:
+            if err.response is not None and err.response.status_code == 404:
+                return None
+            raise
 
     async def _now(self) -> str:
         """The resourceVersion of the cluster's Events now."""
@@ -118,21 +150,16 @@ class NodeComingRelay:
         if involved.get("apiVersion") != API_VERSION or not machine:
             return False
         namespace, name = involved.get("namespace", ""), involved.get("name", "")
-        try:
-            request = await CapacityRequest.get(name, namespace=namespace, api=self.api)
-        except kr8s.NotFoundError:
+        request = await self._request(namespace, name)
+        if request is None:
             return False
-        about = owner_pod(request.raw)
+        about = owner_pod(request)
         if about is None:
             return False
         rack = annotations.get(capacity_events.RACK_ANNOTATION, "")
-        try:
-            await self.recorder.record(
-                about,
-                capacity_events.NODE_COMING,
-                capacity_events.node_coming(machine, rack, f"its CapacityRequest {name}"),
-            )
-        except kr8s.ServerError as err:
-            log.info("event not written", extra={"pod": about.name, "error": str(err)})
-            return False
+        await self.recorder.record(
+            about,
+            capacity_events.NODE_COMING,
+            capacity_events.node_coming(machine, rack, f"its CapacityRequest {name}"),
+        )
         return True

@@ -8,8 +8,10 @@ process, its cycle and the next row. A token from a cycle no longer kept, or fro
 an earlier run of the shard, is ABORTED, and the client starts again from the
 first page. A page holds at most MAX_PAGE_ROWS rows whatever the limit asked.
 
-A few calls run at once (MAX_CALLS; more are RESOURCE_EXHAUSTED at once) and
-each has CALL_LIMIT_S to take its rows, so slow readers cannot hold the service.
+Each caller (its certificate's identity under mutual TLS, else its host) runs at
+most MAX_CALLS_PER_CALLER calls at once and all callers together MAX_CALLS; more
+are RESOURCE_EXHAUSTED at once. Each call has CALL_LIMIT_S to take its rows, so a
+slow reader holds its own slots only, and only for a while.
 
 Under mutual TLS readonly and admin identities read every cluster; a cluster's
 own identity (its operator) reads that cluster's rows and no other's.
@@ -39,7 +41,8 @@ from bigfleet.wire import provider_pb2, shardread_pb2, shardread_pb2_grpc
 KEPT_SHEETS = 4  # cycles a paging walk may span before it must start again
 MAX_TOKEN_CHARS = 256
 MAX_PAGE_ROWS = 1000  # per call, also when the caller set no limit
-MAX_CALLS = 8  # calls served at once
+MAX_CALLS = 64  # calls served at once, all callers together
+MAX_CALLS_PER_CALLER = 2
 CALL_LIMIT_S = 30.0  # one call's time to take its page
 
 _REASONS = {
@@ -152,6 +155,16 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, why: 
     raise AssertionError("unreachable: abort raises")
 
 
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """Who the call counts against: the certificate's identity, else the peer's host (a
+    client's ports change with every connection, its host does not)."""
+    identity = tls.peer_identity(context)
+    if identity is not None:
+        return str(identity)
+    peer = context.peer() or "unknown"
+    return peer.rpartition(":")[0] or peer
+
+
 def _refusal(request: shardread_pb2.InspectNeedsRequest) -> str | None:
     if request.limit < 0:
         return f"limit must be 0 (a full page) or positive, got {request.limit}"
@@ -166,7 +179,7 @@ class ShardReadService(shardread_pb2_grpc.ShardReadServicer):
     def __init__(self, shelf: VerdictShelf, metrics: ShardMetrics) -> None:
         self.shelf = shelf
         self.metrics = metrics
-        self._calls = 0
+        self._calls: dict[str, int] = {}  # by caller
 
     async def InspectNeeds(  # writes its frames with context.write, yields none
         self, request: shardread_pb2.InspectNeedsRequest, context: grpc.aio.ServicerContext
@@ -176,14 +189,23 @@ class ShardReadService(shardread_pb2_grpc.ShardReadServicer):
             self._refused("invalid_argument")
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         await self._authorize(request.cluster_id, context)
-        if self._calls >= MAX_CALLS:
+        caller = _caller(context)
+        if self._calls.get(caller, 0) >= MAX_CALLS_PER_CALLER:
+            self._refused("resource_exhausted")
+            await _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{caller} already has {MAX_CALLS_PER_CALLER} InspectNeeds calls in flight; "
+                "read them to the end first",
+            )
+        if sum(self._calls.values()) >= MAX_CALLS:
             self._refused("resource_exhausted")
             await _abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{MAX_CALLS} InspectNeeds calls are being served; try again shortly",
             )
-        self._calls += 1
+        self._calls[caller] = self._calls.get(caller, 0) + 1
         try:
             async with asyncio.timeout(CALL_LIMIT_S):
                 await self._serve(request, context)
@@ -195,7 +217,11 @@ class ShardReadService(shardread_pb2_grpc.ShardReadServicer):
                 f"the page was not taken within {CALL_LIMIT_S:.0f} s; ask for fewer rows",
             )
         finally:
-            self._calls -= 1
+            left = self._calls[caller] - 1
+            if left:
+                self._calls[caller] = left
+            else:
+                del self._calls[caller]
 
     async def _serve(
         self, request: shardread_pb2.InspectNeedsRequest, context: grpc.aio.ServicerContext

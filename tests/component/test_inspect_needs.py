@@ -319,12 +319,18 @@ async def test_calls_beyond_the_cap_are_refused_and_a_slow_one_ends(
         await hold.wait()
 
     monkeypatch.setattr(ShardReadService, "_serve", slow)
-    monkeypatch.setattr("bigfleet.shard.runtime.inspect.MAX_CALLS", 1)
+    monkeypatch.setattr("bigfleet.shard.runtime.inspect.MAX_CALLS_PER_CALLER", 1)
     async with bare(VerdictShelf()) as port:
         first = asyncio.create_task(inspect(port))
         await asyncio.sleep(0.2)
-        err = await refusal(port)
+        err = await refusal(port)  # the same caller (host) again
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "already has 1" in (err.details() or "")
+        monkeypatch.setattr("bigfleet.shard.runtime.inspect.MAX_CALLS_PER_CALLER", 5)
+        monkeypatch.setattr("bigfleet.shard.runtime.inspect.MAX_CALLS", 1)
+        err = await refusal(port)  # everyone's calls together
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1 InspectNeeds calls are being served" in (err.details() or "")
         hold.set()
         with pytest.raises(IndexError):  # slow() wrote no header: no frames at all
             await first

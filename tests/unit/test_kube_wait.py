@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import httpx
 import kr8s
@@ -72,3 +73,38 @@ async def test_a_stop_ends_the_wait_and_a_real_failure_goes_up() -> None:
 
     with pytest.raises(kr8s.ServerError):
         await until_ready(broken, asyncio.Event(), resource="CapacityRequest", component="op")
+
+
+async def test_a_hanging_attempt_is_bounded_and_cut_short_by_a_stop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kube_wait, "ATTEMPT_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(kube_wait, "FIRST_DELAY_S", 0.01)
+    calls = 0
+
+    async def hangs_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()  # a server that took the connection, never answers
+        return "api"
+
+    stop = asyncio.Event()
+    got = await until_ready(hangs_once, stop, resource="CapacityRequest", component="op")
+    assert got == "api"
+    assert any("did not answer within" in r.getMessage() for r in caplog.records)
+
+    monkeypatch.setattr(kube_wait, "ATTEMPT_TIMEOUT_S", 3600.0)
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    asyncio.get_running_loop().call_later(0.05, stop.set)  # SIGTERM mid-connect
+    assert await until_ready(hangs, stop, resource="CapacityRequest", component="op") is None
+
+
+def test_a_broken_kubeconfig_or_a_wrong_ca_is_not_waited_for() -> None:
+    assert not_yet(FileNotFoundError("/etc/ca.crt"), "CapacityRequest") is None
+    wrong_ca = httpx.ConnectError("certificate verify failed")
+    wrong_ca.__cause__ = ssl.SSLCertVerificationError("CERTIFICATE_VERIFY_FAILED")
+    assert not_yet(wrong_ca, "CapacityRequest") is None

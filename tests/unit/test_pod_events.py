@@ -1,8 +1,20 @@
-"""Which Pod a CapacityRequest's Events are relayed to."""
+"""Which Pod a CapacityRequest's Events are relayed to, and the relay's watch."""
 
 from __future__ import annotations
 
-from bigfleet.operators.podcontroller.events import owner_pod
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import kr8s
+import pytest
+
+from bigfleet.capacity_events import MACHINE_ANNOTATION
+from bigfleet.crd import API_VERSION
+from bigfleet.operators.podcontroller.events import NodeComingRelay, owner_pod
 
 
 def test_only_requests_the_pod_controller_raised_lead_to_a_pod() -> None:
@@ -28,3 +40,93 @@ def test_only_requests_the_pod_controller_raised_lead_to_a_pod() -> None:
         }
     }
     assert owner_pod(other_owner) is None
+
+
+# -- the relay's watch, against a scripted API ---------------------------------------------
+
+
+def _raised(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {"bigfleet.lucy.sh/owned-by-pod": f"uid-{name}"},
+            "ownerReferences": [{"kind": "Pod", "name": f"pod-{name}", "uid": f"uid-{name}"}],
+        }
+    }
+
+
+def _added(version: int, request: str) -> str:
+    event = {
+        "metadata": {
+            "resourceVersion": str(version),
+            "annotations": {MACHINE_ANNOTATION: f"m-{version}"},
+        },
+        "involvedObject": {"apiVersion": API_VERSION, "kind": "CapacityRequest",
+                           "namespace": "ml", "name": request},
+    }  # fmt: skip
+    return json.dumps({"type": "ADDED", "object": event})
+
+
+class ScriptedApi:
+    """Event watches that replay `streams` one per call (a stream may end by raising)."""
+
+    def __init__(self, streams: list[list[str | Exception]]) -> None:
+        self.streams = streams
+        self.watched_from: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def call_api(self, method: str, **kw: Any) -> AsyncIterator[Any]:
+        url, params = kw.get("url", ""), kw.get("params") or {}
+        if url.startswith("capacityrequests/"):
+            name = url.split("/", 1)[1]
+            if name == "gone":
+                request = httpx.Request("GET", "https://k8s/" + url)
+                raise kr8s.ServerError("gone", response=httpx.Response(404, request=request))
+            yield SimpleNamespace(json=lambda: _raised(name))
+        elif params.get("watch"):
+            self.watched_from.append(params["resourceVersion"])
+            lines = self.streams.pop(0)
+
+            async def aiter_lines() -> AsyncIterator[str]:
+                for line in lines:
+                    if isinstance(line, Exception):
+                        raise line
+                    yield line
+
+            yield SimpleNamespace(aiter_lines=aiter_lines)
+        else:  # the list that says where "now" is
+            yield SimpleNamespace(json=lambda: {"metadata": {"resourceVersion": "100"}})
+
+
+class Told:
+    def __init__(self) -> None:
+        self.pods: list[str] = []
+
+    async def record(self, about: Any, reason: str, message: str, **kw: Any) -> None:
+        if about.name == "pod-broken":
+            raise RuntimeError("the API server hung up")
+        self.pods.append(about.name)
+
+
+async def test_the_relay_skips_what_it_cannot_use_and_resumes_where_it_stopped() -> None:
+    api = ScriptedApi(
+        [
+            [
+                "not json",
+                _added(101, "a"),
+                _added(102, "broken"),  # its Event fails: the others still go
+                _added(103, "gone"),  # the request was deleted meanwhile
+                httpx.ReadError("stream reset"),
+            ],
+            [_added(104, "b")],
+        ]
+    )
+    told = Told()
+    relay = NodeComingRelay(api, told)  # type: ignore[arg-type]
+    with pytest.raises(httpx.ReadError):
+        await relay.run()
+    assert relay.since == "103" and told.pods == ["pod-a"]
+    await relay._watch()  # what the supervisor's restart of `run` does next
+    assert api.watched_from == ["100", "103"]  # resumed, not from "now"
+    assert told.pods == ["pod-a", "pod-b"] and relay.since == "104"

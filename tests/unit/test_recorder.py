@@ -27,6 +27,9 @@ def test_a_repeat_within_the_window_bumps_the_event_already_written() -> None:
     bumped = recent.repeat(key(), now=10.0)
     assert bumped is not None
     assert (bumped.name, bumped.namespace, bumped.count) == ("trainer.abc", "ml", 2)
+    unsent = recent.repeat(key(), now=15.0)  # the bump above never reached the server
+    assert unsent is not None and unsent.count == 2
+    recent.bumped(key(), unsent)
     again = recent.repeat(key(), now=20.0)
     assert again is not None and again.count == 3
 
@@ -34,8 +37,10 @@ def test_a_repeat_within_the_window_bumps_the_event_already_written() -> None:
 def test_the_window_counts_from_the_last_time_it_was_said() -> None:
     recent = RecentEvents(window_s=600)
     recent.wrote(key(), "ml", "trainer.abc", now=0.0)
-    assert recent.repeat(key(), now=500.0) is not None
-    assert recent.repeat(key(), now=1000.0) is not None  # 500 s after the last bump
+    for now in (500.0, 1000.0):  # each 500 s after the last bump the server took
+        bump = recent.repeat(key(), now=now)
+        assert bump is not None
+        recent.bumped(key(), bump)
     assert recent.repeat(key(), now=1601.0) is None  # past the window: written anew
     assert len(recent) == 0
 
