@@ -352,6 +352,7 @@ class ShardStatus(Model):
     last_cycle_time: datetime | None = None
     cycle_p50_seconds: float | None = Field(default=None, ge=0)
     cycle_p99_seconds: float | None = Field(default=None, ge=0)
+    cycle_p99_milliseconds: float | None = Field(default=None, ge=0)
     inventory: ShardInventory | None = None
     demand: ShardDemand | None = None
     shortfall_count: NonNegative | None = None

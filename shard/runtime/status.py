@@ -23,6 +23,7 @@ def shard_status(service: ShardService) -> dict[str, object]:
         "cycle": service.cycles,
         "cycleP50Seconds": round(p50, 6),
         "cycleP99Seconds": round(p99, 6),
+        "cycleP99Milliseconds": round(p99 * 1000, 1),  # what `kubectl get shards` shows
         "inventory": {
             "total": len(inventory),
             **{

@@ -129,6 +129,7 @@ async def test_shard_columns_make_a_dashboard(
                 "shortfallCount": 2,
                 "connectedClusterCount": 3,
                 "cycleP99Seconds": 0.042,
+                "cycleP99Milliseconds": 42.0,
                 "conditions": [
                     {
                         "type": "Ready",
@@ -160,7 +161,7 @@ async def test_shard_columns_make_a_dashboard(
         "NEEDS",
         "SHORTFALLS",
         "CLUSTERS",
-        "CYCLE-P99",
+        "CYCLE-P99-MS",
         "AGE",
         "ACQUISITIONS-PAUSED",
         "RECLAIMS-PAUSED",
@@ -180,7 +181,7 @@ async def test_shard_columns_make_a_dashboard(
             "NEEDS",
             "SHORTFALLS",
             "CLUSTERS",
-            "CYCLE-P99",
+            "CYCLE-P99-MS",
         )
     } == {
         "READY": "True",
@@ -190,7 +191,7 @@ async def test_shard_columns_make_a_dashboard(
         "NEEDS": "9",
         "SHORTFALLS": "2",
         "CLUSTERS": "3",
-        "CYCLE-P99": "0.042",
+        "CYCLE-P99-MS": "42",
     }
     assert (row["ACQUISITIONS-PAUSED"], row["RECLAIMS-PAUSED"], row["DRY-RUN"]) == (
         "false",
