@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import kr8s.asyncio
 
 from bigfleet.controlplane import LocalControlPlane
@@ -200,3 +202,30 @@ async def test_shard_columns_make_a_dashboard(
     )
     assert row["DEGRADED"] == "ShortfallAged"
     await shard.delete()
+
+
+async def test_available_capacity_columns_show_the_shape(
+    control_plane: LocalControlPlane,
+) -> None:
+    manifest = {
+        "apiVersion": "bigfleet.lucy.sh/v1alpha1",
+        "kind": "AvailableCapacity",
+        "metadata": {"name": "ac-columns"},
+        "spec": {
+            "resources": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "8"},
+            "availableCount": 4,
+            "availability": "High",
+            "cost": "2.5",
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    try:
+        out = control_plane.kubectl("get", "availablecapacities").stdout
+        assert _header(out) == [
+            "NAME", "AVAILABILITY", "AVAILABLE", "COST", "CPU", "MEMORY", "GPU", "AGE"
+        ]  # fmt: skip
+        row = _row(out, "ac-columns")
+        assert (row["CPU"], row["MEMORY"], row["GPU"]) == ("8", "32Gi", "8")
+        assert row["AVAILABILITY"] == "High" and row["AGE"]
+    finally:
+        control_plane.kubectl("delete", "availablecapacities", "ac-columns")
