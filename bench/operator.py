@@ -12,6 +12,7 @@ import asyncio
 import copy
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from bigfleet.crd import API_VERSION, CapacityRequest, crd_dir
 from bigfleet.operators.operator import rollup
 from bigfleet.operators.operator.session import acknowledge
 from bigfleet.stats import percentiles
+
+Stage = Callable[[str], None]  # told each step, for a progress line
 
 
 @dataclass(frozen=True)
@@ -94,33 +97,44 @@ def time_rollups(
 
 
 async def _create_and_ack(
-    kubeconfig: Path, crs: list[dict[str, Any]], ack_concurrency: int
+    kubeconfig: Path, crs: list[dict[str, Any]], ack_concurrency: int, stage: Stage
 ) -> float:
     api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
     await Namespace({"metadata": {"name": "bench"}}, api=api).create()
     limit = asyncio.Semaphore(32)
+    created = 0
 
     async def create(body: dict[str, Any]) -> None:
+        nonlocal created
         async with limit:
             await CapacityRequest(body, api=api).create()
+        created += 1
+        if created % 500 == 0 or created == len(crs):
+            stage(f"created {created:,} of {len(crs):,} CapacityRequests")
 
     await asyncio.gather(*(create(body) for body in crs))
     built = rollup.build("bench", crs, time.time_ns())
+    stage(f"acknowledging {len(built.pending):,} CapacityRequests (timed)")
     start = time.perf_counter()
     done = await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))
     assert len(done) == len(built.pending)
     return time.perf_counter() - start
 
 
-def run(n: int, ack_concurrency: int = 16) -> OperatorBench:
+def run(n: int, ack_concurrency: int = 16, stage: Stage = lambda _: None) -> OperatorBench:
+    """`stage` hears what the bench is doing, for a progress line."""
     crs = synthetic(n)
+    stage(f"timing roll-ups over {n:,} CapacityRequests")
     rollup_ms, rollup_steady_ms, needs = time_rollups(crs)
     with tempfile.TemporaryDirectory() as work:
+        stage("starting a local control plane")
         plane = LocalControlPlane(Path(work))
         plane.start()
         try:
             plane.apply_crds(crd_dir())
-            ack_seconds = asyncio.run(_create_and_ack(plane.kubeconfig_path, crs, ack_concurrency))
+            ack_seconds = asyncio.run(
+                _create_and_ack(plane.kubeconfig_path, crs, ack_concurrency, stage)
+            )
         finally:
             plane.delete()
     return OperatorBench(

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +160,14 @@ async def _operator(
                     acked.put_nowait(None)  # past the deadline the sender half-closes
 
 
-def run(streams: int, seconds: float, machines: int = 1000) -> ShardBench:
+def run(
+    streams: int,
+    seconds: float,
+    machines: int = 1000,
+    stage: Callable[[str], None] = lambda _: None,
+) -> ShardBench:
+    """`stage` hears what the bench is doing, for a progress line."""
+    stage(f"starting the fake provider ({machines:,} machines) and a shard")
     provider_port, shard_port, metrics_port = _port(), _port(), _port()
     metrics = f"http://127.0.0.1:{metrics_port}"
     with (
@@ -206,8 +213,23 @@ def run(streams: int, seconds: float, machines: int = 1000) -> ShardBench:
             await asyncio.sleep(max(0.0, when - time.monotonic()))
             marks.append(await asyncio.to_thread(_scrape, metrics))
 
+        async def tell() -> None:
+            """What the bench is doing, once a second, until the load ends."""
+            while (now := time.monotonic()) < deadline:
+                if now < load_start - quiet_s:
+                    stage(f"connecting {streams:,} operator streams")
+                elif now < load_start:
+                    stage(f"timing idle cycles ({load_start - now:.0f} s left)")
+                else:
+                    stage(
+                        f"{streams:,} streams sending roll-ups: {counter[0]:,} acknowledged, "
+                        f"{deadline - now:.0f} s left"
+                    )
+                await asyncio.sleep(1.0)
+
         async def load() -> None:
             await asyncio.gather(
+                tell(),
                 scrape_at(load_start - quiet_s),
                 scrape_at(load_start),
                 *(

@@ -161,9 +161,12 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
 @json_output
 def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
     """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
+    from rich.console import Console
+
     from bigfleet.bench import shard as bench_shard
 
-    result = bench_shard.run(streams, seconds, machines)
+    with Console(stderr=True).status("starting") as status:
+        result = bench_shard.run(streams, seconds, machines, stage=status.update)
     click.echo(
         f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "
         f"acknowledged, {result.rollups_per_s}/s"
@@ -191,9 +194,12 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
 @json_output
 def operator_bench(crs: int, ack_concurrency: int, json_path: Path | None) -> None:
     """Roll-up build p50/p99 over N CRs; seconds to acknowledge them on a real API server."""
+    from rich.console import Console
+
     from bigfleet.bench import operator as operator_bench_
 
-    result = operator_bench_.run(crs, ack_concurrency)
+    with Console(stderr=True).status("starting") as status:
+        result = operator_bench_.run(crs, ack_concurrency, stage=status.update)
     click.echo(
         f"{result.crs} CRs -> {result.needs_out} needs; roll-up build p50/p99 "
         f"{result.rollup_ms['p50']}/{result.rollup_ms['p99']} ms cold, "
