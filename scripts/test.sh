@@ -9,6 +9,14 @@ scripts/setup.sh test
 # Builds on a cache miss only (minutes), else returns at once.
 BIGFLEET_CONTROL_PLANE_BIN=$(scripts/build-control-plane.sh)
 export BIGFLEET_CONTROL_PLANE_BIN
+# Run again, it must take the cached path and name the same folder: a second run that
+# failed or rebuilt would mean the cache or the success path is broken.
+again=$(scripts/build-control-plane.sh)
+[ "$again" = "$BIGFLEET_CONTROL_PLANE_BIN" ] || {
+  echo "build-control-plane.sh named $again on its second run, $BIGFLEET_CONTROL_PLANE_BIN first" >&2
+  exit 1
+}
+echo "control plane: $BIGFLEET_CONTROL_PLANE_BIN" >&2
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
