@@ -8,6 +8,7 @@ import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+from bigfleet.leader import LeaderElection, LeadershipLost
 from bigfleet.tls import TLSFiles
 
 
@@ -64,6 +65,7 @@ from bigfleet.tls import TLSFiles
 )
 @options.metrics_port(8770)
 @options.tls
+@options.leader_election("bigfleet-operator-{cluster_id}")
 def operator(
     cluster_id: str,
     shard_address: str,
@@ -76,6 +78,7 @@ def operator(
     verdict_interval: float,
     metrics_port: int,
     tls: TLSFiles | None,
+    leader_election: LeaderElection | None,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
     from bigfleet.operators.operator import app
@@ -92,10 +95,14 @@ def operator(
         upcoming_retention_s=upcoming_retention,
         verdict_interval_s=verdict_interval,
         tls=tls,
+        leader_election=leader_election,
     )
 
     try:
         app.credentials_for(settings)  # refuse a certificate for another cluster up front
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    until_signalled(lambda stop: app.run(settings, stop))
+    try:
+        until_signalled(lambda stop: app.run(settings, stop))
+    except LeadershipLost as err:  # a standby may lead now: end, to come back as one
+        raise click.ClickException(str(err)) from None

@@ -10,6 +10,8 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from bigfleet.k8snames import dns1123_subdomain_error
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 json_output = click.option(
@@ -84,3 +86,54 @@ def tls(f: F) -> F:
             help=f"{what}. All three TLS flags: mutual TLS; none: plaintext.",
         )(command)
     return cast(F, command)
+
+
+def leader_election(default_id: str) -> Callable[[F], F]:
+    """--leader-elect and its Lease, handed to the command as
+    `leader_election: LeaderElection | None` (None without --leader-elect). `default_id`
+    may name `{cluster_id}`, filled from the command's --cluster-id."""
+    from bigfleet import leader
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(
+            *args: Any,
+            leader_elect: bool,
+            leader_election_namespace: str | None,
+            leader_election_id: str | None,
+            **kw: Any,
+        ) -> Any:
+            election = None
+            if leader_elect:
+                name = leader_election_id or default_id.format(**kw)
+                problem = dns1123_subdomain_error(name)
+                if problem is not None:
+                    raise click.BadParameter(problem, param_hint="--leader-election-id")
+                election = leader.LeaderElection(
+                    namespace=leader_election_namespace or leader.default_namespace(),
+                    name=name,
+                    identity=leader.default_identity(),
+                )
+            return f(*args, leader_election=election, **kw)
+
+        command = click.option(
+            "--leader-election-id",
+            default=None,
+            help=f"The Lease the replicas share. [default: {default_id}]",
+        )(command)
+        command = click.option(
+            "--leader-election-namespace",
+            default=None,
+            help="Where that Lease lives. [default: $POD_NAMESPACE, else the service "
+            "account's namespace, else default]",
+        )(command)
+        command = click.option(
+            "--leader-elect",
+            is_flag=True,
+            default=False,
+            help="Work only while holding a coordination.k8s.io Lease, so several replicas "
+            "can run with one working and the others standing by.",
+        )(command)
+        return cast(F, command)
+
+    return decorate

@@ -8,6 +8,7 @@ import click
 
 from bigfleet.cli import options
 from bigfleet.cli.running import until_signalled
+from bigfleet.leader import LeaderElection, LeadershipLost
 
 
 @click.command("pod-controller")
@@ -35,12 +36,14 @@ from bigfleet.cli.running import until_signalled
     "makes every extra request pay a TLS handshake.",
 )
 @options.metrics_port(8080)
+@options.leader_election("bigfleet-pod-controller")
 def pod_controller(
     kubeconfig: Path | None,
     mode: str,
     priority_class_defaults: Path | None,
     concurrency: int,
     metrics_port: int,
+    leader_election: LeaderElection | None,
 ) -> None:
     """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
     from bigfleet.operators.podcontroller import app
@@ -51,6 +54,10 @@ def pod_controller(
         defaults=app.load_defaults(priority_class_defaults),
         concurrency=concurrency,
         metrics_addr=options.metrics_address("", metrics_port),
+        leader_election=leader_election,
     )
 
-    until_signalled(lambda stop: app.run(settings, stop))
+    try:
+        until_signalled(lambda stop: app.run(settings, stop))
+    except LeadershipLost as err:  # a standby may lead now: end, to come back as one
+        raise click.ClickException(str(err)) from None

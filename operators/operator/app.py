@@ -24,7 +24,7 @@ import kr8s.asyncio
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, kube_wait, probes, tls
+from bigfleet import kopf_loop, kube_wait, leader, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
 from bigfleet.metrics import parse_address
@@ -57,6 +57,7 @@ class OperatorSettings:
     tls: TLSFiles | None = None  # mutual TLS to the shard; None: plaintext
     ready_grace_s: float = 60.0  # /readyz holds this long after start without a session
     verdict_interval_s: float = 10.0  # Satisfied conditions from the shard's verdicts; 0: off
+    leader_election: leader.LeaderElection | None = None  # None: this replica always works
 
 
 def _connection(api: kr8s.asyncio.Api) -> tuple[str, str]:
@@ -124,7 +125,10 @@ def credentials_for(settings: OperatorSettings) -> tls.Credentials | None:
 
 
 async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK) -> None:
-    """Serve until `stop` is set."""
+    """Serve until `stop` is set; with leader election, only while this replica leads.
+
+    Raises LeadershipLost when the lease could not be renewed: the process must end (and
+    be restarted as a standby) rather than act beside a new leader."""
     credentials = credentials_for(settings)  # a wrong certificate fails before anything starts
     wait = functools.partial(
         kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
@@ -134,6 +138,67 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     if api is None:
         return  # stopped before Kubernetes answered
     responder = _responder(api, settings)  # a template that does not parse fails here
+    prometheus = CollectorRegistry()
+    loops = Loops(prometheus, clock)
+    metrics = OperatorMetrics(prometheus)
+    leading: list[OperatorSession] = []  # the session, once this replica leads
+
+    def unready() -> str | None:
+        return leading[0].unready() if leading else None  # a standby is ready to take over
+
+    address = parse_address(settings.metrics_addr)
+    http = (
+        await probes.start(
+            *address,
+            prometheus,
+            lambda: unready() is None,
+            lambda: unready() or "ready",
+            loops.problems,
+        )
+        if address is not None
+        else None
+    )
+    lock = (
+        leader.LeaseLock(
+            api,
+            namespace=settings.leader_election.namespace,
+            name=settings.leader_election.name,
+            identity=settings.leader_election.identity,
+            clock=clock,
+        )
+        if settings.leader_election is not None
+        else None
+    )
+    try:
+        if lock is not None and not await lock.acquire(stop):
+            return  # stopped while standing by
+        metrics.leader.set(1)
+        try:
+            await _lead(
+                settings, api, stop, clock, credentials, responder, loops, metrics, leading, lock
+            )
+        finally:
+            metrics.leader.set(0)
+            if lock is not None:
+                await lock.release()
+    finally:
+        if http is not None:
+            await http.cleanup()
+
+
+async def _lead(
+    settings: OperatorSettings,
+    api: kr8s.asyncio.Api,
+    stop: asyncio.Event,
+    clock: Clock,
+    credentials: tls.Credentials | None,
+    responder: BootstrapResponder,
+    loops: Loops,
+    metrics: OperatorMetrics,
+    leading: list[OperatorSession],
+    lock: leader.LeaseLock | None,
+) -> None:
+    """The operator's work, from the cache fill on, until `stop` or a lost lease."""
     cache = RequestCache()
 
     async def fill() -> bool:
@@ -141,11 +206,11 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         return True
 
     # Before the first roll-up: an empty cache would withdraw all demand.
+    wait = functools.partial(
+        kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
+    )
     if await wait(fill) is None:
         return
-    prometheus = CollectorRegistry()
-    loops = Loops(prometheus, clock)
-    metrics = OperatorMetrics(prometheus)
     recorder = Recorder(api, events.COMPONENT, uid_of=cache.uid, clock=clock)
     session = OperatorSession(
         cluster_id=settings.cluster_id,
@@ -181,6 +246,19 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
 
     retention_s = settings.upcoming_retention_s
 
+    lost: list[leader.LeadershipLost] = []
+
+    async def holding() -> None:
+        """Renew the lease; a renewal that fails past its deadline ends the work."""
+        if lock is None:
+            await stop.wait()
+            return
+        try:
+            await lock.hold()
+        except leader.LeadershipLost as err:
+            log.error("leadership lost; stopping", extra={"error": str(err)})
+            lost.append(err)
+
     async def serve() -> None:
         verdict_loop = (
             [loops.run("operator_verdicts", poller.run, max_period_s=poller.stuck_after)]
@@ -190,6 +268,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         try:
             await supervise(
                 stop,
+                holding(),
                 loops.run("operator_session", session.run),
                 loops.run(
                     "operator_upcoming_collector",
@@ -202,28 +281,15 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
         finally:
             kopf_stop.set()
 
-    address = parse_address(settings.metrics_addr)
-    http = (
-        await probes.start(
-            *address,
-            prometheus,
-            lambda: session.unready() is None,
-            lambda: session.unready() or "ready",
-            loops.problems,
-        )
-        if address is not None
-        else None
-    )
+    leading.append(session)
     log.info(
         "operator started", extra={"cluster": settings.cluster_id, "shard": settings.shard_address}
     )
-    try:
-        async with asyncio.TaskGroup() as group:
-            # kopf ending (a signal it took, or a failure) ends the operator too.
-            group.create_task(
-                kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop, ended=stop)
-            )
-            await serve()
-    finally:
-        if http is not None:
-            await http.cleanup()
+    async with asyncio.TaskGroup() as group:
+        # kopf ending (a signal it took, or a failure) ends the operator too.
+        group.create_task(
+            kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop, ended=stop)
+        )
+        await serve()
+    if lost:
+        raise lost[0]

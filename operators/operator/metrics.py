@@ -10,6 +10,11 @@ from bigfleet.metrics import doubling_buckets
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         p, r = "bigfleet_operator_", registry
+        self.leader = Gauge(
+            p + "leader",
+            "1 while this replica leads (works); 0 while it stands by for the Lease.",
+            registry=r,
+        )
         self.rollup_duration = Histogram(
             p + "rollup_duration_seconds",
             "Building one roll-up (acknowledgements excluded).",

@@ -20,10 +20,10 @@ import kopf
 import kr8s
 import kr8s.asyncio
 import yaml
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, kube_wait, quantity
+from bigfleet import kopf_loop, kube_wait, leader, quantity
 from bigfleet import metrics as metrics_http
 from bigfleet.crd import CapacityRequest
 from bigfleet.crd.models import CapacityRequestStatus
@@ -54,6 +54,7 @@ class PodControllerSettings:
     defaults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     metrics_addr: str = "0.0.0.0:8080"
     concurrency: int = 16  # pods reconciled at once
+    leader_election: leader.LeaderElection | None = None  # None: this replica always works
 
 
 class PodReconciler:
@@ -157,7 +158,8 @@ def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
 
 async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     """Reconcile pods until `stop` is set: kopf stops on it, and the NodeComing relay ends
-    with kopf."""
+    with kopf. With leader election, only while this replica leads; LeadershipLost when
+    the lease could not be renewed (the process ends, to come back as a standby)."""
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     api = await kube_wait.until_ready(
         lambda: kr8s.asyncio.api(kubeconfig=kubeconfig),
@@ -172,15 +174,51 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     reconciler = PodReconciler(api, settings, prometheus, recorder)
     relay = events.NodeComingRelay(api, recorder)
     loops = Loops(prometheus)
+    leading = Gauge(
+        "bigfleet_pod_controller_leader",
+        "1 while this replica leads (works); 0 while it stands by for the Lease.",
+        registry=prometheus,
+    )
+    election = settings.leader_election
+    lock = (
+        leader.LeaseLock(
+            api, namespace=election.namespace, name=election.name, identity=election.identity
+        )
+        if election is not None
+        else None
+    )
+    lost: list[leader.LeadershipLost] = []
+
+    async def holding(lock: leader.LeaseLock) -> None:
+        try:
+            await lock.hold()
+        except leader.LeadershipLost as err:
+            log.error("leadership lost; stopping", extra={"error": str(err)})
+            lost.append(err)
+            stop.set()
+
     http = metrics_http.serve(settings.metrics_addr, prometheus)
     try:
-        async with asyncio.TaskGroup() as group:
-            # A side loop: it restarts on its own errors and ends when kopf does.
-            relaying = group.create_task(loops.run("pod_controller_node_coming", relay.run))
-            try:
-                await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
-            finally:
-                relaying.cancel()
+        if lock is not None and not await lock.acquire(stop):
+            return  # stopped while standing by
+        leading.set(1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                # Side loops: they end when kopf does.
+                sides = [group.create_task(loops.run("pod_controller_node_coming", relay.run))]
+                if lock is not None:
+                    sides.append(group.create_task(holding(lock)))
+                try:
+                    await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
+                finally:
+                    for side in sides:
+                        side.cancel()
+        finally:
+            leading.set(0)
+            if lock is not None:
+                await lock.release()
+        if lost:
+            raise lost[0]
     finally:
         if http is not None:
             http.shutdown()

@@ -1179,7 +1179,17 @@ def test_operator_bootstrap_template_reaches_its_file_unchanged(
     config_map = rendered.get("ConfigMap", "-bootstrap-template")
     assert config_map["data"] == {"bootstrap.tmpl": JOIN_TEMPLATE}
     deployment = rendered.get("Deployment", "r1-bigfleet-operator")
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two sessions
+    # Two replicas on one Lease: only the leader holds a session, so a rollout may overlap.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--leader-elect" in args_of(deployment, "operator")
+    assert flag(args_of(deployment, "operator"), "--leader-election-namespace") == namespace
+    alone = helm.render(
+        OPERATOR, {**values, "replicas": 1, "leaderElection": {"enabled": False}}, namespace
+    )
+    single = alone.get("Deployment", "r1-bigfleet-operator")
+    assert single["spec"]["strategy"]["type"] == "Recreate"  # never two sessions
+    assert "--leader-elect" not in args_of(single, "operator")
     args = args_of(deployment, "operator")
     assert flag(args, "--cluster-id") == "prod-eu-1"
     assert flag(args, "--shard") == "shard-0.fleet.example:7780"
@@ -1484,6 +1494,7 @@ def test_cli_parsing_catches_a_misspelt_flag() -> None:
 # -- RBAC as the pods get it --------------------------------------------------------------
 
 ALL = "*"
+HERE = "(the release namespace)"
 
 
 def _component_cases() -> list[Any]:
@@ -1509,6 +1520,9 @@ def _component_cases() -> list[Any]:
         ("patch", "events", "", "default", True),  # a repeated Event counts up
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", None, True),
         ("create", "shards.bigfleet.lucy.sh", "", None, False),
+        ("update", "leases.coordination.k8s.io", "", HERE, True),  # leader election
+        ("create", "leases.coordination.k8s.io", "", HERE, True),
+        ("update", "leases.coordination.k8s.io", "", "kube-system", False),
     ]
     shard_can = [
         ("create", "shards.bigfleet.lucy.sh", "", None, True),
@@ -1540,6 +1554,8 @@ def _component_cases() -> list[Any]:
         ("delete", "pods", "", ALL, False),
         ("patch", "nodes", "", None, False),
         ("create", "secrets", "", "kube-system", False),
+        ("update", "leases.coordination.k8s.io", "", HERE, True),  # leader election
+        ("delete", "leases.coordination.k8s.io", "", HERE, False),
     ]
     return [
         pytest.param(
@@ -1651,6 +1667,8 @@ async def test_component_rbac_grants_what_its_code_does_and_no_more(
             args.append(f"--subresource={subresource}")
         if where == ALL:
             args.append("--all-namespaces")
+        elif where == HERE:
+            args.append(f"--namespace={namespace}")
         elif where:
             args.append(f"--namespace={where}")
         answer = _kubectl_as(kubeconfig, *args).stdout.strip()
