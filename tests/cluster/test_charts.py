@@ -797,6 +797,35 @@ def test_service_monitor_scrapes_every_metrics_port_of_the_release(
     assert_applied(dry_run(control_plane, rendered.text), rendered)
 
 
+@pytest.mark.parametrize(
+    ("chart", "values"),
+    [(OPERATOR, OPERATOR_REQUIRED), (POD_CONTROLLER, {})],
+    ids=["operator", "pod-controller"],
+)
+def test_managed_cluster_charts_offer_a_service_monitor(
+    helm: Helm,
+    control_plane: LocalControlPlane,
+    namespace: str,
+    service_monitor_crd: None,
+    chart: Path,
+    values: Manifest,
+) -> None:
+    monitored = {**values, "serviceMonitor": {"enabled": True, "labels": {"team": "fleet"}}}
+    rendered = helm.render(chart, monitored, namespace)
+    (monitor,) = rendered.of("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["team"] == "fleet"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    (service,) = [
+        s for s in rendered.of("Service") if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert service["metadata"]["name"].endswith("-metrics")  # every replica, leader or not
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+    assert "ServiceMonitor" not in helm.render(chart, values, namespace).kinds()  # off by default
+    no_port = helm.render(chart, {**monitored, "metricsPort": 0}, namespace)
+    assert "ServiceMonitor" not in no_port.kinds()  # nothing to scrape
+
+
 def test_demo_values_add_the_fake_provider_and_a_service_per_shard(
     helm: Helm, control_plane: LocalControlPlane, namespace: str
 ) -> None:
