@@ -3,8 +3,10 @@
 helm is built with the other control-plane binaries by scripts/build-control-plane.sh;
 without it these tests fail, they do not skip. Rendered manifests go to the session's
 real API server with a server-side dry run. The RBAC objects are applied for real and
-checked through the kubeconfig the charts' init container writes from a service-account
-token that kube-controller-manager issues, so what is checked is what a pod would get.
+checked with the credentials a pod would get: the kubeconfig the `bigfleet` chart's
+init container writes from a service-account token Secret, or, for the charts that log
+in as their service account, a token the API server issues for it (as the kubelet's
+projection does).
 """
 
 from __future__ import annotations
@@ -1636,29 +1638,11 @@ def _issued_token(
     return data if data.get("token") and data.get("ca.crt") else None
 
 
-@pytest.mark.parametrize(
-    ("chart", "values", "kind", "suffix", "listable", "checks"), _component_cases()
-)
-async def test_component_rbac_grants_what_its_code_does_and_no_more(
-    helm: Helm,
-    controller_manager: LocalControlPlane,
-    namespace: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    chart: Path,
-    values: Manifest,
-    kind: str,
-    suffix: str,
-    listable: str,
-    checks: list[tuple[str, str, str, str | None, bool]],
-) -> None:
-    control_plane = controller_manager
-    release = f"r{namespace[2:]}"
-    rendered = helm.render(chart, values, namespace, release)
-    control_plane.kubectl("apply", "--server-side", "-f", "-", stdin=rendered.only(RBAC_KINDS))
-
-    # The token controller fills the Secret the init container reads.
-    workload = rendered.get(kind, suffix)
+async def _init_container_credentials(
+    control_plane: LocalControlPlane, workload: Manifest, namespace: str, tmp_path: Path
+) -> tuple[Path, dict[str, str]]:
+    """The kubeconfig the chart's init container writes (management-cluster charts), from
+    the token Secret the token controller fills; and that token."""
     pod = workload["spec"]["template"]["spec"]
     secret = next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "token")
     token: dict[str, str] = await until(
@@ -1683,7 +1667,71 @@ async def test_component_rbac_grants_what_its_code_does_and_no_more(
     }
     wrote = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True)
     assert wrote.returncode == 0, wrote.stderr
-    kubeconfig = mounts["/var/run/bigfleet/kube"] / "kubeconfig"
+    return mounts["/var/run/bigfleet/kube"] / "kubeconfig", token
+
+
+def _service_account_credentials(
+    control_plane: LocalControlPlane, pod: Manifest, namespace: str, tmp_path: Path
+) -> tuple[Path, dict[str, str]]:
+    """What a pod of a chart that logs in as its service account gets: the token the
+    kubelet projects (a TokenRequest, as `kubectl create token` makes) and the cluster's
+    CA, written as the kubeconfig the clients would build from them in the pod."""
+    assert pod["automountServiceAccountToken"] is True
+    assert not any(v.get("secret", {}).get("secretName", "").endswith("-token")
+                   for v in pod.get("volumes", []))  # no long-lived token Secret  # fmt: skip
+    sa = pod["serviceAccountName"]
+    issued = control_plane.kubectl("create", "token", sa, "-n", namespace).stdout.strip()
+    ca = control_plane.pki.ca_cert.read_text()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.touch(mode=0o600)
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "in-cluster", "cluster": {
+                    "server": control_plane.apiserver_url,
+                    "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
+                }}],
+                "users": [{"name": "sa", "user": {"token": issued}}],
+                "contexts": [{"name": "in-cluster",
+                              "context": {"cluster": "in-cluster", "user": "sa"}}],
+                "current-context": "in-cluster",
+            }
+        )
+    )  # fmt: skip
+    return kubeconfig, {"token": issued, "ca.crt": ca}
+
+
+@pytest.mark.parametrize(
+    ("chart", "values", "kind", "suffix", "listable", "checks"), _component_cases()
+)
+async def test_component_rbac_grants_what_its_code_does_and_no_more(
+    helm: Helm,
+    controller_manager: LocalControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chart: Path,
+    values: Manifest,
+    kind: str,
+    suffix: str,
+    listable: str,
+    checks: list[tuple[str, str, str, str | None, bool]],
+) -> None:
+    control_plane = controller_manager
+    release = f"r{namespace[2:]}"
+    rendered = helm.render(chart, values, namespace, release)
+    control_plane.kubectl("apply", "--server-side", "-f", "-", stdin=rendered.only(RBAC_KINDS))
+
+    workload = rendered.get(kind, suffix)
+    pod = workload["spec"]["template"]["spec"]
+    if "kubeconfig" in containers(workload):
+        kubeconfig, token = await _init_container_credentials(
+            control_plane, workload, namespace, tmp_path
+        )
+    else:
+        kubeconfig, token = _service_account_credentials(control_plane, pod, namespace, tmp_path)
     assert kubeconfig.stat().st_mode & 0o077 == 0  # the token is for the process alone
 
     sa = pod["serviceAccountName"]
