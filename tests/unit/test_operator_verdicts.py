@@ -346,6 +346,18 @@ class PagedStub:
         return frames()
 
 
+def paged_poller(monkeypatch: pytest.MonkeyPatch, stub: PagedStub, built: Rollup) -> VerdictPoller:
+    """A poller of cluster c1 reading one row a page from `stub`."""
+    monkeypatch.setattr(shardread_pb2_grpc, "ShardReadStub", stub)
+    return VerdictPoller(
+        cluster_id="c1",
+        shard_address="127.0.0.1:1",
+        api=None,  # type: ignore[arg-type]
+        rollup=lambda: built,
+        page_size=1,
+    )
+
+
 async def test_every_page_is_read_for_the_own_cluster_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -353,14 +365,7 @@ async def test_every_page_is_read_for_the_own_cluster_only(
     rows = [view(n, satisfied=True) for n in built.message.needs]
     rows.append(shardread_pb2.NeedView(need=built.message.needs[0], cluster_id="other"))
     stub = PagedStub(rows)
-    monkeypatch.setattr(shardread_pb2_grpc, "ShardReadStub", stub)
-    poller = VerdictPoller(
-        cluster_id="c1",
-        shard_address="127.0.0.1:1",
-        api=None,  # type: ignore[arg-type]
-        rollup=lambda: built,
-        page_size=1,
-    )
+    poller = paged_poller(monkeypatch, stub, built)
     try:
         header, found = await poller.fetch()
     finally:
@@ -383,14 +388,7 @@ async def test_a_walk_whose_cycle_is_gone_starts_again_a_few_times(
 ) -> None:
     built = rollup()
     stub = PagedStub([view(n, satisfied=True) for n in built.message.needs])
-    monkeypatch.setattr(shardread_pb2_grpc, "ShardReadStub", stub)
-    poller = VerdictPoller(
-        cluster_id="c1",
-        shard_address="127.0.0.1:1",
-        api=None,  # type: ignore[arg-type]
-        rollup=lambda: built,
-        page_size=1,
-    )
+    poller = paged_poller(monkeypatch, stub, built)
     try:
         stub.aborts = 1
         _, found = await poller.fetch()
