@@ -123,6 +123,13 @@ def _endpoints(
     "objects' status.coordinator (read-only; the store stays the source of truth).",
 )
 @click.option(
+    "--in-cluster",
+    is_flag=True,
+    default=False,
+    help="As --kubeconfig, finding the API server as kubectl does: $KUBECONFIG, "
+    "~/.kube/config, then the pod's service account (its token re-read on a 401).",
+)
+@click.option(
     "--mirror-interval",
     default=10.0,
     show_default=True,
@@ -146,6 +153,7 @@ def coordinator(
     etcd_cert: Path | None,
     etcd_key: Path | None,
     kubeconfig: str | None,
+    in_cluster: bool,
     mirror_interval: float,
 ) -> None:
     """Run a coordinator replica: leader by etcd lease, state in etcd.
@@ -193,6 +201,7 @@ def coordinator(
             cooldown_s=rebalance_cooldown,
         ),
         kubeconfig=kubeconfig,
+        in_cluster=in_cluster,
         mirror_interval_s=mirror_interval,
         tls=tls,
         etcd_tls=etcd_tls,

@@ -60,6 +60,13 @@ def _default_id() -> str | None:
     "the same, without the resource.",
 )
 @click.option(
+    "--in-cluster",
+    is_flag=True,
+    default=False,
+    help="As --kubeconfig, finding the API server as kubectl does: $KUBECONFIG, "
+    "~/.kube/config, then the pod's service account (its token re-read on a 401).",
+)
+@click.option(
     "--cycle-interval",
     default=10.0,
     show_default=True,
@@ -171,6 +178,7 @@ def shard(
     metrics_port: int,
     data_dir: Path,
     kubeconfig: str | None,
+    in_cluster: bool,
     cycle_interval: float,
     execute_concurrency: int,
     bootstrap_timeout: float,
@@ -233,6 +241,7 @@ def shard(
         coordinator_addr=coordinator_addr or "",
         coordinator_heartbeat_s=coordinator_heartbeat_interval,
         kubeconfig=kubeconfig,
+        in_cluster=in_cluster,
         max_frame_bytes=max_frame_bytes,
         max_clusters=max_clusters,
         cluster_retention_s=cluster_retention,

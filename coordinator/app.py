@@ -50,6 +50,7 @@ class CoordinatorSettings:
     lease_ttl_s: int = 2
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     kubeconfig: str | None = None  # mirror state onto Shard objects when set
+    in_cluster: bool = False  # mirror, finding the API server as kubectl does
     mirror_interval_s: float = 10.0
     tls: TLSFiles | None = None  # mutual TLS on the Coordinator service; None: plaintext
     etcd_tls: EtcdTLS | None = None  # TLS (with a client certificate) to etcd
@@ -143,7 +144,7 @@ async def _serve(
         loops=loops,
     )
     mirror = None
-    if settings.kubeconfig:
+    if settings.kubeconfig or settings.in_cluster:
         import kr8s.asyncio
 
         from bigfleet.coordinator.mirror import StatusMirror

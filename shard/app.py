@@ -22,7 +22,7 @@ Part = Coroutine[Any, Any, object]
 
 
 async def _resource_parts(
-    service: ShardService, kubeconfig: str, stop: asyncio.Event
+    service: ShardService, kubeconfig: str | None, stop: asyncio.Event
 ) -> list[Part]:
     """The Shard resource's publisher and the kopf handlers applying its spec."""
     # Imported here: kopf and kr8s load only in a shard that publishes its resource.
@@ -44,7 +44,9 @@ async def run(settings: ShardSettings, stop: asyncio.Event) -> None:
     Raises ShardIdentityError before serving when its TLS files cannot be used."""
     service = ShardService(settings)
     resource = (
-        await _resource_parts(service, settings.kubeconfig, stop) if settings.kubeconfig else []
+        await _resource_parts(service, settings.kubeconfig, stop)
+        if settings.kubeconfig or settings.in_cluster
+        else []
     )
     parts: list[Part] = [service.run(), *resource]
     if settings.coordinator_addr:

@@ -43,8 +43,10 @@ class ShardSettings:
     # Comma-separated coordinator replicas; empty: the shard runs on its own.
     coordinator_addr: str = ""
     coordinator_heartbeat_s: float = 10.0
-    # Publish the Shard resource and apply its spec; None: no resource.
+    # Publish the Shard resource and apply its spec, with this kubeconfig or (in_cluster)
+    # as kubectl finds the API server, the pod's service account last; neither: no resource.
     kubeconfig: str | None = None
+    in_cluster: bool = False
     # Mutual TLS on every edge (Session server, provider and coordinator dials); None: plaintext.
     tls: TLSFiles | None = None
 

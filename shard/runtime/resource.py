@@ -130,7 +130,7 @@ def controls_registry(service: ShardService) -> kopf.OperatorRegistry:
     return registry
 
 
-async def run_controls(service: ShardService, kubeconfig: str, stop: asyncio.Event) -> None:
+async def run_controls(service: ShardService, kubeconfig: str | None, stop: asyncio.Event) -> None:
     """Apply the Shard spec until `stop`; kopf ending (it takes SIGTERM) stops the shard too."""
     await kopf_loop.run(
         controls_registry(service), kubeconfig, stop, ended=stop, server_timeout_s=60

@@ -3,9 +3,8 @@
 helm is built with the other control-plane binaries by scripts/build-control-plane.sh;
 without it these tests fail, they do not skip. Rendered manifests go to the session's
 real API server with a server-side dry run. The RBAC objects are applied for real and
-checked with the credentials a pod would get: the kubeconfig the `bigfleet` chart's
-init container writes from a service-account token Secret, or, for the charts that log
-in as their service account, a token the API server issues for it (as the kubelet's
+checked with the credentials a pod would get: every component logs in as its service
+account, so the test asks the API server for a token of that account (as the kubelet's
 projection does).
 """
 
@@ -38,7 +37,6 @@ from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
 from bigfleet.crd import crd_dir
 from bigfleet.operators.operator.app import _connection
 from bigfleet.operators.podcontroller.app import load_defaults
-from tests.support.waiting import until
 
 Manifest = dict[str, Any]
 
@@ -666,9 +664,9 @@ def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
 ) -> None:
     rendered = helm.render(BIGFLEET, PROVIDERS, namespace)
     assert rendered.kinds() == {
-        "Service", "StatefulSet", "PodDisruptionBudget", "ServiceAccount", "Secret",
+        "Service", "StatefulSet", "PodDisruptionBudget", "ServiceAccount",
         "ClusterRole", "ClusterRoleBinding", "NetworkPolicy", "Pod",
-    }  # fmt: skip
+    }  # fmt: skip  # no Secret: every component logs in with its projected token
     assert [p["metadata"]["name"] for p in rendered.of("Pod")] == ["r1-bigfleet-test"]
     etcd = rendered.get("StatefulSet", "-etcd")
     assert etcd["spec"]["replicas"] == 3
@@ -694,7 +692,8 @@ def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
     assert flag(args, "--etcd").split(",") == [
         f"r1-bigfleet-etcd-{i}.r1-bigfleet-etcd.{namespace}.svc:2379" for i in range(3)
     ]
-    assert not any(a.startswith("--kubeconfig") for a in args)  # the mirror is off by default
+    assert "--in-cluster" not in args  # the mirror is off by default
+    assert coordinator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "volumeClaimTemplates" not in coordinator["spec"]  # no state of its own on etcd
     probes = containers(coordinator)["coordinator"]
     assert probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -714,7 +713,10 @@ def test_default_install_runs_three_coordinators_on_a_tuned_three_member_etcd(
     assert flag(shard_args, "--advertise-addr") == (
         f"$(POD_NAME).r1-bigfleet-shard.{namespace}.svc:7780"
     )
-    assert flag(shard_args, "--kubeconfig") == "/var/run/bigfleet/kube/kubeconfig"
+    # The Shard resource, as the pod's service account (its projected, rotated token).
+    assert "--in-cluster" in shard_args
+    assert shard["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert "kubeconfig" not in containers(shard)  # no init container writes one
     assert shard["spec"]["serviceName"] == "r1-bigfleet-shard"
     assert rendered.get("Service", "-shard")["spec"]["clusterIP"] == "None"
     claim = shard["spec"]["volumeClaimTemplates"][0]
@@ -871,13 +873,15 @@ def test_the_longest_release_name_keeps_every_object_name_distinct_and_legal(
     assert all(len(name) <= 63 for name in names), names
 
 
-def test_mirroring_shard_status_gives_the_coordinator_a_kubeconfig_and_rbac(helm: Helm) -> None:
+def test_mirroring_shard_status_gives_the_coordinator_its_account_and_rbac(helm: Helm) -> None:
     rendered = helm.render(BIGFLEET, {**PROVIDERS, "coordinator": {"mirrorShardStatus": True}})
     coordinator = rendered.get("StatefulSet", "-coordinator")
     args = args_of(coordinator, "coordinator")
-    assert flag(args, "--kubeconfig") == "/var/run/bigfleet/kube/kubeconfig"
+    assert "--in-cluster" in args
     assert flag(args, "--mirror-interval") == "10"
-    assert "kubeconfig" in containers(coordinator)
+    assert coordinator["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert "kubeconfig" not in containers(coordinator)
+    assert "Secret" not in rendered.kinds()  # no long-lived token
     role = rules_of(rendered.get("ClusterRole", "-coordinator"))
     assert role == {
         "shards.bigfleet.lucy.sh": {"get", "list", "watch", "create"},
@@ -886,9 +890,9 @@ def test_mirroring_shard_status_gives_the_coordinator_a_kubeconfig_and_rbac(helm
     # Without the shard resource, the shard needs neither RBAC nor a token.
     quiet = helm.render(BIGFLEET, {"shard": {**PROVIDERS["shard"], "publishShardResource": False}})
     assert "ClusterRole" not in quiet.kinds() and "Secret" not in quiet.kinds()
-    assert not any(
-        a.startswith("--kubeconfig") for a in args_of(quiet.get("StatefulSet", "-shard"), "shard")
-    )
+    quiet_shard = quiet.get("StatefulSet", "-shard")
+    assert "--in-cluster" not in args_of(quiet_shard, "shard")
+    assert quiet_shard["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 # -- mutual TLS and NetworkPolicies ------------------------------------------------------
@@ -1629,47 +1633,6 @@ def _kubectl_as(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def _issued_token(
-    control_plane: LocalControlPlane, namespace: str, secret: str
-) -> dict[str, str] | None:
-    """The Secret's token and CA once the token controller has filled them in."""
-    out = control_plane.kubectl("get", "secret", secret, "-n", namespace, "-o", "json").stdout
-    data = {k: base64.b64decode(v).decode() for k, v in json.loads(out).get("data", {}).items()}
-    return data if data.get("token") and data.get("ca.crt") else None
-
-
-async def _init_container_credentials(
-    control_plane: LocalControlPlane, workload: Manifest, namespace: str, tmp_path: Path
-) -> tuple[Path, dict[str, str]]:
-    """The kubeconfig the chart's init container writes (management-cluster charts), from
-    the token Secret the token controller fills; and that token."""
-    pod = workload["spec"]["template"]["spec"]
-    secret = next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "token")
-    token: dict[str, str] = await until(
-        lambda: asyncio.to_thread(_issued_token, control_plane, namespace, secret),
-        f"a token in Secret {secret}",
-    )
-    init = containers(workload)["kubeconfig"]
-    mounts = {m["mountPath"]: tmp_path / m["name"] for m in init["volumeMounts"]}
-    for local in mounts.values():
-        local.mkdir()
-    token_dir = mounts["/var/run/bigfleet/token"]
-    (token_dir / "token").write_text(token["token"])
-    (token_dir / "ca.crt").write_text(token["ca.crt"])
-    script = init["args"][0]
-    for mount_path, local in mounts.items():
-        script = script.replace(mount_path, str(local))
-    host, port = control_plane.apiserver_url.removeprefix("https://").rsplit(":", 1)
-    env = {
-        "PATH": os.environ["PATH"],
-        "KUBERNETES_SERVICE_HOST": host,
-        "KUBERNETES_SERVICE_PORT": port,
-    }
-    wrote = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True)
-    assert wrote.returncode == 0, wrote.stderr
-    return mounts["/var/run/bigfleet/kube"] / "kubeconfig", token
-
-
 def _service_account_credentials(
     control_plane: LocalControlPlane, pod: Manifest, namespace: str, tmp_path: Path
 ) -> tuple[Path, dict[str, str]]:
@@ -1726,12 +1689,8 @@ async def test_component_rbac_grants_what_its_code_does_and_no_more(
 
     workload = rendered.get(kind, suffix)
     pod = workload["spec"]["template"]["spec"]
-    if "kubeconfig" in containers(workload):
-        kubeconfig, token = await _init_container_credentials(
-            control_plane, workload, namespace, tmp_path
-        )
-    else:
-        kubeconfig, token = _service_account_credentials(control_plane, pod, namespace, tmp_path)
+    assert "kubeconfig" not in containers(workload)  # no init container writes one
+    kubeconfig, token = _service_account_credentials(control_plane, pod, namespace, tmp_path)
     assert kubeconfig.stat().st_mode & 0o077 == 0  # the token is for the process alone
 
     sa = pod["serviceAccountName"]

@@ -30,10 +30,13 @@ def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
         if kind == "operator-env":  # no flag: $KUBECONFIG, as kubectl finds it
             common = common[2:]
     elif kind.startswith("shard"):
-        args = ["shard", "--id", "shard-shutdown", "--listen", f"127.0.0.1:{free_port()}",
+        shard_id = "shard-in-cluster" if kind == "shard-in-cluster" else "shard-shutdown"
+        args = ["shard", "--id", shard_id, "--listen", f"127.0.0.1:{free_port()}",
                 "--provider", f"none=127.0.0.1:{free_port()}", "--data-dir", str(data)]  # fmt: skip
         if kind == "shard-alone":  # no Shard resource to publish: nothing of Kubernetes runs
             common = common[2:]
+        elif kind == "shard-in-cluster":  # found as kubectl would ($KUBECONFIG here)
+            common = ["--in-cluster", *common[2:]]
     elif kind == "coordinator-embedded":
         args = ["coordinator", "--store", "embedded", "--data-dir", str(data),
                 "--listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
@@ -48,6 +51,7 @@ KINDS = [
     "operator-env",
     "shard",
     "shard-alone",
+    "shard-in-cluster",
     "pod-controller",
     "coordinator-embedded",
 ]
@@ -60,10 +64,19 @@ async def test_a_signal_ends_the_process_cleanly(
 ) -> None:
     argv, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
     log = (tmp_path / "log").open("wb")
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    if kind in ("operator-env", "shard-in-cluster"):  # they find the API server themselves
+        env["KUBECONFIG"] = str(control_plane.kubeconfig_path)
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         await until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), f"{kind} serving")
+        if kind == "shard-in-cluster":  # its Shard resource, published with no --kubeconfig
+
+            def published() -> bool:
+                got = control_plane.kubectl("get", "shards", "shard-in-cluster", check=False)
+                return got.returncode == 0
+
+            await until(published, "the shard's resource")
         process.send_signal(sig)
         # A bound on the wait, not a timing goal: the process must end on its own.
         code = process.wait(timeout=60)
