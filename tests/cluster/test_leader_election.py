@@ -11,10 +11,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import kr8s.asyncio
 import pytest
 
 from bigfleet.controlplane import LocalControlPlane
-from bigfleet.controlplane.process import free_port
+from bigfleet.controlplane.process import free_port, http_ok
+from bigfleet.crd import CapacityRequest
+from tests.cluster.test_chain import request
 from tests.support.waiting import until
 
 LEASE_S = 15  # the lock's default lease duration
@@ -37,9 +40,15 @@ KINDS = {
 
 class Replica:
     def __init__(
-        self, kind: str, name: str, control_plane: LocalControlPlane, tmp_path: Path
+        self,
+        kind: str,
+        name: str,
+        control_plane: LocalControlPlane,
+        tmp_path: Path,
+        extra: tuple[str, ...] = (),
     ) -> None:
         args, self.lease, self.gauge = KINDS[kind]
+        args = [*args, *extra]
         self.name, self.metrics = name, free_port()
         self.log_path = tmp_path / f"{name}.log"
         self.argv = [sys.executable, "-m", "bigfleet.cli", *args,
@@ -113,3 +122,68 @@ async def test_one_replica_leads_and_a_standby_takes_over(
         b.kill()
     logs = a.log_path.read_text() + b.log_path.read_text()
     assert "Traceback" not in logs, logs[-3000:]
+
+
+async def test_a_killed_leaders_standby_acknowledges_every_request_once(
+    control_plane: LocalControlPlane, tmp_path: Path, api: kr8s.asyncio.Api, namespace: str
+) -> None:
+    """With a real shard (all-in-one): requests acknowledged by the leader keep their
+    acknowledgement when it dies; the standby acknowledges only what came after."""
+    shard_port, shard_metrics = free_port(), free_port()
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "bigfleet.cli", "all-in-one",
+         "--shard-listen", f"127.0.0.1:{shard_port}",
+         "--coordinator-listen", f"127.0.0.1:{free_port()}",
+         "--provider-listen", f"127.0.0.1:{free_port()}",
+         "--shard-metrics-port", str(shard_metrics), "--coordinator-metrics-port", "0",
+         "--data-dir", str(tmp_path / "backend"), "--cycle-interval", "0.5"],
+        stdout=(tmp_path / "backend.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    extra = ("--cluster-id", "ha-acks", "--shard", f"127.0.0.1:{shard_port}",
+             "--rollup-interval", "0.5")  # fmt: skip
+    a = Replica("operator", "acks-a", control_plane, tmp_path, extra)
+    b = Replica("operator", "acks-b", control_plane, tmp_path, extra)
+    a.lease = b.lease = "bigfleet-operator-ha-acks"
+
+    async def acknowledged() -> dict[str, str]:
+        found = {}
+        async for cr in api.async_get(CapacityRequest, namespace=namespace):
+            status = cr.raw.get("status") or {}
+            if status.get("phase") == "Acknowledged":
+                found[cr.name] = status["acknowledgedAt"]
+        return found
+
+    try:
+        await until(lambda: http_ok(f"http://127.0.0.1:{shard_metrics}/metrics"), "the shard")
+        a.start()
+        await until(lambda: a.leads() is True, "a leads", 60)
+        b.start()
+        await until(lambda: b.leads() is False, "b stands by", 60)
+        for i in range(10):
+            await CapacityRequest(request(f"before-{i}", namespace, {"cpu": "1"}), api=api).create()
+        first: dict[str, str] = {}
+
+        async def ten() -> bool:
+            first.update(await acknowledged())
+            return len(first) == 10
+
+        await until(ten, "the leader acknowledged all ten", 90)
+        a.kill()  # no release: b takes over once the lease runs out
+        for i in range(5):
+            await CapacityRequest(request(f"after-{i}", namespace, {"cpu": "1"}), api=api).create()
+        await until(lambda: b.leads() is True, "b leads", 3 * LEASE_S)
+        final: dict[str, str] = {}
+
+        async def fifteen() -> bool:
+            final.clear()
+            final.update(await acknowledged())
+            return len(final) == 15
+
+        await until(fifteen, "the standby acknowledged the new five", 90)
+        assert {name: final[name] for name in first} == first  # not acknowledged again
+        assert b.stop() == 0
+    finally:
+        a.kill()
+        b.kill()
+        backend.send_signal(signal.SIGTERM)
+        backend.wait(timeout=60)
