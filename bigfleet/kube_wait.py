@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
 import kr8s
+
+from bigfleet.supervise import backoff
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def until_ready(
     Waits double from 1 s to 30 s, jittered. A new reason is logged at WARNING as it
     appears (the same reason again only at DEBUG), and once more at INFO when it clears.
     """
-    delay, said = FIRST_DELAY_S, ""
+    tries, said = 0, ""
     while True:
         try:
             result = await _unless_stopped(attempt, stop)
@@ -101,9 +102,9 @@ async def until_ready(
                 log.info("%s: Kubernetes is ready", component)
             return result
         try:
-            await asyncio.wait_for(stop.wait(), random.uniform(delay / 2, delay))
+            await asyncio.wait_for(stop.wait(), backoff(tries, FIRST_DELAY_S, MAX_DELAY_S))
         except TimeoutError:
-            delay = min(delay * 2, MAX_DELAY_S)
+            tries += 1
             continue
         return None
 

@@ -87,6 +87,18 @@ _current: contextvars.ContextVar[LoopState | None] = contextvars.ContextVar(
 )
 
 
+def backoff(
+    attempt: int,
+    initial_s: float,
+    max_s: float,
+    jitter: Callable[[], float] = random.random,
+) -> float:
+    """Jittered exponential backoff: the ceiling min(max_s, initial_s * 2**attempt), scaled
+    by a factor in [0.5, 1) so that many waiters do not wake together."""
+    ceiling = min(max_s, initial_s * 2.0 ** min(attempt, 62))
+    return ceiling * (0.5 + jitter() / 2)
+
+
 def beat() -> None:
     """Tell the supervisor the loop running in this task made progress (a no-op outside one)."""
     state = _current.get()
@@ -130,8 +142,7 @@ class Loops:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before restart number `attempt` (0 for the first after a healthy run)."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** min(attempt, 62))
-        return ceiling * (0.5 + self.jitter() / 2)
+        return backoff(attempt, self.initial_backoff_s, self.max_backoff_s, self.jitter)
 
     async def run(
         self,

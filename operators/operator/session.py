@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,7 +44,7 @@ from bigfleet.operators.operator.explain import Explainer
 from bigfleet.operators.operator.metrics import OperatorMetrics
 from bigfleet.operators.operator.writers import write_available, write_upcoming
 from bigfleet.recorder import Recorder
-from bigfleet.supervise import Loops, beat
+from bigfleet.supervise import Loops, backoff, beat
 from bigfleet.timestamps import rfc3339
 from bigfleet.wire import GRPC_OPTIONS, PROTOCOL_VERSION, shard_pb2, shard_pb2_grpc
 
@@ -72,8 +71,7 @@ def redial_delay(short_sessions: int) -> float:
     a stable session, 0.1 s."""
     if short_sessions == 0:
         return 0.1
-    ceiling = min(30.0, 0.5 * 2.0 ** min(short_sessions - 1, 16))
-    return random.uniform(ceiling / 2, ceiling)
+    return backoff(short_sessions - 1, 0.5, 30.0)
 
 
 class OperatorSession:
