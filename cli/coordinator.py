@@ -122,13 +122,7 @@ def _endpoints(
     help="Mirror shard registrations, heartbeats, domains and moves onto the Shard "
     "objects' status.coordinator (read-only; the store stays the source of truth).",
 )
-@click.option(
-    "--in-cluster",
-    is_flag=True,
-    default=False,
-    help="As --kubeconfig, finding the API server as kubectl does: $KUBECONFIG, "
-    "~/.kube/config, then the pod's service account (its token re-read on a 401).",
-)
+@options.in_cluster
 @click.option(
     "--mirror-interval",
     default=10.0,

@@ -53,6 +53,16 @@ cluster_kubeconfig = click.option(
 )
 
 
+# For the processes whose Kubernetes side is optional (shard, coordinator).
+in_cluster = click.option(
+    "--in-cluster",
+    is_flag=True,
+    default=False,
+    help="As --kubeconfig, finding the API server as kubectl does: $KUBECONFIG, "
+    "~/.kube/config, then the pod's service account (its token re-read on a 401).",
+)
+
+
 def tls(f: F) -> F:
     """--tls-cert/--tls-key/--tls-ca, handed to the command as one `tls: TLSFiles | None`.
 

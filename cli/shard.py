@@ -59,13 +59,7 @@ def _default_id() -> str | None:
     help="Publish a Shard resource and apply its spec; without one the shard runs "
     "the same, without the resource.",
 )
-@click.option(
-    "--in-cluster",
-    is_flag=True,
-    default=False,
-    help="As --kubeconfig, finding the API server as kubectl does: $KUBECONFIG, "
-    "~/.kube/config, then the pod's service account (its token re-read on a 401).",
-)
+@options.in_cluster
 @click.option(
     "--cycle-interval",
     default=10.0,
