@@ -28,9 +28,10 @@ from typing import Any, Literal
 
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import Event
+from kr8s.asyncio.objects import Event, Node, Pod
 
 from bigfleet.clock import REAL_CLOCK, Clock
+from bigfleet.crd import CapacityRequest, UpcomingNode
 from bigfleet.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,7 @@ log = logging.getLogger(__name__)
 EventType = Literal["Normal", "Warning"]
 # The kinds BigFleet writes Events about, by (apiVersion, kind): their resource names
 # without API discovery, which walks every group and fails whenever any one is down.
-_PLURALS = {
-    ("v1", "Node"): "nodes",
-    ("v1", "Pod"): "pods",
-    ("bigfleet.lucy.sh/v1alpha1", "CapacityRequest"): "capacityrequests",
-    ("bigfleet.lucy.sh/v1alpha1", "UpcomingNode"): "upcomingnodes",
-}
+_PLURALS = {(k.version, k.kind): k.endpoint for k in (Node, Pod, CapacityRequest, UpcomingNode)}
 WINDOW_S = 600.0  # client-go aggregates within ten minutes
 CAPACITY = 4096  # client-go's LRU of recent Events
 
