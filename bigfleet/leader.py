@@ -127,6 +127,7 @@ class LeaseLock:
         self._mine: Record | None = None  # the record this replica last wrote
         self._version = ""  # resourceVersion of the lease as last read or written
         self._renewed_at = 0.0
+        self.lost: LeadershipLost | None = None  # set by `keep` when renewals failed
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -233,6 +234,16 @@ class LeaseLock:
                     f"lease {self.namespace}/{self.name} not renewed for "
                     f"{self.renew_deadline_s:g} s; another replica may lead"
                 )
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """`hold` beside the work: when the lease is lost, say so, keep the reason in
+        `lost` (the caller raises it once its work has stopped) and set `stop`."""
+        try:
+            await self.hold()
+        except LeadershipLost as err:
+            log.error("leadership lost; stopping", extra={"lease": self.name, "error": str(err)})
+            self.lost = err
+            stop.set()
 
     async def release(self) -> None:
         """Hand the lease over at once (a clean stop): a standby need not wait it out."""

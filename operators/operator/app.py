@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 import kr8s
@@ -40,6 +40,8 @@ from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import TLSFiles
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,17 +126,20 @@ def credentials_for(settings: OperatorSettings) -> tls.Credentials | None:
     return credentials
 
 
+async def _until_ready(attempt: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+    return await kube_wait.until_ready(
+        attempt, stop, resource="CapacityRequest", component="operator"
+    )
+
+
 async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = REAL_CLOCK) -> None:
     """Serve until `stop` is set; with leader election, only while this replica leads.
 
     Raises LeadershipLost when the lease could not be renewed: the process must end (and
     be restarted as a standby) rather than act beside a new leader."""
     credentials = credentials_for(settings)  # a wrong certificate fails before anything starts
-    wait = functools.partial(
-        kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
-    )
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
-    api = await wait(lambda: kr8s.asyncio.api(kubeconfig=kubeconfig))
+    api = await _until_ready(lambda: kr8s.asyncio.api(kubeconfig=kubeconfig), stop)
     if api is None:
         return  # stopped before Kubernetes answered
     responder = _responder(api, settings)  # a template that does not parse fails here
@@ -206,10 +211,7 @@ async def _lead(
         return True
 
     # Before the first roll-up: an empty cache would withdraw all demand.
-    wait = functools.partial(
-        kube_wait.until_ready, stop=stop, resource="CapacityRequest", component="operator"
-    )
-    if await wait(fill) is None:
+    if await _until_ready(fill, stop) is None:
         return
     recorder = Recorder(api, events.COMPONENT, uid_of=cache.uid, clock=clock)
     session = OperatorSession(
@@ -246,19 +248,6 @@ async def _lead(
 
     retention_s = settings.upcoming_retention_s
 
-    lost: list[leader.LeadershipLost] = []
-
-    async def holding() -> None:
-        """Renew the lease; a renewal that fails past its deadline ends the work."""
-        if lock is None:
-            await stop.wait()
-            return
-        try:
-            await lock.hold()
-        except leader.LeadershipLost as err:
-            log.error("leadership lost; stopping", extra={"error": str(err)})
-            lost.append(err)
-
     async def serve() -> None:
         verdict_loop = (
             [loops.run("operator_verdicts", poller.run, max_period_s=poller.stuck_after)]
@@ -268,7 +257,7 @@ async def _lead(
         try:
             await supervise(
                 stop,
-                holding(),
+                *([lock.keep(stop)] if lock is not None else []),
                 loops.run("operator_session", session.run),
                 loops.run(
                     "operator_upcoming_collector",
@@ -291,5 +280,5 @@ async def _lead(
             kopf_loop.run(registry(cache, api), settings.kubeconfig, kopf_stop, ended=stop)
         )
         await serve()
-    if lost:
-        raise lost[0]
+    if lock is not None and lock.lost is not None:
+        raise lock.lost

@@ -187,16 +187,6 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
         if election is not None
         else None
     )
-    lost: list[leader.LeadershipLost] = []
-
-    async def holding(lock: leader.LeaseLock) -> None:
-        try:
-            await lock.hold()
-        except leader.LeadershipLost as err:
-            log.error("leadership lost; stopping", extra={"error": str(err)})
-            lost.append(err)
-            stop.set()
-
     http = metrics_http.serve(settings.metrics_addr, prometheus)
     try:
         if lock is not None and not await lock.acquire(stop):
@@ -207,7 +197,7 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
                 # Side loops: they end when kopf does.
                 sides = [group.create_task(loops.run("pod_controller_node_coming", relay.run))]
                 if lock is not None:
-                    sides.append(group.create_task(holding(lock)))
+                    sides.append(group.create_task(lock.keep(stop)))
                 try:
                     await kopf_loop.run(registry(reconciler), settings.kubeconfig, stop)
                 finally:
@@ -217,8 +207,8 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
             leading.set(0)
             if lock is not None:
                 await lock.release()
-        if lost:
-            raise lost[0]
+        if lock is not None and lock.lost is not None:
+            raise lock.lost
     finally:
         if http is not None:
             http.shutdown()
