@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.processes import bigfleet, stop
 from tests.support.waiting import until
 
 
@@ -25,31 +25,22 @@ def test_dev_env_puts_the_built_tools_on_path() -> None:
 
 async def test_dev_up_serves_kubectl_and_stops_cleanly(tmp_path: Path) -> None:
     out_path, work = tmp_path / "out", tmp_path / "dev"
-    argv = [sys.executable, "-m", "bigfleet.cli", "dev", "up", "--work-dir", str(work),
-            "--cycle-interval", "0.5"]  # fmt: skip
-    with out_path.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            await until(lambda: "Ctrl-C stops everything" in out_path.read_text(), "up", 180)
-            exports = re.search(r"export KUBECONFIG=(\S+) PATH=(\S+):\$PATH", out_path.read_text())
-            assert exports is not None, out_path.read_text()
-            env = {**os.environ, "KUBECONFIG": exports.group(1)}
-            kubectl = str(Path(exports.group(2)) / "kubectl")
+    args = ["dev", "up", "--work-dir", str(work), "--cycle-interval", "0.5"]
+    with bigfleet(args, out_path) as process:
+        await until(lambda: "Ctrl-C stops everything" in out_path.read_text(), "up", 180)
+        exports = re.search(r"export KUBECONFIG=(\S+) PATH=(\S+):\$PATH", out_path.read_text())
+        assert exports is not None, out_path.read_text()
+        env = {**os.environ, "KUBECONFIG": exports.group(1)}
+        kubectl = str(Path(exports.group(2)) / "kubectl")
 
-            def shards() -> bool:
-                listed = subprocess.run(
-                    [kubectl, "get", "shards", "-o", "name"], env=env, capture_output=True,
-                    text=True,
-                )  # fmt: skip
-                return listed.stdout.strip() == "shard.bigfleet.lucy.sh/shard-0"
+        def shards() -> bool:
+            listed = subprocess.run(
+                [kubectl, "get", "shards", "-o", "name"], env=env, capture_output=True, text=True
+            )
+            return listed.stdout.strip() == "shard.bigfleet.lucy.sh/shard-0"
 
-            await until(shards, "the shard's Shard resource", 60)
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=120)  # a bound, not a timing goal
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        await until(shards, "the shard's Shard resource", 60)
+        code = stop(process, bound_s=120)
     text = out_path.read_text()
     assert code == 0, text[-3000:]
     assert "Traceback" not in text

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.controlplane.process import free_port, http_ok
+from tests.support.processes import bigfleet, stop
 from tests.support.waiting import until
 
 
@@ -43,7 +42,7 @@ def _command(kind: str, kubeconfig: Path, data: Path) -> tuple[list[str], int]:
         common = common[2:]
     else:
         args = ["pod-controller"]
-    return [sys.executable, "-m", "bigfleet.cli", *args, *common], metrics
+    return [*args, *common], metrics
 
 
 KINDS = [
@@ -62,13 +61,11 @@ KINDS = [
 async def test_a_signal_ends_the_process_cleanly(
     control_plane: LocalControlPlane, tmp_path: Path, kind: str, sig: signal.Signals
 ) -> None:
-    argv, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
-    log = (tmp_path / "log").open("wb")
+    args, metrics = _command(kind, control_plane.kubeconfig_path, tmp_path / "data")
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     if kind in ("operator-env", "shard-in-cluster"):  # they find the API server themselves
         env["KUBECONFIG"] = str(control_plane.kubeconfig_path)
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
+    with bigfleet(args, tmp_path / "log", env) as process:
         await until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), f"{kind} serving")
         if kind == "shard-in-cluster":  # its Shard resource, published with no --kubeconfig
 
@@ -77,12 +74,5 @@ async def test_a_signal_ends_the_process_cleanly(
                 return got.returncode == 0
 
             await until(published, "the shard's resource")
-        process.send_signal(sig)
-        # A bound on the wait, not a timing goal: the process must end on its own.
-        code = process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+        code = stop(process, sig)  # the process must end on its own
     assert code == 0, (tmp_path / "log").read_text()[-3000:]

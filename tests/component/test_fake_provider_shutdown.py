@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bigfleet.controlplane.process import free_port
+from tests.support.processes import bigfleet, stop
 from tests.support.waiting import until
 
 
@@ -26,20 +25,10 @@ async def test_a_stopped_joiner_leaves_no_node_keys(tmp_path: Path, sig: signal.
     temp = tmp_path / "tmp"
     temp.mkdir()
     port = free_port()
-    argv = [sys.executable, "-m", "bigfleet.cli", "provider", "fake",
-            "--listen", f"127.0.0.1:{port}", "--join-nodes"]  # fmt: skip
-    log = (tmp_path / "log").open("wb")
-    env = {**os.environ, "TMPDIR": str(temp)}
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
+    args = ["provider", "fake", "--listen", f"127.0.0.1:{port}", "--join-nodes"]
+    with bigfleet(args, tmp_path / "log", {**os.environ, "TMPDIR": str(temp)}) as process:
         await until(lambda: _listening(port), "fake provider serving")
         assert [p.name[:19] for p in temp.iterdir()] == ["bigfleet-fake-nodes"]
-        process.send_signal(sig)
-        code = process.wait(timeout=60)  # a bound, not a timing goal
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+        code = stop(process, sig)
     assert code == 0, (tmp_path / "log").read_text()[-3000:]
     assert list(temp.iterdir()) == []

@@ -3,12 +3,10 @@ cleanly on SIGTERM: no traceback, no exit."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from bigfleet.controlplane.process import free_port
+from tests.support.processes import bigfleet, stop
 from tests.support.waiting import until
 
 KUBECONFIG = """\
@@ -31,21 +29,13 @@ async def test_an_operator_waits_for_an_api_server_that_is_not_up(tmp_path: Path
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG.format(port=free_port()))
     log_path = tmp_path / "log"
-    argv = [sys.executable, "-m", "bigfleet.cli", "operator", "--cluster-id", "early",
-            "--shard", f"127.0.0.1:{free_port()}", "--kubeconfig", str(kubeconfig),
-            "--metrics-port", "0"]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            said = "operator waits for Kubernetes: the Kubernetes API server is not reachable"
-            await until(lambda: said in log_path.read_text(), "the waiting line", 60)
-            assert process.poll() is None  # still waiting, not exited
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=60)  # a bound, not a timing goal
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    args = ["operator", "--cluster-id", "early", "--shard", f"127.0.0.1:{free_port()}",
+            "--kubeconfig", str(kubeconfig), "--metrics-port", "0"]  # fmt: skip
+    with bigfleet(args, log_path) as process:
+        said = "operator waits for Kubernetes: the Kubernetes API server is not reachable"
+        await until(lambda: said in log_path.read_text(), "the waiting line", 60)
+        assert process.poll() is None  # still waiting, not exited
+        code = stop(process)
     text = log_path.read_text()
     assert code == 0, text[-3000:]
     assert "Traceback" not in text
