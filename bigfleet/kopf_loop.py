@@ -5,6 +5,8 @@ its graceful shutdown)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,29 @@ def new_registry() -> kopf.OperatorRegistry:
         # kubectl's order: $KUBECONFIG (several files allowed), ~/.kube/config, then the
         # pod's service account. kopf logs in again on a 401, reading the token file
         # anew, so a rotated projected token is picked up.
-        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs) or service_account_login(**kwargs)
 
     return handlers
+
+
+def service_account_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's service-account login, reaching the API server where client-go's in-cluster
+    config does: at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT. kopf alone dials
+    kubernetes.default.svc, which needs cluster DNS (a hostNetwork pod may lack it)."""
+    info = kopf.login_with_service_account(**kwargs)
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if info is None or not host or not port:
+        return info
+    return dataclasses.replace(info, server=f"https://{_bracketed(host)}:{port}")
+
+
+def _bracketed(host: str) -> str:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return f"[{host}]"
 
 
 async def run(

@@ -11,11 +11,13 @@ shared recorder, so they name the Pod with its uid and repeats aggregate.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import kr8s
 import kr8s.asyncio
 
@@ -23,7 +25,7 @@ from bigfleet import capacity_events
 from bigfleet.crd import API_VERSION, CapacityRequest
 from bigfleet.operators.podcontroller.derive import OWNER_LABEL
 from bigfleet.recorder import Involved, Recorder
-from bigfleet.supervise import beat
+from bigfleet.supervise import backoff, beat
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,23 @@ class NodeComingRelay:
         news)."""
         if self.since is None:
             self.since = await self._now()
+        broken = 0  # breaks in a row, for the backoff
         while True:
             beat()
-            await self._watch()
+            try:
+                await self._watch()
+                broken = 0
+            except httpx.TransportError as err:
+                # A watch is one long connection: an API server restart, a proxy, or the
+                # client's own re-login after a token rotation cuts it. Not a failure of
+                # ours: go on from `since` once the backoff has passed.
+                log.log(
+                    logging.WARNING if broken >= 3 else logging.INFO,
+                    "watch of NodeComing Events broke; resuming",
+                    extra={"error": repr(err), "since": self.since, "in_a_row": broken + 1},
+                )
+                await asyncio.sleep(backoff(broken, 0.5, 30))
+                broken += 1
 
     async def _watch(self) -> None:
         """One watch from `self.since` until the API server ends it.

@@ -117,16 +117,21 @@ async def test_the_relay_skips_what_it_cannot_use_and_resumes_where_it_stopped()
                 _added(101, "a"),
                 _added(102, "broken"),  # its Event fails: the others still go
                 _added(103, "gone"),  # the request was deleted meanwhile
-                httpx.ReadError("stream reset"),
+                httpx.ReadError("stream reset"),  # a cut connection: the relay goes on
             ],
             [_added(104, "b")],
         ]
     )
     told = Told()
     relay = NodeComingRelay(api, told)  # type: ignore[arg-type]
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(IndexError):  # the script has no third watch: that ends the test
         await relay.run()
-    assert relay.since == "103" and told.pods == ["pod-a"]
-    await relay._watch()  # what the supervisor's restart of `run` does next
-    assert api.watched_from == ["100", "103"]  # resumed, not from "now"
+    assert api.watched_from == ["100", "103", "104"]  # resumed each time, never from "now"
     assert told.pods == ["pod-a", "pod-b"] and relay.since == "104"
+
+
+async def test_a_watch_refused_by_the_api_server_is_the_supervisor_s_to_restart() -> None:
+    refused = json.dumps({"type": "ERROR", "object": {"code": 500, "message": "etcd is down"}})
+    relay = NodeComingRelay(ScriptedApi([[refused]]), Told())  # type: ignore[arg-type]
+    with pytest.raises(kr8s.ServerError, match="etcd is down"):
+        await relay.run()
