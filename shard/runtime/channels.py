@@ -149,6 +149,7 @@ class StreamSession:
     cluster: str
     number: int
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    shard_stopping: bool = False  # closed because the shard stops, not by a newer session
 
 
 class Channels:
@@ -220,6 +221,14 @@ class Channels:
         self._metrics.session_lifecycle.labels("installed").inc()
         self._metrics.active_sessions.set(len(self.connected()))
         return channel, session
+
+    def close_all(self) -> None:
+        """End every session because the shard is stopping: each stream closes with
+        UNAVAILABLE, so its operator dials again (another replica, or this one back)."""
+        for channel in self._by_cluster.values():
+            if channel.session is not None:
+                channel.session.shard_stopping = True
+                channel.session.closed.set()
 
     def remove(self, channel: ClusterChannel, session: StreamSession) -> None:
         if channel.session is session:  # an older session's cleanup never evicts a newer one
@@ -469,6 +478,8 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                 failure.append(_internal(error if isinstance(error, Exception) else Exception()))
         if failure:
             await self._refuse(context, channel.cluster, failure[0])
+        elif session.shard_stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the shard is stopping; dial again")
         elif session.closed.is_set():
             await context.abort(grpc.StatusCode.ABORTED, "replaced by a newer session")
 

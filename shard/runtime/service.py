@@ -372,6 +372,9 @@ class ShardService:
                 )
                 self._wake.set()  # the first cycle rebuilds the inventory at once
         finally:
+            # Streams end with UNAVAILABLE and a reason, sent within the grace, rather
+            # than being cut when it runs out.
+            self.channels.close_all()
             await server.stop(grace=1)
             if runner is not None:
                 await runner.cleanup()

@@ -268,3 +268,19 @@ async def test_oversized_frames_and_unknown_clusters_close_only_their_stream(
         await eventually(lambda: len(_configured_for(r.fleet, "ok")) == 1, what="served after")
         assert len(shard.state.inventory) == 2
         await again.close()
+
+
+async def test_a_stopping_shard_ends_each_stream_with_unavailable_and_its_reason(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        await r.start_shard()
+        ops = [r.operator(c) for c in ("c1", "c2")]
+        for op in ops:
+            op.start()
+        await eventually(lambda: all(op.frames("ack") for op in ops), what="both sessions")
+        await r.stop_shard()
+        await eventually(lambda: all(op.status is not None for op in ops), what="both closed")
+        for op in ops:  # operators dial again on UNAVAILABLE; never an OK end
+            assert op.status == grpc.StatusCode.UNAVAILABLE
+            assert op.details == "the shard is stopping; dial again"
