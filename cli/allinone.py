@@ -82,6 +82,7 @@ def _loopback(listen: str) -> str:
     help="Seconds between the shard's reports to the coordinator.",
 )
 @options.tls
+@options.shutdown_timeout
 def all_in_one(
     shard_listen: str,
     coordinator_listen: str,
@@ -95,6 +96,7 @@ def all_in_one(
     cycle_interval: float,
     report_interval: float,
     tls: TLSFiles | None,
+    shutdown_timeout: float,
 ) -> None:
     """Run a coordinator (embedded store), one shard and a fake provider in one process.
 
@@ -157,4 +159,4 @@ def all_in_one(
             grace=5,
         )
 
-    until_signalled(main)
+    until_signalled(main, shutdown_timeout)

@@ -130,6 +130,7 @@ def _endpoints(
     type=click.FloatRange(0.1),
     help="Seconds between mirror writes (leader only).",
 )
+@options.shutdown_timeout
 def coordinator(
     store: str,
     etcd: tuple[tuple[str, int], ...],
@@ -149,6 +150,7 @@ def coordinator(
     kubeconfig: str | None,
     in_cluster: bool,
     mirror_interval: float,
+    shutdown_timeout: float,
 ) -> None:
     """Run a coordinator replica: leader by etcd lease, state in etcd.
 
@@ -201,6 +203,6 @@ def coordinator(
         etcd_tls=etcd_tls,
     )
     try:
-        until_signalled(lambda stop: run(settings, stop))
+        until_signalled(lambda stop: run(settings, stop), shutdown_timeout)
     except DataDirLocked as err:
         raise click.ClickException(str(err)) from err

@@ -66,6 +66,7 @@ from bigfleet.tls import TLSFiles
 @options.metrics_port(8770)
 @options.tls
 @options.leader_election("bigfleet-operator-{cluster_id}")
+@options.shutdown_timeout
 def operator(
     cluster_id: str,
     shard_address: str,
@@ -79,6 +80,7 @@ def operator(
     metrics_port: int,
     tls: TLSFiles | None,
     leader_election: LeaderElection | None,
+    shutdown_timeout: float,
 ) -> None:
     """Run the per-cluster operator: roll-ups out, join blobs, UpcomingNodes and drains in."""
     from bigfleet.operators.operator import app
@@ -103,6 +105,6 @@ def operator(
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     try:
-        until_signalled(lambda stop: app.run(settings, stop))
+        until_signalled(lambda stop: app.run(settings, stop), shutdown_timeout)
     except LeadershipLost as err:  # a standby may lead now: end, to come back as one
         raise click.ClickException(str(err)) from None

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from bigfleet.cli.running import SHUTDOWN_TIMEOUT_S
 from bigfleet.k8snames import dns1123_subdomain_error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +42,18 @@ def metrics_port(default: int, serves: str = "/metrics") -> Callable[[F], F]:
 def metrics_address(host: str, port: int) -> str:
     """The metrics listener address for a port flag: "0" (disabled) when the port is 0."""
     return f"{host or '0.0.0.0'}:{port}" if port else "0"
+
+
+# Every long-running command: how long a stop may take before what is left is cancelled.
+shutdown_timeout = click.option(
+    "--shutdown-timeout",
+    default=SHUTDOWN_TIMEOUT_S,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    metavar="SECONDS",
+    help="After SIGTERM or SIGINT, how long to wind down (close streams, finish calls) "
+    "before cancelling what is left; keep it below the pod's terminationGracePeriodSeconds.",
+)
 
 
 # The managed cluster's API server, for the processes that run in one.

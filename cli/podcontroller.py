@@ -37,6 +37,7 @@ from bigfleet.leader import LeaderElection, LeadershipLost
 )
 @options.metrics_port(8080)
 @options.leader_election("bigfleet-pod-controller")
+@options.shutdown_timeout
 def pod_controller(
     kubeconfig: Path | None,
     mode: str,
@@ -44,6 +45,7 @@ def pod_controller(
     concurrency: int,
     metrics_port: int,
     leader_election: LeaderElection | None,
+    shutdown_timeout: float,
 ) -> None:
     """Create a CapacityRequest, owned by the pod, for each Pod that cannot be scheduled."""
     from bigfleet.operators.podcontroller import app
@@ -58,6 +60,6 @@ def pod_controller(
     )
 
     try:
-        until_signalled(lambda stop: app.run(settings, stop))
+        until_signalled(lambda stop: app.run(settings, stop), shutdown_timeout)
     except LeadershipLost as err:  # a standby may lead now: end, to come back as one
         raise click.ClickException(str(err)) from None

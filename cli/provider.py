@@ -61,6 +61,7 @@ def provider() -> None:
     "restart in. Missing: seed as usual and create it; unreadable: refuse to start.",
 )
 @options.tls
+@options.shutdown_timeout
 def fake(
     listen: str,
     config_path: Path | None,
@@ -69,6 +70,7 @@ def fake(
     join_nodes: bool,
     state_path: Path | None,
     tls: TLSFiles | None,
+    shutdown_timeout: float,
 ) -> None:
     """Serve the fake provider: a test and demo fixture, never for production.
 
@@ -100,6 +102,6 @@ def fake(
         state=state_path,
     )
     try:
-        until_signalled(lambda stop: run(settings, stop))
+        until_signalled(lambda stop: run(settings, stop), shutdown_timeout)
     except StateFileError as err:
         raise click.ClickException(str(err)) from err

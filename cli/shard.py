@@ -165,6 +165,7 @@ def _default_id() -> str | None:
     help="Needs in one roll-up; a longer roll-up is refused whole (INVALID_ARGUMENT).",
 )
 @options.tls
+@options.shutdown_timeout
 def shard(
     shard_id: str | None,
     listen: str,
@@ -192,6 +193,7 @@ def shard(
     cluster_retention: float,
     max_needs_per_rollup: int,
     tls: TLSFiles | None,
+    shutdown_timeout: float,
 ) -> None:
     """Run a shard: Session server, decision engine, provider reconcile and execution.
 
@@ -243,6 +245,6 @@ def shard(
         tls=tls,
     )
     try:
-        until_signalled(lambda stop: app.run(settings, stop))
+        until_signalled(lambda stop: app.run(settings, stop), shutdown_timeout)
     except app.ShardIdentityError as err:
         raise click.ClickException(str(err)) from err
