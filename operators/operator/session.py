@@ -103,6 +103,7 @@ class OperatorSession:
         self.responder = responder
         self.rollup_interval_s = rollup_interval_s
         self._ack_limit = asyncio.Semaphore(ack_concurrency)
+        self._acking: set[tuple[str, str]] = set()  # requests whose patch is in flight
         self._list_crs = list_crs or functools.partial(capacity_requests.list_all, api)
         self.clock = clock
         self.credentials = credentials  # the newest coherent pair is taken at every dial
@@ -339,7 +340,7 @@ class OperatorSession:
 
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         with self.metrics.acknowledge_duration.time():
-            done = await acknowledge(self.api, pending, self._ack_limit)
+            done = await acknowledge(self.api, pending, self._ack_limit, self._acking)
         self.metrics.acknowledged.inc(len(done))
         # Events explain, they do not gate: written after the acknowledgements, at a lower pace.
         self._explain([(events.acknowledged, t) for t in done])
@@ -364,18 +365,33 @@ class OperatorSession:
 
 
 async def acknowledge(
-    api: kr8s.asyncio.Api, pending: Iterable[rollups.Translated], limit: asyncio.Semaphore
+    api: kr8s.asyncio.Api,
+    pending: Iterable[rollups.Translated],
+    limit: asyncio.Semaphore,
+    in_flight: set[tuple[str, str]] | None = None,
 ) -> list[rollups.Translated]:
-    """Mark requests Acknowledged, one status merge patch each, `limit` at a time."""
+    """Mark requests Acknowledged, one status merge patch each, `limit` at a time.
+
+    A request whose patch is already in flight (in `in_flight`, shared by the calls of
+    one session) is skipped: while acknowledgements are slower than the roll-up
+    interval, every roll-up still lists the same Pending requests, and patching each of
+    them again per roll-up would multiply the writes and slow them further."""
     status = CapacityRequestStatus(phase="Acknowledged", acknowledged_at=rfc3339())
+    busy = set() if in_flight is None else in_flight
 
     async def one(t: rollups.Translated) -> rollups.Translated | None:
-        async with limit:
-            try:
+        key = (t.namespace, t.name)
+        if key in busy:
+            return None
+        busy.add(key)
+        try:
+            async with limit:
                 await capacity_requests.patch_status(api, t.namespace, t.name, status)
-            except kr8s.NotFoundError:
-                return None  # deleted meanwhile: nothing to acknowledge
-            return t
+        except kr8s.NotFoundError:
+            return None  # deleted meanwhile: nothing to acknowledge
+        finally:
+            busy.discard(key)
+        return t
 
     done = await asyncio.gather(*(one(t) for t in pending))
     return [t for t in done if t is not None]
