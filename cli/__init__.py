@@ -24,6 +24,7 @@ from bigfleet.cli.explain import explain
 from bigfleet.cli.operator import operator
 from bigfleet.cli.podcontroller import pod_controller
 from bigfleet.cli.provider import provider
+from bigfleet.cli.scaletest import scaletest
 from bigfleet.cli.shard import shard
 from bigfleet.cli.sim import sim
 from bigfleet.crd import crd_dir
@@ -94,3 +95,4 @@ main.add_command(operator)
 main.add_command(all_in_one)
 main.add_command(pod_controller)
 main.add_command(dev)
+main.add_command(scaletest)

@@ -113,6 +113,7 @@ class Chain:
         fleet_file.write_text(yaml.safe_dump(fleet_config))
         provider, shard = free_port(), free_port()
         self.shard_address = f"127.0.0.1:{shard}"
+        self.provider_address = f"127.0.0.1:{provider}"
         self._add(
             "provider",
             "provider", "fake", "--listen", f"127.0.0.1:{provider}",
@@ -173,6 +174,11 @@ class Chain:
         self.processes[name] = ManagedProcess(name, _bigfleet(*args), self.work_dir / f"{name}.log")
         if probe:
             self.probes[name] = probe
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Every bigfleet process's /metrics, by component name (each probe is served
+        by the process's metrics listener)."""
+        return {name: probe.rsplit("/", 1)[0] + "/metrics" for name, probe in self.probes.items()}
 
     @property
     def control_plane(self) -> LocalControlPlane:

@@ -1,0 +1,1 @@
+"""`bigfleet scaletest`: profiles, the local substrate, the runner and its gates."""

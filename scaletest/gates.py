@@ -1,0 +1,118 @@
+"""The figures a run is judged by, and the verdict.
+
+Each gate compares one figure with the profile's threshold. A figure that could
+not be measured (a process not scraped, a histogram with no observation) is
+recorded as -1, listed under `unmeasured`, and does not decide the verdict,
+as in the reference's runner.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import asdict, dataclass
+
+from bigfleet.scaletest.load import Census
+from bigfleet.scaletest.profile import Gates
+from bigfleet.scaletest.scrape import Snapshot, increase, percentile, quantile, window
+
+UNMEASURED = -1.0
+SHARD, OPERATOR = "shard", "operator-"
+ACQUISITIONS = ("Bootstrap", "Provision")  # the action kinds that take a machine
+COMPARE = {"<=": operator.le, ">=": operator.ge, "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    value: float
+    threshold: float
+    op: str  # "<=", ">=" or "=="
+    passed: bool
+
+
+def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) -> dict[str, float]:
+    """Every figure of the run; None where it could not be measured."""
+
+    def soak_quantile(prefix: str, name: str, q: float) -> float | None:
+        return quantile(window(end.buckets(prefix, name), start.buckets(prefix, name)), q)
+
+    def run_quantile(prefix: str, name: str, q: float) -> float | None:
+        # Start-of-soak figures plus what the soak added: a process restarted during the
+        # soak lost its earlier observations, but the start snapshot kept them.
+        before = start.buckets(prefix, name)
+        during = window(end.buckets(prefix, name), before)
+        return quantile({b: before.get(b, 0.0) + n for b, n in during.items()}, q)
+
+    def grew(prefix: str, name: str, **labels: str) -> float | None:
+        return increase(end.total(prefix, name, **labels), start.total(prefix, name, **labels))
+
+    def whole_run(prefix: str, name: str, **labels: str) -> float:
+        return (start.total(prefix, name, **labels) or 0) + (grew(prefix, name, **labels) or 0)
+
+    outcomes = "bigfleet_shard_action_execute_outcomes_total"
+    attempts = sum(whole_run(SHARD, outcomes, kind=kind) for kind in ACQUISITIONS)
+    successes = sum(
+        whole_run(SHARD, outcomes, kind=kind, outcome="success") for kind in ACQUISITIONS
+    )
+    found: dict[str, float | None] = {
+        "loadgenCRsActiveRatio": census.requests / target_pods if target_pods else None,
+        "podsBoundRatio": len(census.bound) / target_pods if target_pods else None,
+        "shardCycleDurationP99Seconds": soak_quantile(
+            SHARD, "bigfleet_shard_cycle_duration_seconds", 0.99
+        ),
+        "shardConfigurePhaseP99Seconds": run_quantile(
+            SHARD, "bigfleet_shard_configure_phase_seconds", 0.99
+        ),
+        "bootstrapSuccessRatio": successes / attempts if attempts else None,
+        "shardShortfalls": end.total(SHARD, "bigfleet_shard_shortfalls"),
+        "operatorRollupP99Seconds": run_quantile(
+            OPERATOR, "bigfleet_operator_rollup_duration_seconds", 0.99
+        ),
+        "operatorAckP99Seconds": run_quantile(
+            OPERATOR, "bigfleet_operator_acknowledge_duration_seconds", 0.99
+        ),
+        "reclaimActionsDuringSoak": grew(SHARD, "bigfleet_shard_actions_total", kind="Reclaim"),
+        "preemptActionsDuringSoak": grew(SHARD, "bigfleet_shard_actions_total", kind="Preempt"),
+        "acquisitionsDuringSoak": sum(
+            grew(SHARD, "bigfleet_shard_actions_total", kind=kind) or 0 for kind in ACQUISITIONS
+        ),
+        "shardOutboxDropsDuringSoak": grew(SHARD, "bigfleet_shard_outbox_dropped_total"),
+        "endToEndPodBindP50Seconds": percentile(census.bind_s, 0.5),
+        "endToEndPodBindP99Seconds": percentile(census.bind_s, 0.99),  # informational
+        "operatorSessionReconnects": end.total(
+            OPERATOR, "bigfleet_operator_session_reconnects_total"
+        ),
+    }
+    return {k: UNMEASURED if v is None else round(v, 4) for k, v in found.items()}
+
+
+def judge(gates: Gates, metrics: dict[str, float]) -> list[Gate]:
+    wanted: list[tuple[str, float | None, str]] = [
+        ("loadgenCRsActiveRatio", 0.999, ">="),
+        ("shardShortfalls", 0, "=="),
+        ("shardOutboxDropsDuringSoak", 0, "=="),
+        ("shardCycleDurationP99Seconds", gates.cycle_p99_s, "<="),
+        ("shardConfigurePhaseP99Seconds", gates.configure_phase_p99_s, "<="),
+        ("bootstrapSuccessRatio", gates.bootstrap_success_min, ">="),
+        ("operatorRollupP99Seconds", gates.rollup_p99_s, "<="),
+        ("operatorAckP99Seconds", gates.ack_p99_s, "<="),
+        ("endToEndPodBindP50Seconds", gates.bind_p50_s, "<="),
+        ("reclaimActionsDuringSoak", gates.max_reclaims_during_soak, "<="),
+    ]
+    out = []
+    for name, threshold, op in wanted:
+        value = metrics.get(name, UNMEASURED)
+        if threshold is None or value == UNMEASURED:
+            continue
+        passed = bool(COMPARE[op](value, threshold))
+        out.append(Gate(name, value, float(threshold), op, passed))
+    return out
+
+
+def unmeasured(gates: Gates, metrics: dict[str, float]) -> list[str]:
+    judged = {g.name for g in judge(gates, metrics)}
+    return sorted(k for k, v in metrics.items() if v == UNMEASURED and k not in judged)
+
+
+def as_json(gate: Gate) -> dict[str, object]:
+    return asdict(gate)

@@ -1,0 +1,130 @@
+"""The load: the profile's Deployments in every simulated cluster, a census of what the
+chain made of them, and churn (Pods evicted, so their controllers ask again)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import Deployment, Namespace, Pod
+
+from bigfleet.controlplane.chain import pod_spec
+from bigfleet.crd import API_VERSION
+from bigfleet.scaletest.profile import Profile
+
+NAMESPACE = "scaletest"
+LABEL = "bigfleet.lucy.sh/scaletest"
+
+
+def deployment(workload_name: str, replicas: int, cpu: str, priority_class: str) -> dict[str, Any]:
+    labels = {LABEL: workload_name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": workload_name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec(cpu, priority_class)},
+        },
+    }
+
+
+def _raw(obj: object) -> dict[str, Any]:
+    """kr8s yields objects, or plain dicts for kinds it has no class for."""
+    raw: dict[str, Any] = obj if isinstance(obj, dict) else obj.raw  # type: ignore[attr-defined]
+    return raw
+
+
+def _time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def bind_seconds(pod: Mapping[str, Any]) -> float | None:
+    """Creation to PodScheduled=True, by the API server's own (whole-second) clock."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
+            created = pod["metadata"]["creationTimestamp"]
+            return max(0.0, _time(condition["lastTransitionTime"]) - _time(created))
+    return None
+
+
+@dataclass
+class Census:
+    """What the clusters hold at one moment."""
+
+    pods: int = 0
+    bound: dict[str, str] = field(default_factory=dict)  # "cluster/pod" -> node
+    requests: int = 0  # CapacityRequests of the load's namespace
+    nodes: set[str] = field(default_factory=set)  # "cluster/node"
+    bind_s: list[float] = field(default_factory=list)
+
+
+class Load:
+    def __init__(self, profile: Profile, apis: Mapping[str, kr8s.asyncio.Api], seed: int) -> None:
+        self.profile = profile
+        self.apis = apis
+        self.random = random.Random(seed)
+        self.evicted: set[str] = set()  # "cluster/pod" deleted by churn
+
+    async def install(self) -> None:
+        classes = {w.priority_class for w in self.profile.workloads if w.priority_class}
+        for api in self.apis.values():
+            await Namespace({"metadata": {"name": NAMESPACE}}, api=api).create()
+            for name in sorted(classes):
+                body = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                        "metadata": {"name": name}, "value": 1000}  # fmt: skip
+                async with api.call_api(
+                    "POST", base="/apis/scheduling.k8s.io", version="v1",
+                    url="priorityclasses", json=body,
+                ):  # fmt: skip
+                    pass
+            for w in self.profile.workloads:
+                body = deployment(w.name, w.replicas, w.cpu, w.priority_class)
+                await Deployment(body, api=api).create()
+
+    async def census(self) -> Census:
+        out = Census()
+        for cluster, api in self.apis.items():
+            async for pod in api.async_get(Pod, namespace=NAMESPACE):
+                raw = _raw(pod)
+                out.pods += 1
+                node = raw["spec"].get("nodeName")
+                if node:
+                    out.bound[f"{cluster}/{raw['metadata']['name']}"] = node
+                    took = bind_seconds(raw)
+                    if took is not None:
+                        out.bind_s.append(took)
+            group, version = API_VERSION.split("/")
+            async with api.call_api(
+                "GET", base=f"/apis/{group}", version=version,
+                namespace=NAMESPACE, url="capacityrequests",
+            ) as response:  # fmt: skip
+                out.requests += len(response.json().get("items") or [])
+            async for node in api.async_get("nodes"):
+                out.nodes.add(f"{cluster}/{_raw(node)['metadata']['name']}")
+        return out
+
+    async def churn(self, count: int, census: Census) -> int:
+        """Evict `count` bound Pods chosen at random; returns how many went."""
+        victims = self.random.sample(sorted(census.bound), min(count, len(census.bound)))
+        gone = 0
+        for key in victims:
+            cluster, name = key.split("/", 1)
+            pod = Pod(
+                {"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": name, "namespace": NAMESPACE}},
+                api=self.apis[cluster],
+            )  # fmt: skip
+            try:
+                await pod.delete(grace_period=0)
+            except kr8s.NotFoundError:
+                continue
+            self.evicted.add(key)
+            gone += 1
+        return gone

@@ -1,0 +1,305 @@
+"""One scale-test run: install, wait for steady state, soak (churn and the profile's
+actions), measure, judge, and always tear down.
+
+The verdict is in `summary.json` (and the exit code of `bigfleet scaletest`): the
+run passes when it settled, every fired action's assertion held, and every gate
+that could be measured holds. Beside it, `metrics.json` keeps every process's
+metrics at the start and the end of the soak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kr8s.asyncio
+
+from bigfleet.controlplane.process import ProcessFailed
+from bigfleet.scaletest import gates
+from bigfleet.scaletest.load import Census, Load
+from bigfleet.scaletest.profile import Action, Profile
+from bigfleet.scaletest.scrape import Snapshot, read
+from bigfleet.scaletest.substrate import LocalSubstrate
+from bigfleet.wire import provider_pb2
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+CONFIGURED = provider_pb2.MACHINE_STATE_CONFIGURED
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message says what did not happen."""
+
+
+@dataclass
+class ActionRecord:
+    action: str
+    at_seconds: float
+    fired_at: float | None = None  # seconds into the soak
+    fire_error: str = ""
+    assertion: str = ""
+    asserted: bool | None = None
+    assert_error: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    summary: dict[str, Any]
+    summary_path: Path
+
+
+def _shard_figures(snapshot: Snapshot) -> tuple[float | None, float | None, float]:
+    """Shortfalls, demand rows and acquisitions so far, as the shard reports them."""
+    acquired = sum(
+        snapshot.total("shard", "bigfleet_shard_actions_total", kind=kind) or 0
+        for kind in gates.ACQUISITIONS
+    )
+    return (
+        snapshot.total("shard", "bigfleet_shard_shortfalls"),
+        snapshot.total("shard", "bigfleet_shard_demand_machines"),
+        acquired,
+    )
+
+
+class Run:
+    def __init__(
+        self, profile: Profile, substrate: LocalSubstrate, soak_s: float, report: Report
+    ) -> None:
+        self.profile = profile
+        self.substrate = substrate
+        self.soak_s = soak_s
+        self.report = report
+        self.records: list[ActionRecord] = []
+        self.metrics: dict[str, float] = {}
+        self.judged: list[gates.Gate] = []
+        self.timings: dict[str, float] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+
+    async def _shard(self) -> Snapshot:
+        return await asyncio.to_thread(read, {"shard": self.substrate.metrics_urls()["shard"]})
+
+    async def drive(self) -> None:
+        apis = {
+            cluster: await kr8s.asyncio.api(kubeconfig=str(path))
+            for cluster, path in self.substrate.kubeconfigs().items()
+        }
+        load = Load(self.profile, apis, seed=0)
+        self.report(f"installing {len(self.profile.workloads)} Deployments per cluster")
+        await load.install()
+        began = time.monotonic()
+        await self.settle(load)
+        self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
+        urls = self.substrate.metrics_urls()
+        start = await asyncio.to_thread(read, urls)
+        began = time.monotonic()
+        await self.soak(load)
+        self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
+        end = await asyncio.to_thread(read, urls)
+        self.snapshots = {"start": start, "end": end}
+        census = await load.census()
+        self.metrics = gates.figures(start, end, census, self.profile.target_pods)
+        self.judged = gates.judge(self.profile.gates, self.metrics)
+
+    async def settle(self, load: Load) -> Census:
+        """Until active requests reach the target, the shard reports demand and no
+        shortfall, and acquisitions stay flat for `flatPolls` polls."""
+        steady, target = self.profile.steady, self.profile.target_pods
+        deadline = time.monotonic() + steady.timeout
+        flat, last_acquired = 0, -1.0
+        frozen_since: float | None = None  # a shortfall with no acquisition since
+        while True:
+            census = await load.census()
+            shortfalls, demand, acquired = _shard_figures(await self._shard())
+            flat = flat + 1 if acquired == last_acquired else 0
+            last_acquired = acquired
+            self.report(
+                f"settling: {len(census.bound):,}/{target:,} Pods bound, "
+                f"{census.requests:,} CapacityRequests, shortfalls {shortfalls}, "
+                f"acquisitions {acquired:.0f} (flat for {flat} polls)"
+            )
+            if (
+                census.requests >= 0.999 * target
+                and demand
+                and shortfalls == 0
+                and flat >= steady.flat_polls
+            ):
+                return census
+            now = time.monotonic()
+            frozen_since = (frozen_since or now) if shortfalls and flat else None
+            if frozen_since is not None and now - frozen_since >= steady.standing_shortfall:
+                raise RunFailed(
+                    f"{shortfalls:.0f} shortfalls stood for {steady.standing_shortfall:.0f}s "
+                    "with no acquisition: the fleet cannot cover the demand"
+                )
+            if now > deadline:
+                raise RunFailed(
+                    f"not settled within {steady.timeout:.0f}s: {len(census.bound)}/{target} "
+                    f"Pods bound, {census.requests} CapacityRequests, shortfalls {shortfalls}"
+                )
+            await asyncio.sleep(steady.poll)
+
+    async def soak(self, load: Load) -> None:
+        poll, target = self.profile.steady.poll, self.profile.target_pods
+        pending = sorted(self.profile.actions, key=lambda a: a.at)
+        began = time.monotonic()
+        owed = 0.0  # evictions due but not yet made (churn runs in whole Pods)
+        while (elapsed := time.monotonic() - began) < self.soak_s:
+            if pending and elapsed >= pending[0].at:
+                self.records.append(await self.fire(pending.pop(0), load, elapsed))
+                continue
+            owed += self.profile.churn_per_minute * target * poll / 60
+            if owed >= 1:
+                evicted = await load.churn(int(owed), await load.census())
+                owed -= int(owed)
+                self.report(f"soak {elapsed:.0f}/{self.soak_s:.0f}s: evicted {evicted} Pods")
+            else:
+                self.report(f"soak {elapsed:.0f}/{self.soak_s:.0f}s")
+            await asyncio.sleep(poll)
+        for action in pending:  # the soak was too short for it
+            self.records.append(
+                ActionRecord(f"kill {action.kill}", action.at, fire_error="the soak ended first")
+            )
+
+    async def fire(self, action: Action, load: Load, elapsed: float) -> ActionRecord:
+        record = ActionRecord(f"kill {action.kill}", action.at, fired_at=round(elapsed, 1))
+        before = await load.census()
+        machines = await self.substrate.machines()
+        self.report(f"soak {elapsed:.0f}s: SIGKILL {action.kill}")
+        try:
+            await asyncio.to_thread(self.substrate.kill, action.kill)
+            await asyncio.sleep(action.restart_after)
+            self.report(f"restarting {action.kill}")
+            await asyncio.to_thread(self.substrate.restart, action.kill)
+        except (ProcessFailed, OSError) as err:
+            record.fire_error = str(err)
+            return record
+        record.assertion = (
+            f"demand covered again within {action.recover_within:.0f}s; no running Pod "
+            "disturbed; no Node lost; no machine lost, moved or owned twice"
+        )
+        problems = await self.recovered(action, load, before, machines)
+        record.asserted = not problems
+        record.assert_error = "; ".join(problems)
+        return record
+
+    async def recovered(
+        self, action: Action, load: Load, before: Census, machines: dict[str, tuple[int, str]]
+    ) -> list[str]:
+        target = self.profile.target_pods
+        deadline = time.monotonic() + action.recover_within
+        while True:
+            after = await load.census()
+            shortfalls, _, _ = _shard_figures(await self._shard())
+            if len(after.bound) >= target and shortfalls == 0:
+                break
+            if time.monotonic() > deadline:
+                return [
+                    f"not covered within {action.recover_within:.0f}s: "
+                    f"{len(after.bound)}/{target} Pods bound, shortfalls {shortfalls}"
+                ]
+            await asyncio.sleep(self.profile.steady.poll)
+        problems = []
+        moved = [
+            key
+            for key, node in before.bound.items()
+            if key not in load.evicted and after.bound.get(key) != node
+        ]
+        if moved:
+            problems.append(f"{len(moved)} running Pods disturbed (e.g. {moved[0]})")
+        if lost := before.nodes - after.nodes:
+            problems.append(f"{len(lost)} Nodes lost (e.g. {min(lost)})")
+        names = [n.split("/", 1)[1] for n in after.nodes]
+        if twice := {n for n in names if names.count(n) > 1}:
+            problems.append(f"{len(twice)} machines joined two clusters (e.g. {min(twice)})")
+        now = await self.substrate.machines()
+        if gone := set(machines) - set(now):
+            problems.append(f"{len(gone)} machines lost (e.g. {min(gone)})")
+        if not self.profile.churn_per_minute:  # at constant demand nothing should move
+            shifted = [
+                m
+                for m, (state, cluster) in machines.items()
+                if state == CONFIGURED and now.get(m) != (CONFIGURED, cluster)
+            ]
+            if shifted:
+                problems.append(f"{len(shifted)} Configured machines moved (e.g. {shifted[0]})")
+        return problems
+
+
+def run(
+    profile: Profile, output: Path, *, soak_s: float | None = None, report: Report = print
+) -> Outcome:
+    """Run `profile` on the local substrate; everything it writes goes under `output`."""
+    output.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    run_id = f"{profile.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    substrate = LocalSubstrate(profile, output / "work")
+    the_run = Run(profile, substrate, profile.soak_s if soak_s is None else soak_s, report)
+    failures: list[str] = []
+    try:
+        report(f"starting {profile.clusters} control planes and the BigFleet processes")
+        substrate.start()
+        asyncio.run(the_run.drive())
+    except RunFailed as err:
+        failures.append(str(err))
+    except ProcessFailed as err:
+        failures.append(f"a process did not start: {err}")
+    except KeyboardInterrupt:
+        failures.append("interrupted")
+        raise
+    except Exception as err:  # the harness's own failure: still judged, torn down, written
+        log.exception("the scale-test runner failed")
+        failures.append(f"the runner failed: {type(err).__name__}: {err}")
+    finally:
+        report("tearing down")
+        substrate.stop()
+        summary = _summary(run_id, profile, the_run, failures, time.monotonic() - began)
+        path = output / "summary.json"
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        if the_run.snapshots:
+            snapshots = {k: s.to_json() for k, s in the_run.snapshots.items()}
+            (output / "metrics.json").write_text(json.dumps(snapshots, indent=1) + "\n")
+    return Outcome(bool(summary["passed"]), summary, path)
+
+
+def _summary(
+    run_id: str, profile: Profile, the_run: Run, failures: list[str], took_s: float
+) -> dict[str, Any]:
+    failures = list(failures)
+    for record in the_run.records:
+        if record.fire_error:
+            failures.append(f"{record.action}: {record.fire_error}")
+        elif record.asserted is False:
+            failures.append(f"{record.action}: {record.assert_error}")
+    failures += [
+        f"{g.name} = {g.value} (must be {g.op} {g.threshold})"
+        for g in the_run.judged
+        if not g.passed
+    ]
+    if not the_run.metrics and not failures:
+        failures.append("no figures were measured")
+    return {
+        "runId": run_id,
+        "profile": profile.name,
+        "target": {"kind": LocalSubstrate.kind},
+        "scale": {
+            "clusters": profile.clusters,
+            "totalPods": profile.target_pods,
+            "seedMachines": sum(p.count for p in profile.fleet.pools),
+        },
+        "durations": the_run.timings | {"totalSeconds": round(took_s, 1)},
+        "metrics": the_run.metrics,
+        "gates": [gates.as_json(g) for g in the_run.judged],
+        "unmeasuredSLOs": gates.unmeasured(profile.gates, the_run.metrics),
+        "runnerActions": [asdict(r) for r in the_run.records],
+        "passed": not failures,
+        "failure": failures[0] if failures else "",
+        "failures": failures,
+    }

@@ -1,0 +1,106 @@
+"""The scale-test harness's pieces that need no cluster: profiles, metric arithmetic, gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bigfleet.scaletest import gates, profile
+from bigfleet.scaletest.load import Census
+from bigfleet.scaletest.profile import Gates, ProfileError
+from bigfleet.scaletest.scrape import Snapshot, increase, parse, quantile, window
+
+METRICS = """\
+# TYPE bigfleet_shard_cycle_duration_seconds histogram
+bigfleet_shard_cycle_duration_seconds_bucket{le="0.01"} 90.0
+bigfleet_shard_cycle_duration_seconds_bucket{le="0.02"} 99.0
+bigfleet_shard_cycle_duration_seconds_bucket{le="+Inf"} 100.0
+bigfleet_shard_cycle_duration_seconds_count 100.0
+bigfleet_shard_cycle_duration_seconds_sum 0.9
+# TYPE bigfleet_shard_actions_total counter
+bigfleet_shard_actions_total{kind="Reclaim"} 2.0
+bigfleet_shard_actions_total{kind="Bootstrap"} 40.0
+# TYPE bigfleet_shard_shortfalls gauge
+bigfleet_shard_shortfalls 0.0
+"""
+
+
+@pytest.mark.parametrize("name", profile.available())
+def test_every_packaged_profile_loads(name: str) -> None:
+    loaded = profile.load(name)
+    assert loaded.name == name and loaded.target_pods > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(90, 90), ("90s", 90.0), ("1m30s", 90.0), ("2m", 120.0), ("0.5s", 0.5)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert profile.seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"clusters": 0}, "clusters"),
+        ({"soak": "soon"}, "soak"),
+        ({"surprise": 1}, "surprise"),
+        ({"fleet": {"pools": [{"prefix": "x", "count": -1}]}}, "fleet.pools.0.count"),
+        ({"actions": [{"at": "5s", "kill": "etcd"}]}, "actions.0.kill"),
+    ],
+)
+def test_a_bad_profile_is_refused_naming_the_field(
+    tmp_path: Path, change: dict[str, object], named: str
+) -> None:
+    data = yaml.safe_load((profile.PROFILE_DIR / "smoke.yaml").read_text()) | change
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match=rf"bad.yaml: {named}\b"):
+        profile.load(str(path))
+
+
+def test_an_unknown_profile_name_lists_the_packaged_ones() -> None:
+    with pytest.raises(ProfileError, match="smoke"):
+        profile.load("nope")
+
+
+def test_quantiles_interpolate_within_the_bucket() -> None:
+    buckets = {0.01: 90.0, 0.02: 99.0, float("inf"): 100.0}
+    assert quantile(buckets, 0.5) == pytest.approx(0.01 * 50 / 90)
+    assert quantile(buckets, 0.95) == pytest.approx(0.01 + 0.01 * 5 / 9)
+    assert quantile(buckets, 0.999) == 0.02  # past the last finite bound: that bound
+    assert quantile({0.01: 0.0, float("inf"): 0.0}, 0.99) is None
+
+
+def test_windows_and_increases_survive_a_restart() -> None:
+    assert increase(10, 4) == 6 and increase(3, 4) == 3 and increase(None, 4) is None
+    assert window({1.0: 5, 2.0: 9}, {1.0: 2, 2.0: 3}) == {1.0: 3, 2.0: 6}
+    assert window({1.0: 1, 2.0: 1}, {1.0: 2, 2.0: 3}) == {1.0: 1, 2.0: 1}  # began again
+
+
+def _snapshot(text: str) -> Snapshot:
+    return Snapshot(samples={"shard": parse(text)})
+
+
+def test_figures_and_gates_from_two_snapshots() -> None:
+    start = _snapshot(METRICS)
+    end = _snapshot(
+        METRICS.replace('le="0.01"} 90.0', 'le="0.01"} 190.0')
+        .replace('le="0.02"} 99.0', 'le="0.02"} 199.0')
+        .replace('le="+Inf"} 100.0', 'le="+Inf"} 200.0')
+        .replace('"Reclaim"} 2.0', '"Reclaim"} 3.0')
+    )
+    census = Census(pods=10, bound={f"c1/p{i}": "n" for i in range(10)}, requests=10)
+    census.bind_s = [1, 2, 3, 30]
+    figures = gates.figures(start, end, census, target_pods=10)
+    assert figures["shardCycleDurationP99Seconds"] == pytest.approx(0.01 * 99 / 100, abs=1e-4)
+    assert figures["reclaimActionsDuringSoak"] == 1
+    assert figures["endToEndPodBindP50Seconds"] == 2
+    assert figures["operatorAckP99Seconds"] == gates.UNMEASURED  # no operator was read
+
+    judged = {g.name: g for g in gates.judge(Gates(), figures)}
+    assert not judged["reclaimActionsDuringSoak"].passed  # the default allows none
+    assert judged["shardCycleDurationP99Seconds"].passed
+    assert "operatorAckP99Seconds" not in judged  # unmeasured: listed, not judged
+    assert "operatorAckP99Seconds" in gates.unmeasured(Gates(), figures)
