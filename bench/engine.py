@@ -85,7 +85,7 @@ class BenchResult:
         }
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
@@ -167,7 +167,7 @@ def build_demand(
     return table
 
 
-def _apply(inv: Inventory, action: Action, now: float) -> None:
+def apply(inv: Inventory, action: Action, now: float) -> None:
     """Carry an action out at once, as if the provider answered instantly."""
     m = inv.get(action.machine_id)
     if m is None:
@@ -210,7 +210,7 @@ def converge(
         if not result.rails.execute:
             break
         for action in result.rails.execute:
-            _apply(inv, action, now)
+            apply(inv, action, now)
     return now
 
 
@@ -226,10 +226,10 @@ def run(
 ) -> BenchResult:
     rng = random.Random(seed)
     gc.collect()
-    before = _rss_bytes()
+    before = rss_bytes()
     inv = build_inventory(machines, clusters, rng)
     gc.collect()
-    per_machine = max(0, _rss_bytes() - before) / max(1, machines)
+    per_machine = max(0, rss_bytes() - before) / max(1, machines)
     table = build_demand(inv, needs, clusters, colocated, rng)
     engine = Engine(RailSettings(reclaim_cap_fraction=0), verdicts=verdicts)
     reported = {f"cluster-{c:03d}" for c in range(clusters)}
@@ -284,7 +284,7 @@ def run(
         steady_cycle_ms=percentiles(steady, 1000),
         machine_change_cycle_ms=percentiles(machine_change, 1000),
         first_cycle_ms=round(first * 1000, 3),
-        peak_rss_mb=round(_rss_bytes() / 2**20, 1),
+        peak_rss_mb=round(rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),
         verdicts=verdicts,
         verdict_read_ms=percentiles(reads, 1000) if reads else None,

@@ -14,7 +14,18 @@ def bench() -> None:
     """Measure; compare runs side by side."""
 
 
+SHAPES = ("default", "bench-hot")
+
+
 @bench.command()
+@click.option(
+    "--shape",
+    type=click.Choice(SHAPES),
+    default="default",
+    show_default=True,
+    help="default: the sizes below, random catalog. bench-hot: the reference's co-located "
+    "hot-path fleet (18,000 machines, 2,580 needs, 98 % co-located), settled before timing.",
+)
 @click.option("--machines", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--needs", default=2_600, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -27,12 +38,17 @@ def bench() -> None:
 @click.option("--clusters", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--cycles",
-    default=20,
-    show_default=True,
     type=click.IntRange(min=1),
-    help="Warm cycles measured after the first.",
+    help="Warm cycles measured of each kind (default 20; 200 for bench-hot).",
 )
 @click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--settle-rounds",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="bench-hot: rounds allowed to settle the fleet before the bench fails.",
+)
 @click.option(
     "--verdicts/--no-verdicts",
     default=True,
@@ -40,7 +56,40 @@ def bench() -> None:
     help="Keep per-need verdicts, as the shard does (off: measure what keeping them costs).",
 )
 @json_output
+@click.pass_context
 def engine(
+    ctx: click.Context,
+    shape: str,
+    machines: int,
+    needs: int,
+    colocated: float,
+    clusters: int,
+    cycles: int | None,
+    seed: int,
+    settle_rounds: int,
+    verdicts: bool,
+    json_path: Path | None,
+) -> None:
+    """Decision-cycle time on a synthetic fleet: per phase and whole cycle, p50/p99 in ms."""
+    if shape == "bench-hot":
+        fixed = ("machines", "needs", "colocated", "clusters", "verdicts")
+        given = [
+            name
+            for name in fixed
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(
+                f"--shape bench-hot fixes its own fleet; drop {', '.join(given)}"
+            )
+        from bigfleet.cli.bench_hot import hot
+
+        hot(cycles or 200, seed, settle_rounds, json_path)
+        return
+    _default_shape(machines, needs, colocated, clusters, cycles or 20, seed, verdicts, json_path)
+
+
+def _default_shape(
     machines: int,
     needs: int,
     colocated: float,
@@ -50,7 +99,6 @@ def engine(
     verdicts: bool,
     json_path: Path | None,
 ) -> None:
-    """Decision-cycle time on a synthetic fleet: per phase and whole cycle, p50/p99 in ms."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table

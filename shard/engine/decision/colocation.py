@@ -26,9 +26,11 @@ class Bucket:
     total: dict[str, int] = field(default_factory=dict)
     creditable_total: dict[str, int] = field(default_factory=dict)
     own_total: dict[str, int] = field(default_factory=dict)
+    # Creditable machines no other gang was given: unstamped ones and the need's own.
+    unheld_total: dict[str, int] = field(default_factory=dict)
     # A bucket kept to be ranked again carries its credit coverages of the need
-    # (they cannot change while it is kept) instead of the two vectors.
-    coverages: tuple[float, float] | None = None
+    # (they cannot change while it is kept) instead of the vectors.
+    coverages: tuple[float, float, float] | None = None
 
     def copy(self) -> Bucket:
         return Bucket(
@@ -37,6 +39,7 @@ class Bucket:
             dict(self.total),
             dict(self.creditable_total),
             dict(self.own_total),
+            dict(self.unheld_total),
             self.coverages,
         )
 
@@ -44,13 +47,14 @@ class Bucket:
         """A smaller copy for ranking again against the same deficit."""
         return Bucket(self.value, self.count, dict(self.total), coverages=self._coverages(deficit))
 
-    def _coverages(self, deficit: rv.Vector) -> tuple[float, float]:
-        """(creditable, own-gang) coverage of the deficit, capped."""
+    def _coverages(self, deficit: rv.Vector) -> tuple[float, float, float]:
+        """(creditable, own-gang, unheld) coverage of the deficit, capped."""
         if self.coverages is not None:
             return self.coverages
         return (
             coverage(self.creditable_total, deficit, capped=True),
             coverage(self.own_total, deficit, capped=True),
+            coverage(self.unheld_total, deficit, capped=True),
         )
 
 
@@ -107,9 +111,23 @@ class CreditGroup:
     # Machines and claimed machines per attribution: a gang prefers its own.
     by_own: dict[Attribution, int] = field(default_factory=dict)
     claimed_by_own: dict[Attribution, int] = field(default_factory=dict)
+    # Machines no gang was given (no assigned group), and how many are claimed.
+    loose: int = 0
+    claimed_loose: int = 0
 
     def own_free(self, own: Attribution) -> int:
         return self.by_own.get(own, 0) - self.claimed_by_own.get(own, 0)
+
+    def unheld_free(self, own: Attribution) -> int:
+        """Free machines that no other gang was given: unstamped ones and `own`'s."""
+        loose = self.loose - self.claimed_loose
+        return loose + self.own_free(own) if own[0] else loose
+
+    def count_claim(self, own: Attribution) -> None:
+        self.claimed += 1
+        self.claimed_by_own[own] = self.claimed_by_own.get(own, 0) + 1
+        if not own[0]:
+            self.claimed_loose += 1
 
 
 class CreditIndex:
@@ -130,6 +148,7 @@ class CreditIndex:
             group.machines.append(m)
             own = attribution(m)
             group.by_own[own] = group.by_own.get(own, 0) + 1
+            group.loose += not own[0]
             self.position[m.id] = position
 
 
@@ -144,21 +163,33 @@ def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
 
 
 def _same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
-    """Sort key implementing engine.md §2.6 rules 1-6; the smallest key wins."""
-    creditable, own = b._coverages(deficit)
+    """Sort key implementing engine.md §2.6 rules 1-6, with ADR 0020's rule between
+    rules 3 and 4; the smallest key wins."""
+    creditable, own, unheld = b._coverages(deficit)
     if rv.covers(b.total, deficit):
-        # satisfiable: most already credited, most own-gang, least over-commit
+        # satisfiable: most already credited, most own-gang, least taken from other
+        # gangs, least over-commit
         return (
             0,
             -creditable,
             -own,
+            -unheld,
             coverage(b.total, deficit, capped=False),
             0.0,
             -b.count,
             b.value,
         )
     # unsatisfiable: most covering, then stay where the assembly is
-    return (1, 0.0, 0.0, -coverage(b.total, deficit, capped=True), -creditable, -b.count, b.value)
+    return (
+        1,
+        0.0,
+        0.0,
+        0.0,
+        -coverage(b.total, deficit, capped=True),
+        -creditable,
+        -b.count,
+        b.value,
+    )
 
 
 def choose_same_bucket(buckets: dict[str, Bucket], deficit: rv.Vector) -> Bucket | None:

@@ -218,8 +218,7 @@ class _Phase1:
 
     def _count_claim(self, machine_id: str) -> None:
         for group, own in self._credit_groups_of.get(machine_id, ()):
-            group.claimed += 1
-            group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
+            group.count_claim(own)
 
     def _reserve(self, r: Reservation) -> None:
         self.consumed.add(r.machine_id)
@@ -241,8 +240,7 @@ class _Phase1:
                         own = attribution(m)
                         self._credit_groups_of.setdefault(m.id, []).append((group, own))
                         if m.id in self.claimed:
-                            group.claimed += 1
-                            group.claimed_by_own[own] = group.claimed_by_own.get(own, 0) + 1
+                            group.count_claim(own)
         return index
 
     def _acquire(self, index: int, m: Machine) -> None:
@@ -421,6 +419,9 @@ class _Phase1:
                     own_free = cg.own_free(own_key)
                     if own_free > 0:
                         rv.add_scaled(b.own_total, alloc, own_free)
+                    unheld_free = cg.unheld_free(own_key)
+                    if unheld_free > 0:
+                        rv.add_scaled(b.unheld_total, alloc, unheld_free)
         return buckets
 
     def _add_acquirable_side(self, need: Need, buckets: dict[str, Bucket]) -> None:
