@@ -8,11 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bigfleet.providers_fake.config import FleetConfig, LatencyConfig, Pool
 from bigfleet.providers_fake.inprocess import InProcessProvider
+from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
+from bigfleet.shard.runtime.blobs import OperatorBlobs
+from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.executor import Executor
+from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.reconcile import Reconciler
 from bigfleet.shard.runtime.state import ShardState
 from bigfleet.sim import runner, shard_loop, simtime
@@ -210,3 +215,22 @@ def test_a_blob_that_does_not_come_rolls_the_machine_back_to_idle(
         assert _outcomes(shard, outcome) == 1
         assert shard.fleet.get("idle-0").state == provider_pb2.MACHINE_STATE_IDLE  # untouched
         assert _states(shard) == {"Idle": 1}
+
+
+def test_a_running_shard_asks_its_operators_for_blobs() -> None:
+    metrics = ShardMetrics(CollectorRegistry())
+    channels = Channels(metrics, 16)
+    executor = Executor(
+        inventory=Inventory(),
+        record=lambda machine: True,
+        in_flight=set(),
+        channels=channels,
+        metrics=metrics,
+        providers={},
+        owners={},
+    )
+    assert isinstance(executor.blobs, OperatorBlobs)
+    assert executor.blobs.channels is channels
+    assert not executor.blobs.ready("c1")  # no operator session yet
+    channels.install("c1")
+    assert executor.blobs.ready("c1")
