@@ -91,6 +91,22 @@ def from_rpc_error(
 ) -> BigFleetError:
     """The named error for a failed call; unknown codes keep theirs in a ProviderError."""
     code: grpc.StatusCode = err.code()
-    details: str = err.details() or ""
+    return from_status(code, err.details() or "", codes)
+
+
+def from_status(
+    code: grpc.StatusCode,
+    details: str,
+    codes: Mapping[grpc.StatusCode, type[BigFleetError]] = PROVIDER_CODES,
+) -> BigFleetError:
+    """The named error a caller reads from a status code and its message."""
     named = codes.get(code)
     return named(details) if named is not None else ProviderError(details, code)
+
+
+def as_received(
+    err: BigFleetError, codes: Mapping[grpc.StatusCode, type[BigFleetError]] = PROVIDER_CODES
+) -> BigFleetError:
+    """`err` as a caller across the wire would see it: only its code and message travel, so
+    an in-process caller gets the same class as a remote one."""
+    return from_status(err.code, str(err), codes)

@@ -22,6 +22,7 @@ import grpc
 
 from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
 from bigfleet.fencing import FencingToken
+from bigfleet.providers_fake import calls
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.tls import Credentials, Identity, Role, add_port, peer_identity
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
@@ -29,14 +30,6 @@ from bigfleet.wire import provider_pb2 as pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _token(
-    request: pb.CreateRequest | pb.ConfigureRequest | pb.DrainRequest | pb.DeleteRequest,
-) -> FencingToken:
-    return FencingToken(
-        shard_id=request.shard_id, epoch=request.shard_epoch, sequence=request.sequence_number
-    )
 
 
 def check_caller(context: grpc.aio.ServicerContext, rpc: str, token: FencingToken | None) -> None:
@@ -99,58 +92,41 @@ class CapacityProviderService(provider_pb2_grpc.CapacityProviderServicer):
     async def Create(
         self, request: pb.CreateRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
-        token = _token(request)
         return await self._call(
-            context, "Create", lambda: self.fleet.create(request.machine_id, token), token
+            context, "Create", lambda: calls.create(self.fleet, request), calls.token(request)
         )
 
     async def Configure(
         self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
-        token = _token(request)
         return await self._call(
             context,
             "Configure",
-            lambda: self.fleet.configure(
-                request.machine_id,
-                request.cluster_id,
-                request.bootstrap_blob,
-                dict(request.shard_metadata),
-                token,
-            ),
-            token,
+            lambda: calls.configure(self.fleet, request),
+            calls.token(request),
         )
 
     async def Drain(
         self, request: pb.DrainRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
-        token = _token(request)
         return await self._call(
-            context,
-            "Drain",
-            lambda: self.fleet.drain(request.machine_id, request.grace_period_seconds, token),
-            token,
+            context, "Drain", lambda: calls.drain(self.fleet, request), calls.token(request)
         )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransitionAck:
-        token = _token(request)
         return await self._call(
-            context, "Delete", lambda: self.fleet.delete(request.machine_id, token), token
+            context, "Delete", lambda: calls.delete(self.fleet, request), calls.token(request)
         )
 
     async def Get(self, request: pb.MachineRef, context: grpc.aio.ServicerContext) -> pb.Machine:
-        return await self._call(context, "Get", lambda: self.fleet.get(request.id))
+        return await self._call(context, "Get", lambda: calls.get(self.fleet, request))
 
     async def List(
         self, request: pb.ListFilter, context: grpc.aio.ServicerContext
     ) -> pb.MachineList:
-        return await self._call(
-            context,
-            "List",
-            lambda: self.fleet.list(request.states, request.max_results, request.since_revision),
-        )
+        return await self._call(context, "List", lambda: calls.list_machines(self.fleet, request))
 
 
 async def start(

@@ -1,4 +1,5 @@
-"""The deterministic simulator: the real shard engine against the fake provider, in-process.
+"""The deterministic simulator: the real shard engine and runtime against the fake provider,
+in-process, on simulated time.
 
-May import the shard engine and the fake provider; nothing imports it but the CLI.
+May import the shard and the fake provider; nothing imports it but the CLI.
 """

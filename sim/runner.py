@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bigfleet import penalty, quantity
-from bigfleet.providers_fake.config import FleetConfig, Pool
-from bigfleet.providers_fake.fleet import FakeFleet
+from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.requirements import Operator
 from bigfleet.shard import codec
 from bigfleet.shard.engine.decision.actions import Action
 from bigfleet.shard.engine.machine import MachineState
-from bigfleet.sim.scenario import Event, NeedSpec, Requirement, Scenario
+from bigfleet.sim.scenario import Event, NeedSpec, Requirement, Scenario, Soak
 from bigfleet.sim.shard_loop import SimShard
 from bigfleet.wire import capacity_pb2
 from bigfleet.wire import provider_pb2 as pb
@@ -115,8 +114,12 @@ class RunResult:
         return not self.problems
 
 
-def _fleet(pools: tuple[Pool, ...], seed: int) -> FakeFleet:
-    return FleetConfig(seed=seed, pools=pools).build(clock=lambda: 0.0)
+def _shard(scenario: Scenario, seed: int) -> SimShard:
+    """The scenario's simulated shard over its seeded fake fleet."""
+    config = FleetConfig(seed=seed, pools=scenario.pools, latency=scenario.latency)
+    return SimShard(
+        config, shard_id=f"sim-{scenario.name}", blob_dwell_s=scenario.blob_dwell_seconds
+    )
 
 
 def _rollup(shard: SimShard, trace: Trace, event: Event) -> None:
@@ -130,7 +133,7 @@ def _rollup(shard: SimShard, trace: Trace, event: Event) -> None:
 
 
 def _report(scenario: Scenario, seed: int, shard: SimShard) -> dict[str, Any]:
-    state = shard.state()
+    state = shard.state_summary()
     shortfalls = [
         {
             "priority": s.profile.priority,
@@ -184,20 +187,19 @@ def _check(scenario: Scenario, report: dict[str, Any]) -> list[str]:
 
 
 def run_scripted(scenario: Scenario, seed: int = DEFAULT_SEED, extra_cycles: int = 0) -> RunResult:
-    fleet = _fleet(scenario.pools, seed)
-    for fault in scenario.faults:
-        fleet.fail_next(fault.machine, TOWARD[fault.toward], fault.error)
-    shard = SimShard(fleet, shard_id=f"sim-{scenario.name}")
-    trace = Trace()
-    trace.add("scenario_start", state=shard.state(), notes=scenario.name)
-    for event in scenario.timeline:
-        _rollup(shard, trace, event)
-        for _ in range(event.cycles):
-            trace.add("cycle", actions=shard.cycle(), state=shard.state())
-    for _ in range(extra_cycles):
-        trace.add("cycle", actions=shard.cycle(), state=shard.state())
-    trace.add("scenario_end", state=shard.state())
-    report = _report(scenario, seed, shard)
+    with _shard(scenario, seed) as shard:
+        for fault in scenario.faults:
+            shard.fleet.fail_next(fault.machine, TOWARD[fault.toward], fault.error)
+        trace = Trace()
+        trace.add("scenario_start", state=shard.state_summary(), notes=scenario.name)
+        for event in scenario.timeline:
+            _rollup(shard, trace, event)
+            for _ in range(event.cycles):
+                trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
+        for _ in range(extra_cycles):
+            trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
+        trace.add("scenario_end", state=shard.state_summary())
+        report = _report(scenario, seed, shard)
     return RunResult(scenario.name, seed, trace, report, _check(scenario, report))
 
 
@@ -221,13 +223,24 @@ def run_soak(
     if soak is None:
         raise ValueError(f"scenario {scenario.name} has no soak section")
     rng = random.Random(seed)
-    fleet = _fleet(scenario.pools, seed)
-    shard = SimShard(fleet, shard_id=f"sim-{scenario.name}")
-    seeded = len(fleet)
+    with _shard(scenario, seed) as shard:
+        return _soak(scenario, soak, seed, rng, shard, cycles, progress)
+
+
+def _soak(
+    scenario: Scenario,
+    soak: Soak,
+    seed: int,
+    rng: random.Random,
+    shard: SimShard,
+    cycles: int | None,
+    progress: Callable[[int], None],
+) -> RunResult:
+    seeded = len(shard.fleet)
     clusters = [f"cluster-{i:02d}" for i in range(soak.clusters)]
     demand: dict[str, int] = {}
     trace = Trace()
-    trace.add("scenario_start", state=shard.state(), notes=scenario.name)
+    trace.add("scenario_start", state=shard.state_summary(), notes=scenario.name)
 
     def unit_need(units: int, priority: int) -> NeedSpec:
         return NeedSpec(
@@ -262,14 +275,14 @@ def run_soak(
             cluster = rng.choice(clusters)
             demand.pop(cluster, None)
             _rollup(shard, trace, Event(cluster=cluster))
-        trace.add("cycle", actions=shard.cycle(), state=shard.state())
+        trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
         progress(done + 1)
     quiet: list[int] = []
     for _ in range(soak.quiet_cycles):
         actions = shard.cycle()
         quiet.append(len(actions))
-        trace.add("cycle", actions=actions, state=shard.state())
-    trace.add("scenario_end", state=shard.state())
+        trace.add("cycle", actions=actions, state=shard.state_summary())
+    trace.add("scenario_end", state=shard.state_summary())
 
     problems = []
     if len(shard.inventory) != seeded:

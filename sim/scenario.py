@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from bigfleet.providers_fake.config import Pool
+from bigfleet.providers_fake.config import LatencyConfig, Pool
 from bigfleet.requirements import OperatorName
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -80,6 +80,10 @@ class Scenario(_Strict):
     description: str = ""
     kind: Literal["scripted", "soak"] = "scripted"
     pools: tuple[Pool, ...] = ()
+    # Simulated seconds the fake dwells in each transitional state, and the operators take to
+    # answer a join blob; 0 = at once (the reference harness's instant transitions).
+    latency: LatencyConfig = LatencyConfig()
+    blob_dwell_seconds: float = Field(default=0.0, ge=0)
     faults: tuple[Fault, ...] = ()
     timeline: tuple[Event, ...] = ()
     expect: Expect = Expect()

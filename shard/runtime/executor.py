@@ -1,9 +1,10 @@
 """The executor: actions carried out against providers and operators by bounded workers.
 
 Bootstrap binds an Idle machine: the shard marks it Configuring for the
-cluster, asks the cluster's operator for a join blob, and sends Configure
-with the blob and the need's attribution; a missing session or a blob that
-does not come back in time rolls the machine back to Idle. Provision creates
+cluster, asks its BlobSource for a join blob (in a running shard: the
+cluster's operator), and sends Configure with the blob and the need's
+attribution; a source that cannot ask (no session) or a blob that does not
+come back in time rolls the machine back to Idle. Provision creates
 a Speculative machine, waits for it to be Idle, then bootstraps it. Reclaim
 and Preempt tell the operator to cordon and drain, then Drain at the
 provider. A fencing refusal means this process is a zombie for that machine:
@@ -26,6 +27,7 @@ from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import InvalidMachine, Machine, MachineState, transition
 from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.runtime.blobs import BlobSource, OperatorBlobs
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.provider import CapacityProvider
@@ -72,14 +74,17 @@ class Executor:
         bootstrap_timeout_s: float = 30.0,
         execute_timeout_s: float = 30.0,
         loops: Loops | None = None,
+        blobs: BlobSource | None = None,
     ) -> None:
         """`record` is the inventory's write path (ShardState.record); `in_flight` the machines
         with an action running, shared with whoever must leave them alone; `owners` maps a
-        machine id to the name of the provider that lists it."""
+        machine id to the name of the provider that lists it; `blobs` answers join blobs
+        (default: the clusters' operators through `channels`)."""
         self.inventory = inventory
         self.record = record
         self.in_flight = in_flight
         self.channels = channels
+        self.blobs = blobs if blobs is not None else OperatorBlobs(channels)
         self.metrics = metrics
         self.providers = providers
         self.owners = owners
@@ -153,7 +158,12 @@ class Executor:
                     self.in_flight.discard(action.machine_id)
                     metrics.execute_inflight.dec()
                     metrics.action_queue_depth.set(self.queue.qsize())
+                    self.queue.task_done()
                 metrics.action_outcomes.labels(action.kind.value, outcome).inc()
+
+    async def drained(self) -> None:
+        """Return once every action queued so far has ended (whatever its outcome)."""
+        await self.queue.join()
 
     # -- the actions ----------------------------------------------------------------------------
 
@@ -237,14 +247,13 @@ class Executor:
             assigned_group=need.group,
         )
         self.record(configuring)
-        channel = self.channels.get(cluster)
-        if not channel.connected:
+        if not self.blobs.ready(cluster):
             self._rollback(configuring)
             raise _Outcome("no_session", f"no operator session for {cluster}")
         try:
             async with asyncio.timeout(self.bootstrap_timeout_s):
                 with self.metrics.request_bootstrap.time():
-                    response = await channel.request_bootstrap(_requirements(need))
+                    response = await self.blobs.request(cluster, _requirements(need))
         except TimeoutError:
             self._rollback(configuring)
             raise _Outcome("blob_timeout", "the operator sent no bootstrap blob in time") from None

@@ -159,7 +159,7 @@ def _sim(idle: int, speculative: int) -> SimShard:
             price_per_hour=1.0,
         ),
     )
-    return SimShard(FleetConfig(pools=pools).build(lambda: 0.0), shard_id="prop")
+    return SimShard(FleetConfig(pools=pools), shard_id="prop")
 
 
 def _rollup(cluster: str, units: int, priority: int) -> capacity_pb2.ClusterCapacityNeeds:
@@ -188,11 +188,11 @@ demands = st.lists(
 def test_cycles_conserve_the_inventory(
     changes: list[tuple[str, int, int]], idle: int, speculative: int
 ) -> None:
-    shard = _sim(idle, speculative)
-    for cluster, units, priority in changes:
-        shard.rollup(_rollup(cluster, units, priority * 1000))
-        shard.cycle()
-        assert len(shard.inventory) == idle + speculative == len(shard.fleet)
+    with _sim(idle, speculative) as shard:
+        for cluster, units, priority in changes:
+            shard.rollup(_rollup(cluster, units, priority * 1000))
+            shard.cycle()
+            assert len(shard.inventory) == idle + speculative == len(shard.fleet)
 
 
 @FAST
@@ -200,9 +200,9 @@ def test_cycles_conserve_the_inventory(
 def test_steady_demand_converges_and_then_causes_no_churn(
     changes: list[tuple[str, int, int]], idle: int, speculative: int
 ) -> None:
-    shard = _sim(idle, speculative)
-    for cluster, units, priority in changes:
-        shard.rollup(_rollup(cluster, units, priority * 1000))
-    settled = [len(shard.cycle()) for _ in range(6)]
-    # Demand is fixed from here on: nothing is drained, bought or released any more.
-    assert [len(shard.cycle()) for _ in range(5)] == [0] * 5, settled
+    with _sim(idle, speculative) as shard:
+        for cluster, units, priority in changes:
+            shard.rollup(_rollup(cluster, units, priority * 1000))
+        settled = [len(shard.cycle()) for _ in range(6)]
+        # Demand is fixed from here on: nothing is drained, bought or released any more.
+        assert [len(shard.cycle()) for _ in range(5)] == [0] * 5, settled
