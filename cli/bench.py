@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from bigfleet.cli import options
 from bigfleet.cli.options import json_output, write_json
 
 
@@ -41,7 +42,7 @@ SHAPES = ("default", "bench-hot")
     type=click.IntRange(min=1),
     help="Warm cycles measured of each kind (default 20; 200 for bench-hot).",
 )
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", default=1, show_default=True, type=options.SEED)
 @click.option(
     "--settle-rounds",
     default=60,
@@ -340,7 +341,7 @@ def coordinator_bench(
     type=click.FloatRange(min=1),
     help="How long to send fuzzed operator streams.",
 )
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=1, show_default=True, type=options.SEED)
 @click.option(
     "--concurrency",
     default=4,

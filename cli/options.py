@@ -23,6 +23,26 @@ json_output = click.option(
 )
 
 
+class SeedType(click.ParamType[int]):
+    """An integer seed written in decimal, or in hex with 0x (0xCAFEBABE) as the specs do."""
+
+    name = "SEED"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            seed = int(str(value).replace("_", ""), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a seed (write 7, or hex as 0xCAFEBABE)", param, ctx)
+        if seed < 0:
+            self.fail(f"{value!r}: a seed is not negative", param, ctx)
+        return seed
+
+
+SEED = SeedType()
+
+
 def write_json(path: Path | None, figures: dict[str, object]) -> None:
     """Write a benchmark's figures where --json points; nothing without it."""
     if path:

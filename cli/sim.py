@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from bigfleet.cli import options
+
 
 @click.group()
 def sim() -> None:
@@ -26,7 +28,13 @@ def list_scenarios() -> None:
 
 @sim.command()
 @click.argument("scenario")
-@click.option("--seed", default=None, type=int, help="RNG seed [default: 0xC0FFEE].")
+@click.option(
+    "--seed",
+    default=None,
+    type=options.SEED,
+    help="RNG seed, decimal or 0x hex [default: the scenario's: 0xCAFEBABE for the soak "
+    "(the spec's), else 0xC0FFEE].",
+)
 @click.option(
     "--cycles",
     default=None,
@@ -69,7 +77,7 @@ def run(
     except KeyError as err:
         raise click.BadParameter(str(err.args[0]), param_hint="SCENARIO") from err
     console = Console(stderr=False)
-    seed = runner.DEFAULT_SEED if seed is None else seed
+    seed = runner.default_seed(chosen) if seed is None else seed
     total = (cycles if cycles is not None else chosen.soak.cycles) if chosen.soak else 0
     with Progress(console=console, transient=True, disable=total < 200) as bar:
         task = bar.add_task(f"simulating {chosen.name}", total=total)

@@ -203,15 +203,6 @@ def run_scripted(scenario: Scenario, seed: int = DEFAULT_SEED, extra_cycles: int
     return RunResult(scenario.name, seed, trace, report, _check(scenario, report))
 
 
-def _poisson(rng: random.Random, rate: float) -> int:
-    """Knuth's sampler; rates here are well below 1 per cycle."""
-    limit, k, product = math.exp(-rate), 0, rng.random()
-    while product > limit:
-        k += 1
-        product *= rng.random()
-    return k
-
-
 def run_soak(
     scenario: Scenario,
     seed: int = DEFAULT_SEED,
@@ -262,7 +253,7 @@ def _soak(
 
     churn_cycles = cycles if cycles is not None else soak.cycles
     for done in range(churn_cycles):
-        for _ in range(_poisson(rng, soak.replace_rate)):
+        if (done + 1) % soak.replace_every == 0:
             cluster = rng.choice(clusters)
             units = rng.randint(1, soak.max_units)
             demand[cluster] = units
@@ -271,7 +262,7 @@ def _soak(
                 trace,
                 Event(cluster=cluster, needs=(unit_need(units, rng.randrange(1_000_000)),)),
             )
-        for _ in range(_poisson(rng, soak.withdraw_rate)):
+        if (done + 1) % soak.withdraw_every == 0:
             cluster = rng.choice(clusters)
             demand.pop(cluster, None)
             _rollup(shard, trace, Event(cluster=cluster))
@@ -300,13 +291,19 @@ def _soak(
     return RunResult(scenario.name, seed, trace, report, problems)
 
 
+def default_seed(scenario: Scenario) -> int:
+    """The seed a run uses when none is given: the soak's own (the spec's), else ours."""
+    return scenario.soak.seed if scenario.soak is not None else DEFAULT_SEED
+
+
 def run(
     scenario: Scenario,
-    seed: int = DEFAULT_SEED,
+    seed: int | None = None,
     cycles: int | None = None,
     progress: Callable[[int], None] = lambda done: None,
 ) -> RunResult:
     """Run any scenario; for scripted ones `cycles` adds steady cycles after the timeline."""
+    seed = default_seed(scenario) if seed is None else seed
     if scenario.kind == "soak":
         return run_soak(scenario, seed, cycles, progress)
     return run_scripted(scenario, seed, cycles or 0)

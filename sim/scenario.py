@@ -62,17 +62,20 @@ class Expect(_Strict):
 
 
 class Soak(_Strict):
-    """Closed-loop churn: seeded Poisson replacements and withdrawals of cluster demand."""
+    """Closed-loop churn (validation.md §2.4): every `replace_every` cycles a random
+    cluster's demand is replaced by one need of 1..max_units machines at a random
+    priority; every `withdraw_every` cycles a random cluster withdraws all of it."""
 
     clusters: int = Field(default=30, ge=1)
-    cycles: int = Field(default=1000, ge=1)
-    replace_rate: float = Field(default=0.2, ge=0)  # expected replacements per cycle
-    withdraw_rate: float = Field(default=1 / 35, ge=0)  # expected withdrawals per cycle
+    cycles: int = Field(default=10_000, ge=1)
+    replace_every: int = Field(default=5, ge=1)
+    withdraw_every: int = Field(default=35, ge=1)
     max_units: int = Field(default=50, ge=1)  # a replacement asks for 1..max_units machines
     quiet_cycles: int = Field(default=80, ge=1)  # churn-free cycles run before the checks
     window: int = Field(default=10, ge=1)  # trailing cycles that must be quiescent
     instance_type: str = "soak-instance"
     unit: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "1"})
+    seed: int = Field(default=0xCAFEBABE, ge=0)  # when the command names none
 
 
 class Scenario(_Strict):

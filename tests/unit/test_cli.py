@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -89,3 +90,17 @@ def test_fake_provider_refuses_a_corrupt_state_file_naming_it(tmp_path: Path) ->
     assert str(state) in result.output and "not a fake provider state file" in result.output
     assert state.read_text() == '{"version": 1}'  # left for a person to look at
     assert "--state FILE" in CliRunner().invoke(main, ["provider", "fake", "--help"]).output
+
+
+@pytest.mark.parametrize(("given", "seed"), [("7", 7), ("0xCAFEBABE", 0xCAFEBABE), ("1_000", 1000)])
+def test_seeds_are_decimal_or_hex(given: str, seed: int) -> None:
+    from bigfleet.cli.options import SEED
+
+    assert SEED.convert(given, None, None) == seed
+
+
+@pytest.mark.parametrize("given", ["nope", "-1", "0xZZ"])
+def test_a_bad_seed_is_refused_naming_the_flag(given: str) -> None:
+    result = CliRunner().invoke(main, ["sim", "run", "soak", "--seed", given])
+    assert result.exit_code == 2
+    assert "Invalid value for '--seed'" in result.output

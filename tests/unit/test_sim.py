@@ -89,6 +89,22 @@ def test_soak_invariants_hold_when_elastic_capacity_comes_and_goes() -> None:
     assert result.report["final_state"]["total"] == 460
 
 
+def test_the_soak_follows_the_spec_s_defaults_and_fixed_periods() -> None:
+    soak = find("soak").soak
+    assert soak is not None
+    assert (soak.cycles, soak.clusters, soak.replace_every, soak.withdraw_every) == (
+        10_000, 30, 5, 35,
+    )  # fmt: skip
+    assert soak.seed == 0xCAFEBABE == runner.default_seed(find("soak"))
+    trace = [
+        json.loads(line) for line in runner.run(_soak(60, 140), cycles=70).trace.text().splitlines()
+    ]
+    rollups = [x for x in trace if x["kind"] == "rollup"]
+    # 70 cycles: a replacement every 5th (14), a withdrawal every 35th (2), nothing else.
+    assert [r["notes"] for r in rollups].count("needs=1") == 14
+    assert [r["notes"] for r in rollups].count("needs=0") == 2
+
+
 def test_same_seed_gives_an_identical_trace_and_another_seed_does_not() -> None:
     first = runner.run(_soak(60, 140), seed=11, cycles=60).trace.text()
     again = runner.run(_soak(60, 140), seed=11, cycles=60).trace.text()
