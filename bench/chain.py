@@ -17,7 +17,6 @@ import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Node
 
 from bigfleet.controlplane.chain import Chain, pod_spec
+from bigfleet.controlplane.objects import api_time, raw, scheduled_at
 from bigfleet.stats import percentiles
 
 PODS_PER_MACHINE = 8
@@ -60,22 +60,6 @@ def _deployment(pods: int) -> dict[str, Any]:
     }
 
 
-def _raw(obj: object) -> dict[str, Any]:
-    raw: dict[str, Any] = obj if isinstance(obj, dict) else obj.raw  # type: ignore[attr-defined]
-    return raw
-
-
-def _time(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
-def _scheduled_at(raw: dict[str, Any]) -> float | None:
-    for condition in (raw.get("status") or {}).get("conditions") or []:
-        if condition["type"] == "PodScheduled" and condition["status"] == "True":
-            return _time(condition["lastTransitionTime"])
-    return None
-
-
 async def _measure(chain: Chain, pods: int, progress: Progress | None) -> ChainBench:
     api = await kr8s.asyncio.api(kubeconfig=str(chain.control_plane.kubeconfig_path))
     await Deployment(_deployment(pods), api=api).create()
@@ -83,19 +67,19 @@ async def _measure(chain: Chain, pods: int, progress: Progress | None) -> ChainB
     while len(bound) < pods:
         await asyncio.sleep(_POLL_S)
         async for pod in api.async_get("pods", namespace="default", label_selector="bench=chain"):
-            raw = _raw(pod)
-            if raw["spec"].get("nodeName"):
-                bound[raw["metadata"]["name"]] = raw
+            found = raw(pod)
+            if found["spec"].get("nodeName"):
+                bound[found["metadata"]["name"]] = found
         if progress is not None:
             progress(len(bound))
     # Server-side times (whole seconds): the poller's own pace does not enter the figures.
-    created = min(_time(p["metadata"]["creationTimestamp"]) for p in bound.values())
-    scheduled = {name: _scheduled_at(raw) for name, raw in bound.items()}
+    created = min(api_time(p["metadata"]["creationTimestamp"]) for p in bound.values())
+    scheduled = {name: scheduled_at(pod) for name, pod in bound.items()}
     requested: dict[str, float] = {}
     async for cr in api.async_get("capacityrequests", namespace="default"):
-        meta = _raw(cr)["metadata"]
+        meta = raw(cr)["metadata"]
         owner = (meta.get("ownerReferences") or [{}])[0].get("name", "")
-        requested[owner] = _time(meta["creationTimestamp"])
+        requested[owner] = api_time(meta["creationTimestamp"])
     waits = sorted(
         max(0.0, at - requested[name])
         for name, at in scheduled.items()

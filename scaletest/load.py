@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kr8s
@@ -14,6 +13,7 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Namespace, Pod
 
 from bigfleet.controlplane.chain import pod_spec
+from bigfleet.controlplane.objects import api_time, raw, scheduled_at
 from bigfleet.crd import API_VERSION
 from bigfleet.scaletest.profile import Profile
 
@@ -33,25 +33,6 @@ def deployment(workload_name: str, replicas: int, cpu: str, priority_class: str)
             "template": {"metadata": {"labels": labels}, "spec": pod_spec(cpu, priority_class)},
         },
     }
-
-
-def _raw(obj: object) -> dict[str, Any]:
-    """kr8s yields objects, or plain dicts for kinds it has no class for."""
-    raw: dict[str, Any] = obj if isinstance(obj, dict) else obj.raw  # type: ignore[attr-defined]
-    return raw
-
-
-def _time(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
-def bind_seconds(pod: Mapping[str, Any]) -> float | None:
-    """Creation to PodScheduled=True, by the API server's own (whole-second) clock."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
-            created = pod["metadata"]["creationTimestamp"]
-            return max(0.0, _time(condition["lastTransitionTime"]) - _time(created))
-    return None
 
 
 @dataclass
@@ -92,14 +73,15 @@ class Load:
         out = Census()
         for cluster, api in self.apis.items():
             async for pod in api.async_get(Pod, namespace=NAMESPACE):
-                raw = _raw(pod)
+                raw_pod = raw(pod)
                 out.pods += 1
-                node = raw["spec"].get("nodeName")
+                node = raw_pod["spec"].get("nodeName")
                 if node:
-                    out.bound[f"{cluster}/{raw['metadata']['name']}"] = node
-                    took = bind_seconds(raw)
-                    if took is not None:
-                        out.bind_s.append(took)
+                    out.bound[f"{cluster}/{raw_pod['metadata']['name']}"] = node
+                    scheduled = scheduled_at(raw_pod)
+                    if scheduled is not None:
+                        created = api_time(raw_pod["metadata"]["creationTimestamp"])
+                        out.bind_s.append(max(0.0, scheduled - created))
             group, version = API_VERSION.split("/")
             async with api.call_api(
                 "GET", base=f"/apis/{group}", version=version,
@@ -107,7 +89,7 @@ class Load:
             ) as response:  # fmt: skip
                 out.requests += len(response.json().get("items") or [])
             async for node in api.async_get("nodes"):
-                out.nodes.add(f"{cluster}/{_raw(node)['metadata']['name']}")
+                out.nodes.add(f"{cluster}/{raw(node)['metadata']['name']}")
         return out
 
     async def churn(self, count: int, census: Census) -> int:

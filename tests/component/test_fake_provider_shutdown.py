@@ -28,6 +28,8 @@ async def test_a_stopped_joiner_leaves_no_node_keys(tmp_path: Path, sig: signal.
     args = ["provider", "fake", "--listen", f"127.0.0.1:{port}", "--join-nodes"]
     with bigfleet(args, tmp_path / "log", {**os.environ, "TMPDIR": str(temp)}) as process:
         await until(lambda: _listening(port), "fake provider serving")
+        # The joiner makes its folder as it starts, which may come just after the port.
+        await until(lambda: list(temp.iterdir()), "the joiner's folder of node keys")
         assert [p.name[:19] for p in temp.iterdir()] == ["bigfleet-fake-nodes"]
         code = stop(process, sig)
     assert code == 0, (tmp_path / "log").read_text()[-3000:]
