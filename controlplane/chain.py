@@ -4,7 +4,8 @@ Per cluster a control plane with controller-manager (garbage collection,
 CSR approval and signing), scheduler and kwok, the RBAC a cluster admin
 grants BigFleet's join tokens, a `bigfleet operator` and a `bigfleet
 pod-controller`; once for the fleet `bigfleet provider fake --join-nodes`,
-`bigfleet shard` and, optionally, `bigfleet coordinator --store embedded`.
+`bigfleet shard` and, optionally, `bigfleet coordinator --store embedded` (or
+several replicas on a three-member etcd).
 An unschedulable Pod travels the real path: pod controller ->
 CapacityRequest -> operator roll-up -> shard -> provider Create/Configure ->
 the fake boots the machine into a Node with the operator's join blob ->
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from bigfleet.controlplane.cluster import LocalControlPlane
+from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
 from bigfleet.crd import crd_dir
 
@@ -80,7 +82,8 @@ def _bigfleet(*args: str) -> list[str]:
 
 class Chain:
     """Start with `start()`, stop with `stop()`; `kill`/`start_component` by name:
-    provider, coordinator, shard, operator-<cluster>, pod-controller-<cluster>."""
+    provider, coordinator (coordinator-<i> with several replicas), shard,
+    operator-<cluster>, pod-controller-<cluster>."""
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class Chain:
         pod_controller_mode: str = "unschedulable-only",
         coordinator: bool = False,
         mtls: bool = False,
+        coordinator_replicas: int = 1,
     ) -> None:
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -120,16 +124,27 @@ class Chain:
             "--config", str(fleet_file), "--join-nodes", *self._tls("provider"),
         )  # fmt: skip
         reporting: list[str] = []
+        # One replica on the embedded store, or several on a three-member etcd.
+        self.etcd = EtcdCluster(work_dir / "etcd") if coordinator_replicas > 1 else None
         if coordinator:
-            grpc_port, metrics = free_port(), free_port()
-            self.coordinator_address = f"127.0.0.1:{grpc_port}"
-            self._add(
-                "coordinator",
-                "coordinator", "--store", "embedded", "--data-dir", str(work_dir / "coordinator"),
-                "--listen", self.coordinator_address, "--metrics-port", str(metrics),
-                *self._tls("admin"),
-                probe=f"http://127.0.0.1:{metrics}/healthz",
-            )  # fmt: skip
+            endpoints = self.etcd.allocate() if self.etcd else ""
+            addresses = []
+            for i in range(coordinator_replicas):
+                name = "coordinator" if self.etcd is None else f"coordinator-{i}"
+                grpc_port, metrics = free_port(), free_port()
+                addresses.append(f"127.0.0.1:{grpc_port}")
+                store = (
+                    ["--store", "etcd", "--etcd", endpoints, "--id", name]
+                    if endpoints
+                    else ["--store", "embedded", "--data-dir", str(work_dir / "coordinator")]
+                )
+                self._add(
+                    name,
+                    "coordinator", *store, "--listen", addresses[-1],
+                    "--metrics-port", str(metrics), *self._tls("admin"),
+                    probe=f"http://127.0.0.1:{metrics}/healthz",
+                )  # fmt: skip
+            self.coordinator_address = ",".join(addresses)
             reporting = [
                 "--coordinator-addr", self.coordinator_address,
                 "--coordinator-heartbeat-interval", "1",
@@ -187,6 +202,8 @@ class Chain:
 
     def start(self) -> None:
         try:
+            if self.etcd is not None:
+                self.etcd.start()
             for cp in self.control_planes.values():
                 cp.start()
                 cp.apply_crds(crd_dir())
@@ -213,5 +230,7 @@ class Chain:
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
             process.stop()
+        if self.etcd is not None:
+            self.etcd.stop()
         for cp in self.control_planes.values():
             cp.delete()

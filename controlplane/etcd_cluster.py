@@ -22,11 +22,21 @@ class EtcdCluster:
     members: list[ManagedProcess] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
 
+    peer_ports: list[int] = field(default_factory=list)
+
+    def allocate(self) -> str:
+        """Choose the ports now (start uses them), so others can be told the endpoints
+        before etcd runs; returns them as HOST:PORT,..."""
+        if not self.client_ports:
+            self.peer_ports = [free_port() for _ in range(self.size)]
+            self.client_ports = [free_port() for _ in range(self.size)]
+        return ",".join(f"127.0.0.1:{p}" for p in self.client_ports)
+
     def start(self) -> None:
         etcd = find_binaries() / "etcd"
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        peers = [free_port() for _ in range(self.size)]
-        self.client_ports = [free_port() for _ in range(self.size)]
+        self.allocate()
+        peers = self.peer_ports
         initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
         for i in range(self.size):
             member = ManagedProcess(

@@ -16,7 +16,7 @@ from bigfleet.scaletest.profile import Gates
 from bigfleet.scaletest.scrape import Snapshot, increase, percentile, quantile, window
 
 UNMEASURED = -1.0
-SHARD, OPERATOR = "shard", "operator-"
+SHARD, OPERATOR, COORDINATOR = "shard", "operator-", "coordinator"
 ACQUISITIONS = ("Bootstrap", "Provision")  # the action kinds that take a machine
 COMPARE = {"<=": operator.le, ">=": operator.ge, "==": operator.eq}
 
@@ -43,17 +43,34 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
         during = window(end.buckets(prefix, name), before)
         return quantile({b: before.get(b, 0.0) + n for b, n in during.items()}, q)
 
+    def processes(prefix: str) -> list[str]:
+        return sorted({p for p in (*start.samples, *end.samples) if p.startswith(prefix)})
+
     def grew(prefix: str, name: str, **labels: str) -> float | None:
-        return increase(end.total(prefix, name, **labels), start.total(prefix, name, **labels))
+        """Growth during the soak, process by process (each may have restarted)."""
+        found = [
+            increase(end.total(p, name, **labels), start.total(p, name, **labels))
+            for p in processes(prefix)
+            if p in end.samples
+        ]
+        return sum(g for g in found if g is not None) if found else None
 
     def whole_run(prefix: str, name: str, **labels: str) -> float:
-        return (start.total(prefix, name, **labels) or 0) + (grew(prefix, name, **labels) or 0)
+        """Everything counted: before the soak, plus what the soak added."""
+        before = sum(start.total(p, name, **labels) or 0 for p in processes(prefix))
+        return before + (grew(prefix, name, **labels) or 0)
 
     outcomes = "bigfleet_shard_action_execute_outcomes_total"
     attempts = sum(whole_run(SHARD, outcomes, kind=kind) for kind in ACQUISITIONS)
     successes = sum(
         whole_run(SHARD, outcomes, kind=kind, outcome="success") for kind in ACQUISITIONS
     )
+    applied = whole_run(COORDINATOR, "bigfleet_coordinator_apply_total")
+    apply_errors = sum(
+        whole_run(COORDINATOR, "bigfleet_coordinator_apply_total", outcome=outcome)
+        for outcome in ("error", "fsm_error")
+    )
+    coordinators = [p for p in end.samples if p.startswith(COORDINATOR)]
     found: dict[str, float | None] = {
         "loadgenCRsActiveRatio": census.requests / target_pods if target_pods else None,
         "podsBoundRatio": len(census.bound) / target_pods if target_pods else None,
@@ -79,6 +96,7 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
         "shardOutboxDropsDuringSoak": grew(SHARD, "bigfleet_shard_outbox_dropped_total"),
         "endToEndPodBindP50Seconds": percentile(census.bind_s, 0.5),
         "endToEndPodBindP99Seconds": percentile(census.bind_s, 0.99),  # informational
+        "coordinatorApplyErrorRate": apply_errors / applied if coordinators and applied else None,
         "operatorSessionReconnects": end.total(
             OPERATOR, "bigfleet_operator_session_reconnects_total"
         ),
@@ -98,6 +116,7 @@ def judge(gates: Gates, metrics: dict[str, float]) -> list[Gate]:
         ("operatorAckP99Seconds", gates.ack_p99_s, "<="),
         ("endToEndPodBindP50Seconds", gates.bind_p50_s, "<="),
         ("reclaimActionsDuringSoak", gates.max_reclaims_during_soak, "<="),
+        ("coordinatorApplyErrorRate", 0.001, "<="),  # only where a coordinator runs
     ]
     out = []
     for name, threshold, op in wanted:

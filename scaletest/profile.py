@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bigfleet.providers_fake.config import FleetConfig
 
@@ -62,7 +69,10 @@ class Action(_Strict):
     """Something the runner breaks during the soak, and what it then checks."""
 
     at: Seconds  # into the soak
-    kill: Literal["shard", "coordinator", "provider", "operator", "pod-controller"]
+    # coordinator-leader: whichever coordinator replica leads when the action fires.
+    kill: Literal[
+        "shard", "coordinator", "coordinator-leader", "provider", "operator", "pod-controller"
+    ]
     restart_after: Seconds = Field(default=5.0, alias="restartAfter")
     # After the restart, demand must be covered again (every Pod bound, no shortfall)
     # within this bound.
@@ -92,6 +102,8 @@ class Profile(_Strict):
     workloads: list[Workload] = Field(min_length=1)
     fleet: FleetConfig  # the fake provider's pools, latencies and faults
     coordinator: bool = False
+    # 1: the embedded store; more: that many replicas on a three-member etcd.
+    coordinator_replicas: int = Field(default=1, alias="coordinatorReplicas", ge=1, le=5)
     cycle_interval_s: Seconds = Field(default=1.0, alias="cycleInterval")
     rollup_interval_s: Seconds = Field(default=1.0, alias="rollupInterval")
     steady: Steady = Steady()
@@ -102,10 +114,18 @@ class Profile(_Strict):
     actions: list[Action] = []
     gates: Gates = Gates()
 
-    def model_post_init(self, context: Any) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.coordinator_replicas > 1 and not self.coordinator:
+            raise ValueError("coordinatorReplicas above 1 needs coordinator: true")
+        if self.coordinator_replicas < 2 and any(
+            a.kill == "coordinator-leader" for a in self.actions
+        ):
+            raise ValueError("killing the coordinator leader needs coordinatorReplicas >= 2")
         names = [w.name for w in self.workloads]
         if len(set(names)) != len(names):
-            raise ValueError(f"workloads: names repeat ({', '.join(sorted(names))})")
+            raise ValueError(f"workload names repeat ({', '.join(sorted(names))})")
+        return self
 
     @property
     def pods_per_cluster(self) -> int:

@@ -172,6 +172,7 @@ class Run:
         record = ActionRecord(f"kill {action.kill}", action.at, fired_at=round(elapsed, 1))
         before = await load.census()
         machines = await self.substrate.machines()
+        terms = await asyncio.to_thread(self.substrate.coordinator_terms)
         self.report(f"soak {elapsed:.0f}s: SIGKILL {action.kill}")
         try:
             await asyncio.to_thread(self.substrate.kill, action.kill)
@@ -185,10 +186,38 @@ class Run:
             f"demand covered again within {action.recover_within:.0f}s; no running Pod "
             "disturbed; no Node lost; no machine lost, moved or owned twice"
         )
-        problems = await self.recovered(action, load, before, machines)
+        problems = []
+        if action.kill == "coordinator-leader":
+            record.assertion += "; a new leader with a higher term applies the shard's reports"
+            problems += await self.new_leader(action, max(terms.values(), default=0.0))
+        problems += await self.recovered(action, load, before, machines)
         record.asserted = not problems
         record.assert_error = "; ".join(problems)
         return record
+
+    async def new_leader(self, action: Action, old_term: float) -> list[str]:
+        """A replica leads with a term above `old_term`, and its successful writes grow
+        (the shard's heartbeats reach it)."""
+        deadline = time.monotonic() + action.recover_within
+        applied: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            terms = await asyncio.to_thread(self.substrate.coordinator_terms)
+            leaders = [name for name, term in terms.items() if term > old_term]
+            if leaders:
+                urls = {leaders[0]: self.substrate.metrics_urls()[leaders[0]]}
+                snapshot = await asyncio.to_thread(read, urls)
+                done = snapshot.total(
+                    leaders[0], "bigfleet_coordinator_apply_total", outcome="success"
+                )
+                if done is not None and applied.get(leaders[0], done) < done:
+                    return []
+                if done is not None:
+                    applied[leaders[0]] = done
+            await asyncio.sleep(self.profile.steady.poll)
+        return [
+            f"no new coordinator leader (term above {old_term:.0f}) applied writes within "
+            f"{action.recover_within:.0f}s"
+        ]
 
     async def recovered(
         self, action: Action, load: Load, before: Census, machines: dict[str, tuple[int, str]]

@@ -4,7 +4,8 @@ Per simulated cluster a local control plane (kube-apiserver, etcd,
 kube-scheduler, kube-controller-manager, kwok), its operator and pod
 controller (per-pod mode: one CapacityRequest per Pod, so demand is exact);
 once for the fleet the fake provider joining nodes, the shard, and with
-`coordinator: true` an embedded coordinator. Built on the chain the cluster
+`coordinator: true` an embedded coordinator, or `coordinatorReplicas`
+replicas on a three-member etcd. Built on the chain the cluster
 tests use (`bigfleet.controlplane.chain`).
 """
 
@@ -15,7 +16,9 @@ from pathlib import Path
 import grpc
 
 from bigfleet.controlplane.chain import Chain
+from bigfleet.controlplane.process import ProcessFailed
 from bigfleet.scaletest.profile import Profile
+from bigfleet.scaletest.scrape import read
 from bigfleet.wire import provider_pb2, provider_pb2_grpc
 
 
@@ -32,7 +35,9 @@ class LocalSubstrate:
             rollup_interval_s=profile.rollup_interval_s,
             pod_controller_mode="per-pod",
             coordinator=profile.coordinator,
+            coordinator_replicas=profile.coordinator_replicas,
         )
+        self.killed: dict[str, str] = {}  # action kind -> the process it killed
 
     def start(self) -> None:
         self.chain.start()
@@ -47,19 +52,33 @@ class LocalSubstrate:
         return self.chain.metrics_urls()
 
     def component(self, kind: str) -> str:
-        """The process an action names: the first cluster's, for per-cluster kinds."""
+        """The process an action names: the first cluster's, for per-cluster kinds; the
+        replica that leads now, for coordinator-leader."""
         if kind in ("operator", "pod-controller"):
             return f"{kind}-{self.profile.cluster_names[0]}"
+        if kind == "coordinator-leader":
+            terms = self.coordinator_terms()
+            leaders = [name for name, term in terms.items() if term > 0]
+            if len(leaders) != 1:
+                raise ProcessFailed(f"no single coordinator leader to kill (terms: {terms})")
+            return leaders[0]
         return kind
 
+    def coordinator_terms(self) -> dict[str, float]:
+        """Each coordinator replica's term: above 0 while it leads, 0 while it follows."""
+        urls = {n: u for n, u in self.metrics_urls().items() if n.startswith("coordinator")}
+        snapshot = read(urls, timeout_s=2)
+        return {
+            name: snapshot.total(name, "bigfleet_coordinator_raft_term") or 0.0
+            for name in snapshot.samples
+        }
+
     def kill(self, kind: str) -> None:
-        self.chain.kill(self.component(kind))
+        self.killed[kind] = self.component(kind)
+        self.chain.kill(self.killed[kind])
 
     def restart(self, kind: str) -> None:
-        self.chain.start_component(self.component(kind))
-
-    def log_tail(self, kind: str) -> str:
-        return self.chain.processes[self.component(kind)].log_tail()
+        self.chain.start_component(self.killed.pop(kind))
 
     async def machines(self) -> dict[str, tuple[int, str]]:
         """Every machine the provider lists: id -> (state, cluster)."""

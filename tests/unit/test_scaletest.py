@@ -10,7 +10,7 @@ import yaml
 from bigfleet.scaletest import gates, profile
 from bigfleet.scaletest.load import Census
 from bigfleet.scaletest.profile import Gates, ProfileError
-from bigfleet.scaletest.scrape import Snapshot, increase, parse, quantile, window
+from bigfleet.scaletest.scrape import Labels, Snapshot, increase, parse, quantile, window
 
 METRICS = """\
 # TYPE bigfleet_shard_cycle_duration_seconds histogram
@@ -104,3 +104,31 @@ def test_figures_and_gates_from_two_snapshots() -> None:
     assert judged["shardCycleDurationP99Seconds"].passed
     assert "operatorAckP99Seconds" not in judged  # unmeasured: listed, not judged
     assert "operatorAckP99Seconds" in gates.unmeasured(Gates(), figures)
+
+
+def test_counts_survive_a_killed_leader_and_its_successor() -> None:
+    def applied(success: float, error: float = 0) -> dict[tuple[str, Labels], float]:
+        name = "bigfleet_coordinator_apply_total"
+        return {
+            (name, frozenset({("outcome", "success")})): success,
+            (name, frozenset({("outcome", "error")})): error,
+        }
+
+    start = Snapshot(samples={"coordinator-0": applied(18), "coordinator-1": applied(0)})
+    end = Snapshot(samples={"coordinator-1": applied(28, error=1)})  # coordinator-0 was killed
+    figures = gates.figures(start, end, Census(), target_pods=0)
+    assert figures["coordinatorApplyErrorRate"] == round(1 / 47, 4)  # 18 + 28 + 1 writes
+    (gate,) = [g for g in gates.judge(Gates(), figures) if g.name == "coordinatorApplyErrorRate"]
+    assert not gate.passed
+
+
+def test_killing_the_coordinator_leader_needs_replicas(tmp_path: Path) -> None:
+    data = yaml.safe_load((profile.PROFILE_DIR / "smoke.yaml").read_text())
+    data["actions"] = [{"at": "5s", "kill": "coordinator-leader"}]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match="needs coordinatorReplicas >= 2"):
+        profile.load(str(path))
+    data |= {"coordinator": True, "coordinatorReplicas": 3}
+    path.write_text(yaml.safe_dump(data))
+    assert profile.load(str(path)).coordinator_replicas == 3
