@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bigfleet.errors import BigFleetError, as_received
-from bigfleet.fencing import SequenceCounter
+from bigfleet.provider_requests import FencedRequests
 from bigfleet.providers_fake import calls
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.wire import provider_pb2 as pb
@@ -30,7 +30,7 @@ class InProcessProvider:
         self.fleet = fleet
         self.shard_id = shard_id
         self.epoch = epoch
-        self.sequence = SequenceCounter()
+        self.requests = FencedRequests(shard_id, epoch)
 
     async def _answer(self, call: Callable[[], T]) -> T:
         # A remote call always lets other tasks run before it returns; so does this one.
@@ -40,47 +40,22 @@ class InProcessProvider:
         except BigFleetError as err:
             raise as_received(err) from err
 
-    def _token(self) -> tuple[str, int, int]:
-        return self.shard_id, self.epoch, self.sequence.next()
-
     async def create(self, machine_id: str) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.CreateRequest(
-            machine_id=machine_id, shard_id=shard, shard_epoch=epoch, sequence_number=seq
-        )
+        request = self.requests.create(machine_id)
         return await self._answer(lambda: calls.create(self.fleet, request))
 
     async def configure(
         self, machine_id: str, cluster: str, blob: bytes, metadata: dict[str, str]
     ) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.ConfigureRequest(
-            machine_id=machine_id,
-            cluster_id=cluster,
-            bootstrap_blob=blob,
-            shard_metadata=metadata,
-            shard_id=shard,
-            shard_epoch=epoch,
-            sequence_number=seq,
-        )
+        request = self.requests.configure(machine_id, cluster, blob, metadata)
         return await self._answer(lambda: calls.configure(self.fleet, request))
 
     async def drain(self, machine_id: str, grace_seconds: int) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.DrainRequest(
-            machine_id=machine_id,
-            grace_period_seconds=grace_seconds,
-            shard_id=shard,
-            shard_epoch=epoch,
-            sequence_number=seq,
-        )
+        request = self.requests.drain(machine_id, grace_seconds)
         return await self._answer(lambda: calls.drain(self.fleet, request))
 
     async def delete(self, machine_id: str) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.DeleteRequest(
-            machine_id=machine_id, shard_id=shard, shard_epoch=epoch, sequence_number=seq
-        )
+        request = self.requests.delete(machine_id)
         return await self._answer(lambda: calls.delete(self.fleet, request))
 
     async def get(self, machine_id: str) -> pb.Machine:

@@ -25,6 +25,7 @@ import grpc
 from bigfleet import tls
 from bigfleet.errors import from_rpc_error
 from bigfleet.fencing import SequenceCounter
+from bigfleet.provider_requests import FencedRequests
 from bigfleet.tls import Credentials
 from bigfleet.wire import GRPC_OPTIONS, provider_pb2_grpc
 from bigfleet.wire import provider_pb2 as pb
@@ -69,6 +70,7 @@ class ProviderClient:
     credentials: Credentials | None = None  # None: plaintext
 
     def __post_init__(self) -> None:
+        self._requests = FencedRequests(self.shard_id, self.epoch, self.sequence)
         self._retiring: set[asyncio.Task[None]] = set()
         self._dial()
 
@@ -96,14 +98,8 @@ class ProviderClient:
                 task.add_done_callback(self._retiring.discard)
         return self._stub_now
 
-    def _token(self) -> tuple[str, int, int]:
-        return self.shard_id, self.epoch, self.sequence.next()
-
     async def create(self, machine_id: str) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.CreateRequest(
-            machine_id=machine_id, shard_id=shard, shard_epoch=epoch, sequence_number=seq
-        )
+        request = self._requests.create(machine_id)
         return await _call(
             self._stub.Create(request, timeout=MUTATION_DEADLINE_S), pb.TransitionAck
         )
@@ -111,36 +107,17 @@ class ProviderClient:
     async def configure(
         self, machine_id: str, cluster: str, blob: bytes, metadata: dict[str, str]
     ) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.ConfigureRequest(
-            machine_id=machine_id,
-            cluster_id=cluster,
-            bootstrap_blob=blob,
-            shard_metadata=metadata,
-            shard_id=shard,
-            shard_epoch=epoch,
-            sequence_number=seq,
-        )
+        request = self._requests.configure(machine_id, cluster, blob, metadata)
         return await _call(
             self._stub.Configure(request, timeout=MUTATION_DEADLINE_S), pb.TransitionAck
         )
 
     async def drain(self, machine_id: str, grace_seconds: int) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.DrainRequest(
-            machine_id=machine_id,
-            grace_period_seconds=grace_seconds,
-            shard_id=shard,
-            shard_epoch=epoch,
-            sequence_number=seq,
-        )
+        request = self._requests.drain(machine_id, grace_seconds)
         return await _call(self._stub.Drain(request, timeout=MUTATION_DEADLINE_S), pb.TransitionAck)
 
     async def delete(self, machine_id: str) -> pb.TransitionAck:
-        shard, epoch, seq = self._token()
-        request = pb.DeleteRequest(
-            machine_id=machine_id, shard_id=shard, shard_epoch=epoch, sequence_number=seq
-        )
+        request = self._requests.delete(machine_id)
         return await _call(
             self._stub.Delete(request, timeout=MUTATION_DEADLINE_S), pb.TransitionAck
         )
