@@ -21,7 +21,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from bigfleet import penalty
 from bigfleet.shard.engine.cycle import Engine
@@ -214,6 +214,61 @@ def converge(
     return now
 
 
+@dataclass
+class Measured:
+    samples: dict[str, list[float]]  # per timing key, after a roll-up change
+    steady: list[float] = field(default_factory=list)  # nothing changed
+    machine_change: list[float] = field(default_factory=list)  # an Idle machine moved
+    reads: list[float] = field(default_factory=list)  # reading one cluster's verdicts
+    withdrawn: Machine | None = None  # the machine out of the fleet at the end
+
+
+def measure_cycles(
+    engine: Engine,
+    inv: Inventory,
+    table: NeedsTable,
+    reported: set[str],
+    clusters: list[str],
+    rng: random.Random,
+    cycles: int,
+    start: float,
+    keys: tuple[str, ...],
+    progress: Callable[[int], None],
+) -> Measured:
+    """Steady cycles after small changes, three per round: one cluster's roll-up grows a
+    need by a unit (one more pod); nothing changes; one Idle machine leaves the fleet
+    (the provider withdrew it) and the one that left the round before comes back."""
+    out = Measured({k: [] for k in keys})
+    for done in range(cycles):
+        now = start + 3 * done
+        cluster = clusters[done % len(clusters)]
+        rows = list(table.rows(cluster))
+        at = rng.randrange(len(rows))
+        rows[at] = replace(rows[at], aggregate=add(rows[at].aggregate, rows[at].min_unit))
+        table.replace(cluster, rows)
+        result = engine.cycle(inv, table, reported, now=now + 1)
+        for key in keys:
+            out.samples[key].append(result.seconds[key])
+        if engine.verdicts is not None and engine.verdicts.last is not None:
+            mark = time.perf_counter()
+            for _ in engine.verdicts.last.rows(cluster):
+                pass
+            out.reads.append(time.perf_counter() - mark)
+        out.steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
+        idle = inv.in_state(S.IDLE)
+        if idle:
+            leaving = idle[rng.randrange(len(idle))]
+            inv.remove(leaving.id)
+            if out.withdrawn is not None:
+                inv.upsert(out.withdrawn, now + 3)
+            out.withdrawn = leaving
+            out.machine_change.append(
+                engine.cycle(inv, table, reported, now=now + 3).seconds["cycle"]
+            )
+        progress(done + 1)
+    return out
+
+
 def run(
     machines: int,
     needs: int,
@@ -239,39 +294,18 @@ def run(
     # the collector's view, so a full collection does not walk 100,000 machines.
     gc.collect()
     gc.freeze()
-    samples: dict[str, list[float]] = {"cycle": [], "phase1": [], "phase2": [], "phase3": []}
-    steady: list[float] = []
-    machine_change: list[float] = []
-    reads: list[float] = []
-    withdrawn: Machine | None = None
-    for done in range(cycles):
-        now = clock + 3 * done
-        # One cluster's roll-up arrives with one need grown by a unit (one more pod).
-        cluster = f"cluster-{done % clusters:03d}"
-        rows = list(table.rows(cluster))
-        at = rng.randrange(len(rows))
-        rows[at] = replace(rows[at], aggregate=add(rows[at].aggregate, rows[at].min_unit))
-        table.replace(cluster, rows)
-        result = engine.cycle(inv, table, reported, now=now + 1)
-        for key in samples:
-            samples[key].append(result.seconds[key])
-        if engine.verdicts is not None and engine.verdicts.last is not None:
-            mark = time.perf_counter()
-            for _ in engine.verdicts.last.rows(cluster):
-                pass
-            reads.append(time.perf_counter() - mark)
-        steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
-        # One Idle machine leaves the fleet (the provider withdrew it); the one that
-        # left last time comes back.
-        idle = inv.in_state(S.IDLE)
-        if idle:
-            leaving = idle[rng.randrange(len(idle))]
-            inv.remove(leaving.id)
-            if withdrawn is not None:
-                inv.upsert(withdrawn, now + 3)
-            withdrawn = leaving
-            machine_change.append(engine.cycle(inv, table, reported, now=now + 3).seconds["cycle"])
-        progress(done + 1)
+    measured = measure_cycles(
+        engine,
+        inv,
+        table,
+        reported,
+        [f"cluster-{c:03d}" for c in range(clusters)],
+        rng,
+        cycles,
+        clock,
+        ("cycle", "phase1", "phase2", "phase3"),
+        progress,
+    )
     gc.unfreeze()
     return BenchResult(
         machines=machines,
@@ -279,13 +313,13 @@ def run(
         clusters=clusters,
         colocated=colocated,
         cycles=cycles,
-        cycle_ms=percentiles(samples["cycle"], 1000),
-        phases_ms={k: percentiles(v, 1000) for k, v in samples.items() if k != "cycle"},
-        steady_cycle_ms=percentiles(steady, 1000),
-        machine_change_cycle_ms=percentiles(machine_change, 1000),
+        cycle_ms=percentiles(measured.samples["cycle"], 1000),
+        phases_ms={k: percentiles(v, 1000) for k, v in measured.samples.items() if k != "cycle"},
+        steady_cycle_ms=percentiles(measured.steady, 1000),
+        machine_change_cycle_ms=percentiles(measured.machine_change, 1000),
         first_cycle_ms=round(first * 1000, 3),
         peak_rss_mb=round(rss_bytes() / 2**20, 1),
         bytes_per_machine=round(per_machine, 1),
         verdicts=verdicts,
-        verdict_read_ms=percentiles(reads, 1000) if reads else None,
+        verdict_read_ms=percentiles(measured.reads, 1000) if measured.reads else None,
     )

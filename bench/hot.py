@@ -18,19 +18,18 @@ import gc
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from bigfleet.bench import hot_fleet
-from bigfleet.bench.engine import rss_bytes
+from bigfleet.bench.engine import measure_cycles, rss_bytes
 from bigfleet.bench.settle import settle
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.decision import phase1, phase3
 from bigfleet.shard.engine.inventory import Inventory
-from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import NeedsTable
 from bigfleet.shard.engine.normalize import normalize_traced
 from bigfleet.shard.engine.rails import RailSettings
-from bigfleet.shard.engine.resources import add
 from bigfleet.stats import percentiles
 
 S = MachineState
@@ -100,45 +99,31 @@ def run(
     stateless_settled = _stateless(inv, table, reported)
     gc.collect()
     gc.freeze()
-    samples: dict[str, list[float]] = {
-        k: [] for k in ("cycle", "normalize", "phase1", "phase2", "phase3")
-    }
-    steady: list[float] = []
-    machine_change: list[float] = []
-    withdrawn: Machine | None = None
-    for done in range(cycles):
-        now = settled.clock + 3 * done
-        cluster = hot_fleet.cluster_name(done % hot_fleet.CLUSTERS)
-        rows = list(table.rows(cluster))
-        at = rng.randrange(len(rows))
-        rows[at] = replace(rows[at], aggregate=add(rows[at].aggregate, rows[at].min_unit))
-        table.replace(cluster, rows)
-        result = engine.cycle(inv, table, reported, now=now + 1)
-        for key in samples:
-            samples[key].append(result.seconds[key])
-        steady.append(engine.cycle(inv, table, reported, now=now + 2).seconds["cycle"])
-        idle = inv.in_state(S.IDLE)
-        if idle:
-            leaving = idle[rng.randrange(len(idle))]
-            inv.remove(leaving.id)
-            if withdrawn is not None:
-                inv.upsert(withdrawn, now + 3)
-            withdrawn = leaving
-            machine_change.append(engine.cycle(inv, table, reported, now=now + 3).seconds["cycle"])
-        progress(done + 1)
+    measured = measure_cycles(
+        engine,
+        inv,
+        table,
+        reported,
+        [hot_fleet.cluster_name(c) for c in range(hot_fleet.CLUSTERS)],
+        rng,
+        cycles,
+        settled.clock,
+        ("cycle", "normalize", "phase1", "phase2", "phase3"),
+        progress,
+    )
     gc.unfreeze()
     snapshot = table.snapshot()
     return HotResult(
-        machines=len(inv) + (withdrawn is not None),
+        machines=len(inv) + (measured.withdrawn is not None),
         needs=len(snapshot),
         colocated_needs=sum(n.profile.same is not None for n in snapshot),
         clusters=hot_fleet.CLUSTERS,
         settled_rounds=settled.rounds,
         cycles=cycles,
-        cycle_ms=percentiles(samples["cycle"], 1000),
-        phases_ms={k: percentiles(v, 1000) for k, v in samples.items() if k != "cycle"},
-        steady_cycle_ms=percentiles(steady, 1000),
-        machine_change_cycle_ms=percentiles(machine_change, 1000),
+        cycle_ms=percentiles(measured.samples["cycle"], 1000),
+        phases_ms={k: percentiles(v, 1000) for k, v in measured.samples.items() if k != "cycle"},
+        steady_cycle_ms=percentiles(measured.steady, 1000),
+        machine_change_cycle_ms=percentiles(measured.machine_change, 1000),
         first_cycle_ms=round(first * 1000, 3),
         stateless_phase1_ms={"as built": stateless_built[0], "settled": stateless_settled[0]},
         stateless_phase3_ms={"as built": stateless_built[1], "settled": stateless_settled[1]},
