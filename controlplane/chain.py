@@ -25,6 +25,7 @@ import yaml
 from bigfleet.controlplane.cluster import LocalControlPlane
 from bigfleet.controlplane.etcd_cluster import EtcdCluster
 from bigfleet.controlplane.process import ManagedProcess, free_port, http_ok
+from bigfleet.controlplane.proxy import LoopbackProxy
 from bigfleet.crd import crd_dir
 
 # What kubeadm grants its join tokens, granted here to the group BigFleet's tokens
@@ -96,6 +97,7 @@ class Chain:
         coordinator: bool = False,
         mtls: bool = False,
         coordinator_replicas: int = 1,
+        partitionable: bool = False,
     ) -> None:
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,16 @@ class Chain:
         provider, shard = free_port(), free_port()
         self.shard_address = f"127.0.0.1:{shard}"
         self.provider_address = f"127.0.0.1:{provider}"
+        # With partitionable, the shard reaches the provider and the coordinator replicas
+        # through loopback proxies that `cut` can partition.
+        self.proxies: dict[str, LoopbackProxy] = {}
+
+        def shard_side(name: str, address: str) -> str:
+            if not partitionable:
+                return address
+            self.proxies[name] = LoopbackProxy(address)
+            return self.proxies[name].address
+
         self._add(
             "provider",
             "provider", "fake", "--listen", f"127.0.0.1:{provider}",
@@ -145,15 +157,17 @@ class Chain:
                     probe=f"http://127.0.0.1:{metrics}/healthz",
                 )  # fmt: skip
             self.coordinator_address = ",".join(addresses)
+            via = [shard_side(f"coordinator-link-{i}", a) for i, a in enumerate(addresses)]
             reporting = [
-                "--coordinator-addr", self.coordinator_address,
+                "--coordinator-addr", ",".join(via),
                 "--coordinator-heartbeat-interval", "1",
             ]  # fmt: skip
         metrics = free_port()
         self._add(
             "shard",
             "shard", "--id", "shard-0", "--listen", self.shard_address,
-            "--provider", f"fake=127.0.0.1:{provider}", "--metrics-port", str(metrics),
+            "--provider", f"fake={shard_side('provider-link', self.provider_address)}",
+            "--metrics-port", str(metrics),
             "--data-dir", str(work_dir / "shard"), *reporting, *shard_args,
             *self._tls("shard/shard-0"),
             probe=f"http://127.0.0.1:{metrics}/healthz",
@@ -202,6 +216,8 @@ class Chain:
 
     def start(self) -> None:
         try:
+            for proxy in self.proxies.values():
+                proxy.start()
             if self.etcd is not None:
                 self.etcd.start()
             for cp in self.control_planes.values():
@@ -227,10 +243,24 @@ class Chain:
     def kill(self, name: str) -> None:
         self.processes[name].kill()
 
+    def cut(self, link: str, cut: bool = True) -> None:
+        """Partition the shard from `link` (provider or coordinator: every replica), or
+        heal the partition."""
+        proxies = [p for name, p in self.proxies.items() if name.startswith(f"{link}-link")]
+        if not proxies:
+            raise ValueError(f"no partitionable link to {link!r} (proxied: {sorted(self.proxies)})")
+        for proxy in proxies:
+            if cut:
+                proxy.cut()
+            else:
+                proxy.heal()
+
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
             process.stop()
         if self.etcd is not None:
             self.etcd.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
         for cp in self.control_planes.values():
             cp.delete()

@@ -88,6 +88,9 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
         "operatorAckP99Seconds": run_quantile(
             OPERATOR, "bigfleet_operator_acknowledge_duration_seconds", 0.99
         ),
+        "operatorNodeStateUpdateP99Seconds": run_quantile(
+            OPERATOR, "bigfleet_operator_upcoming_node_latency_seconds", 0.99
+        ),
         "reclaimActionsDuringSoak": grew(SHARD, "bigfleet_shard_actions_total", kind="Reclaim"),
         "preemptActionsDuringSoak": grew(SHARD, "bigfleet_shard_actions_total", kind="Preempt"),
         "acquisitionsDuringSoak": sum(
@@ -114,6 +117,7 @@ def judge(gates: Gates, metrics: dict[str, float]) -> list[Gate]:
         ("bootstrapSuccessRatio", gates.bootstrap_success_min, ">="),
         ("operatorRollupP99Seconds", gates.rollup_p99_s, "<="),
         ("operatorAckP99Seconds", gates.ack_p99_s, "<="),
+        ("operatorNodeStateUpdateP99Seconds", gates.upcoming_node_p99_s, "<="),
         ("endToEndPodBindP50Seconds", gates.bind_p50_s, "<="),
         ("reclaimActionsDuringSoak", gates.max_reclaims_during_soak, "<="),
         ("coordinatorApplyErrorRate", 0.001, "<="),  # only where a coordinator runs

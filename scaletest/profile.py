@@ -66,17 +66,37 @@ class Steady(_Strict):
 
 
 class Action(_Strict):
-    """Something the runner breaks during the soak, and what it then checks."""
+    """Something the runner breaks during the soak, and what it then checks: either a
+    `kill` (SIGKILL, restart `restartAfter` later) or a `partition` (the shard's links
+    to the named services cut for `lasts`, then healed)."""
 
     at: Seconds  # into the soak
     # coordinator-leader: whichever coordinator replica leads when the action fires.
-    kill: Literal[
-        "shard", "coordinator", "coordinator-leader", "provider", "operator", "pod-controller"
-    ]
+    kill: (
+        Literal[
+            "shard", "coordinator", "coordinator-leader", "provider", "operator", "pod-controller"
+        ]
+        | None
+    ) = None
+    partition: list[Literal["coordinator", "provider"]] = Field(default=[], max_length=2)
+    lasts: Seconds = 60.0  # how long a partition stands
     restart_after: Seconds = Field(default=5.0, alias="restartAfter")
-    # After the restart, demand must be covered again (every Pod bound, no shortfall)
-    # within this bound.
+    # After the restart (or the heal), demand must be covered again within this bound.
     recover_within: Seconds = Field(default=120.0, alias="recoverWithin")
+
+    @model_validator(mode="after")
+    def _one_fault(self) -> Action:
+        if (self.kill is None) == (not self.partition):
+            raise ValueError("an action either kills a process or partitions links, not both")
+        if len(set(self.partition)) != len(self.partition):
+            raise ValueError(f"partition names a link twice ({', '.join(self.partition)})")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.kill is not None:
+            return f"kill {self.kill}"
+        return f"partition the shard from {' and '.join(self.partition)}"
 
 
 class Gates(_Strict):
@@ -91,6 +111,9 @@ class Gates(_Strict):
     )
     rollup_p99_s: float | None = Field(default=1.0, alias="operatorRollupP99Seconds", gt=0)
     ack_p99_s: float | None = Field(default=12.0, alias="operatorAckP99Seconds", gt=0)
+    upcoming_node_p99_s: float | None = Field(
+        default=5.0, alias="operatorNodeStateUpdateP99Seconds", gt=0
+    )
     bind_p50_s: float | None = Field(default=30.0, alias="podBindP50Seconds", gt=0)
     max_reclaims_during_soak: int = Field(default=0, alias="maxReclaimActionsDuringSoak", ge=0)
 
@@ -118,6 +141,8 @@ class Profile(_Strict):
     def _consistent(self) -> Profile:
         if self.coordinator_replicas > 1 and not self.coordinator:
             raise ValueError("coordinatorReplicas above 1 needs coordinator: true")
+        if any("coordinator" in a.partition for a in self.actions) and not self.coordinator:
+            raise ValueError("partitioning the coordinator link needs coordinator: true")
         if self.coordinator_replicas < 2 and any(
             a.kill == "coordinator-leader" for a in self.actions
         ):
@@ -126,6 +151,10 @@ class Profile(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"workload names repeat ({', '.join(sorted(names))})")
         return self
+
+    @property
+    def partitions(self) -> bool:
+        return any(a.partition for a in self.actions)
 
     @property
     def pods_per_cluster(self) -> int:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kr8s.asyncio
 
 from bigfleet.controlplane.process import ProcessFailed
@@ -27,6 +28,7 @@ from bigfleet.scaletest.load import Census, Load
 from bigfleet.scaletest.profile import Action, Profile
 from bigfleet.scaletest.scrape import Snapshot, read
 from bigfleet.scaletest.substrate import LocalSubstrate
+from bigfleet.scaletest.write_probe import WriteProbe
 from bigfleet.wire import provider_pb2
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ class Outcome:
     passed: bool
     summary: dict[str, Any]
     summary_path: Path
+
+
+def _cycles(snapshot: Snapshot) -> float:
+    return snapshot.total("shard", "bigfleet_shard_cycle_duration_seconds_count") or 0.0
 
 
 def _shard_figures(snapshot: Snapshot) -> tuple[float | None, float | None, float]:
@@ -165,35 +171,103 @@ class Run:
             await asyncio.sleep(poll)
         for action in pending:  # the soak was too short for it
             self.records.append(
-                ActionRecord(f"kill {action.kill}", action.at, fire_error="the soak ended first")
+                ActionRecord(action.name, action.at, fire_error="the soak ended first")
             )
 
     async def fire(self, action: Action, load: Load, elapsed: float) -> ActionRecord:
-        record = ActionRecord(f"kill {action.kill}", action.at, fired_at=round(elapsed, 1))
+        record = ActionRecord(action.name, action.at, fired_at=round(elapsed, 1))
         before = await load.census()
         machines = await self.substrate.machines()
         terms = await asyncio.to_thread(self.substrate.coordinator_terms)
-        self.report(f"soak {elapsed:.0f}s: SIGKILL {action.kill}")
+        probe = self._write_probe(action)
+        writing = None
+        if probe is not None:
+            await probe.register()
+            writing = asyncio.create_task(probe.keep_writing(self.profile.steady.poll / 4))
+        problems = []
         try:
-            await asyncio.to_thread(self.substrate.kill, action.kill)
-            await asyncio.sleep(action.restart_after)
-            self.report(f"restarting {action.kill}")
-            await asyncio.to_thread(self.substrate.restart, action.kill)
+            if action.kill is not None:
+                self.report(f"soak {elapsed:.0f}s: SIGKILL {action.kill}")
+                await asyncio.to_thread(self.substrate.kill, action.kill)
+                await asyncio.sleep(action.restart_after)
+                self.report(f"restarting {action.kill}")
+                await asyncio.to_thread(self.substrate.restart, action.kill)
+            else:
+                self.report(f"soak {elapsed:.0f}s: {action.name} for {action.lasts:.0f}s")
+                problems += await self.partitioned(action)
         except (ProcessFailed, OSError) as err:
             record.fire_error = str(err)
+            if writing is not None:
+                writing.cancel()
             return record
         record.assertion = (
             f"demand covered again within {action.recover_within:.0f}s; no running Pod "
             "disturbed; no Node lost; no machine lost, moved or owned twice"
         )
-        problems = []
+        if action.partition:
+            record.assertion = (
+                "the shard kept cycling and stayed healthy while cut off; " + record.assertion
+            )
         if action.kill == "coordinator-leader":
             record.assertion += "; a new leader with a higher term applies the shard's reports"
             problems += await self.new_leader(action, max(terms.values(), default=0.0))
         problems += await self.recovered(action, load, before, machines)
+        if probe is not None and writing is not None:
+            record.assertion += "; every acknowledged coordinator write kept"
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+            problems += await self.writes_kept(probe)
         record.asserted = not problems
         record.assert_error = "; ".join(problems)
         return record
+
+    def _write_probe(self, action: Action) -> WriteProbe | None:
+        """Coordinator kills write through the failover and check the writes were kept."""
+        if action.kill not in ("coordinator", "coordinator-leader"):
+            return None
+        return WriteProbe(self.substrate.coordinator_addresses())
+
+    async def writes_kept(self, probe: WriteProbe) -> list[str]:
+        if not probe.acknowledged:
+            return [f"no coordinator write was acknowledged ({probe.attempts} tried)"]
+        try:
+            lost = await probe.lost()
+        except grpc.aio.AioRpcError as err:
+            return [f"the coordinator's domains could not be read: {err.details()}"]
+        self.report(
+            f"coordinator writes: {len(probe.acknowledged)} of {probe.attempts} acknowledged, "
+            f"{len(lost)} lost"
+        )
+        if lost:
+            return [
+                f"{len(lost)} of {len(probe.acknowledged)} acknowledged coordinator writes lost "
+                f"(e.g. {lost[0]})"
+            ]
+        return []
+
+    async def partitioned(self, action: Action) -> list[str]:
+        """Cut the links for `lasts`, then heal. Meanwhile the shard must keep deciding
+        (static stability: it needs neither to cycle) and keep passing its liveness
+        probe, or Kubernetes would restart it for a network fault."""
+        cycles = _cycles(await self._shard())
+        await asyncio.to_thread(self.substrate.partition, action.partition, True)
+        try:
+            await asyncio.sleep(action.lasts)
+            healthy = await asyncio.to_thread(self.substrate.healthy, "shard")
+            ran = _cycles(await self._shard()) - cycles
+        finally:
+            self.report(f"healing {action.name}")
+            await asyncio.to_thread(self.substrate.partition, action.partition, False)
+        problems = []
+        expected = action.lasts / max(self.profile.cycle_interval_s, 0.001)
+        if ran < expected / 2:
+            problems.append(
+                f"the shard ran {ran:.0f} cycles while cut off for {action.lasts:.0f}s "
+                f"(about {expected:.0f} expected)"
+            )
+        if not healthy:
+            problems.append("the shard's liveness probe failed while cut off")
+        return problems
 
     async def new_leader(self, action: Action, old_term: float) -> list[str]:
         """A replica leads with a term above `old_term`, and its successful writes grow

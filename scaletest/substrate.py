@@ -11,12 +11,13 @@ tests use (`bigfleet.controlplane.chain`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from bigfleet.controlplane.chain import Chain
-from bigfleet.controlplane.process import ProcessFailed
+from bigfleet.controlplane.process import ProcessFailed, http_ok
 from bigfleet.scaletest.profile import Profile
 from bigfleet.scaletest.scrape import read
 from bigfleet.wire import provider_pb2, provider_pb2_grpc
@@ -36,6 +37,7 @@ class LocalSubstrate:
             pod_controller_mode="per-pod",
             coordinator=profile.coordinator,
             coordinator_replicas=profile.coordinator_replicas,
+            partitionable=profile.partitions,
         )
         self.killed: dict[str, str] = {}  # action kind -> the process it killed
 
@@ -79,6 +81,17 @@ class LocalSubstrate:
 
     def restart(self, kind: str) -> None:
         self.chain.start_component(self.killed.pop(kind))
+
+    def coordinator_addresses(self) -> list[str]:
+        return self.chain.coordinator_address.split(",")
+
+    def healthy(self, name: str) -> bool:
+        """The process's liveness probe answers 200."""
+        return http_ok(self.chain.probes[name])
+
+    def partition(self, links: Sequence[str], cut: bool = True) -> None:
+        for link in links:
+            self.chain.cut(link, cut)
 
     async def machines(self) -> dict[str, tuple[int, str]]:
         """Every machine the provider lists: id -> (state, cluster)."""

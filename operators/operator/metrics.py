@@ -37,6 +37,13 @@ class OperatorMetrics:
         self.upcoming_node_writes = Counter(
             p + "upcoming_node_writes_total", "UpcomingNode writes.", ["outcome"], registry=r
         )
+        self.upcoming_node_latency = Histogram(
+            p + "upcoming_node_latency_seconds",
+            "From a NodeStateUpdate's arrival to its UpcomingNode written (a burst that"
+            " collapses into its newest update is timed from the newest one's arrival).",
+            buckets=doubling_buckets(0.005, 16),
+            registry=r,
+        )
         self.satisfied_condition_writes = Counter(
             p + "satisfied_condition_writes_total",
             "Satisfied conditions written on CapacityRequests, by status and reason.",

@@ -108,7 +108,8 @@ class OperatorSession:
         self.clock = clock
         self.credentials = credentials  # the newest coherent pair is taken at every dial
         self.sessions = 0  # streams opened, for tests and metrics
-        self._pending_upcoming: dict[str, shard_pb2.NodeStateUpdate] = {}
+        # machine -> (newest update, when it arrived on the monotonic clock)
+        self._pending_upcoming: dict[str, tuple[shard_pb2.NodeStateUpdate, float]] = {}
         self._writing: set[str] = set()
         self._reported: set[tuple[str, str, str]] = set()
         self._event_limit = asyncio.Semaphore(8)
@@ -320,15 +321,17 @@ class OperatorSession:
     async def _coalesced_upcoming(self, update: shard_pb2.NodeStateUpdate) -> None:
         """One writer per machine; a burst of updates collapses into the newest."""
         machine = update.machine_id
-        self._pending_upcoming[machine] = update
+        self._pending_upcoming[machine] = (update, self.clock.monotonic())
         if machine in self._writing:
             return  # the running writer picks the newest up
         self._writing.add(machine)
         try:
-            while (latest := self._pending_upcoming.pop(machine, None)) is not None:
+            while (pending := self._pending_upcoming.pop(machine, None)) is not None:
+                latest, arrived = pending
                 try:
                     await write_upcoming(self.api, latest)
                     self.metrics.upcoming_node_writes.labels("success").inc()
+                    self.metrics.upcoming_node_latency.observe(self.clock.monotonic() - arrived)
                 except WRITE_ERRORS as err:
                     self.metrics.upcoming_node_writes.labels("error").inc()
                     log.warning(

@@ -60,6 +60,12 @@ class ShardMetrics:
         self.inventory_machines = Gauge(
             p + "inventory_machines", "Machines by state.", ["state", "capacity_type"], registry=r
         )
+        self.reconcile_overdue = Counter(
+            p + "reconcile_overdue_total",
+            "Cycles that went ahead on the inventory as last listed because their provider"
+            " pass had not finished in time (a provider hanging or partitioned away).",
+            registry=r,
+        )
         self.demand_needs = Gauge(p + "demand_machines", "Need rows in the NeedsTable.", registry=r)
         self.shortfalls = Gauge(p + "shortfalls", "Unresolved shortfalls.", registry=r)
         self.shortfalls_aged = Gauge(

@@ -54,6 +54,7 @@ from bigfleet.supervise import Loops, beat
 from bigfleet.wire import provider_pb2, shard_pb2_grpc, shardread_pb2_grpc
 
 log = logging.getLogger(__name__)
+RECONCILE_WAIT_MIN_S = 1.0  # a cycle waits this long at least for its provider pass
 READY_WINDOW_CYCLES = 3  # /readyz: a complete reconcile within this many cycle intervals...
 READY_WINDOW_MIN_S = 10.0  # ...of at least this long each
 STUCK_MIN_S = 120.0  # /healthz: the cycle loop completes a cycle at least this often...
@@ -147,6 +148,8 @@ class ShardService:
             settings.incremental_reconcile,
         )
         self._inventory_frozen = False
+        self._reconciling: asyncio.Task[None] | None = None  # the provider pass under way
+        self._overdue = False  # the last cycle went ahead without its provider pass
         self.executor = Executor(
             inventory=self.state.inventory,
             record=self.state.record,
@@ -219,12 +222,42 @@ class ShardService:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    async def cycle_once(self) -> CycleResult:
-        start = time.perf_counter()
+    async def _reconcile(self) -> None:
         self._listed.clear()
         await self.reconciler.run()
         if self._listed >= set(self.providers):
             self.last_reconciled_at = self.clock.monotonic()
+
+    def reconcile_wait(self) -> float:
+        """How long a cycle waits for its provider pass before deciding without it."""
+        return max(self.cycle_interval_s, RECONCILE_WAIT_MIN_S)
+
+    async def _provider_pass(self) -> None:
+        """Start a provider pass (unless one is still under way) and wait for it, but
+        only so long: a provider that hangs (a partition swallows bytes rather than
+        refusing them) must not stop the shard deciding on what it already knows,
+        emitting hints and reporting. The late pass lands before a later cycle."""
+        if self._reconciling is None:
+            self._reconciling = asyncio.ensure_future(self._reconcile())
+        done, _ = await asyncio.wait({self._reconciling}, timeout=self.reconcile_wait())
+        if not done:
+            self.metrics.reconcile_overdue.inc()
+            if not self._overdue:
+                log.warning(
+                    "a provider pass is overdue; cycles go on with the inventory as last listed",
+                    extra={"waited_s": self.reconcile_wait()},
+                )
+            self._overdue = True
+            return
+        finished, self._reconciling = self._reconciling, None
+        if self._overdue:
+            log.info("the overdue provider pass finished; cycles see fresh listings again")
+            self._overdue = False
+        finished.result()  # a failing pass fails the cycle, as it always did
+
+    async def cycle_once(self) -> CycleResult:
+        start = time.perf_counter()
+        await self._provider_pass()
         if self.reconciler.ready and not self._inventory_frozen:
             # The inventory just loaded lives as long as the process: moving it out of
             # the collector's view keeps full collections from walking every machine
@@ -272,6 +305,14 @@ class ShardService:
         return result
 
     async def _loop(self) -> None:
+        try:
+            await self._cycles()
+        finally:  # a pass left under way must not outlive the loop
+            if self._reconciling is not None:
+                self._reconciling.cancel()
+                self._reconciling = None
+
+    async def _cycles(self) -> None:
         last_start = -1e9
         while True:
             await woken(self._wake, self.clock, self.cycle_interval_s)

@@ -239,6 +239,10 @@ async def test_node_state_updates_walk_the_upcoming_node_phases(
         got = await until(lambda e=expected: _equals(phase(), e), f"phase {expected}")
         seen.append(got)
     assert seen == ["Provisioning", "Launched", "Registered", "Ready", "Draining", "Drained"]
+    # Each update's arrival-to-written time was measured (the scale test gates its p99).
+    assert operator_rig.session is not None
+    timed = operator_rig.session.metrics.upcoming_node_latency.collect()[0].samples
+    assert next(s.value for s in timed if s.name.endswith("_count")) == len(seen)
     node = await UpcomingNode.get("un-m-walk", api=api)
     assert node.raw["spec"]["resources"] == {"cpu": "8"}
     assert "provisioningStartTime" in node.raw["status"]

@@ -48,6 +48,12 @@ def test_durations(text: object, seconds: float) -> None:
         ({"surprise": 1}, "surprise"),
         ({"fleet": {"pools": [{"prefix": "x", "count": -1}]}}, "fleet.pools.0.count"),
         ({"actions": [{"at": "5s", "kill": "etcd"}]}, "actions.0.kill"),
+        ({"actions": [{"at": "5s", "partition": ["etcd"]}]}, "actions.0.partition.0"),
+        ({"actions": [{"at": "5s", "partition": ["provider"], "kill": "shard"}]}, "actions.0"),
+        ({"actions": [{"at": "5s"}]}, "actions.0"),
+        ({"actions": [{"at": "5s", "partition": ["provider", "provider"]}]}, "actions.0"),
+        # The smoke profile runs no coordinator, so there is no link to it to cut.
+        ({"actions": [{"at": "5s", "partition": ["coordinator"]}]}, "profile"),
     ],
 )
 def test_a_bad_profile_is_refused_naming_the_field(
@@ -58,6 +64,16 @@ def test_a_bad_profile_is_refused_naming_the_field(
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ProfileError, match=rf"bad.yaml: {named}\b"):
         profile.load(str(path))
+
+
+def test_an_action_names_what_it_does() -> None:
+    actions = profile.load("failover-soak").actions
+    assert [a.name for a in actions] == ["kill coordinator-leader", "kill shard"] + [
+        "kill coordinator-leader"
+    ]
+    (cut,) = profile.load("failover-partition").actions
+    assert cut.name == "partition the shard from coordinator and provider"
+    assert cut.lasts == 60
 
 
 def test_an_unknown_profile_name_lists_the_packaged_ones() -> None:
