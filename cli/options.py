@@ -59,6 +59,34 @@ def metrics_port(default: int, serves: str = "/metrics") -> Callable[[F], F]:
     )
 
 
+def _plot_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Refuse a chart file of an unknown kind, or any chart without matplotlib, before the
+    run starts rather than after it."""
+    from bigfleet import plot
+
+    if value is None:
+        return None
+    try:
+        plot.check_path(value)
+        plot.require()
+    except (ValueError, plot.PlotUnavailable) as err:
+        raise click.BadParameter(str(err), ctx, param) from err
+    return value
+
+
+def plot_output(what: str) -> Callable[[F], F]:
+    """--plot FILE, handed to the command as `plot_path: Path | None`: a chart of `what`,
+    PNG or SVG by the suffix (needs the `plot` extra)."""
+    return click.option(
+        "--plot",
+        "plot_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=_plot_path,
+        metavar="FILE.png|FILE.svg",
+        help=f"Draw {what} here, PNG or SVG by the suffix (needs bigfleet[plot]).",
+    )
+
+
 def metrics_address(host: str, port: int) -> str:
     """The metrics listener address for a port flag: "0" (disabled) when the port is 0."""
     return f"{host or '0.0.0.0'}:{port}" if port else "0"

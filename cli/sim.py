@@ -53,12 +53,14 @@ def list_scenarios() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report as JSON here.",
 )
+@options.plot_output("the per-cycle counters (machines, churn by action kind, shortfalls)")
 def run(
     scenario: str,
     seed: int | None,
     cycles: int | None,
     trace_path: Path | None,
     report_path: Path | None,
+    plot_path: Path | None,
 ) -> None:
     """Run SCENARIO (a name from `bigfleet sim list`, or a YAML file).
 
@@ -69,7 +71,7 @@ def run(
     from rich.progress import Progress
 
     from bigfleet.sim import runner
-    from bigfleet.sim.report import render
+    from bigfleet.sim.report import chart, render
     from bigfleet.sim.scenario import find
 
     try:
@@ -86,6 +88,8 @@ def run(
         trace_path.write_text(result.trace.text())
     if report_path:
         report_path.write_text(json.dumps(result.report, indent=2) + "\n")
+    if plot_path:
+        chart(result, plot_path)
     render(result.report, result.problems, console)
     sys.exit(0 if result.ok else 1)
 

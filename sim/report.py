@@ -1,11 +1,16 @@
-"""Readable rendering of a run's report: one table of outcomes, one of shortfalls."""
+"""Readable rendering of a run's report: one table of outcomes, one of shortfalls; and,
+on request, a chart of its per-cycle counters."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bigfleet import plot
+from bigfleet.sim.runner import RunResult
 
 
 def render(report: dict[str, Any], problems: list[str], console: Console) -> None:
@@ -46,3 +51,34 @@ def render(report: dict[str, Any], problems: list[str], console: Console) -> Non
             deficit = ", ".join(f"{k}={v}" for k, v in s["deficit"].items())
             table.add_row(str(s["priority"]), s["requirements"], deficit, str(s["age_cycles"]))
         console.print(table)
+
+
+def panels(result: RunResult) -> list[plot.Panel]:
+    """The run's per-cycle counters as chart panels: machines, churn by kind, shortfalls."""
+    counts = result.counters
+    machines: dict[str, list[float]] = {}
+    if all(c.demand is not None for c in counts):
+        machines["demand"] = [c.demand or 0 for c in counts]
+    machines["Configured"] = [c.configured for c in counts]
+    kinds = list(counts[0].actions) if counts else []
+    return [
+        plot.Panel("machines", machines, y_label="machines"),
+        plot.Panel(
+            "churn: actions the executor took on, by kind",
+            {kind: [c.actions[kind] for c in counts] for kind in kinds},
+            y_label="actions",
+            stacked=True,
+        ),
+        plot.Panel("shortfalls", {"shortfalls": [c.shortfalls for c in counts]}, y_label="entries"),
+    ]
+
+
+def chart(result: RunResult, path: Path) -> None:
+    """Draw the run's per-cycle counters to `path` (PNG or SVG, by its suffix)."""
+    plot.draw(
+        path,
+        f"{result.scenario} (seed {result.seed:#x}, {len(result.counters)} cycles)",
+        "cycle",
+        range(1, len(result.counters) + 1),
+        panels(result),
+    )

@@ -18,7 +18,7 @@ from bigfleet import penalty, quantity
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.requirements import Operator
 from bigfleet.shard import codec
-from bigfleet.shard.engine.decision.actions import Action
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.machine import MachineState
 from bigfleet.sim.scenario import Event, NeedSpec, Requirement, Scenario, Soak
 from bigfleet.sim.shard_loop import SimShard
@@ -101,6 +101,62 @@ class Trace:
         return "".join(line + "\n" for line in self.lines)
 
 
+@dataclass(frozen=True, slots=True)
+class CycleCounts:
+    """One cycle's counters (validation.md §2.1, step 9, as far as this loop has them; it
+    models no Pods): the actions the executor took on, by kind (their sum is the churn),
+    Configured machines, shortfall entries, and demand in machines (None when a need has
+    no min_unit to count it by)."""
+
+    actions: dict[str, int]  # every ActionKind, zeros included
+    configured: int
+    shortfalls: int
+    demand: int | None
+
+    @property
+    def churn(self) -> int:
+        return sum(self.actions.values())
+
+
+def need_machines(need: NeedSpec) -> int | None:
+    """How many machines a need asks for: its aggregate in min_units (the largest count
+    over the min_unit's resources); None without a min_unit."""
+    counts = [
+        -(-quantity.to_milli(need.aggregate.get(name, "0")) // unit)
+        for name, text in need.min_unit.items()
+        if (unit := quantity.to_milli(text)) > 0
+    ]
+    return max(counts) if counts else None
+
+
+class Counters:
+    """Per-cycle counters of a run, fed every roll-up and every cycle."""
+
+    def __init__(self) -> None:
+        self.cycles: list[CycleCounts] = []
+        self._wanted: dict[str, int | None] = {}  # cluster -> machines its roll-up asks for
+
+    def rollup(self, event: Event) -> None:
+        if not event.needs:
+            self._wanted.pop(event.cluster, None)
+            return
+        counts = [need_machines(n) for n in event.needs]
+        self._wanted[event.cluster] = (
+            None if None in counts else sum(c for c in counts if c is not None)
+        )
+
+    def cycle(self, shard: SimShard) -> None:
+        wanted = list(self._wanted.values())
+        self.cycles.append(
+            CycleCounts(
+                actions={k.value: shard.tally.last_cycle[k.value] for k in ActionKind},
+                configured=shard.inventory.count_by_state().get(MachineState.CONFIGURED, 0),
+                shortfalls=len(shard.engine.shortfalls),
+                demand=None if None in wanted else sum(w for w in wanted if w is not None),
+            )
+        )
+
+
 @dataclass
 class RunResult:
     scenario: str
@@ -108,6 +164,7 @@ class RunResult:
     trace: Trace
     report: dict[str, Any]
     problems: list[str] = field(default_factory=list)  # unmet expectations or invariants
+    counters: list[CycleCounts] = field(default_factory=list)  # one per cycle run
 
     @property
     def ok(self) -> bool:
@@ -122,14 +179,23 @@ def _shard(scenario: Scenario, seed: int) -> SimShard:
     )
 
 
-def _rollup(shard: SimShard, trace: Trace, event: Event) -> None:
+def _rollup(shard: SimShard, trace: Trace, counters: Counters, event: Event) -> None:
     message = capacity_pb2.ClusterCapacityNeeds(
         cluster_id=event.cluster,
         timestamp_unix_nanos=len(trace.lines) * 1_000_000_000,
         needs=[need_to_wire(n) for n in event.needs],
     )
     shard.rollup(message)
+    counters.rollup(event)
     trace.add("rollup", cluster=event.cluster, notes=f"needs={len(event.needs)}")
+
+
+def _cycle(shard: SimShard, trace: Trace, counters: Counters) -> list[Action]:
+    """One cycle, traced and counted; the actions the rails let through."""
+    actions = shard.cycle()
+    trace.add("cycle", actions=actions, state=shard.state_summary())
+    counters.cycle(shard)
+    return actions
 
 
 def _report(scenario: Scenario, seed: int, shard: SimShard) -> dict[str, Any]:
@@ -190,17 +256,17 @@ def run_scripted(scenario: Scenario, seed: int = DEFAULT_SEED, extra_cycles: int
     with _shard(scenario, seed) as shard:
         for fault in scenario.faults:
             shard.fleet.fail_next(fault.machine, TOWARD[fault.toward], fault.error)
-        trace = Trace()
+        trace, counters = Trace(), Counters()
         trace.add("scenario_start", state=shard.state_summary(), notes=scenario.name)
         for event in scenario.timeline:
-            _rollup(shard, trace, event)
+            _rollup(shard, trace, counters, event)
             for _ in range(event.cycles):
-                trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
+                _cycle(shard, trace, counters)
         for _ in range(extra_cycles):
-            trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
+            _cycle(shard, trace, counters)
         trace.add("scenario_end", state=shard.state_summary())
         report = _report(scenario, seed, shard)
-    return RunResult(scenario.name, seed, trace, report, _check(scenario, report))
+    return RunResult(scenario.name, seed, trace, report, _check(scenario, report), counters.cycles)
 
 
 def run_soak(
@@ -230,7 +296,7 @@ def _soak(
     seeded = len(shard.fleet)
     clusters = [f"cluster-{i:02d}" for i in range(soak.clusters)]
     demand: dict[str, int] = {}
-    trace = Trace()
+    trace, counters = Trace(), Counters()
     trace.add("scenario_start", state=shard.state_summary(), notes=scenario.name)
 
     def unit_need(units: int, priority: int) -> NeedSpec:
@@ -260,19 +326,18 @@ def _soak(
             _rollup(
                 shard,
                 trace,
+                counters,
                 Event(cluster=cluster, needs=(unit_need(units, rng.randrange(1_000_000)),)),
             )
         if (done + 1) % soak.withdraw_every == 0:
             cluster = rng.choice(clusters)
             demand.pop(cluster, None)
-            _rollup(shard, trace, Event(cluster=cluster))
-        trace.add("cycle", actions=shard.cycle(), state=shard.state_summary())
+            _rollup(shard, trace, counters, Event(cluster=cluster))
+        _cycle(shard, trace, counters)
         progress(done + 1)
     quiet: list[int] = []
     for _ in range(soak.quiet_cycles):
-        actions = shard.cycle()
-        quiet.append(len(actions))
-        trace.add("cycle", actions=actions, state=shard.state_summary())
+        quiet.append(len(_cycle(shard, trace, counters)))
     trace.add("scenario_end", state=shard.state_summary())
 
     problems = []
@@ -288,7 +353,7 @@ def _soak(
         if count > demand.get(cluster, 0):
             problems.append(f"{cluster}: {count} Configured for {demand.get(cluster, 0)} wanted")
     report = _report(scenario, seed, shard)
-    return RunResult(scenario.name, seed, trace, report, problems)
+    return RunResult(scenario.name, seed, trace, report, problems, counters.cycles)
 
 
 def default_seed(scenario: Scenario) -> int:

@@ -53,9 +53,11 @@ FULL_RECONCILE_EVERY = 50
 
 @dataclass
 class Tally:
-    """What the loop did, for reports: actions the executor took on, by kind."""
+    """What the loop did, for reports: actions the executor took on, by kind, in the whole
+    run and in the last cycle."""
 
     actions: Counter[str] = field(default_factory=Counter)
+    last_cycle: Counter[str] = field(default_factory=Counter)
     cycles: int = 0
 
 
@@ -136,9 +138,13 @@ class SimShard:
         self.last = result
         busy = set(self.state.in_flight)
         self.executor.submit(result.rails.execute)
-        for action in result.rails.execute:
-            if action.machine_id in self.state.in_flight and action.machine_id not in busy:
-                self.tally.actions[action.kind.value] += 1  # taken on, not deduplicated
+        taken: Counter[str] = Counter(
+            action.kind.value  # taken on, not deduplicated
+            for action in result.rails.execute
+            if action.machine_id in self.state.in_flight and action.machine_id not in busy
+        )
+        self.tally.actions.update(taken)
+        self.tally.last_cycle = taken
         try:
             async with asyncio.timeout_at(due):  # the loop's time is the simulated time
                 await self.executor.drained()

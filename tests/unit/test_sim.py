@@ -151,3 +151,44 @@ def test_sim_cli_verify_passes_on_the_goldens() -> None:
     result = CliRunner().invoke(main, ["sim", "verify"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == f"{len(SCRIPTED)} passed, 0 failed"
+
+
+def test_per_cycle_counters_add_up_to_the_report() -> None:
+    result = runner.run(_soak(idle=60, speculative=140), seed=7, cycles=120)
+    counters = result.counters
+    assert len(counters) == result.report["cycles"]
+    summed: dict[str, int] = {}
+    for c in counters:
+        assert c.churn == sum(c.actions.values())
+        for kind, n in c.actions.items():
+            summed[kind] = summed.get(kind, 0) + n
+    assert {k: n for k, n in summed.items() if n} == result.report["actions_by_kind"]
+    assert counters[-1].configured == result.report["final_state"]["by_state"]["Configured"]
+    assert counters[-1].shortfalls == len(result.report["shortfalls"])
+    assert counters[-1].churn == 0  # the quiet period ends quiescent
+
+
+def test_per_cycle_counters_follow_demand_configured_and_shortfalls() -> None:
+    stockout = runner.run(find("capacity-stockout")).counters
+    # 512 GPUs in 8-GPU units: 64 machines wanted, 32 exist; all bound in the first cycle.
+    assert [(c.demand, c.configured, c.shortfalls, c.churn) for c in stockout] == [
+        (64, 32, 1, 32),
+        (64, 32, 1, 0),
+    ]
+    assert stockout[0].actions["Bootstrap"] == 32
+    withdrawal = runner.run(find("withdrawal")).counters
+    assert [(c.demand, c.configured, c.actions["Reclaim"]) for c in withdrawal] == [
+        (32, 32, 0),
+        (0, 0, 32),
+    ]
+
+
+def test_demand_is_unknown_when_a_need_has_no_min_unit() -> None:
+    from bigfleet.sim.scenario import NeedSpec
+
+    assert runner.need_machines(NeedSpec(aggregate={"nvidia.com/gpu": "8"})) is None
+    sized = NeedSpec(
+        aggregate={"nvidia.com/gpu": "20", "cpu": "10"},
+        min_unit={"nvidia.com/gpu": "8", "cpu": "1"},
+    )
+    assert runner.need_machines(sized) == 10  # the larger count over the unit's resources
