@@ -28,29 +28,33 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--substrate",
-    type=click.Choice(["local"]),
+    type=click.Choice(["local", "helm"]),
     default="local",
     show_default=True,
-    help="Where to run: local starts every process on this machine (no Docker).",
+    help="local: start every process on this machine (no Docker) and judge the run. "
+    "helm: only write Helm values, the load and the install commands for real clusters.",
 )
 @click.option(
     "--duration",
     callback=_duration,
     metavar="DURATION",
-    help="The soak's length (90, 90s, 5m), instead of the profile's.",
+    help="The soak's length (90, 90s, 5m), instead of the profile's (local only).",
 )
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where summary.json, metrics.json and the processes' logs go "
-    "[default: ./scaletest-PROFILE].",
+    help="Where summary.json, metrics.json and the processes' logs go, or the helm "
+    "substrate's files [default: ./scaletest-PROFILE].",
 )
 def scaletest(
     profile_name: str, substrate: str, duration: float | None, output: Path | None
 ) -> None:
     """Install a profile's fleet and load, wait for steady state, soak (churn and the
-    profile's kills), judge its gates, tear down. Exit 0 when every gate holds."""
+    profile's kills), judge its gates, tear down. Exit 0 when every gate holds.
+
+    With --substrate helm nothing runs: the profile's topology is written as Helm values
+    and manifests, with the commands that install them on real clusters."""
     from rich.console import Console
 
     from bigfleet.controlplane import BinariesMissing
@@ -61,6 +65,13 @@ def scaletest(
     except profiles.ProfileError as err:
         raise click.BadParameter(str(err), param_hint="--profile") from err
     output = output or Path(f"scaletest-{profile.name}")
+    if substrate == "helm":
+        if duration is not None:
+            raise click.BadParameter(
+                "the helm substrate only writes files and runs no soak", param_hint="--duration"
+            )
+        _render_helm(profile, output)
+        return
     console = Console(stderr=True)
     try:
         with console.status(f"{profile.name}: starting") as status:
@@ -85,3 +96,16 @@ def scaletest(
     console.print(f"{profile.name} {verdict}; summary in {outcome.summary_path}")
     if not outcome.passed:
         raise SystemExit(1)
+
+
+def _render_helm(profile: profiles.Profile, output: Path) -> None:
+    from bigfleet.scaletest.helm_values import INSTALL, render
+
+    rendered = render(profile, output)
+    for path in rendered.files:
+        click.echo(f"wrote {path}")
+    click.echo(
+        f"\nInstall in this order, from {output} (or: CHARTS=path/to/charts sh {output / INSTALL}):"
+    )
+    for command in rendered.commands:
+        click.echo(f"  {command}")

@@ -21,6 +21,28 @@ NAMESPACE = "scaletest"
 LABEL = "bigfleet.lucy.sh/scaletest"
 
 
+def namespace() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+
+
+def priority_class(name: str) -> dict[str, Any]:
+    return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": 1000}  # fmt: skip
+
+
+def priority_class_names(profile: Profile) -> list[str]:
+    return sorted({w.priority_class for w in profile.workloads if w.priority_class})
+
+
+def manifests(profile: Profile) -> list[dict[str, Any]]:
+    """What `Load.install` creates in every simulated cluster, in order."""
+    return [
+        namespace(),
+        *(priority_class(name) for name in priority_class_names(profile)),
+        *(deployment(w.name, w.replicas, w.cpu, w.priority_class) for w in profile.workloads),
+    ]
+
+
 def deployment(workload_name: str, replicas: int, cpu: str, priority_class: str) -> dict[str, Any]:
     labels = {LABEL: workload_name}
     return {
@@ -54,15 +76,12 @@ class Load:
         self.evicted: set[str] = set()  # "cluster/pod" deleted by churn
 
     async def install(self) -> None:
-        classes = {w.priority_class for w in self.profile.workloads if w.priority_class}
         for api in self.apis.values():
-            await Namespace({"metadata": {"name": NAMESPACE}}, api=api).create()
-            for name in sorted(classes):
-                body = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                        "metadata": {"name": name}, "value": 1000}  # fmt: skip
+            await Namespace(namespace(), api=api).create()
+            for name in priority_class_names(self.profile):
                 async with api.call_api(
                     "POST", base="/apis/scheduling.k8s.io", version="v1",
-                    url="priorityclasses", json=body,
+                    url="priorityclasses", json=priority_class(name),
                 ):  # fmt: skip
                     pass
             for w in self.profile.workloads:

@@ -1,4 +1,5 @@
-"""Where a profile runs. `local`: every process on this machine, no Docker.
+"""Where a profile runs. `local`: every process on this machine, no Docker. (The
+`helm` substrate runs nothing; scaletest/helm_values.py writes its files.)
 
 Per simulated cluster a local control plane (kube-apiserver, etcd,
 kube-scheduler, kube-controller-manager, kwok), its operator and pod

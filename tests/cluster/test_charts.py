@@ -37,6 +37,7 @@ from bigfleet.controlplane.chain import BOOTSTRAP_GROUP
 from bigfleet.crd import crd_dir
 from bigfleet.operators.operator.app import _connection
 from bigfleet.operators.podcontroller.app import load_defaults
+from bigfleet.providers_fake.config import FleetConfig
 
 Manifest = dict[str, Any]
 
@@ -429,6 +430,16 @@ def service_monitor_crd(control_plane: LocalControlPlane) -> None:
         (
             BIGFLEET,
             {
+                "fakeProvider": {
+                    "enabled": True,
+                    "fleet": {"seed": 3, "pools": [{"prefix": "m", "count": 2}]},
+                    "joinNodes": True,
+                }
+            },
+        ),
+        (
+            BIGFLEET,
+            {
                 **PROVIDERS,
                 **CERT_MANAGER,
                 "fakeProvider": {"enabled": True},
@@ -457,6 +468,7 @@ def service_monitor_crd(control_plane: LocalControlPlane) -> None:
         "bigfleet-embedded",
         "bigfleet-demo",
         "bigfleet-tls-secrets",
+        "bigfleet-fake-fleet",
         "bigfleet-cert-manager",
         "operator",
         "operator-template",
@@ -850,6 +862,46 @@ def test_demo_values_add_the_fake_provider_and_a_service_per_shard(
             f"r1-bigfleet-shard-{ordinal}"
         )
     assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+
+def test_a_fleet_file_reaches_the_fake_provider_as_its_config(
+    helm: Helm, control_plane: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    fleet = {
+        "seed": 7,
+        "latency": {"creating": 1, "configuring": 0.5},
+        "pools": [
+            {"prefix": "gpu", "count": 4, "state": "idle", "resources": {"nvidia.com/gpu": "8"},
+             "labels": {"rack": "r1"}},
+            {"prefix": "spec", "count": 40, "capacity_type": "spot", "price_per_hour": 0.1},
+        ],
+    }  # fmt: skip
+    values = {"fakeProvider": {"enabled": True, "idle": 2, "fleet": fleet, "joinNodes": True}}
+    rendered = helm.render(BIGFLEET, values, namespace)
+    fake = rendered.get("Deployment", "-fake-provider")
+    args = args_of(fake, "provider")
+    assert flag(args, "--config").startswith("/etc/bigfleet/fleet/")
+    mounts = materialize_mounts(rendered, fake, "provider", tmp_path)
+    parsed = parse_cli(localize(args, mounts))
+    assert parsed.params["join_nodes"] is True and parsed.params["idle"] == 2
+    assert FleetConfig.load(parsed.params["config_path"]) == FleetConfig.model_validate(fleet)
+    assert_applied(dry_run(control_plane, rendered.text), rendered)
+
+    # The fleet is read at start only: another one must roll the pod.
+    def checksum(workload: Manifest) -> str:
+        return str(workload["spec"]["template"]["metadata"]["annotations"]["checksum/fleet"])
+
+    reseeded = {**values, "fakeProvider": {**values["fakeProvider"], "fleet": {**fleet, "seed": 8}}}
+    other = helm.render(BIGFLEET, reseeded, namespace).get("Deployment", "-fake-provider")
+    assert checksum(other) != checksum(fake)
+
+    # Without a fleet or joinNodes nothing of it is rendered.
+    plain = helm.render(BIGFLEET, {"fakeProvider": {"enabled": True}}, namespace)
+    plain_args = args_of(plain.get("Deployment", "-fake-provider"), "provider")
+    assert not any(a.startswith(("--config", "--join-nodes")) for a in plain_args)
+    assert not any(c["metadata"]["name"].endswith("-fleet") for c in plain.of("ConfigMap"))
+    assert "annotations" not in plain.get("Deployment", "-fake-provider")["spec"]["template"][
+        "metadata"]  # fmt: skip
 
 
 def test_the_longest_release_name_keeps_every_object_name_distinct_and_legal(
