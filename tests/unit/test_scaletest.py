@@ -68,9 +68,8 @@ def test_a_bad_profile_is_refused_naming_the_field(
 
 def test_an_action_names_what_it_does() -> None:
     actions = profile.load("failover-soak").actions
-    assert [a.name for a in actions] == ["kill coordinator-leader", "kill shard"] + [
-        "kill coordinator-leader"
-    ]
+    leader, shard = "kill coordinator-leader", "kill shard"
+    assert [a.name for a in actions] == [leader, shard, leader]
     (cut,) = profile.load("failover-partition").actions
     assert cut.name == "partition the shard from coordinator and provider"
     assert cut.lasts == 60
