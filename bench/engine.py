@@ -30,8 +30,8 @@ from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.profile import Operator, Profile, Requirement
-from bigfleet.shard.engine.rails import RailSettings
 from bigfleet.shard.engine.resources import add
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.stats import percentiles
 
 S = MachineState
@@ -286,7 +286,7 @@ def run(
     gc.collect()
     per_machine = max(0, rss_bytes() - before) / max(1, machines)
     table = build_demand(inv, needs, clusters, colocated, rng)
-    engine = Engine(RailSettings(reclaim_cap_fraction=0), verdicts=verdicts)
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)), verdicts=verdicts)
     reported = {f"cluster-{c:03d}" for c in range(clusters)}
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
     clock = converge(engine, inv, table, reported)

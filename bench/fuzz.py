@@ -26,7 +26,7 @@ import grpc
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.server import start as start_provider
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, provider_pb2, shard_pb2
 
@@ -243,7 +243,7 @@ class Target:
             "cycle_interval_s": 0.2,
             "min_cycle_gap_s": 0.05,
             "bootstrap_timeout_s": 2.0,
-            "rails": RailSettings(reclaim_cap_fraction=0),
+            "engine": EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)),
             "max_frame_bytes": FRAME_LIMIT,
         }
         shard = ShardService(ShardSettings(**(fields | overrides)))  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import NeedsTable
 from bigfleet.shard.engine.normalize import normalize_traced
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.stats import percentiles
 
 S = MachineState
@@ -91,9 +91,11 @@ def run(
     table = hot_fleet.build_demand(rng)
     reported = {hot_fleet.cluster_name(c) for c in range(hot_fleet.CLUSTERS)}
     stateless_built = _stateless(inv, table, reported)
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))  # settling starts from nothing known
+    engine = Engine(
+        EngineSettings(rails=RailSettings(reclaim_cap_fraction=0))
+    )  # settling starts from nothing known
     settled = settle(engine, inv, table, reported, settle_bound)
     on_settled(settled.rounds)
     stateless_settled = _stateless(inv, table, reported)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bigfleet import tls
 from bigfleet.shard.codec import MAX_NEEDS_PER_ROLLUP
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings
 from bigfleet.shard.runtime.channels import (
     DEFAULT_MAX_CLUSTERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -28,7 +28,8 @@ class ShardSettings:
     execute_concurrency: int = 8
     bootstrap_timeout_s: float = 30.0
     execute_timeout_s: float = 30.0
-    rails: RailSettings = field(default_factory=RailSettings)
+    # The decision engine's tunables and rails (idle holds, victim weights, reclaim grace...).
+    engine: EngineSettings = field(default_factory=EngineSettings)
     empty_rollup_guard: bool = True
     outbox_cap: int = 1024
     # What one operator can make the shard hold (docs/shard.md, "Limits and refusals"):

@@ -175,7 +175,10 @@ def _shard(scenario: Scenario, seed: int) -> SimShard:
     """The scenario's simulated shard over its seeded fake fleet."""
     config = FleetConfig(seed=seed, pools=scenario.pools, latency=scenario.latency)
     return SimShard(
-        config, shard_id=f"sim-{scenario.name}", blob_dwell_s=scenario.blob_dwell_seconds
+        config,
+        shard_id=f"sim-{scenario.name}",
+        settings=scenario.engine.settings(),
+        blob_dwell_s=scenario.blob_dwell_seconds,
     )
 
 

@@ -7,13 +7,20 @@ timeline; a soak scenario drives random, seeded churn (validation.md §1-§2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bigfleet.providers_fake.config import LatencyConfig, Pool
 from bigfleet.requirements import OperatorName
+from bigfleet.shard.engine.settings import (
+    EngineSettings,
+    RailSettings,
+    SettingError,
+    VictimWeights,
+    idle_holds,
+)
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # recorded traces of scripted scenarios
@@ -78,6 +85,70 @@ class Soak(_Strict):
     seed: int = Field(default=0xCAFEBABE, ge=0)  # when the command names none
 
 
+_ENGINE = EngineSettings()
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class VictimWeightsSpec(_Strict):
+    priority: _Weight = _ENGINE.victim_weights.priority
+    drain: _Weight = _ENGINE.victim_weights.drain
+    interruption: _Weight = _ENGINE.victim_weights.interruption
+    reclamation: _Weight = _ENGINE.victim_weights.reclamation
+
+
+class RailsSpec(_Strict):
+    """The rails a scenario runs with; off unless it asks (validation.md §2.1)."""
+
+    reclaim_cap_fraction: float = Field(default=0.0, ge=0, le=1)
+    max_actions_per_cycle: int = Field(default=0, ge=0)
+
+
+# Scenario key -> EngineSettings field, to name the key when the settings refuse a value.
+_SETTING_KEYS = {
+    "idle_hold_s": "idle_hold_seconds",
+    "drain_estimate_s": "drain_estimate_seconds",
+    "reclaim_grace_s": "reclaim_grace_seconds",
+}
+
+
+class EngineSpec(_Strict):
+    """The `engine:` block: the engine's settings for this scenario (EngineSettings; the
+    same as the shard's flags, docs/simulator.md). Keys left out keep the engine's default."""
+
+    # Per capacity type (bare-metal, reserved, on-demand, spot); null: never released.
+    # Types not named keep their default hold.
+    idle_hold_seconds: dict[
+        Literal["bare-metal", "reserved", "on-demand", "spot"], _Seconds | None
+    ] = Field(default_factory=dict)
+    victim_weights: VictimWeightsSpec = VictimWeightsSpec()
+    drain_estimate_seconds: _Seconds = _ENGINE.drain_estimate_s
+    reclaim_grace_seconds: int = Field(default=_ENGINE.reclaim_grace_s, ge=0)
+    same_park_after_cycles: int = Field(default=_ENGINE.same_park_after_cycles, ge=1)
+    same_reprobe_every_cycles: int = Field(default=_ENGINE.same_reprobe_every_cycles, ge=1)
+    rails: RailsSpec = RailsSpec()
+
+    @model_validator(mode="after")
+    def _settles(self) -> EngineSpec:
+        try:
+            self.settings()
+        except SettingError as err:
+            field = err.name.partition(".")[0].partition("[")[0]
+            raise ValueError(f"{_SETTING_KEYS.get(field, field)}: {err}") from err
+        return self
+
+    def settings(self) -> EngineSettings:
+        return EngineSettings(
+            rails=RailSettings(**self.rails.model_dump()),
+            idle_hold_s=idle_holds({str(k): v for k, v in self.idle_hold_seconds.items()}),
+            victim_weights=VictimWeights(**self.victim_weights.model_dump()),
+            drain_estimate_s=self.drain_estimate_seconds,
+            reclaim_grace_s=self.reclaim_grace_seconds,
+            same_park_after_cycles=self.same_park_after_cycles,
+            same_reprobe_every_cycles=self.same_reprobe_every_cycles,
+        )
+
+
 class Scenario(_Strict):
     name: str
     description: str = ""
@@ -91,6 +162,7 @@ class Scenario(_Strict):
     timeline: tuple[Event, ...] = ()
     expect: Expect = Expect()
     soak: Soak | None = None
+    engine: EngineSpec = EngineSpec()
 
     @classmethod
     def load(cls, path: Path) -> Scenario:

@@ -28,7 +28,7 @@ from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.decision.actions import Action
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.metrics import ShardMetrics
@@ -67,7 +67,7 @@ class SimShard:
         fleet_config: FleetConfig,
         *,
         shard_id: str,
-        settings: RailSettings | None = None,
+        settings: EngineSettings | None = None,
         blob_dwell_s: float = 0.0,
         concurrency: int = CONCURRENCY,
     ) -> None:
@@ -96,7 +96,8 @@ class SimShard:
             loops=Loops(clock=self.clock, jitter=lambda: 0.5),  # no randomness in restarts
             blobs=self.blobs,
         )
-        self.engine = Engine(settings or RailSettings(reclaim_cap_fraction=0))
+        # Rails off unless asked: the scenario's expectations count every decided action.
+        self.engine = Engine(settings or EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
         self.tally = Tally()
         self.last: CycleResult | None = None
         self._workers: asyncio.Task[None] | None = None

@@ -11,7 +11,7 @@ are reused and only the clock-driven idle release is recomputed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bigfleet.shard.engine import rails
 from bigfleet.shard.engine.decision import phase1, phase2, phase3
@@ -20,6 +20,7 @@ from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.normalize import FoldMemo, normalize_traced
 from bigfleet.shard.engine.parking import ParkingLedger
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.engine.shortfall import ShortfallLedger
 from bigfleet.shard.engine.verdicts import VerdictBook
 
@@ -55,19 +56,24 @@ class _Decisions:
 
 class Engine:
     """Owns the state that spans cycles: parking ages, the shortfall ledger, last decisions,
-    and (unless `verdicts=False`) the per-need verdicts of the last cycle."""
+    and (unless `verdicts=False`) the per-need verdicts of the last cycle.
 
-    def __init__(
-        self, settings: rails.RailSettings | None = None, *, verdicts: bool = True
-    ) -> None:
-        self.settings = settings or rails.RailSettings()
-        self.parking = ParkingLedger()
+    `settings` is every tunable the decisions read; only its rails may change between
+    cycles (`set_rails`: the Shard resource's switches), the rest is fixed at start."""
+
+    def __init__(self, settings: EngineSettings | None = None, *, verdicts: bool = True) -> None:
+        self.settings = settings or EngineSettings()
+        self.parking = ParkingLedger(self.settings)
         self.shortfalls = ShortfallLedger()
         self.verdicts = VerdictBook() if verdicts else None
         self._normalized: _Normalized | None = None
         self._fold_memo: FoldMemo = {}
         self._last: _Decisions | None = None
         self.phase1_memo = phase1.Phase1Memo(rank_domains=verdicts)
+
+    def set_rails(self, settings: RailSettings) -> None:
+        """Replace the rails from the next cycle on; the decisions' settings stay."""
+        self.settings = replace(self.settings, rails=settings)
 
     def cycle(
         self, inventory: Inventory, table: NeedsTable, reported: set[str], now: float
@@ -91,10 +97,12 @@ class Engine:
             first = phase1.run(inventory, demand, self.phase1_memo)
             seconds["phase1"] = clock() - mark
             mark = clock()
-            second = phase2.run(inventory, first.unsatisfied)
+            second = phase2.run(inventory, first.unsatisfied, self.settings)
             seconds["phase2"] = clock() - mark
             mark = clock()
-            reclaims = phase3.reclaims(inventory, first.claimed.keys(), reported)
+            reclaims = phase3.reclaims(
+                inventory, first.claimed.keys(), reported, self.settings.reclaim_grace_s
+            )
             seconds["phase3"] = clock() - mark
             self._last = _Decisions(key, first, second, reclaims)
         last = self._last
@@ -117,13 +125,15 @@ class Engine:
                 self.verdicts.failed(err)  # the shard logs and counts it
 
         mark = clock()
-        releases = phase3.releases(inventory, last.first.claimed.keys(), now)
+        releases = phase3.releases(
+            inventory, last.first.claimed.keys(), now, self.settings.idle_hold_s
+        )
         seconds["phase3"] += clock() - mark
 
         decided, deduped = _one_action_per_machine(
             last.first.actions + last.second.actions + last.reclaims + releases
         )
-        outcome = rails.apply(decided, self.settings, inventory.configured_per_cluster())
+        outcome = rails.apply(decided, self.settings.rails, inventory.configured_per_cluster())
         self.shortfalls.record(last.second.unresolved)
         seconds["cycle"] = clock() - start
         return CycleResult(decided, outcome, last.first, last.second, seconds, deduped, reused)

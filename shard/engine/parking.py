@@ -14,6 +14,7 @@ from dataclasses import replace
 from bigfleet.shard.engine.decision.actions import Unsatisfied
 from bigfleet.shard.engine.decision.cost import same_parked
 from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.settings import EngineSettings
 
 ClassKey = tuple[str, str, str]
 
@@ -23,14 +24,18 @@ def class_key(need: Need) -> ClassKey:
 
 
 class ParkingLedger:
-    def __init__(self) -> None:
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        settings = settings or EngineSettings()
+        self._park_after = settings.same_park_after_cycles
+        self._reprobe_every = settings.same_reprobe_every_cycles
         self._ages: dict[ClassKey, int] = {}
 
     def stamp(self, demand: list[Need]) -> list[Need]:
         """Demand with `parked` set on the Same needs whose class is old enough."""
         return [
             replace(n, parked=True)
-            if n.profile.same is not None and same_parked(self._ages.get(class_key(n), 0))
+            if n.profile.same is not None
+            and same_parked(self._ages.get(class_key(n), 0), self._park_after, self._reprobe_every)
             else n
             for n in demand
         ]

@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.decision.cost import reclaim_cap
 
+# Defined with the other engine settings (EngineSettings.rails); importable from here too.
+from bigfleet.shard.engine.settings import RailSettings as RailSettings
+
 ACQUISITIONS = frozenset({ActionKind.BOOTSTRAP, ActionKind.PROVISION})
 # Every kind that drains or releases a machine.
 RECLAIMS = frozenset({ActionKind.RECLAIM, ActionKind.PREEMPT, ActionKind.DELETE})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RailSettings:
-    reclaim_cap_fraction: float = 0.05  # 0 turns the cap off
-    pause_acquisitions: bool = False
-    pause_reclaims: bool = False
-    dry_run: bool = False
-    max_actions_per_cycle: int = 0  # 0 = unlimited
 
 
 @dataclass(slots=True)

@@ -164,7 +164,7 @@ class ShardService:
             execute_timeout_s=settings.execute_timeout_s,
             loops=self.loops,
         )
-        self.engine = Engine(settings.rails)
+        self.engine = Engine(settings.engine)
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self._verdict_failures = 0  # the engine's count, as last exported
@@ -195,11 +195,13 @@ class ShardService:
         dry_run: bool,
         cycle_interval_s: float,
     ) -> None:
-        self.engine.settings = replace(
-            self.engine.settings,
-            pause_acquisitions=pause_acquisitions,
-            pause_reclaims=pause_reclaims,
-            dry_run=dry_run,
+        self.engine.set_rails(
+            replace(
+                self.engine.settings.rails,
+                pause_acquisitions=pause_acquisitions,
+                pause_reclaims=pause_reclaims,
+                dry_run=dry_run,
+            )
         )
         self.cycle_interval_s = cycle_interval_s
         self._update_pause_gauge()
@@ -215,7 +217,7 @@ class ShardService:
         )
 
     def _update_pause_gauge(self) -> None:
-        r = self.engine.settings
+        r = self.engine.settings.rails
         self.metrics.actuation_paused.set(
             int(r.pause_acquisitions or r.pause_reclaims or r.dry_run)
         )

@@ -20,7 +20,7 @@ from bigfleet.operators.operator.app import OperatorSettings, run
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.server import start as start_provider
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from tests.support.waiting import until
 
@@ -61,7 +61,7 @@ class Chain:
                 cycle_interval_s=0.3,
                 min_cycle_gap_s=0.05,
                 bootstrap_timeout_s=10,
-                rails=RailSettings(reclaim_cap_fraction=0),
+                engine=EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)),
             )
         )
         started = asyncio.Event()

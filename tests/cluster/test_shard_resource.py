@@ -15,7 +15,7 @@ from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import Shard
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.providers_fake.server import start as start_provider
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.resource import ShardResource, run_controls
 from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from tests.component.harness import eventually, need
@@ -49,7 +49,7 @@ class ShardThread:
                 metrics_addr="0",
                 cycle_interval_s=0.3,
                 min_cycle_gap_s=0.05,
-                rails=RailSettings(reclaim_cap_fraction=0),
+                engine=EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)),
             )
         )
         api = await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig))
@@ -117,7 +117,7 @@ async def test_shard_status_appears_and_pausing_acquisitions_takes_effect(
     service = running_shard.service
     assert service is not None
     await eventually(
-        lambda: service.engine.settings.pause_acquisitions,
+        lambda: service.engine.settings.rails.pause_acquisitions,
         timeout_s=30,
         what="the spec reached the shard",
     )

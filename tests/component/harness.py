@@ -14,7 +14,7 @@ import grpc
 from bigfleet.providers_fake.config import FleetConfig, LatencyConfig, Pool
 from bigfleet.providers_fake.fleet import FakeFleet
 from bigfleet.providers_fake.server import start as start_provider
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
 
@@ -148,7 +148,7 @@ class Rig:
             "min_cycle_gap_s": 0.05,
             "bootstrap_timeout_s": 2.0,
             "execute_timeout_s": 5.0,
-            "rails": RailSettings(reclaim_cap_fraction=0),
+            "engine": EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)),
         }
         settings = ShardSettings(**(fields | overrides))  # type: ignore[arg-type]
         self.shard = ShardService(settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.service import ShardService, ShardSettings
 from bigfleet.supervise import Loops
 from tests.component.harness import Rig, eventually, rig
@@ -35,7 +35,7 @@ async def start_shard(r: Rig, port: int, **service: object) -> ShardService:
         metrics_addr=f"127.0.0.1:{port}",
         cycle_interval_s=0.1,
         min_cycle_gap_s=0.02,
-        rails=RailSettings(reclaim_cap_fraction=0),
+        engine=EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)),
     )
     shard = ShardService(settings, **service)  # type: ignore[arg-type]
     started = asyncio.Event()

@@ -17,7 +17,7 @@ from bigfleet.shard import codec
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.machine import InvalidMachine, MachineState, check
 from bigfleet.shard.engine.needs import NeedsTable
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.reconcile import Reconciler
@@ -337,7 +337,7 @@ def test_random_rollups_give_valid_needs_or_invalid_rollup(
     rec, provider, _ = reconciler()
     provider.records = [good_record(f"m-{i}", 8) for i in range(4)]
     asyncio.run(rec.run())
-    Engine(RailSettings(reclaim_cap_fraction=0)).cycle(
+    Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0))).cycle(
         rec.state.inventory, table, {message.cluster_id}, now=0
     )
 

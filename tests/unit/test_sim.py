@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from bigfleet.cli import main
+from bigfleet.shard.engine.machine import CapacityType
 from bigfleet.sim import runner
-from bigfleet.sim.scenario import GOLDEN_DIR, Scenario, catalog, find
+from bigfleet.sim.scenario import GOLDEN_DIR, EngineSpec, Scenario, catalog, find
 
 SCRIPTED = [name for name in catalog() if find(name).kind == "scripted"]
 
 
-def test_the_six_scenarios_of_the_catalog_ship() -> None:
+def test_the_six_scenarios_of_the_catalog_ship_and_idle_release() -> None:
     assert sorted(SCRIPTED) == sorted(
         [
             "training-job-topology",
@@ -23,6 +26,7 @@ def test_the_six_scenarios_of_the_catalog_ship() -> None:
             "priority-inversion",
             "provider-configure-failure",
             "drain-failure-withdrawal",
+            "idle-release",  # ours: the `engine:` block at work
         ]
     )
 
@@ -139,8 +143,6 @@ def test_sim_cli_runs_a_scenario_and_writes_trace_and_report(tmp_path) -> None: 
 def test_sim_cli_exits_non_zero_when_expectations_fail(tmp_path) -> None:  # type: ignore[no-untyped-def]
     broken = find("withdrawal").model_copy(update={"expect": find("training-job-topology").expect})
     path = tmp_path / "broken.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(broken.model_dump(mode="json")))
     result = CliRunner().invoke(main, ["sim", "run", str(path)])
     assert result.exit_code == 1
@@ -192,3 +194,72 @@ def test_demand_is_unknown_when_a_need_has_no_min_unit() -> None:
         min_unit={"nvidia.com/gpu": "8", "cpu": "1"},
     )
     assert runner.need_machines(sized) == 10  # the larger count over the unit's resources
+
+
+def _deletes(result: runner.RunResult) -> list[int]:
+    """The trace steps of the cycles that released machines."""
+    lines = [json.loads(line) for line in result.trace.lines]
+    return [x["step"] for x in lines if any(a["kind"] == "Delete" for a in x.get("actions", ()))]
+
+
+def test_the_engine_block_s_idle_hold_decides_when_machines_are_released() -> None:
+    scenario = find("idle-release")
+    assert dict(scenario.engine.settings().idle_hold_s) == {
+        CapacityType.ON_DEMAND: 30.0,
+        CapacityType.SPOT: 60.0,
+    }
+    short = runner.run(scenario)
+    assert short.problems == []
+    assert _deletes(short) == [7]  # 30 s after the reclaim drained them
+    longer = scenario.model_copy(update={"engine": EngineSpec(idle_hold_seconds={"on-demand": 50})})
+    assert _deletes(runner.run(longer)) == [9]
+    default = runner.run(scenario.model_copy(update={"engine": EngineSpec()}))
+    assert _deletes(default) == []  # 10 min: past the end of the run
+    assert default.report["final_state"]["by_state"] == {"Idle": 4}
+
+
+def test_the_engine_block_sets_every_engine_setting() -> None:
+    block = {
+        "idle_hold_seconds": {"spot": None, "reserved": 7200},
+        "victim_weights": {"priority": 2, "reclamation": 0},
+        "drain_estimate_seconds": 5,
+        "reclaim_grace_seconds": 45,
+        "same_park_after_cycles": 3,
+        "same_reprobe_every_cycles": 9,
+        "rails": {"reclaim_cap_fraction": 0.5, "max_actions_per_cycle": 4},
+    }
+    settings = EngineSpec.model_validate(block).settings()
+    assert dict(settings.idle_hold_s) == {
+        CapacityType.ON_DEMAND: 600.0,
+        CapacityType.RESERVED: 7200.0,
+    }
+    assert (settings.victim_weights.priority, settings.victim_weights.drain) == (2, 0.1)
+    assert settings.victim_weights.reclamation == 0
+    assert (settings.drain_estimate_s, settings.reclaim_grace_s) == (5, 45)
+    assert (settings.same_park_after_cycles, settings.same_reprobe_every_cycles) == (3, 9)
+    assert (settings.rails.reclaim_cap_fraction, settings.rails.max_actions_per_cycle) == (0.5, 4)
+    # Without a block the simulator runs the engine's defaults with the rails off.
+    assert EngineSpec().settings().rails.reclaim_cap_fraction == 0
+    assert EngineSpec().settings().idle_hold_s == find("withdrawal").engine.settings().idle_hold_s
+
+
+@pytest.mark.parametrize(
+    ("block", "names"),
+    [
+        ({"idle_hold": {"spot": 1}}, "engine.idle_hold"),
+        ({"idle_hold_seconds": {"gpu": 1}}, "engine.idle_hold_seconds.gpu"),
+        ({"idle_hold_seconds": {"spot": -1}}, "engine.idle_hold_seconds.spot"),
+        ({"victim_weights": {"speed": 1}}, "engine.victim_weights.speed"),
+        ({"victim_weights": {"drain": -1}}, "engine.victim_weights.drain"),
+        ({"same_reprobe_every_cycles": 0}, "engine.same_reprobe_every_cycles"),
+        ({"reclaim_grace_seconds": -1}, "engine.reclaim_grace_seconds"),
+        ({"rails": {"pause_reclaims": True}}, "engine.rails.pause_reclaims"),
+    ],
+)
+def test_an_engine_block_with_an_unknown_key_or_bad_value_is_refused_naming_it(
+    block: dict[str, object], names: str
+) -> None:
+    text = yaml.safe_dump({"name": "bad", "engine": block})
+    with pytest.raises(ValidationError) as refused:
+        Scenario.model_validate(yaml.safe_load(text))
+    assert names in str(refused.value)

@@ -1,4 +1,5 @@
-"""Every formula of the decision engine, in one place. They are fixed, not pluggable.
+"""Every formula of the decision engine, in one place. They are fixed, not pluggable;
+their coefficients (victim weights, the drain estimate, parking ages) are EngineSettings.
 
 Phase 1 orders speculative supply by effective cost; Phase 2 scores victims
 and derives drain grace from the priority gap; Phase 3's blast-radius cap is
@@ -11,13 +12,9 @@ import math
 
 from bigfleet import penalty
 from bigfleet.shard.engine.machine import Machine
+from bigfleet.shard.engine.settings import EngineSettings, VictimWeights
 
-# Victim score weights: priority gap, drain speed, interruption, reclamation.
-W_PRIORITY, W_DRAIN, W_INTERRUPTION, W_RECLAMATION = 1.0, 0.1, 0.1, 0.1
-DRAIN_ESTIMATE_S = 30.0  # one estimate for every victim, so the drain term never discriminates
-RECLAIM_GRACE_S = 600
-SAME_PARK_AFTER_CYCLES = 8
-SAME_REPROBE_EVERY_CYCLES = 32
+_DEFAULTS = EngineSettings()
 
 
 def effective_cost(machine: Machine, interruption_bucket: int) -> float:
@@ -30,14 +27,17 @@ def effective_cost(machine: Machine, interruption_bucket: int) -> float:
 
 
 def victim_score(
-    preemptor_priority: int, victim: Machine, drain_seconds: float = DRAIN_ESTIMATE_S
+    preemptor_priority: int,
+    victim: Machine,
+    drain_seconds: float = _DEFAULTS.drain_estimate_s,
+    weights: VictimWeights = _DEFAULTS.victim_weights,
 ) -> float:
     """Higher is a better victim. Each reciprocal is floored so it stays finite."""
     return (
-        max(0, preemptor_priority - victim.assigned_priority) * W_PRIORITY
-        + (1 / max(1.0, drain_seconds)) * W_DRAIN
-        + (1 / max(0.01, victim.assigned_interruption_penalty)) * W_INTERRUPTION
-        + (1 / max(0.01, victim.assigned_reclamation_penalty)) * W_RECLAMATION
+        max(0, preemptor_priority - victim.assigned_priority) * weights.priority
+        + (1 / max(1.0, drain_seconds)) * weights.drain
+        + (1 / max(0.01, victim.assigned_interruption_penalty)) * weights.interruption
+        + (1 / max(0.01, victim.assigned_reclamation_penalty)) * weights.reclamation
     )
 
 
@@ -57,6 +57,7 @@ def reclaim_cap(fraction: float, configured: int) -> int:
     return max(1, math.floor(fraction * configured))
 
 
-def same_parked(age_cycles: int) -> bool:
-    """Park a stuck co-location need, re-probing it every 32nd cycle."""
-    return age_cycles >= SAME_PARK_AFTER_CYCLES and age_cycles % SAME_REPROBE_EVERY_CYCLES != 0
+def same_parked(age_cycles: int, park_after: int, reprobe_every: int) -> bool:
+    """Park a stuck co-location need from `park_after` cycles, re-probing it every
+    `reprobe_every`th cycle (8 and 32 by default)."""
+    return age_cycles >= park_after and age_cycles % reprobe_every != 0

@@ -17,6 +17,7 @@ from bigfleet.shard.engine.decision.cost import drain_grace_seconds, victim_scor
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
 from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.settings import EngineSettings
 
 S = MachineState
 
@@ -30,8 +31,10 @@ class Phase2Result:
 
 
 class _VictimPools:
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, settings: EngineSettings) -> None:
         self.inv = inventory
+        self._drain_s = settings.drain_estimate_s
+        self._weights = settings.victim_weights
         self._pools: dict[tuple[str, int], list[Machine]] = {}
         self._floor: dict[tuple[str, ...], int | None] = {}
 
@@ -62,14 +65,24 @@ class _VictimPools:
                     for m in self._candidates(need)
                     if m.assigned_priority < need.priority and need.profile.matches(m)
                 ]
-                victims.sort(key=lambda m: (-victim_score(need.priority, m), m.id))
+                victims.sort(
+                    key=lambda m: (
+                        -victim_score(need.priority, m, self._drain_s, self._weights),
+                        m.id,
+                    )
+                )
                 pool = victims
             self._pools[key] = pool
         return pool
 
 
-def run(inventory: Inventory, unsatisfied: list[Unsatisfied]) -> Phase2Result:
-    pools = _VictimPools(inventory)
+_DEFAULTS = EngineSettings()
+
+
+def run(
+    inventory: Inventory, unsatisfied: list[Unsatisfied], settings: EngineSettings = _DEFAULTS
+) -> Phase2Result:
+    pools = _VictimPools(inventory, settings)
     taken: set[str] = set()
     actions: list[Action] = []
     unresolved: list[Unsatisfied] = []

@@ -11,23 +11,21 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
-from bigfleet.shard.engine.decision.cost import RECLAIM_GRACE_S
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import CapacityType, MachineState
+from bigfleet.shard.engine.settings import DEFAULT_IDLE_HOLD_S, EngineSettings
 
 S = MachineState
 
-# Seconds an unclaimed Idle machine is held before release; absent types are never released.
-IDLE_HOLD_S: Mapping[CapacityType, float] = {
-    CapacityType.ON_DEMAND: 600.0,
-    CapacityType.SPOT: 60.0,
-}
-
 
 def reclaims(
-    inventory: Inventory, claimed: Collection[str], reported: Collection[str]
+    inventory: Inventory,
+    claimed: Collection[str],
+    reported: Collection[str],
+    grace_seconds: int = EngineSettings().reclaim_grace_s,
 ) -> list[Action]:
-    """Configured machines no need claims, per cluster in keep order (the expensive tail)."""
+    """Configured machines no need claims, per cluster in keep order (the expensive tail),
+    each drained with `grace_seconds` (EngineSettings.reclaim_grace_s)."""
     actions = []
     for cluster in inventory.clusters_with(S.CONFIGURED):
         if cluster not in reported:
@@ -40,7 +38,7 @@ def reclaims(
                         machine_id=m.id,
                         cluster=cluster,
                         reason="phase3.excess",
-                        grace_seconds=RECLAIM_GRACE_S,
+                        grace_seconds=grace_seconds,
                     )
                 )
     return actions
@@ -50,9 +48,10 @@ def releases(
     inventory: Inventory,
     claimed: Collection[str],
     now: float,
-    holds: Mapping[CapacityType, float] = IDLE_HOLD_S,
+    holds: Mapping[CapacityType, float] = DEFAULT_IDLE_HOLD_S,
 ) -> list[Action]:
-    """Idle machines held past their capacity type's hold, in id order.
+    """Idle machines held past their capacity type's hold (EngineSettings.idle_hold_s; a
+    type without one is never released), in id order.
 
     Each capacity type is scanned longest-idle first and the scan stops at the
     first machine still within its hold, so a quiet cycle costs almost nothing.

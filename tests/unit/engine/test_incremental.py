@@ -21,7 +21,7 @@ from bigfleet.shard.engine.machine import Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.normalize import normalize
 from bigfleet.shard.engine.profile import Profile, Spread
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, machine, profile
 
 S = MachineState
@@ -144,7 +144,7 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
     table = NeedsTable()
     for cluster in CLUSTERS:
         table.replace(cluster, data.draw(demand_of(cluster)))
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     for step, change in enumerate([("none",), *changes]):
         match change:
             case ("demand", str(cluster), list(rows)):
@@ -198,7 +198,7 @@ def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> Non
     plain = Need(cluster="c1", profile=_profile("t-small", False, 100), aggregate={"cpu": 4000})
     table = NeedsTable()
     table.replace("c1", [gang, plain])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     first = engine.cycle(inv, table, {"c1"}, now=0.0).phase1
     assert first.claimed["bound-r1"] == gang and first.claimed["bound-r2"] == plain
 
@@ -227,7 +227,7 @@ def test_clusters_contesting_in_flight_machines_are_always_recomputed() -> None:
     table = NeedsTable()
     table.replace("c1", [first_need])
     table.replace("c2", [second_need])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     assert engine.cycle(inv, table, {"c1", "c2"}, now=0.0).phase1.claimed["creating"] == first_need
 
     table.replace("c1", [])  # c2's own inputs are unchanged, yet it now gets the machine
@@ -288,7 +288,7 @@ def test_one_changed_need_recomputes_only_needs_on_its_instance_types() -> None:
     table = NeedsTable()
     for cluster in ("c1", "c2"):
         table.replace(cluster, [n for n in rows if n.cluster == cluster])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     engine.cycle(inv, table, {"c1", "c2"}, now=0.0)
     assert engine.phase1_memo.replayed == 0
 
@@ -318,7 +318,7 @@ def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
     )
     table = NeedsTable()
     table.replace("c1", [gang])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     assert sorted(engine.cycle(inv, table, {"c1"}, now=0.0).phase1.claimed) == ["r2-0", "r2-1"]
 
     # Supply lands in a third rack: the choice stands and the step is replayed.
@@ -365,7 +365,7 @@ def test_a_replayed_need_counts_its_claims_in_groupings_built_this_cycle() -> No
             ),
         ],
     )
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     engine.cycle(inv, table, {"c1"}, now=0.0)
     inv.remove("m-00")
     afresh = phase1.run(inv, engine.parking.stamp(normalize(inv, table.snapshot())))
@@ -410,7 +410,7 @@ def test_a_reserving_gang_reserves_again_when_machines_it_passed_over_come_free(
     table = NeedsTable()
     table.replace("c1", [gang("c1", 200, penalty.ZERO)])
     table.replace("c2", [gang("c2", 100, 5)])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     engine.cycle(inv, table, {"c1", "c2"}, now=0)
     second = engine.phase1_memo.clusters["c2"].steps[0]
     assert [r.machine_id for r in second.reservations] == ["m-2", "m-3"]

@@ -13,7 +13,7 @@ from bigfleet.shard.engine.decision.actions import ActionKind
 from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.profile import Operator, Profile, Requirement, Spread
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.sim.shard_loop import SimShard
 from bigfleet.wire import capacity_pb2
 from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, inventory, machine
@@ -90,7 +90,7 @@ def test_no_machine_is_acted_on_twice_and_actions_start_from_the_right_state(
     fleet: list[Machine], demand: list[Need]
 ) -> None:
     inv = inventory(*fleet)
-    result = Engine(RailSettings(reclaim_cap_fraction=0)).cycle(
+    result = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0))).cycle(
         inv, _table(demand), set(CLUSTERS), now=0
     )
     ids = [a.machine_id for a in result.decided]

@@ -12,7 +12,7 @@ from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import CapacityType, Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.profile import Profile
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from tests.unit.engine.builders import machine, profile
 
 S = MachineState
@@ -109,7 +109,7 @@ def test_a_gang_served_by_unstamped_machines_does_not_take_another_gangs_rack() 
     b3, b16 = penalty.bucket_for_dollars(1), penalty.bucket_for_dollars(8000)
     table.replace("c1", [_gang("c1", "c1-g1", 1000, b3, 4), _gang("c1", "c1-g0", 100, b3, 5)])
     table.replace("c2", [_gang("c2", "c2-g2", 1000, b16, 2), _gang("c2", "c2-g0", 100, b3, 3)])
-    engine = Engine(RailSettings(reclaim_cap_fraction=0))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     decided: list[list[tuple[str, str]]] = []
     for now in range(6):
         actions = engine.cycle(inv, table, {"c1", "c2"}, float(now)).rails.execute

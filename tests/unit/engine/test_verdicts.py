@@ -9,13 +9,13 @@ import pytest
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.machine import CapacityType
 from bigfleet.shard.engine.profile import Spread
-from bigfleet.shard.engine.rails import RailSettings
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.engine.verdicts import Reason, Row, VerdictBook, VerdictSheet
 from bigfleet.sim import runner
 from bigfleet.sim.scenario import catalog, find
 from tests.unit.engine.builders import GPU, S, gpu, inventory, machine, need, table
 
-NO_RAILS = RailSettings(reclaim_cap_fraction=0)
+NO_RAILS = EngineSettings(rails=RailSettings(reclaim_cap_fraction=0))
 
 
 def sheet_of(*machines: Any, needs: list[Any], cycles: int = 1) -> VerdictSheet:

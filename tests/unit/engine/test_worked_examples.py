@@ -12,7 +12,8 @@ from bigfleet.shard.engine.decision import cost, phase1, phase2, phase3
 from bigfleet.shard.engine.machine import CapacityType
 from bigfleet.shard.engine.normalize import normalize
 from bigfleet.shard.engine.profile import Operator
-from bigfleet.shard.engine.rails import RailSettings, RollupQuarantine
+from bigfleet.shard.engine.rails import RollupQuarantine
+from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from bigfleet.shard.engine.shortfall import ShortfallLedger
 from tests.unit.engine.builders import (
     S,
@@ -25,7 +26,7 @@ from tests.unit.engine.builders import (
 )
 
 OD, SPOT, BM = CapacityType.ON_DEMAND, CapacityType.SPOT, CapacityType.BARE_METAL
-NO_RAILS = RailSettings(reclaim_cap_fraction=0)
+NO_RAILS = EngineSettings(rails=RailSettings(reclaim_cap_fraction=0))
 
 
 # E1 ------------------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def test_e8_reclaim_releases_the_expensive_unclaimed_tail() -> None:
 
 def test_e8_blast_radius_cap_keeps_one_reclaim_of_five() -> None:
     inv = _e8_inventory()
-    engine = Engine(RailSettings(reclaim_cap_fraction=0.05))
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0.05)))
     result = engine.cycle(inv, table(need("c1", 100, 3)), {"c1"}, now=0)
     assert kinds(result.rails.execute) == [("Reclaim", "i-01")]
     assert result.rails.capped == 1
@@ -482,7 +483,7 @@ def test_e14_shortfalls_sum_per_profile_and_age() -> None:
 
 def test_rails_dry_run_counts_everything_and_executes_nothing() -> None:
     inv = _e8_inventory()
-    engine = Engine(RailSettings(dry_run=True))
+    engine = Engine(EngineSettings(rails=RailSettings(dry_run=True)))
     result = engine.cycle(inv, table(need("c1", 100, 3)), {"c1"}, now=0)
     assert result.rails.execute == []
     assert result.rails.dry_run == {"Reclaim": 2}
@@ -494,11 +495,13 @@ def test_rails_pause_switches_hold_back_their_kinds_only() -> None:
         machine("c-1", S.CONFIGURED, cluster="gone"),
     )
     demand = table(need("c1", 100, 1))
-    paused = Engine(RailSettings(pause_acquisitions=True, reclaim_cap_fraction=0))
+    paused = Engine(
+        EngineSettings(rails=RailSettings(pause_acquisitions=True, reclaim_cap_fraction=0))
+    )
     result = paused.cycle(inv, demand, {"c1", "gone"}, now=0)
     assert kinds(result.rails.execute) == [("Reclaim", "c-1")]
     assert result.rails.suppressed == {"Bootstrap": 1}
-    no_reclaim = Engine(RailSettings(pause_reclaims=True))
+    no_reclaim = Engine(EngineSettings(rails=RailSettings(pause_reclaims=True)))
     result = no_reclaim.cycle(inv, demand, {"c1", "gone"}, now=0)
     assert kinds(result.rails.execute) == [("Bootstrap", "i-1")]
     assert result.rails.suppressed == {"Reclaim": 1}
@@ -506,7 +509,7 @@ def test_rails_pause_switches_hold_back_their_kinds_only() -> None:
 
 def test_rails_truncate_to_max_actions_per_cycle() -> None:
     inv = inventory(*(machine(f"i-{i}", S.IDLE) for i in range(5)))
-    engine = Engine(RailSettings(max_actions_per_cycle=2))
+    engine = Engine(EngineSettings(rails=RailSettings(max_actions_per_cycle=2)))
     result = engine.cycle(inv, table(need("c1", 1, 5)), {"c1"}, now=0)
     assert len(result.rails.execute) == 2 and result.rails.truncated == 3
 
