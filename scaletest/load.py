@@ -19,6 +19,7 @@ from bigfleet.scaletest.profile import Profile
 
 NAMESPACE = "scaletest"
 LABEL = "bigfleet.lucy.sh/scaletest"
+GANG_LABEL = "bigfleet.lucy.sh/scaletest-gang"
 
 
 def namespace() -> dict[str, Any]:
@@ -39,16 +40,43 @@ def manifests(profile: Profile) -> list[dict[str, Any]]:
     return [
         namespace(),
         *(priority_class(name) for name in priority_class_names(profile)),
-        *(deployment(w.name, w.replicas, w.cpu, w.priority_class) for w in profile.workloads),
+        *deployments(profile),
     ]
 
 
-def deployment(workload_name: str, replicas: int, cpu: str, priority_class: str) -> dict[str, Any]:
-    labels = {LABEL: workload_name}
+def deployments(profile: Profile) -> list[dict[str, Any]]:
+    out = []
+    for w in profile.workloads:
+        if not w.gangs:
+            out.append(deployment(w.name, w.replicas, w.cpu, w.priority_class))
+        for i in range(w.gangs):
+            gang = f"{w.name}-g{i}"
+            body = deployment(gang, w.replicas, w.cpu, w.priority_class, workload=w.name)
+            # Every member must sit in the domain of the first: required pod affinity to
+            # the gang's own label, which the scheduler lets the first member satisfy.
+            body["spec"]["template"]["spec"]["affinity"] = {
+                "podAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "labelSelector": {"matchLabels": {GANG_LABEL: gang}},
+                            "topologyKey": w.colocate,
+                        }
+                    ]
+                }
+            }
+            out.append(body)
+    return out
+
+
+def deployment(
+    name: str, replicas: int, cpu: str, priority_class: str, workload: str = ""
+) -> dict[str, Any]:
+    """`name` is the workload's, or for a gang the gang's (labelled with both)."""
+    labels = {LABEL: workload or name} | ({GANG_LABEL: name} if workload else {})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": workload_name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -84,8 +112,7 @@ class Load:
                     url="priorityclasses", json=priority_class(name),
                 ):  # fmt: skip
                     pass
-            for w in self.profile.workloads:
-                body = deployment(w.name, w.replicas, w.cpu, w.priority_class)
+            for body in deployments(self.profile):
                 await Deployment(body, api=api).create()
 
     async def census(self) -> Census:

@@ -46,12 +46,20 @@ class _Strict(BaseModel):
 
 
 class Workload(_Strict):
-    """A Deployment every simulated cluster runs, kept at `replicas` Pods."""
+    """A Deployment every simulated cluster runs, kept at `replicas` Pods; or, with
+    `gangs`, that many Deployments of `replicas` Pods each, every gang's Pods required
+    to share one `colocate` domain (a rack by default) by pod affinity."""
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
     replicas: int = Field(ge=1, le=100_000)
     cpu: str = Field(default="1", pattern=r"^\d+(\.\d+)?m?$")
     priority_class: str = Field(default="", alias="priorityClass")
+    gangs: int = Field(default=0, ge=0, le=10_000)
+    colocate: str = Field(default="topology.kubernetes.io/rack", min_length=1)
+
+    @property
+    def pods(self) -> int:
+        return self.replicas * max(self.gangs, 1)
 
 
 class Steady(_Strict):
@@ -158,7 +166,7 @@ class Profile(_Strict):
 
     @property
     def pods_per_cluster(self) -> int:
-        return sum(w.replicas for w in self.workloads)
+        return sum(w.pods for w in self.workloads)
 
     @property
     def target_pods(self) -> int:

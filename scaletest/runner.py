@@ -28,6 +28,7 @@ from bigfleet.scaletest.load import Census, Load
 from bigfleet.scaletest.profile import Action, Profile
 from bigfleet.scaletest.scrape import Snapshot, read
 from bigfleet.scaletest.substrate import LocalSubstrate
+from bigfleet.scaletest.timeline import Timeline
 from bigfleet.scaletest.write_probe import WriteProbe
 from bigfleet.wire import provider_pb2
 
@@ -88,6 +89,7 @@ class Run:
         self.judged: list[gates.Gate] = []
         self.timings: dict[str, float] = {}
         self.snapshots: dict[str, Snapshot] = {}
+        self.timeline = Timeline()
 
     async def _shard(self) -> Snapshot:
         return await asyncio.to_thread(read, {"shard": self.substrate.metrics_urls()["shard"]})
@@ -100,15 +102,23 @@ class Run:
         load = Load(self.profile, apis, seed=0)
         self.report(f"installing {len(self.profile.workloads)} Deployments per cluster")
         await load.install()
-        began = time.monotonic()
-        await self.settle(load)
-        self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
-        urls = self.substrate.metrics_urls()
-        start = await asyncio.to_thread(read, urls)
-        began = time.monotonic()
-        await self.soak(load)
-        self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
-        end = await asyncio.to_thread(read, urls)
+        sampling = asyncio.create_task(
+            self.timeline.follow(load.census, self._shard, self.profile.steady.poll)
+        )
+        try:
+            began = time.monotonic()
+            await self.settle(load)
+            self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
+            urls = self.substrate.metrics_urls()
+            start = await asyncio.to_thread(read, urls)
+            began = time.monotonic()
+            self.timeline.phase = "soak"
+            await self.soak(load)
+            self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
+            end = await asyncio.to_thread(read, urls)
+        finally:
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
         self.snapshots = {"start": start, "end": end}
         census = await load.census()
         self.metrics = gates.figures(start, end, census, self.profile.target_pods)
@@ -159,7 +169,11 @@ class Run:
         owed = 0.0  # evictions due but not yet made (churn runs in whole Pods)
         while (elapsed := time.monotonic() - began) < self.soak_s:
             if pending and elapsed >= pending[0].at:
-                self.records.append(await self.fire(pending.pop(0), load, elapsed))
+                self.timeline.fault = pending[0].name
+                try:
+                    self.records.append(await self.fire(pending.pop(0), load, elapsed))
+                finally:
+                    self.timeline.fault = ""
                 continue
             owed += self.profile.churn_per_minute * target * poll / 60
             if owed >= 1:
@@ -366,6 +380,7 @@ def run(
         report("tearing down")
         substrate.stop()
         summary = _summary(run_id, profile, the_run, failures, time.monotonic() - began)
+        summary["timelineNotWritten"] = the_run.timeline.write(output)
         path = output / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         if the_run.snapshots:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bigfleet.scaletest import gates, profile
-from bigfleet.scaletest.load import Census
+from bigfleet.scaletest.load import GANG_LABEL, LABEL, Census, deployments
 from bigfleet.scaletest.profile import Gates, ProfileError
 from bigfleet.scaletest.scrape import Labels, Snapshot, increase, parse, quantile, window
 
@@ -147,3 +147,27 @@ def test_killing_the_coordinator_leader_needs_replicas(tmp_path: Path) -> None:
     data |= {"coordinator": True, "coordinatorReplicas": 3}
     path.write_text(yaml.safe_dump(data))
     assert profile.load(str(path)).coordinator_replicas == 3
+
+
+def test_a_gang_workload_is_one_deployment_per_gang_held_together_by_pod_affinity() -> None:
+    data = yaml.safe_load((profile.PROFILE_DIR / "smoke.yaml").read_text())
+    data["workloads"] = [
+        {"name": "web", "replicas": 3},
+        {"name": "cache", "replicas": 4, "cpu": "2", "gangs": 2},
+    ]
+    loaded = profile.Profile.model_validate(data)
+    assert loaded.pods_per_cluster == 3 + 2 * 4
+    bodies = {d["metadata"]["name"]: d for d in deployments(loaded)}
+    assert sorted(bodies) == ["cache-g0", "cache-g1", "web"]
+    assert "affinity" not in bodies["web"]["spec"]["template"]["spec"]
+    gang = bodies["cache-g1"]["spec"]
+    assert gang["replicas"] == 4
+    labels = gang["template"]["metadata"]["labels"]
+    assert labels == {LABEL: "cache", GANG_LABEL: "cache-g1"}
+    (term,) = gang["template"]["spec"]["affinity"]["podAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term == {
+        "labelSelector": {"matchLabels": {GANG_LABEL: "cache-g1"}},
+        "topologyKey": "topology.kubernetes.io/rack",
+    }
