@@ -380,7 +380,7 @@ def run(
         report("tearing down")
         substrate.stop()
         summary = _summary(run_id, profile, the_run, failures, time.monotonic() - began)
-        summary["timelineNotWritten"] = the_run.timeline.write(output)
+        summary["timelineNotWritten"] = the_run.timeline.write(output, run_id)
         path = output / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         if the_run.snapshots:

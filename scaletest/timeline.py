@@ -45,6 +45,9 @@ class Timeline:
         self.fault = ""
         self._began = time.monotonic()
         self._shard = (0.0, 0.0, 0.0)  # the last figures read from the shard
+        # The shard's action counters start again at 0 when it restarts; what the
+        # earlier processes counted is kept here so the line only grows.
+        self._acquired_before, self._acquired_last = 0.0, 0.0
         self.skipped = 0
 
     def record(self, census: Census, shard: Snapshot) -> None:
@@ -55,7 +58,10 @@ class Timeline:
                 shard.total("shard", "bigfleet_shard_actions_total", kind=kind) or 0
                 for kind in ACQUISITIONS
             )
-            self._shard = (configured, shortfalls, acquired)
+            if acquired < self._acquired_last:  # a new shard process
+                self._acquired_before += self._acquired_last
+            self._acquired_last = acquired
+            self._shard = (configured, shortfalls, self._acquired_before + acquired)
         self.samples.append(
             Sample(
                 round(time.monotonic() - self._began, 1),
@@ -74,6 +80,7 @@ class Timeline:
     ) -> None:  # fmt: skip
         """Sample until cancelled. A sample that cannot be taken (an API server busy
         restarting, say) is skipped: the timeline illustrates, it does not judge."""
+        self._began = time.monotonic()
         while True:
             try:
                 self.record(await census(), await shard())
@@ -82,7 +89,7 @@ class Timeline:
                 log.debug("timeline sample skipped", extra={"error": str(err)})
             await asyncio.sleep(every_s)
 
-    def write(self, output: Path) -> list[str]:
+    def write(self, output: Path, title: str = "") -> list[str]:
         """timeline.json, and timeline.png where matplotlib is installed; what was not
         written, and why."""
         (output / "timeline.json").write_text(
@@ -94,7 +101,7 @@ class Timeline:
             plot.require()
         except plot.PlotUnavailable as err:
             return [f"timeline.png: {err}"]
-        self.draw(output / "timeline.png")
+        self.draw(output / "timeline.png", title)
         return []
 
     def draw(self, path: Path, title: str = "") -> None:
@@ -104,7 +111,7 @@ class Timeline:
         plot.draw(
             path,
             title or "scale test",
-            "seconds since install",
+            "seconds since the load was installed",
             [x.at_s for x in s],
             [
                 plot.Panel(

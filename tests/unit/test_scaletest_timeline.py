@@ -21,6 +21,13 @@ bigfleet_shard_actions_total{kind="Reclaim"} 4
 """
 
 
+RESTARTED = """\
+bigfleet_shard_inventory_machines{state="Configured",capacity_type="spot"} 9
+bigfleet_shard_shortfalls 0
+bigfleet_shard_actions_total{kind="Provision"} 1
+"""
+
+
 def _census(pods: int, bound: int) -> Census:
     return Census(pods=pods, bound={f"c1/p{i}": "n" for i in range(bound)}, requests=pods)
 
@@ -34,10 +41,13 @@ def test_samples_carry_the_shards_figures_over_while_it_is_down(tmp_path: Path) 
     assert (first.configured, first.shortfalls, first.acquisitions) == (9, 1, 9)
     assert (second.configured, second.shortfalls, second.acquisitions) == (9, 1, 9)
     assert (second.bound, second.phase, second.fault) == (9, "soak", "kill shard")
+    # A restarted shard counts from 0 again; the line keeps what the old one counted.
+    timeline.record(_census(10, 9), Snapshot({"shard": parse(RESTARTED)}))
+    assert timeline.samples[-1].acquisitions == 9 + 1
 
     assert timeline.write(tmp_path) == []
     written = json.loads((tmp_path / "timeline.json").read_text())
-    assert [s["bound"] for s in written] == [4, 9]
+    assert [s["bound"] for s in written] == [4, 9, 9]
     png = (tmp_path / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
