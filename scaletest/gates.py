@@ -71,7 +71,13 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
         for outcome in ("error", "fsm_error")
     )
     coordinators = [p for p in end.samples if p.startswith(COORDINATOR)]
+    cycled = [
+        p
+        for p in end.samples
+        if p.startswith(SHARD) and grew(p, "bigfleet_shard_cycle_duration_seconds_count")
+    ]
     found: dict[str, float | None] = {
+        "shardsReportingCycle": float(len(cycled)),
         "loadgenCRsActiveRatio": census.requests / target_pods if target_pods else None,
         "podsBoundRatio": len(census.bound) / target_pods if target_pods else None,
         "shardCycleDurationP99Seconds": soak_quantile(
@@ -109,6 +115,7 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
 
 def judge(gates: Gates, metrics: dict[str, float]) -> list[Gate]:
     wanted: list[tuple[str, float | None, str]] = [
+        ("shardsReportingCycle", 1, ">="),  # the one shard kept cycling through the soak
         ("loadgenCRsActiveRatio", 0.999, ">="),
         ("shardShortfalls", 0, "=="),
         ("shardOutboxDropsDuringSoak", 0, "=="),

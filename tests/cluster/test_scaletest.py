@@ -21,7 +21,8 @@ from bigfleet.scaletest.profile import PROFILE_DIR
 GATED = {
     "loadgenCRsActiveRatio", "shardShortfalls", "shardCycleDurationP99Seconds",
     "operatorRollupP99Seconds", "operatorAckP99Seconds", "endToEndPodBindP50Seconds",
-    "reclaimActionsDuringSoak", "shardOutboxDropsDuringSoak",
+    "reclaimActionsDuringSoak", "shardOutboxDropsDuringSoak", "shardsReportingCycle",
+    "operatorNodeStateUpdateP99Seconds",
 }  # fmt: skip
 
 
@@ -51,6 +52,11 @@ def test_the_smoke_profile_settles_and_holds_its_gates(tmp_path: Path) -> None:
     assert summary["metrics"]["podsBoundRatio"] > 0  # reported, not gated
     snapshot = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"shard", "operator-c1", "operator-c2"} <= set(snapshot["end"])
+    timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
+    assert {s["phase"] for s in timeline} == {"settle", "soak"}
+    assert timeline[-1]["bound"] > 0 and timeline[-1]["configured"] > 0
+    assert (tmp_path / "out" / "timeline.png").read_bytes().startswith(b"\x89PNG")
+    assert summary["timelineNotWritten"] == []
     _no_process_left(tmp_path / "out")
 
 

@@ -104,6 +104,7 @@ def test_figures_and_gates_from_two_snapshots() -> None:
         METRICS.replace('le="0.01"} 90.0', 'le="0.01"} 190.0')
         .replace('le="0.02"} 99.0', 'le="0.02"} 199.0')
         .replace('le="+Inf"} 100.0', 'le="+Inf"} 200.0')
+        .replace("seconds_count 100.0", "seconds_count 200.0")
         .replace('"Reclaim"} 2.0', '"Reclaim"} 3.0')
     )
     census = Census(pods=10, bound={f"c1/p{i}": "n" for i in range(10)}, requests=10)
@@ -111,6 +112,8 @@ def test_figures_and_gates_from_two_snapshots() -> None:
     figures = gates.figures(start, end, census, target_pods=10)
     assert figures["shardCycleDurationP99Seconds"] == pytest.approx(0.01 * 99 / 100, abs=1e-4)
     assert figures["reclaimActionsDuringSoak"] == 1
+    assert figures["shardsReportingCycle"] == 1
+    assert gates.figures(start, start, census, target_pods=10)["shardsReportingCycle"] == 0
     assert figures["endToEndPodBindP50Seconds"] == 2
     assert figures["operatorAckP99Seconds"] == gates.UNMEASURED  # no operator was read
 
