@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bigfleet.scaletest import profile as profiles
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -74,13 +80,16 @@ def scaletest(
         return
     console = Console(stderr=True)
     try:
-        with console.status(f"{profile.name}: starting") as status:
-            outcome = run(
-                profile,
-                output,
-                soak_s=duration,
-                report=lambda line: status.update(f"{profile.name}: {line}"),
-            )
+        if console.is_terminal:
+            with console.status(f"{profile.name}: starting") as status:
+                outcome = run(
+                    profile,
+                    output,
+                    soak_s=duration,
+                    report=lambda line: status.update(f"{profile.name}: {line}"),
+                )
+        else:  # a log (CI, a file): one timestamped line per report, not a spinner
+            outcome = run(profile, output, soak_s=duration, report=_log_line(console, profile.name))
     except BinariesMissing as err:
         raise click.ClickException(str(err)) from err
     summary = outcome.summary
@@ -96,6 +105,15 @@ def scaletest(
     console.print(f"{profile.name} {verdict}; summary in {outcome.summary_path}")
     if not outcome.passed:
         raise SystemExit(1)
+
+
+def _log_line(console: Console, name: str) -> Callable[[str], None]:
+    began = time.monotonic()
+
+    def say(line: str) -> None:
+        console.print(f"[{time.monotonic() - began:6.0f}s] {name}: {line}", highlight=False)
+
+    return say
 
 
 def _render_helm(profile: profiles.Profile, output: Path) -> None:
