@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class ActionRecord:
     assertion: str = ""
     asserted: bool | None = None
     assert_error: str = ""
+    measured: dict[str, float] = field(default_factory=dict)  # what the checks counted
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class Run:
                 await asyncio.to_thread(self.substrate.restart, action.kill)
             else:
                 self.report(f"soak {elapsed:.0f}s: {action.name} for {action.lasts:.0f}s")
-                problems += await self.partitioned(action)
+                problems += await self.partitioned(action, record)
         except (ProcessFailed, OSError) as err:
             record.fire_error = str(err)
             if writing is not None:
@@ -230,7 +231,7 @@ class Run:
             record.assertion += "; every acknowledged coordinator write kept"
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)
-            problems += await self.writes_kept(probe)
+            problems += await self.writes_kept(probe, record)
         record.asserted = not problems
         record.assert_error = "; ".join(problems)
         return record
@@ -241,17 +242,16 @@ class Run:
             return None
         return WriteProbe(self.substrate.coordinator_addresses())
 
-    async def writes_kept(self, probe: WriteProbe) -> list[str]:
+    async def writes_kept(self, probe: WriteProbe, record: ActionRecord) -> list[str]:
+        record.measured["coordinatorWritesTried"] = probe.attempts
+        record.measured["coordinatorWritesAcknowledged"] = len(probe.acknowledged)
         if not probe.acknowledged:
             return [f"no coordinator write was acknowledged ({probe.attempts} tried)"]
         try:
             lost = await probe.lost()
         except grpc.aio.AioRpcError as err:
             return [f"the coordinator's domains could not be read: {err.details()}"]
-        self.report(
-            f"coordinator writes: {len(probe.acknowledged)} of {probe.attempts} acknowledged, "
-            f"{len(lost)} lost"
-        )
+        record.measured["coordinatorWritesLost"] = len(lost)
         if lost:
             return [
                 f"{len(lost)} of {len(probe.acknowledged)} acknowledged coordinator writes lost "
@@ -259,7 +259,7 @@ class Run:
             ]
         return []
 
-    async def partitioned(self, action: Action) -> list[str]:
+    async def partitioned(self, action: Action, record: ActionRecord) -> list[str]:
         """Cut the links for `lasts`, then heal. Meanwhile the shard must keep deciding
         (static stability: it needs neither to cycle) and keep passing its liveness
         probe, or Kubernetes would restart it for a network fault."""
@@ -273,6 +273,7 @@ class Run:
             self.report(f"healing {action.name}")
             await asyncio.to_thread(self.substrate.partition, action.partition, False)
         problems = []
+        record.measured["shardCyclesWhileCut"] = ran
         expected = action.lasts / max(self.profile.cycle_interval_s, 0.001)
         if ran < expected / 2:
             problems.append(
