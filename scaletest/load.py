@@ -8,9 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Namespace, Pod
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from bigfleet.controlplane.chain import pod_spec
 from bigfleet.controlplane.objects import api_time, raw, scheduled_at
@@ -18,6 +25,15 @@ from bigfleet.crd import API_VERSION
 from bigfleet.scaletest.profile import Profile
 
 NAMESPACE = "scaletest"
+# A busy API server answers 504 or times out now and then; the census is read again
+# rather than failing the run (a standing outage still does, after the last attempt).
+_api_retry = retry(
+    retry=retry_if_exception_type((kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)),
+    stop=stop_after_attempt(6),
+    wait=wait_exponential(multiplier=0.5, max=8),
+    reraise=True,
+)
+
 LABEL = "bigfleet.lucy.sh/scaletest"
 GANG_LABEL = "bigfleet.lucy.sh/scaletest-gang"
 
@@ -115,6 +131,7 @@ class Load:
             for body in deployments(self.profile):
                 await Deployment(body, api=api).create()
 
+    @_api_retry
     async def census(self) -> Census:
         out = Census()
         for cluster, api in self.apis.items():
@@ -149,10 +166,18 @@ class Load:
                  "metadata": {"name": name, "namespace": NAMESPACE}},
                 api=self.apis[cluster],
             )  # fmt: skip
-            try:
-                await pod.delete(grace_period=0)
-            except kr8s.NotFoundError:
+            if not await _evict(pod):
                 continue
             self.evicted.add(key)
             gone += 1
         return gone
+
+
+@_api_retry
+async def _evict(pod: Pod) -> bool:
+    """Delete at once; False when it is already gone."""
+    try:
+        await pod.delete(grace_period=0)
+    except kr8s.NotFoundError:
+        return False
+    return True
