@@ -108,7 +108,7 @@ class Run:
         )
         try:
             began = time.monotonic()
-            await self.settle(load)
+            await self.settle()
             self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
             urls = self.substrate.metrics_urls()
             start = await asyncio.to_thread(read, urls)
@@ -125,7 +125,7 @@ class Run:
         self.metrics = gates.figures(start, end, census, self.profile.target_pods)
         self.judged = gates.judge(self.profile.gates, self.metrics)
 
-    async def settle(self, load: Load) -> Census:
+    async def settle(self) -> Census:
         """Until active requests reach the target, the shard reports demand and no
         shortfall, and acquisitions stay flat for `flatPolls` polls."""
         steady, target = self.profile.steady, self.profile.target_pods
@@ -133,7 +133,7 @@ class Run:
         flat, last_acquired = 0, -1.0
         frozen_since: float | None = None  # a shortfall with no acquisition since
         while True:
-            census = await load.census()
+            census = await self.timeline.next()
             shortfalls, demand, acquired = _shard_figures(await self._shard())
             flat = flat + 1 if acquired == last_acquired else 0
             last_acquired = acquired
@@ -161,12 +161,11 @@ class Run:
                     f"not settled within {steady.timeout:.0f}s: {len(census.bound)}/{target} "
                     f"Pods bound, {census.requests} CapacityRequests, shortfalls {shortfalls}"
                 )
-            await asyncio.sleep(steady.poll)
 
     async def soak(self, load: Load) -> None:
-        poll, target = self.profile.steady.poll, self.profile.target_pods
+        target = self.profile.target_pods
         pending = sorted(self.profile.actions, key=lambda a: a.at)
-        began = time.monotonic()
+        began = last = time.monotonic()
         owed = 0.0  # evictions due but not yet made (churn runs in whole Pods)
         while (elapsed := time.monotonic() - began) < self.soak_s:
             if pending and elapsed >= pending[0].at:
@@ -175,15 +174,18 @@ class Run:
                     self.records.append(await self.fire(pending.pop(0), load, elapsed))
                 finally:
                     self.timeline.fault = ""
+                last = time.monotonic()  # no churn owed for the time the action took
                 continue
-            owed += self.profile.churn_per_minute * target * poll / 60
+            census = await self.timeline.next()
+            now = time.monotonic()
+            owed += self.profile.churn_per_minute * target * (now - last) / 60
+            last = now
             if owed >= 1:
-                evicted = await load.churn(int(owed), await load.census())
+                evicted = await load.churn(int(owed), census)
                 owed -= int(owed)
                 self.report(f"soak {elapsed:.0f}/{self.soak_s:.0f}s: evicted {evicted} Pods")
             else:
                 self.report(f"soak {elapsed:.0f}/{self.soak_s:.0f}s")
-            await asyncio.sleep(poll)
         for action in pending:  # the soak was too short for it
             self.records.append(
                 ActionRecord(action.name, action.at, fire_error="the soak ended first")
@@ -191,7 +193,7 @@ class Run:
 
     async def fire(self, action: Action, load: Load, elapsed: float) -> ActionRecord:
         record = ActionRecord(action.name, action.at, fired_at=round(elapsed, 1))
-        before = await load.census()
+        before = await self.timeline.next()
         machines = await self.substrate.machines()
         terms = await asyncio.to_thread(self.substrate.coordinator_terms)
         probe = self._write_probe(action)
@@ -316,7 +318,7 @@ class Run:
         # into the fragments left on the machines may stay Pending before and after.
         deadline = time.monotonic() + action.recover_within
         while True:
-            after = await load.census()
+            after = await self.timeline.next()
             shortfalls, _, _ = _shard_figures(await self._shard())
             if len(after.bound) >= len(before.bound) and shortfalls == 0:
                 break
@@ -325,7 +327,6 @@ class Run:
                     f"not covered within {action.recover_within:.0f}s: {len(after.bound)} "
                     f"Pods bound (before the kill: {len(before.bound)}), shortfalls {shortfalls}"
                 ]
-            await asyncio.sleep(self.profile.steady.poll)
         problems = []
         moved = [
             key

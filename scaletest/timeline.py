@@ -1,5 +1,6 @@
 """What the run looked like over time: one sample every poll, from install to the end
-of the soak, kept as `timeline.json` and drawn as `timeline.png`.
+of the soak, kept as `timeline.json` and drawn as `timeline.png`. The samples are
+also what the runner judges progress by (`next`).
 
 A sample counts the load's Pods (bound and not), its CapacityRequests, and what
 the shard reports (Configured machines, shortfalls, acquisitions so far). While
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -21,8 +21,6 @@ from bigfleet import plot
 from bigfleet.scaletest.gates import ACQUISITIONS
 from bigfleet.scaletest.load import Census
 from bigfleet.scaletest.scrape import Snapshot
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,9 @@ class Timeline:
         # The shard's action counters start again at 0 when it restarts; what the
         # earlier processes counted is kept here so the line only grows.
         self._acquired_before, self._acquired_last = 0.0, 0.0
-        self.skipped = 0
+        self._taken = asyncio.Condition()
+        self._latest: Census | None = None
+        self._failure: Exception | None = None
 
     def record(self, census: Census, shard: Snapshot) -> None:
         configured = shard.total("shard", "bigfleet_shard_inventory_machines", state="Configured")
@@ -78,16 +78,28 @@ class Timeline:
         self, census: Callable[[], Awaitable[Census]], shard: Callable[[], Awaitable[Snapshot]],
         every_s: float,
     ) -> None:  # fmt: skip
-        """Sample until cancelled. A sample that cannot be taken (an API server busy
-        restarting, say) is skipped: the timeline illustrates, it does not judge."""
+        """Take a census and read the shard every `every_s` until cancelled. This is
+        the run's only census stream (the runner waits on `next`): on a busy API
+        server two would slow each other and everything else down."""
         self._began = time.monotonic()
         while True:
             try:
-                self.record(await census(), await shard())
-            except Exception as err:
-                self.skipped += 1
-                log.debug("timeline sample skipped", extra={"error": str(err)})
+                taken = await census()
+                self.record(taken, await shard())
+                self._latest, self._failure = taken, None
+            except Exception as err:  # the census's own retries gave up
+                self._failure = err
+            async with self._taken:
+                self._taken.notify_all()
             await asyncio.sleep(every_s)
+
+    async def next(self) -> Census:
+        """The next census taken; raises what made it fail."""
+        async with self._taken:
+            await self._taken.wait()
+        if self._failure is not None or self._latest is None:
+            raise self._failure or RuntimeError("no census taken")
+        return self._latest
 
     def write(self, output: Path, title: str = "") -> list[str]:
         """timeline.json, and timeline.png where matplotlib is installed; what was not

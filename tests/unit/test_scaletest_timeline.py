@@ -3,8 +3,11 @@ while it cannot be read, written as JSON and drawn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+
+import pytest
 
 from bigfleet.scaletest.load import Census
 from bigfleet.scaletest.scrape import Snapshot, parse
@@ -55,3 +58,26 @@ def test_samples_carry_the_shards_figures_over_while_it_is_down(tmp_path: Path) 
 def test_a_run_without_samples_says_why_there_is_no_chart(tmp_path: Path) -> None:
     assert Timeline().write(tmp_path) == ["timeline.png: no sample was taken"]
     assert json.loads((tmp_path / "timeline.json").read_text()) == []
+
+
+async def test_the_runner_waits_on_the_samplers_census_and_hears_its_failure() -> None:
+    timeline = Timeline()
+    taken = [_census(3, 1), _census(3, 3)]
+
+    async def census() -> Census:
+        if not taken:
+            raise ConnectionError("the API server went away")
+        return taken.pop(0)
+
+    async def shard() -> Snapshot:
+        return Snapshot({"shard": parse(SHARD_METRICS)})
+
+    sampling = asyncio.create_task(timeline.follow(census, shard, every_s=0.01))
+    try:
+        seen = [len((await timeline.next()).bound) for _ in range(2)]
+        with pytest.raises(ConnectionError):
+            await timeline.next()
+    finally:
+        sampling.cancel()
+    assert seen in ([1, 3], [3, 3])  # a waiter joins at whichever sample comes next
+    assert len(timeline.samples) == 2
