@@ -62,9 +62,12 @@ def test_every_packaged_profile_renders_its_topology(name: str, tmp_path: Path) 
     load = _documents(tmp_path / "load.yaml")
     assert load == manifests(loaded)  # the local substrate's own builder, unchanged
     deployments = {d["metadata"]["name"]: d for d in load if d["kind"] == "Deployment"}
-    assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == {
-        w.name: w.replicas for w in loaded.workloads
+    expected = {
+        name: w.replicas
+        for w in loaded.workloads
+        for name in ([f"{w.name}-g{i}" for i in range(w.gangs)] if w.gangs else [w.name])
     }
+    assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == expected
     assert sum(d["spec"]["replicas"] for d in deployments.values()) == loaded.pods_per_cluster
     assert load[0]["kind"] == "Namespace"  # before what lives in it
     assert "&" not in (tmp_path / "load.yaml").read_text()  # no anchors or aliases
