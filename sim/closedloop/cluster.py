@@ -231,17 +231,24 @@ class ClusterModel:
         return sum(obj.replicas for obj in self.objects)
 
     def demand_machines(self) -> int:
-        """Machines the live Pods ask for: per shape, plain Pods in whole machines; per gang,
-        its members in whole machines."""
+        """Machines the live Pods ask for, packed as tightly as they may be: per shape, plain
+        Pods in whole machines; gangs smaller than a machine as many whole gangs to a
+        machine as fit; larger gangs in whole machines each."""
         plain: dict[str, int] = {}
+        small: dict[tuple[str, int], int] = {}  # (shape, gang size) -> gangs
         total = 0
         for obj in self.objects:
-            if obj.same_key:
-                total += math.ceil(len(obj.pods) / obj.shape.density)
+            size, density = len(obj.pods), obj.shape.density
+            if not obj.same_key:
+                plain[obj.shape_name] = plain.get(obj.shape_name, 0) + size
+            elif 0 < size < density:
+                small[(obj.shape_name, size)] = small.get((obj.shape_name, size), 0) + 1
             else:
-                plain[obj.shape_name] = plain.get(obj.shape_name, 0) + len(obj.pods)
+                total += math.ceil(size / density)
         for name, count in plain.items():
             total += math.ceil(count / self.shapes[name].density)
+        for (name, size), gangs in small.items():
+            total += math.ceil(gangs / (self.shapes[name].density // size))
         return total
 
     def scattered(self, machines: Mapping[str, Machine]) -> int:
