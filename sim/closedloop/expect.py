@@ -93,6 +93,9 @@ def check(
         want: dict[str, int] = {str(k): v for k, v in expect.actions.items()}
         totals = {kind: sum(c.actions[kind] for c in counts) for kind in want}
         note("actions", totals == want, f"want {want}, have {totals}")
+    if expect.evictions is not None:
+        evicted = sum(field(c, "evicted") for c in counts)
+        note("evictions", evicted == expect.evictions, f"want {expect.evictions}, have {evicted}")
     for cycle, wanted in sorted((expect.at_cycle or {}).items()):
         if not 1 <= cycle <= len(counts):
             note(f"at_cycle.{cycle}", False, f"the run has {len(counts)} cycles")

@@ -140,6 +140,8 @@ class Expect(_Strict):
     actions: dict[Literal["Bootstrap", "Provision", "Preempt", "Reclaim", "Delete"], int] | None = (
         None
     )
+    # Exact Pods evicted over the whole run.
+    evictions: int | None = Field(default=None, ge=0)
     # Exact per-cycle counters at named cycles (1-based).
     at_cycle: dict[int, dict[CycleField, int]] | None = None
     # Exact bound Pods of named workloads at the end (summed over the workload's objects).
