@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from bigfleet.cli import main
+from bigfleet.shard.engine.machine import Machine
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.sim.closedloop import loop
 from bigfleet.sim.closedloop.spec import ClosedLoopScenario, catalog, find
@@ -19,7 +20,7 @@ from bigfleet.sim.runner import RunResult
 CATALOG = sorted(catalog())
 CANARIES = [name for name in CATALOG if find(name).expect.canary is not None]
 # Long runs, shortened here (cycles run); they still assert their declared invariants.
-SHORTENED: dict[str, int] = {}
+SHORTENED = {"cl-full-cardinality": 24}
 
 
 def _run(name: str) -> RunResult:
@@ -31,6 +32,38 @@ def test_catalog_scenario_meets_its_declared_pass_condition(name: str) -> None:
     result = _run(name)
     assert result.problems == []
     assert result.report["conditions"], "a catalog scenario declares what it proves"
+    times = result.report["cycle_time_ms"]
+    assert set(times) == {"decision", "whole_cycle"}
+    assert times["decision"]["p99"] >= times["decision"]["p50"] > 0
+
+
+def test_the_catalog_covers_validation_2_3() -> None:
+    assert set(CATALOG) >= {
+        "cl-steady-state",
+        "cl-canary-bare-pods",
+        "cl-canary-bare-pods-twin",
+        "cl-canary-unmet-only",
+        "cl-canary-unmet-only-twin",
+        "cl-gang-scatter",
+        "cl-unsatisfiable-gang",
+        "cl-sub-machine-gangs-round-robin",
+        "cl-sub-machine-gangs-contiguous",
+        "cl-bound-capacity-contract",
+        "cl-shrinkage-reclaims-excess",
+        "cl-oversized-contention",
+        "cl-idle-release",
+        "cl-incumbency-converged",
+        "cl-acquisition-accounting",
+        "cl-gang-dwell",
+        "cl-cost-routing",
+        "cl-full-cardinality",
+    }
+    full = find("cl-full-cardinality")
+    needs = sum(
+        c.count * sum(1 if w.shape in ("web", "api") else w.objects for w in c.workloads)
+        for c in full.clusters
+    )
+    assert needs == 2580
 
 
 @pytest.mark.parametrize("name", CANARIES)
@@ -135,3 +168,21 @@ def test_plot_draws_pod_panels(tmp_path: Path) -> None:
     )
     assert cli.exit_code == 0, cli.output
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("layout", ["round-robin", "contiguous"])
+def test_sub_machine_gangs_catch_the_claim_granularity_defect(
+    layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the engine crediting a folded gang's machines by resources again (the defect),
+    the scenario fails: a gang stays pending with no shortfall to show for it."""
+    from bigfleet.shard.engine.decision import phase1, phase2
+
+    def by_resources(need: object, machine: Machine) -> object:
+        return machine.alloc
+
+    monkeypatch.setattr(phase1, "credit", by_resources)
+    monkeypatch.setattr(phase2, "credit", by_resources)
+    result = loop.run(find(f"cl-sub-machine-gangs-{layout}"))
+    assert not result.ok
+    assert any(p.startswith("configured_equals_demand") for p in result.problems)
