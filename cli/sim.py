@@ -19,11 +19,15 @@ def sim() -> None:
 @sim.command("list")
 def list_scenarios() -> None:
     """List the shipped scenarios."""
+    from bigfleet.sim.closedloop import spec
     from bigfleet.sim.scenario import Scenario, catalog
 
     for name, path in catalog().items():
         scenario = Scenario.load(path)
-        click.echo(f"{name:28} {scenario.kind:9} {' '.join(scenario.description.split())}")
+        click.echo(f"{name:28} {scenario.kind:11} {' '.join(scenario.description.split())}")
+    for name, path in spec.catalog().items():
+        closed = spec.ClosedLoopScenario.load(path)
+        click.echo(f"{name:28} {closed.kind:11} {' '.join(closed.description.split())}")
 
 
 @sim.command()
@@ -39,7 +43,8 @@ def list_scenarios() -> None:
     "--cycles",
     default=None,
     type=click.IntRange(min=0),
-    help="Soak: churn cycles. Scripted: steady cycles added after the timeline.",
+    help="Soak: churn cycles. Scripted: steady cycles added after the timeline. "
+    "Closed loop: cycles run instead of the scenario's.",
 )
 @click.option(
     "--trace",
@@ -53,7 +58,9 @@ def list_scenarios() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report as JSON here.",
 )
-@options.plot_output("the per-cycle counters (machines, churn by action kind, shortfalls)")
+@options.plot_output(
+    "the per-cycle counters (machines, churn by action kind, shortfalls; Pods in closed-loop runs)"
+)
 def run(
     scenario: str,
     seed: int | None,
@@ -64,26 +71,43 @@ def run(
 ) -> None:
     """Run SCENARIO (a name from `bigfleet sim list`, or a YAML file).
 
-    Prints a table of outcomes; exits 1 when the scenario's expectations or
-    the soak invariants do not hold.
+    Prints a table of outcomes; exits 1 when the scenario's expectations, the
+    soak invariants or a closed-loop scenario's declared pass conditions do
+    not hold (the failed ones are listed).
     """
     from rich.console import Console
     from rich.progress import Progress
 
     from bigfleet.sim import runner
+    from bigfleet.sim.closedloop import loop, spec
     from bigfleet.sim.report import chart, render
     from bigfleet.sim.scenario import find
 
+    console = Console(stderr=False)
     try:
-        chosen = find(scenario)
+        closed = spec.find(scenario) if _closed_loop(scenario) else None
+        chosen = None if closed is not None else find(scenario)
     except KeyError as err:
         raise click.BadParameter(str(err.args[0]), param_hint="SCENARIO") from err
-    console = Console(stderr=False)
-    seed = runner.default_seed(chosen) if seed is None else seed
-    total = (cycles if cycles is not None else chosen.soak.cycles) if chosen.soak else 0
+    if closed is not None:
+        total = cycles if cycles is not None else closed.cycles
+        name = closed.name
+    else:
+        assert chosen is not None
+        seed = runner.default_seed(chosen) if seed is None else seed
+        total = (cycles if cycles is not None else chosen.soak.cycles) if chosen.soak else 0
+        name = chosen.name
     with Progress(console=console, transient=True, disable=total < 200) as bar:
-        task = bar.add_task(f"simulating {chosen.name}", total=total)
-        result = runner.run(chosen, seed, cycles, lambda done: bar.update(task, completed=done))
+        task = bar.add_task(f"simulating {name}", total=total)
+
+        def progress(done: int) -> None:
+            bar.update(task, completed=done)
+
+        if closed is not None:
+            result = loop.run(closed, seed, cycles, progress)
+        else:
+            assert chosen is not None
+            result = runner.run(chosen, seed, cycles, progress)
     if trace_path:
         trace_path.write_text(result.trace.text())
     if report_path:
@@ -92,6 +116,19 @@ def run(
         chart(result, plot_path)
     render(result.report, result.problems, console)
     sys.exit(0 if result.ok else 1)
+
+
+def _closed_loop(name_or_path: str) -> bool:
+    """Whether SCENARIO names a closed-loop scenario (by name, or a file of that kind)."""
+    import yaml
+
+    from bigfleet.sim.closedloop import spec
+
+    path = Path(name_or_path)
+    if path.is_file():
+        loaded = yaml.safe_load(path.read_text())
+        return isinstance(loaded, dict) and loaded.get("kind") == "closed-loop"
+    return name_or_path in spec.catalog()
 
 
 @sim.command()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bigfleet import plot
-from bigfleet.sim.runner import RunResult
+from bigfleet.sim.runner import CycleCounts, RunResult
 
 
 def render(report: dict[str, Any], problems: list[str], console: Console) -> None:
@@ -43,6 +43,8 @@ def render(report: dict[str, Any], problems: list[str], console: Console) -> Non
         "[green]as expected[/green]" if not problems else "[red]" + "; ".join(problems) + "[/red]",
     )
     console.print(summary)
+    if "conditions" in report:
+        _closed_loop(report, console)
     if report["shortfalls"]:
         table = Table(title="shortfalls")
         for column in ("priority", "requirements", "deficit", "age (cycles)"):
@@ -53,8 +55,34 @@ def render(report: dict[str, Any], problems: list[str], console: Console) -> Non
         console.print(table)
 
 
+def _closed_loop(report: dict[str, Any], console: Console) -> None:
+    """A closed-loop run's Pods, cycle times and declared conditions."""
+    pods = report["pods"]
+    table = Table(title="closed loop", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row(
+        "Pods",
+        f"target {pods['target']}, live {pods['live']}, bound {pods['bound']}, "
+        f"pending {pods['pending']}; evicted {pods['evicted']} in the run",
+    )
+    tiers = report["configured_by_tier"]
+    table.add_row("Configured by tier", ", ".join(f"{k} {v}" for k, v in tiers.items()))
+    times = report["cycle_time_ms"]
+    table.add_row(
+        "cycle time (ms)",
+        f"decision p50 {times['decision']['p50']}, p99 {times['decision']['p99']}; "
+        f"whole cycle p50 {times['whole_cycle']['p50']}, p99 {times['whole_cycle']['p99']}",
+    )
+    for c in report["conditions"]:
+        mark = "[green]held[/green]" if c["held"] else "[red]failed[/red]"
+        table.add_row(c["condition"], f"{mark}  {c['detail']}")
+    console.print(table)
+
+
 def panels(result: RunResult) -> list[plot.Panel]:
-    """The run's per-cycle counters as chart panels: machines, churn by kind, shortfalls."""
+    """The run's per-cycle counters as chart panels: machines, churn by kind, shortfalls;
+    and for a closed-loop run its Pods (bound, pending) and the wanted-capacity probe."""
     counts = result.counters
     machines: dict[str, list[float]] = {}
     if all(c.demand is not None for c in counts):
@@ -70,6 +98,29 @@ def panels(result: RunResult) -> list[plot.Panel]:
             stacked=True,
         ),
         plot.Panel("shortfalls", {"shortfalls": [c.shortfalls for c in counts]}, y_label="entries"),
+        *_pod_panels(counts),
+    ]
+
+
+def _pod_panels(counts: list[CycleCounts]) -> list[plot.Panel]:
+    if not counts or any(c.pods is None for c in counts):
+        return []
+    pods = [c.pods or {} for c in counts]
+    return [
+        plot.Panel(
+            "Pods: bound against the target",
+            {"target": [p["target"] for p in pods], "bound": [p["bound"] for p in pods]},
+            y_label="Pods",
+        ),
+        plot.Panel(
+            "Pods: pending and evicted; reclaims of wanted machines (probe)",
+            {
+                "pending": [p["pending"] for p in pods],
+                "evicted": [p["evicted"] for p in pods],
+                "probe": [p["probe"] for p in pods],
+            },
+            y_label="count",
+        ),
     ]
 
 

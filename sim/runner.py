@@ -112,6 +112,9 @@ class CycleCounts:
     configured: int
     shortfalls: int
     demand: int | None
+    # The closed loop's Pod counters (bound, pending, live, target, evicted, probe,
+    # scattered); None in runs that model no Pods.
+    pods: dict[str, int] | None = None
 
     @property
     def churn(self) -> int:
@@ -201,7 +204,8 @@ def _cycle(shard: SimShard, trace: Trace, counters: Counters) -> list[Action]:
     return actions
 
 
-def _report(scenario: Scenario, seed: int, shard: SimShard) -> dict[str, Any]:
+def report_of(name: str, seed: int, shard: SimShard) -> dict[str, Any]:
+    """The report's common part: final state, actions, shortfalls, cost, interruptions."""
     state = shard.state_summary()
     shortfalls = [
         {
@@ -216,7 +220,7 @@ def _report(scenario: Scenario, seed: int, shard: SimShard) -> dict[str, Any]:
         for s in shard.engine.shortfalls.report()
     ]
     return {
-        "scenario": scenario.name,
+        "scenario": name,
         "seed": seed,
         "cycles": shard.tally.cycles,
         "final_state": state,
@@ -268,7 +272,7 @@ def run_scripted(scenario: Scenario, seed: int = DEFAULT_SEED, extra_cycles: int
         for _ in range(extra_cycles):
             _cycle(shard, trace, counters)
         trace.add("scenario_end", state=shard.state_summary())
-        report = _report(scenario, seed, shard)
+        report = report_of(scenario.name, seed, shard)
     return RunResult(scenario.name, seed, trace, report, _check(scenario, report), counters.cycles)
 
 
@@ -355,7 +359,7 @@ def _soak(
     for cluster, count in sorted(configured.items()):
         if count > demand.get(cluster, 0):
             problems.append(f"{cluster}: {count} Configured for {demand.get(cluster, 0)} wanted")
-    report = _report(scenario, seed, shard)
+    report = report_of(scenario.name, seed, shard)
     return RunResult(scenario.name, seed, trace, report, problems, counters.cycles)
 
 

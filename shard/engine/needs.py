@@ -28,6 +28,9 @@ class Need:
     group: str = ""
     arrival: int = 0  # unix nanoseconds, earliest arrival of the folded requests
     parked: bool = False  # acquisition parking, shard-local
+    # `min_unit` is one whole piece that cannot be split across machines (a folded gang):
+    # a machine counts for the need only in whole units of it (see `credit`).
+    whole_units: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -43,6 +46,15 @@ def fits(need: Need, machine: Machine) -> bool:
     requirements and it holds one `min_unit`. The one fit predicate of the engine, its
     verdicts and the AvailableCapacity hints."""
     return need.profile.matches(machine) and rv.covers(machine.alloc, need.min_unit)
+
+
+def credit(need: Need, machine: Machine) -> Vector:
+    """How much of the need a machine counted for it covers: its allocatable, or for a need
+    of whole units only the units that fit on it (two 3-GPU gangs on an 8-GPU machine
+    cover 6 GPUs of the need, not 8)."""
+    if need.whole_units:
+        return rv.whole_units(machine.alloc, need.min_unit)
+    return machine.alloc
 
 
 def demand_order(need: Need) -> tuple[int, int, str]:

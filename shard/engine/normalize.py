@@ -135,6 +135,7 @@ def normalize_traced(
                 min_unit=dict(fold.first.aggregate),
                 arrival=fold.arrival,
                 group="",
+                whole_units=True,  # a gang is never split across machines
             )
         )
     for position, key in folded_into:

@@ -60,6 +60,25 @@ def add_scaled(total: dict[str, int], a: Vector, factor: int) -> None:
         total[name] = total.get(name, 0) + value * factor
 
 
+def whole_units(have: Vector, unit: Vector) -> Vector:
+    """What `have` holds of an indivisible `unit`: each of the unit's dimensions cut down to
+    the whole number of units that fit (the fewest over its dimensions), the others as they
+    are. `have` itself when the unit is empty."""
+    fit = -1
+    for name, value in unit.items():
+        if value > 0:
+            n = have.get(name, 0) // value
+            if fit < 0 or n < fit:
+                fit = n
+    if fit < 0:
+        return have
+    out = dict(have)
+    for name, value in unit.items():
+        if value > 0:
+            out[name] = fit * value
+    return out
+
+
 def canonical(a: Vector) -> str:
     """Name-sorted text of the positive dimensions, so equal amounts compare equal."""
     return ",".join(f"{name}={value}" for name, value in sorted(a.items()) if value > 0)

@@ -48,7 +48,7 @@ from bigfleet.shard.engine.decision.replay import (
 )
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
-from bigfleet.shard.engine.needs import Need, fits
+from bigfleet.shard.engine.needs import Need, credit, fits
 from bigfleet.shard.engine.profile import Spread
 
 S = MachineState
@@ -209,7 +209,7 @@ class _Phase1:
 
     def _credit(self, index: int, m: Machine) -> None:
         self._claim(index, m.id)
-        self.remaining[index] = rv.sub(self.remaining[index], m.alloc)
+        self.remaining[index] = rv.sub(self.remaining[index], credit(self.demand[index], m))
 
     def _claim(self, index: int, machine_id: str) -> None:
         self.claimed[machine_id] = index

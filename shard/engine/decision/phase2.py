@@ -16,7 +16,7 @@ from bigfleet.shard.engine.decision.actions import Action, ActionKind, Preemptio
 from bigfleet.shard.engine.decision.cost import drain_grace_seconds, victim_score
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
-from bigfleet.shard.engine.needs import Need
+from bigfleet.shard.engine.needs import Need, credit
 from bigfleet.shard.engine.settings import EngineSettings
 
 S = MachineState
@@ -104,7 +104,7 @@ def run(
                 continue
             picks.append(victim)
             taken.add(victim.id)
-            remaining = rv.sub(remaining, victim.alloc)
+            remaining = rv.sub(remaining, credit(need, victim))
         if picks:
             freed: dict[str, int] = {}
             for victim in picks:

@@ -46,6 +46,7 @@ def need_key(need: Need) -> NeedKey:
         need.parked,
         tuple(need.aggregate.items()),
         tuple(need.min_unit.items()),
+        need.whole_units,
     )
 
 
