@@ -476,6 +476,9 @@ async def _burst(
         return len(phases) == 150 and set(phases) == {"Acknowledged"}
 
     await until(all_acknowledged, "every request Acknowledged", timeout_s=60)
+    assert operator_rig.session is not None
+    inflight = operator_rig.session.metrics.dispatch_inflight
+    await until(lambda: inflight._value.get() == 0, "every frame handled counted out")
 
 
 async def _delete(kind: Any, name: str, namespace: str | None, api: kr8s.asyncio.Api) -> None:
