@@ -91,9 +91,10 @@ async def handle(
     )
     started = []
     for name in instruction.nodes:
-        try:
-            node = await Node.get(name, api=api)
-            await node.cordon()
+        try:  # the cordon patch itself says whether the Node exists (no read first)
+            await Node(
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}, api=api
+            ).cordon()
         except kr8s.NotFoundError:
             log.warning("reclaimed node not found", extra={"node": name})
         started.append(name)

@@ -281,6 +281,7 @@ class OperatorSession:
         reply: Callable[[shard_pb2.OperatorMessage], None],
     ) -> None:
         kind = frame.WhichOneof("payload")
+        self.metrics.dispatch_inflight.inc()  # a task per frame: none waits on another
         try:
             if kind == "ack" and frame.ack.echo == "rollup" and sent:
                 await self._acknowledge(sent.pop(0).pending)
@@ -317,6 +318,8 @@ class OperatorSession:
             log.warning("cluster write failed", extra={"frame": kind, "error": str(err)})
         except Exception:  # a handler's own failure: this frame is lost, not the session
             log.exception("frame not handled", extra={"frame": kind})
+        finally:
+            self.metrics.dispatch_inflight.dec()
 
     async def _coalesced_upcoming(self, update: shard_pb2.NodeStateUpdate) -> None:
         """One writer per machine; a burst of updates collapses into the newest."""

@@ -4,20 +4,32 @@ UpcomingNode (`un-<machine id>`) follows NodeStateUpdate frames through the
 phases Provisioning, Launched, Registered, Ready, Draining, Drained, Failed;
 AvailableCapacity (`ac-<hash of the profile key>`) mirrors the shard's hints.
 Each object has this one writer.
+
+No write reads its object first. `APIObject.get` lists by name and, when nothing
+matches, lists again with backoff until its 2 s timeout (five lists, ~2.5 s) before
+it raises NotFoundError: every first write of an object stalled that long, and the
+lists loaded the API server the other writes were waiting on. The spec is written by
+server-side apply (`apply_spec`), one call that creates the object or updates it and
+answers with the object as it now stands, status included; an UpcomingNode write is
+that call and a status patch. Where the object must be seen before it is written,
+`_read` GETs it by name, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 from datetime import datetime
+from typing import TypeVar
 
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Node
 
 from bigfleet.clock import REAL_CLOCK, Clock
-from bigfleet.crd import AvailableCapacity, UpcomingNode
+from bigfleet.crd import API_VERSION, AvailableCapacity, UpcomingNode
 from bigfleet.crd.models import (
     AvailableCapacityRequirement,
     AvailableCapacitySpec,
@@ -48,6 +60,7 @@ C = shard_pb2.AvailableCapacityUpdate.Confidence
 AVAILABILITY = {C.CONFIDENCE_HIGH: "High", C.CONFIDENCE_MEDIUM: "Medium", C.CONFIDENCE_LOW: "Low"}
 # When an UpcomingNode reached Drained or Failed; garbage collection counts from here.
 FINISHED_AT = "bigfleet.lucy.sh/finished-at"
+MANAGER = "bigfleet-operator"  # the field manager owning the spec of what it writes
 
 
 def upcoming_name(machine_id: str) -> str:
@@ -57,6 +70,48 @@ def upcoming_name(machine_id: str) -> str:
 def available_name(key: str) -> str:
     """`ac-` + a hash: supersedes keys hold characters object names cannot."""
     return "ac-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+K = TypeVar("K", UpcomingNode, AvailableCapacity)
+
+
+def _handle(kind: type[K], name: str, api: kr8s.asyncio.Api) -> K:
+    """The object by name, not read: enough to patch or delete it."""
+    return kind({"apiVersion": API_VERSION, "kind": kind.kind, "metadata": {"name": name}}, api=api)
+
+
+async def _read(kind: type[K], name: str, api: kr8s.asyncio.Api) -> K | None:
+    """The object as it stands (one GET by name); None when there is none."""
+    obj = _handle(kind, name, api)
+    try:
+        await obj.refresh()
+    except kr8s.NotFoundError:
+        return None
+    return obj
+
+
+async def apply_spec(
+    kind: type[K], name: str, spec: UpcomingNodeSpec | AvailableCapacitySpec, api: kr8s.asyncio.Api
+) -> K:
+    """Create the object with `spec`, or make its spec `spec`: one server-side apply, as
+    `MANAGER`, forced (this operator is the object's one writer). The answer is the whole
+    object, status as it was. Keys the previous apply set and this one leaves out go:
+    the spec mirrors the newest frame."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": kind.kind,
+        "metadata": {"name": name},
+        "spec": spec.to_object(),
+    }
+    async with api.call_api(
+        "PATCH",
+        version=API_VERSION,
+        url=f"{kind.endpoint}/{name}",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/apply-patch+yaml"},  # JSON is YAML
+        params={"fieldManager": MANAGER, "force": "true"},
+    ) as response:
+        return kind(response.json(), api=api)
 
 
 def _phase(node: UpcomingNode) -> UpcomingNodePhase | None:
@@ -77,15 +132,8 @@ async def write_upcoming(api: kr8s.asyncio.Api, update: shard_pb2.NodeStateUpdat
         resources=dict(update.resources.resources),
         taints=tuple(Taint(key=t.key, value=t.value, effect=t.effect) for t in update.taints),
     )
-    previous: UpcomingNodePhase | None
-    try:
-        node = await UpcomingNode.get(name, api=api)
-        previous = _phase(node)
-        await node.patch({"spec": spec.to_object()})
-    except kr8s.NotFoundError:
-        node = UpcomingNode(UpcomingNode.manifest(name, spec), api=api)
-        await node.create()
-        previous = None
+    node = await apply_spec(UpcomingNode, name, spec, api)
+    previous = _phase(node)  # None for an object just created
     phase = PHASES.get(update.state, "Provisioning")
     if int(update.state) == S.IDLE and previous in ("Draining", "Drained"):
         phase = "Drained"  # back to Idle after a drain: it left this cluster
@@ -108,11 +156,12 @@ async def _delete_node(api: kr8s.asyncio.Api, name: str) -> None:
     """The machine left the cluster, wiped: its Node will never come back Ready, so it
     goes, as a cloud's node lifecycle would remove it (its name may join again later)."""
     try:
-        node = await Node.get(name, api=api)
-        await node.delete()
-        log.info("node of a drained machine deleted", extra={"node": name})
+        await Node(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}, api=api
+        ).delete()
     except kr8s.NotFoundError:
-        pass
+        return
+    log.info("node of a drained machine deleted", extra={"node": name})
 
 
 async def write_available(api: kr8s.asyncio.Api, update: shard_pb2.AvailableCapacityUpdate) -> str:
@@ -129,32 +178,24 @@ async def write_available(api: kr8s.asyncio.Api, update: shard_pb2.AvailableCapa
         availability=AVAILABILITY.get(update.confidence, "None"),
         cost=f"{update.cost_per_hour:.6f}".rstrip("0").rstrip(".") or "0",
     )
-    try:
-        obj = await AvailableCapacity.get(name, api=api)
-        await obj.patch({"spec": spec.to_object()})
-    except kr8s.NotFoundError:
-        await AvailableCapacity(AvailableCapacity.manifest(name, spec), api=api).create()
+    await apply_spec(AvailableCapacity, name, spec, api)
     return name
 
 
 async def set_upcoming_phase(
     api: kr8s.asyncio.Api, machine_id: str, phase: UpcomingNodePhase, error: str | None = None
 ) -> None:
-    """Move an existing UpcomingNode's phase (reclaim path); absent ones are left absent."""
-    try:
-        node = await UpcomingNode.get(upcoming_name(machine_id), api=api)
-    except kr8s.NotFoundError:
-        return
-    await _patch_status(node, UpcomingNodeStatus(phase=phase, last_error=error))
+    """Move an existing UpcomingNode's phase (reclaim path); absent ones are left absent
+    (a status patch does not create)."""
+    node = _handle(UpcomingNode, upcoming_name(machine_id), api)
+    with contextlib.suppress(kr8s.NotFoundError):
+        await _patch_status(node, UpcomingNodeStatus(phase=phase, last_error=error))
 
 
 async def mark_node_ready(api: kr8s.asyncio.Api, node_name: str) -> bool:
     """The real Node turned Ready: so is its UpcomingNode, if it was still on its way."""
-    try:
-        node = await UpcomingNode.get(upcoming_name(node_name), api=api)
-    except kr8s.NotFoundError:
-        return False
-    if _phase(node) not in ("Provisioning", "Launched", "Registered"):
+    node = await _read(UpcomingNode, upcoming_name(node_name), api)
+    if node is None or _phase(node) not in ("Provisioning", "Launched", "Registered"):
         return False
     node_ref = ObjectReference(kind="Node", name=node_name)
     await _patch_status(node, UpcomingNodeStatus(phase="Ready", node_ref=node_ref))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -176,6 +177,11 @@ async def test_hundreds_of_requests_roll_up_into_one_need_and_are_acknowledged(
         return len(phases) == 300 and set(phases) == {"Acknowledged"}
 
     await until(all_acknowledged, "every request Acknowledged", timeout_s=60)
+    # Other tests' operators roll up every request of the cluster: 300 that fit any node
+    # would take every NodeComing Event a frame may cause (explain.MAX_PER_FRAME).
+    await asyncio.gather(
+        *(_delete(CapacityRequest, f"cr-{i:03d}", namespace, api) for i in range(300))
+    )
 
 
 async def test_bootstrap_requests_get_a_rendered_blob_and_a_token_secret(
@@ -372,3 +378,112 @@ async def test_reclaim_cordons_acks_and_evicts_once_the_disruption_budget_allows
     await until(lambda: _equals(phase(), "Drained"), "Drained once the budget allows")
     pods = [p async for p in api.async_get("pods", namespace=namespace)]
     assert all(p.raw["metadata"].get("deletionTimestamp") for p in pods)
+
+
+async def test_a_burst_of_node_state_updates_beside_acknowledgements_takes_two_calls_a_write(
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    operator_rig: OperatorRig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every UpcomingNode write, of a new object or not, is one server-side apply of its
+    spec and one status patch: nothing reads the object first. A read through
+    `APIObject.get` listed the kind again and again for ~2.5 s before it said an object
+    was absent, so each first write stalled that long, and more while the API server was
+    busy with acknowledgements (the scale test's latency p99 was 9 s)."""
+    await until(lambda: operator_rig.shard.hellos, "session open")
+    session = operator_rig.session
+    assert session is not None
+    calls: list[tuple[str, str]] = []
+    call_api = session.api.call_api  # the rig's own client (kr8s keeps one per thread)
+
+    def counting(method: str = "GET", *args: Any, **kwargs: Any) -> Any:
+        url = str(kwargs.get("url", ""))
+        if url.startswith(UpcomingNode.endpoint):
+            calls.append((method, url))
+        return call_api(method, *args, **kwargs)
+
+    monkeypatch.setattr(session.api, "call_api", counting)
+
+    def written() -> float:
+        samples = session.metrics.upcoming_node_latency.collect()[0].samples
+        return next(s.value for s in samples if s.name.endswith("_count"))
+
+    async def request(i: int) -> None:
+        await CapacityRequest(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "CapacityRequest",
+                "metadata": {"name": f"burst-{i:03d}", "namespace": namespace},
+                "spec": {"resources": {"cpu": "100m"}, "priority": 7},
+            },
+            api=api,
+        ).create()
+
+    # Requests to acknowledge, a status patch each, while the updates arrive.
+    await asyncio.gather(*(request(i) for i in range(150)))
+    machines = [f"m-{namespace}-{i:02d}" for i in range(24)]
+    try:
+        await _burst(api, namespace, operator_rig, machines, calls, written)
+    finally:  # other tests' operators roll up every request and see every UpcomingNode
+        await asyncio.gather(
+            *(_delete(CapacityRequest, f"burst-{i:03d}", namespace, api) for i in range(150)),
+            *(_delete(UpcomingNode, f"un-{m}", None, api) for m in machines),
+        )
+
+
+async def _burst(
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    operator_rig: OperatorRig,
+    machines: list[str],
+    calls: list[tuple[str, str]],
+    written: Callable[[], float],
+) -> None:
+    before = written()
+    for state, labels in (
+        (S.MACHINE_STATE_CREATING, {"rack": "r1", "zone": "z1"}),
+        (S.MACHINE_STATE_IDLE, {"rack": "r1"}),  # a label gone from the newest update
+    ):
+        sent = written()
+        for machine in machines:
+            update = shard_pb2.NodeStateUpdate(
+                supersedes_key=f"node:{machine}", machine_id=machine, cluster_id="c1", state=state
+            )
+            update.labels.update(labels)
+            update.resources.resources["cpu"] = "4"
+            operator_rig.send(shard_pb2.ShardMessage(node_state_update=update))
+        await until(lambda s=sent: written() >= s + len(machines), "the burst written")
+    assert written() == before + 2 * len(machines)  # one observation a write
+
+    for machine in machines:
+        url = f"{UpcomingNode.endpoint}/un-{machine}"
+        ours = [c for c in calls if c[1] in (url, f"{url}/status")]
+        assert ours == [("PATCH", url), ("PATCH", f"{url}/status")] * 2, machine
+    assert not [c for c in calls if c[0] == "GET"]  # no read, let alone a list, before a write
+
+    for machine in machines:
+        node = await UpcomingNode.get(f"un-{machine}", api=api)
+        assert node.raw["status"]["phase"] == "Launched"
+        assert "provisioningStartTime" in node.raw["status"]  # set by the first write
+        assert node.raw["spec"]["labels"] == {"rack": "r1"}  # the spec mirrors the newest
+
+    async def all_acknowledged() -> bool:
+        phases = [
+            (cr.raw.get("status") or {}).get("phase")
+            async for cr in api.async_get("capacityrequests", namespace=namespace)
+        ]
+        return len(phases) == 150 and set(phases) == {"Acknowledged"}
+
+    await until(all_acknowledged, "every request Acknowledged", timeout_s=60)
+    assert operator_rig.session is not None
+    inflight = operator_rig.session.metrics.dispatch_inflight
+    await until(lambda: inflight._value.get() == 0, "every frame handled counted out")
+
+
+async def _delete(kind: Any, name: str, namespace: str | None, api: kr8s.asyncio.Api) -> None:
+    metadata = {"name": name} | ({"namespace": namespace} if namespace else {})
+    with contextlib.suppress(kr8s.NotFoundError):
+        await kind(
+            {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata}, api=api
+        ).delete()
