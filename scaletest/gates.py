@@ -30,8 +30,14 @@ class Gate:
     passed: bool
 
 
-def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) -> dict[str, float]:
-    """Every figure of the run; None where it could not be measured."""
+def figures(
+    start: Snapshot, end: Snapshot, census: Census, target_pods: int, soak_began: float = 0.0
+) -> dict[str, float]:
+    """Every figure of the run; None where it could not be measured.
+
+    Pod binding is timed over the Pods created during the soak (churn's replacements:
+    the steady state), or over every Pod when the soak made none; `soak_began` is a
+    Unix time. The ramp's Pods, all created at once, time the ramp instead."""
 
     def soak_quantile(prefix: str, name: str, q: float) -> float | None:
         return quantile(window(end.buckets(prefix, name), start.buckets(prefix, name)), q)
@@ -71,6 +77,8 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
         for outcome in ("error", "fsm_error")
     )
     coordinators = [p for p in end.samples if p.startswith(COORDINATOR)]
+    in_soak = [took for created, took in census.binds if created >= soak_began]
+    bind_s = in_soak or [took for _, took in census.binds]
     cycled = [
         p
         for p in end.samples
@@ -103,8 +111,12 @@ def figures(start: Snapshot, end: Snapshot, census: Census, target_pods: int) ->
             grew(SHARD, "bigfleet_shard_actions_total", kind=kind) or 0 for kind in ACQUISITIONS
         ),
         "shardOutboxDropsDuringSoak": grew(SHARD, "bigfleet_shard_outbox_dropped_total"),
-        "endToEndPodBindP50Seconds": percentile(census.bind_s, 0.5),
-        "endToEndPodBindP99Seconds": percentile(census.bind_s, 0.99),  # informational
+        "endToEndPodBindP50Seconds": percentile(bind_s, 0.5),
+        "endToEndPodBindP99Seconds": percentile(bind_s, 0.99),  # informational
+        "endToEndPodBindSamples": float(len(bind_s)),
+        "endToEndPodBindSoakOnly": float(len(bind_s) < len(census.binds)),
+        # Informational: every Pod still there, the ramp's included.
+        "allPodsBindP50Seconds": percentile([took for _, took in census.binds], 0.5),
         "coordinatorApplyErrorRate": apply_errors / applied if coordinators and applied else None,
         "operatorSessionReconnects": end.total(
             OPERATOR, "bigfleet_operator_session_reconnects_total"

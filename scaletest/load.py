@@ -110,7 +110,8 @@ class Census:
     bound: dict[str, str] = field(default_factory=dict)  # "cluster/pod" -> node
     requests: int = 0  # CapacityRequests of the load's namespace
     nodes: set[str] = field(default_factory=set)  # "cluster/node"
-    bind_s: list[float] = field(default_factory=list)
+    # (created, seconds to bind) per bound Pod; created as a Unix time (API server clock)
+    binds: list[tuple[float, float]] = field(default_factory=list)
 
 
 class Load:
@@ -150,7 +151,7 @@ class Load:
                     scheduled = scheduled_at(pod)
                     if scheduled is not None:
                         created = api_time(pod["metadata"]["creationTimestamp"])
-                        out.bind_s.append(max(0.0, scheduled - created))
+                        out.binds.append((created, max(0.0, scheduled - created)))
         return out
 
     async def churn(self, count: int, census: Census) -> int:

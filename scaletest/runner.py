@@ -112,7 +112,7 @@ class Run:
             self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
             urls = self.substrate.metrics_urls()
             start = await asyncio.to_thread(read, urls)
-            began = time.monotonic()
+            began, soak_began = time.monotonic(), int(time.time())  # API stamps: whole s
             self.timeline.phase = "soak"
             await self.soak(load)
             self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
@@ -122,7 +122,9 @@ class Run:
             await asyncio.gather(sampling, return_exceptions=True)
         self.snapshots = {"start": start, "end": end}
         census = await load.census()
-        self.metrics = gates.figures(start, end, census, self.profile.target_pods)
+        self.metrics = gates.figures(
+            start, end, census, self.profile.target_pods, soak_began=soak_began
+        )
         self.judged = gates.judge(self.profile.gates, self.metrics)
 
     async def settle(self) -> Census:

@@ -108,13 +108,18 @@ def test_figures_and_gates_from_two_snapshots() -> None:
         .replace('"Reclaim"} 2.0', '"Reclaim"} 3.0')
     )
     census = Census(pods=10, bound={f"c1/p{i}": "n" for i in range(10)}, requests=10)
-    census.bind_s = [1, 2, 3, 30]
+    census.binds = [(100, 1), (100, 2), (100, 3), (100, 30)]
     figures = gates.figures(start, end, census, target_pods=10)
     assert figures["shardCycleDurationP99Seconds"] == pytest.approx(0.01 * 99 / 100, abs=1e-4)
     assert figures["reclaimActionsDuringSoak"] == 1
     assert figures["shardsReportingCycle"] == 1
     assert gates.figures(start, start, census, target_pods=10)["shardsReportingCycle"] == 0
     assert figures["endToEndPodBindP50Seconds"] == 2
+    # Pods created in the soak time the steady state; the ramp's do not count then.
+    census.binds += [(500, 4), (501, 6), (502, 8)]
+    soaked = gates.figures(start, end, census, target_pods=10, soak_began=500)
+    assert soaked["endToEndPodBindP50Seconds"] == 6
+    assert (soaked["endToEndPodBindSamples"], soaked["endToEndPodBindSoakOnly"]) == (3, 1)
     assert figures["operatorAckP99Seconds"] == gates.UNMEASURED  # no operator was read
 
     judged = {g.name: g for g in gates.judge(Gates(), figures)}
