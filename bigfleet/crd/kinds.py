@@ -7,8 +7,10 @@ and `status_model()` decode the object's current raw dict into them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Self, cast
 
+import kr8s
+import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject
 
 from bigfleet.crd import models
@@ -44,6 +46,24 @@ class _BigFleetObject(APIObject):
             "metadata": metadata,
             "spec": spec.to_object(),
         }
+
+    @classmethod
+    def named(cls, name: str, api: kr8s.asyncio.Api) -> Self:
+        """The object by name, not read: enough to refresh, patch or delete it. (kr8s's
+        `get` lists by name instead and, while nothing matches, keeps listing for 2 s.)"""
+        return cls(
+            {"apiVersion": API_VERSION, "kind": cls.kind, "metadata": {"name": name}}, api=api
+        )
+
+    @classmethod
+    async def read(cls, name: str, api: kr8s.asyncio.Api) -> Self | None:
+        """The object as it stands, by one GET; None when there is none."""
+        obj = cls.named(name, api)
+        try:
+            await obj.refresh()
+        except kr8s.NotFoundError:
+            return None
+        return obj
 
     def _section(self, key: str) -> dict[str, Any] | None:
         raw = cast(dict[str, Any], self.raw)

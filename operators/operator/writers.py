@@ -12,7 +12,7 @@ lists loaded the API server the other writes were waiting on. The spec is writte
 server-side apply (`apply_spec`), one call that creates the object or updates it and
 answers with the object as it now stands, status included; an UpcomingNode write is
 that call and a status patch. Where the object must be seen before it is written,
-`_read` GETs it by name, once.
+`read` GETs it by name, once.
 """
 
 from __future__ import annotations
@@ -75,21 +75,6 @@ def available_name(key: str) -> str:
 K = TypeVar("K", UpcomingNode, AvailableCapacity)
 
 
-def _handle(kind: type[K], name: str, api: kr8s.asyncio.Api) -> K:
-    """The object by name, not read: enough to patch or delete it."""
-    return kind({"apiVersion": API_VERSION, "kind": kind.kind, "metadata": {"name": name}}, api=api)
-
-
-async def _read(kind: type[K], name: str, api: kr8s.asyncio.Api) -> K | None:
-    """The object as it stands (one GET by name); None when there is none."""
-    obj = _handle(kind, name, api)
-    try:
-        await obj.refresh()
-    except kr8s.NotFoundError:
-        return None
-    return obj
-
-
 async def apply_spec(
     kind: type[K], name: str, spec: UpcomingNodeSpec | AvailableCapacitySpec, api: kr8s.asyncio.Api
 ) -> K:
@@ -97,12 +82,7 @@ async def apply_spec(
     `MANAGER`, forced (this operator is the object's one writer). The answer is the whole
     object, status as it was. Keys the previous apply set and this one leaves out go:
     the spec mirrors the newest frame."""
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": kind.kind,
-        "metadata": {"name": name},
-        "spec": spec.to_object(),
-    }
+    body = kind.manifest(name, spec)
     async with api.call_api(
         "PATCH",
         version=API_VERSION,
@@ -187,14 +167,14 @@ async def set_upcoming_phase(
 ) -> None:
     """Move an existing UpcomingNode's phase (reclaim path); absent ones are left absent
     (a status patch does not create)."""
-    node = _handle(UpcomingNode, upcoming_name(machine_id), api)
+    node = UpcomingNode.named(upcoming_name(machine_id), api)
     with contextlib.suppress(kr8s.NotFoundError):
         await _patch_status(node, UpcomingNodeStatus(phase=phase, last_error=error))
 
 
 async def mark_node_ready(api: kr8s.asyncio.Api, node_name: str) -> bool:
     """The real Node turned Ready: so is its UpcomingNode, if it was still on its way."""
-    node = await _read(UpcomingNode, upcoming_name(node_name), api)
+    node = await UpcomingNode.read(upcoming_name(node_name), api)
     if node is None or _phase(node) not in ("Provisioning", "Launched", "Registered"):
         return False
     node_ref = ObjectReference(kind="Node", name=node_name)

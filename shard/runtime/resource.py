@@ -18,7 +18,7 @@ import kr8s
 import kr8s.asyncio
 
 from bigfleet import kopf_loop
-from bigfleet.crd import API_VERSION, GROUP, VERSION, Shard
+from bigfleet.crd import GROUP, VERSION, Shard
 from bigfleet.crd import models as m
 from bigfleet.shard.runtime.service import ShardService
 from bigfleet.shard.runtime.status import shard_status
@@ -83,19 +83,12 @@ class ShardResource:
         return status
 
     async def ensure(self) -> Shard:
-        # One GET by name: kr8s's `Shard.get` lists by name instead and, while there
-        # is nothing yet, keeps listing for 2 s before it says so.
-        shard = Shard(
-            {"apiVersion": API_VERSION, "kind": Shard.kind, "metadata": {"name": self.name}},
-            api=self.api,
-        )
-        try:
-            await shard.refresh()
-            return shard
-        except kr8s.NotFoundError:
-            shard = Shard(Shard.manifest(self.name, m.ShardSpec()), api=self.api)
-            await shard.create()
-            return shard
+        found = await Shard.read(self.name, self.api)  # one GET, not kr8s's list-and-wait
+        if found is not None:
+            return found
+        shard = Shard(Shard.manifest(self.name, m.ShardSpec()), api=self.api)
+        await shard.create()
+        return shard
 
     async def publish(self) -> None:
         shard = await self.ensure()

@@ -10,14 +10,32 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import kr8s
 import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Namespace
 
-from bigfleet.controlplane import BinariesMissing, LocalControlPlane
+from bigfleet.controlplane import BinariesMissing, LocalControlPlane, find_binaries
 from bigfleet.crd import crd_dir
+
+if TYPE_CHECKING:
+    from tests.cluster.test_charts import Helm
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The helm the control-plane build made (the chart tests fail, not skip, without it)."""
+    from tests.cluster.test_charts import Helm
+
+    binary = find_binaries() / "helm"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(
+            f"helm not found at {binary}: run scripts/build-control-plane.sh, which builds it",
+            pytrace=False,
+        )
+    return Helm(binary, tmp_path_factory.mktemp("helm"))
 
 
 @pytest.fixture(scope="session")

@@ -393,17 +393,6 @@ def localize(args: list[str], mounts: dict[str, Path]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = find_binaries() / "helm"
-    if not os.access(binary, os.X_OK):
-        pytest.fail(
-            f"helm not found at {binary}: run scripts/build-control-plane.sh, which builds it",
-            pytrace=False,
-        )
-    return Helm(binary, tmp_path_factory.mktemp("helm"))
-
-
-@pytest.fixture(scope="session")
 def service_monitor_crd(control_plane: LocalControlPlane) -> None:
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(SERVICE_MONITOR_CRD))
     control_plane.kubectl(

@@ -8,12 +8,11 @@ without it these tests fail, they do not skip.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from bigfleet.controlplane import KUBE_VERSION, find_binaries
+from bigfleet.controlplane import KUBE_VERSION
 from bigfleet.providers_fake.config import FleetConfig
 from bigfleet.scaletest import helm_values, profile
 from bigfleet.scaletest.profile import Profile
@@ -30,17 +29,6 @@ from tests.cluster.test_charts import (
     materialize_mounts,
     parse_cli,
 )
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = find_binaries() / "helm"
-    if not os.access(binary, os.X_OK):
-        pytest.fail(
-            f"helm not found at {binary}: run scripts/build-control-plane.sh, which builds it",
-            pytrace=False,
-        )
-    return Helm(binary, tmp_path_factory.mktemp("helm"))
 
 
 def template(helm: Helm, chart: Path, values_file: Path, release: str) -> Rendered:
