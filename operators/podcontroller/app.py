@@ -2,9 +2,11 @@
 
 One CR per pod, found by the `owned-by-pod` label (the pod's UID), owned by the
 pod so garbage collection removes it with the pod; terminal pods lose theirs.
-In `per-pod` mode every non-terminal pod gets one. The pod gets a
-`WaitingForCapacity` Event when its request is raised, and a `NodeComing` one
-when the operator says a machine for it is coming (`events.NodeComingRelay`).
+In `per-pod` mode every non-terminal pod gets one. A new request reads Pending
+without a status write (the CRD defaults the phase). A pod the scheduler could
+not place gets one `WaitingForCapacity` Event, and a `NodeComing` one when the
+operator says a machine for it is coming (`events.NodeComingRelay`); a pod that
+never waits gets none, so per-pod mode costs one API call per pod.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from pydantic import ValidationError
 
 from bigfleet import kopf_loop, kube_wait, leader, quantity
 from bigfleet import metrics as metrics_http
-from bigfleet.crd import CapacityRequest
-from bigfleet.crd.models import CapacityRequestStatus
+from bigfleet.crd import API_VERSION, CapacityRequest
 from bigfleet.operators.podcontroller import derive, events
-from bigfleet.recorder import Recorder
+from bigfleet.recorder import Involved, Recorder
 from bigfleet.supervise import Loops
 
 log = logging.getLogger(__name__)
@@ -74,19 +75,59 @@ class PodReconciler:
             ["outcome"],
             registry=registry,
         )
-        self._created: set[str] = set()  # pod UIDs whose CR exists (saves a list per event)
+        # Pod UIDs whose CR exists, to its key (saves a create per event); the pods by
+        # their requests' keys (saves the NodeComing relay a read); the UIDs told they
+        # wait. All forget a pod when it is deleted.
+        self._created: dict[str, tuple[str, str]] = {}
+        self._requests: dict[tuple[str, str], Involved] = {}
+        self._told: set[str] = set()
+        self._ended: set[str] = set()  # UIDs of terminal pods whose CR is deleted
         # kopf runs every pod's handler at once; past the HTTP client's 20 kept-alive
         # connections each extra request pays a new TLS handshake, on both ends.
         self._calls = asyncio.Semaphore(settings.concurrency)
 
-    async def _owned(self, namespace: str, uid: str) -> list[CapacityRequest]:
-        found = [
-            cr
-            async for cr in self.api.async_get(
-                CapacityRequest, namespace=namespace, label_selector={derive.OWNER_LABEL: uid}
-            )
-        ]
-        return [cr for cr in found if isinstance(cr, CapacityRequest)]
+    async def _delete(self, namespace: str, request: str) -> None:
+        """Delete the request by its name (one call); one already gone is fine."""
+        try:
+            async with self.api.call_api(
+                "DELETE",
+                version=API_VERSION,
+                namespace=namespace,
+                url=f"{CapacityRequest.endpoint}/{request}",
+            ):
+                pass
+        except kr8s.ServerError as err:
+            if err.response is None or err.response.status_code != 404:
+                raise
+
+    async def deleted(self, pod: Mapping[str, Any]) -> None:
+        """The pod is gone: delete its request now rather than leave it to garbage
+        collection, which takes a while; meanwhile the pod's replacement has its own
+        request and the replica would count twice."""
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        try:
+            if uid in self._created and uid not in self._ended:
+                async with self._calls:
+                    await self._delete(meta["namespace"], derive.request_name(meta["name"], uid))
+                self.reconciles.labels("pod_deleted").inc()
+        finally:  # if the delete failed, garbage collection still removes the request
+            self.forget(uid)
+
+    def forget(self, uid: str) -> None:
+        """The pod's request is gone or going: forget the pod."""
+        self._requests.pop(self._created.pop(uid, ("", "")), None)
+        self._told.discard(uid)
+        self._ended.discard(uid)
+
+    def pod_of(self, namespace: str, request: str) -> Involved | None:
+        """The pod this controller raised the request for, if it did so since it started."""
+        return self._requests.get((namespace, request))
+
+    def _remember(self, namespace: str, name: str, uid: str) -> None:
+        key = (namespace, derive.request_name(name, uid))
+        self._created[uid] = key
+        self._requests[key] = events.pod(namespace, name, uid)
 
     async def reconcile(self, pod: Mapping[str, Any]) -> str:
         async with self._calls:
@@ -98,15 +139,29 @@ class PodReconciler:
         meta = pod["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         if derive.terminal(pod):
-            for cr in await self._owned(namespace, uid):
-                await cr.delete()
-            self._created.discard(uid)
+            if uid not in self._ended:  # a terminating pod has more events till it is gone
+                await self._delete(namespace, derive.request_name(name, uid))
+                self.forget(uid)
+                self._ended.add(uid)
             return "pod_terminal"
-        wanted = self.settings.mode == "per-pod" or derive.unschedulable(pod)
-        if not wanted:
+        waiting = derive.unschedulable(pod)
+        if not (waiting or self.settings.mode == "per-pod"):
             return "not_wanted"
-        if uid in self._created:
-            return "cr_exists"
+        outcome = "cr_exists" if uid in self._created else await self._create(pod)
+        if waiting and uid not in self._told:
+            # Said once per pod, also when its request was raised before it had to wait.
+            self._told.add(uid)
+            try:
+                request = derive.request_name(name, uid)
+                await events.waiting(self.recorder, events.pod(namespace, name, uid), request)
+            except Exception as err:  # Events explain; the request is what counts
+                log.info("event not written", extra={"pod": name, "error": str(err)})
+        return outcome
+
+    async def _create(self, pod: Mapping[str, Any]) -> str:
+        """Raise the pod's CapacityRequest: one create, no read first and no status write."""
+        meta = pod["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         body = CapacityRequest.manifest(
             # Named after the pod's UID: a second create for the same pod (a restart of
             # this controller, a replayed event) is refused, so no lookup first.
@@ -124,18 +179,9 @@ class PodReconciler:
         except kr8s.ServerError as err:
             if err.response is None or err.response.status_code != 409:
                 raise
-            self._created.add(uid)
+            self._remember(namespace, name, uid)
             return "cr_exists"
-        self._created.add(uid)
-        try:
-            pending = CapacityRequestStatus(phase="Pending")
-            await request.patch({"status": pending.to_object()}, subresource="status")
-        except kr8s.ServerError as err:  # non-fatal: empty phase counts as Pending
-            log.info("CR status not set", extra={"error": str(err)})
-        try:
-            await events.waiting(self.recorder, events.pod(namespace, name, uid), request.name)
-        except Exception as err:  # Events explain; the request is what counts
-            log.info("event not written", extra={"pod": name, "error": str(err)})
+        self._remember(namespace, name, uid)
         return "cr_created"
 
 
@@ -144,10 +190,11 @@ def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:
 
     @kopf.on.event("", "v1", "pods", registry=handlers)
     async def pod_event(event: Mapping[str, Any], **_: Any) -> None:
-        if event.get("type") == "DELETED":
-            return  # garbage collection removes the CR with its owner
         try:
-            await reconciler.reconcile(event["object"])
+            if event.get("type") == "DELETED":
+                await reconciler.deleted(event["object"])
+            else:
+                await reconciler.reconcile(event["object"])
         # A spec the CRD model refuses would be refused by the API server too.
         except (kr8s.ServerError, ValidationError) as err:
             reconciler.reconciles.labels("error").inc()
@@ -172,7 +219,7 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     prometheus = CollectorRegistry()
     recorder = Recorder(api, events.COMPONENT)
     reconciler = PodReconciler(api, settings, prometheus, recorder)
-    relay = events.NodeComingRelay(api, recorder)
+    relay = events.NodeComingRelay(api, recorder, reconciler.pod_of)
     loops = Loops(prometheus)
     leading = Gauge(
         "bigfleet_pod_controller_leader",

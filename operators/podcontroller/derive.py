@@ -170,6 +170,15 @@ def unschedulable(pod: Mapping[str, Any]) -> bool:
 
 
 def terminal(pod: Mapping[str, Any]) -> bool:
+    """The pod needs no capacity from now on: it ended, or it is being deleted.
+
+    A deleted pod of a Deployment or Job is replaced at once, while it may take its
+    grace period to go. Its request going at once keeps demand at the workload's size;
+    kept until the pod is gone, the replacement's request would count twice meanwhile
+    and could buy a machine that is given back a moment later.
+    """
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return True
     phase: str = (pod.get("status") or {}).get("phase") or ""
     return phase in ("Succeeded", "Failed")
 

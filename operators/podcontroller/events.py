@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -62,9 +62,17 @@ def owner_pod(request: Mapping[str, Any]) -> Involved | None:
 class NodeComingRelay:
     """Tells a Pod what the operator told its CapacityRequest: a machine is coming."""
 
-    def __init__(self, api: kr8s.asyncio.Api, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        recorder: Recorder,
+        known: Callable[[str, str], Involved | None] = lambda namespace, request: None,
+    ) -> None:
         self.api = api
         self.recorder = recorder
+        # The pod of a request this process raised, without asking the API server; a
+        # request raised before a restart is read once.
+        self.known = known
         # Where the watch goes on from. Kept across restarts of `run` (a broken stream, an
         # API server restart), so no Event written meanwhile is skipped.
         self.since: str | None = None
@@ -166,10 +174,10 @@ class NodeComingRelay:
         if involved.get("apiVersion") != API_VERSION or not machine:
             return False
         namespace, name = involved.get("namespace", ""), involved.get("name", "")
-        request = await self._request(namespace, name)
-        if request is None:
-            return False
-        about = owner_pod(request)
+        about = self.known(namespace, name)
+        if about is None:
+            request = await self._request(namespace, name)
+            about = owner_pod(request) if request is not None else None
         if about is None:
             return False
         rack = annotations.get(capacity_events.RACK_ANNOTATION, "")

@@ -135,6 +135,9 @@ class Executor:
                 machine_id=action.machine_id, cluster=action.cluster, operation_id=operation
             ):
                 outcome = "success"
+                # One line per action carried out, as users of a controller expect to read
+                # what it did (and why) in its log.
+                log.info("executing", extra={"kind": action.kind.value, "reason": action.reason})
                 try:
                     async with asyncio.timeout(self.execute_timeout_s + self.bootstrap_timeout_s):
                         await self._execute(action)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import kr8s
 import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Pod
+from prometheus_client import CollectorRegistry
 
 from bigfleet.controlplane import LocalControlPlane
 from bigfleet.crd import CapacityRequest
-from bigfleet.operators.podcontroller.app import PodControllerSettings, run
+from bigfleet.operators.podcontroller.app import PodControllerSettings, PodReconciler, run
 from tests.cluster.test_chain import LoopThread
 from tests.support.waiting import until
 
@@ -109,6 +111,7 @@ async def test_unschedulable_pods_get_one_owned_request_each_and_lose_it_with_th
     assert (spec["interruptionPenalty"], spec["reclamationPenalty"]) == ("8192", "65536")
     owner = request.raw["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("Pod", "trainer")
+    assert request.raw["status"]["phase"] == "Pending"  # the CRD's default: nobody wrote it
 
     # More events for the same pod make no second request.
     await pod.patch({"metadata": {"labels": {"touched": "yes"}}})
@@ -121,3 +124,92 @@ async def test_unschedulable_pods_get_one_owned_request_each_and_lose_it_with_th
         return await requests() == []
 
     await until(collected, "the garbage collector removes the request with its pod")
+
+
+async def test_per_pod_mode_costs_one_call_a_pod_and_tells_only_pods_that_wait(
+    api: kr8s.asyncio.Api, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod that never waits costs one create: the request reads Pending through the CRD's
+    default, and no Event says it waits. When the scheduler cannot place it, one
+    WaitingForCapacity Event, once; more events for the pod cost nothing."""
+    pod = Pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        },
+        api=api,
+    )
+    await pod.create()
+    reconciler = PodReconciler(api, PodControllerSettings(mode="per-pod"), CollectorRegistry())
+    calls: list[str] = []
+    call_api = api.call_api
+
+    def counting(method: str = "GET", *args: Any, **kwargs: Any) -> Any:
+        calls.append(f"{method} {kwargs.get('url', '')}")
+        return call_api(method, *args, **kwargs)
+
+    monkeypatch.setattr(api, "call_api", counting)
+
+    async def reasons() -> list[str]:
+        about = f"involvedObject.uid={pod.metadata.uid}"
+        found = [
+            e
+            async for e in api.async_get(
+                "events",
+                namespace=namespace,
+                field_selector=about,
+            )
+        ]
+        return [e.raw["reason"] for e in found]
+
+    assert await reconciler.reconcile(pod.raw) == "cr_created"
+    assert calls == ["POST capacityrequests"]
+    (request,) = [cr async for cr in api.async_get(CapacityRequest, namespace=namespace)]
+    assert request.raw["status"]["phase"] == "Pending"
+    assert await reconciler.reconcile(pod.raw) == "cr_exists"
+    assert len(calls) == 1 + 1  # the list of requests above; the reconcile made no call
+
+    waiting = {
+        **pod.raw,
+        "status": {
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+        },
+    }
+    calls.clear()
+    assert await reconciler.reconcile(waiting) == "cr_exists"
+    assert await reconciler.reconcile(waiting) == "cr_exists"
+    assert len(calls) == 1, calls  # the Event, written once
+    assert await until(reasons, "the pod told it waits") == ["WaitingForCapacity"]
+
+    # Deleted (its replacement is on its way): the request goes at once, in one call.
+    deleting = {**pod.raw, "metadata": {**pod.raw["metadata"], "deletionTimestamp": "now"}}
+    calls.clear()
+    assert await reconciler.reconcile(deleting) == "pod_terminal"
+    assert await reconciler.reconcile(deleting) == "pod_terminal"
+    assert calls == [f"DELETE capacityrequests/{request.name}"]
+    assert [cr async for cr in api.async_get(CapacityRequest, namespace=namespace)] == []
+    await reconciler.deleted(deleting)  # gone at last: nothing left to delete
+    assert len(calls) == 1 + 1  # the list above
+
+
+async def test_a_deleted_pods_request_goes_without_waiting_for_garbage_collection(
+    api: kr8s.asyncio.Api, namespace: str
+) -> None:
+    """No controller-manager runs here, so nothing but the pod controller removes it."""
+    pod = Pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        },
+        api=api,
+    )
+    await pod.create()
+    reconciler = PodReconciler(api, PodControllerSettings(mode="per-pod"), CollectorRegistry())
+    assert await reconciler.reconcile(pod.raw) == "cr_created"
+    await pod.delete(grace_period=0)
+    await reconciler.deleted(pod.raw)
+    assert [cr async for cr in api.async_get(CapacityRequest, namespace=namespace)] == []

@@ -8,6 +8,7 @@ from bigfleet.operators.podcontroller.derive import (
     DEFAULT_PENALTIES,
     capacity_request_spec,
     resources,
+    terminal,
     unschedulable,
 )
 
@@ -112,3 +113,15 @@ def test_only_the_schedulers_unschedulable_verdict_counts() -> None:
     assert unschedulable(with_condition(status="False", reason="Unschedulable"))
     assert not unschedulable(with_condition(status="False", reason="SchedulingGated"))
     assert not unschedulable({"status": {}})
+
+
+def test_a_pod_being_deleted_needs_no_capacity_like_one_that_ended() -> None:
+    running = {**pod(), "status": {"phase": "Running"}}
+    assert not terminal(running)
+    assert terminal({**running, "status": {"phase": "Succeeded"}})
+    assert terminal({**running, "status": {"phase": "Failed"}})
+    deleting = {
+        **running,
+        "metadata": {**running["metadata"], "deletionTimestamp": "2026-12-07T04:00:00Z"},
+    }
+    assert terminal(deleting)

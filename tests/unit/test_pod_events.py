@@ -14,7 +14,7 @@ import pytest
 
 from bigfleet.capacity_events import MACHINE_ANNOTATION
 from bigfleet.crd import API_VERSION
-from bigfleet.operators.podcontroller.events import NodeComingRelay, owner_pod
+from bigfleet.operators.podcontroller.events import NodeComingRelay, owner_pod, pod
 
 
 def test_only_requests_the_pod_controller_raised_lead_to_a_pod() -> None:
@@ -74,11 +74,13 @@ class ScriptedApi:
     def __init__(self, streams: list[list[str | Exception]]) -> None:
         self.streams = streams
         self.watched_from: list[str] = []
+        self.read: list[str] = []  # requests read
 
     @contextlib.asynccontextmanager
     async def call_api(self, method: str, **kw: Any) -> AsyncIterator[Any]:
         url, params = kw.get("url", ""), kw.get("params") or {}
         if url.startswith("capacityrequests/"):
+            self.read.append(url)
             name = url.split("/", 1)[1]
             if name == "gone":
                 request = httpx.Request("GET", "https://k8s/" + url)
@@ -135,3 +137,17 @@ async def test_a_watch_refused_by_the_api_server_is_the_supervisor_s_to_restart(
     relay = NodeComingRelay(ScriptedApi([[refused]]), Told())  # type: ignore[arg-type]
     with pytest.raises(kr8s.ServerError, match="etcd is down"):
         await relay.run()
+
+
+async def test_a_request_the_controller_raised_itself_is_relayed_without_a_read() -> None:
+    """The reconciler knows the pods of the requests it raised; only a request raised
+    before this process started is read from the API server."""
+    api = ScriptedApi([[_added(101, "mine"), _added(102, "older")]])
+    told = Told()
+    mine = pod("ml", "pod-mine", "uid-mine")
+    known = {("ml", "mine"): mine}
+    relay = NodeComingRelay(api, told, lambda ns, name: known.get((ns, name)))  # type: ignore[arg-type]
+    with pytest.raises(IndexError):
+        await relay.run()
+    assert told.pods == ["pod-mine", "pod-older"]
+    assert api.read == ["capacityrequests/older"]
