@@ -182,6 +182,8 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
         f"{result.pods} pods bound on {result.nodes} nodes in {result.all_bound_s} s; "
         f"CapacityRequest created to pod scheduled p50/p99 {b['p50']}/{b['p99']} s"
     )
+    calls = ", ".join(f"{k} {v}" for k, v in result.calls_per_pod.items())
+    click.echo(f"API server requests per pod: {calls}")
     write_json(json_path, result.as_json())
 
 

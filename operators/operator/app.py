@@ -32,9 +32,10 @@ from bigfleet.operators.operator import events
 from bigfleet.operators.operator.bootstrap import BootstrapResponder
 from bigfleet.operators.operator.capacity_requests import RequestCache
 from bigfleet.operators.operator.metrics import OperatorMetrics
+from bigfleet.operators.operator.ready_nodes import ReadyNodes
 from bigfleet.operators.operator.session import OperatorSession
 from bigfleet.operators.operator.verdicts import VerdictPoller
-from bigfleet.operators.operator.writers import collect_finished, mark_node_ready
+from bigfleet.operators.operator.writers import collect_finished
 from bigfleet.recorder import Recorder
 from bigfleet.supervise import Loops, beat, supervise
 from bigfleet.tls import TLSFiles
@@ -88,12 +89,11 @@ def registry(cache: RequestCache, api: kr8s.asyncio.Api) -> kopf.OperatorRegistr
     def track(event: Mapping[str, Any], **_: Any) -> None:
         cache.apply(event.get("type"), event["object"])
 
+    nodes = ReadyNodes(api)
+
     @kopf.on.event("", "v1", "nodes", registry=handlers)
     async def node_ready(event: Mapping[str, Any], **_: Any) -> None:
-        node = event["object"]
-        conditions = (node.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            await mark_node_ready(api, node["metadata"]["name"])
+        await nodes.seen(event.get("type"), event["object"])
 
     return handlers
 

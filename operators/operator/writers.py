@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 from datetime import datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import kr8s
 import kr8s.asyncio
@@ -172,14 +172,25 @@ async def set_upcoming_phase(
         await _patch_status(node, UpcomingNodeStatus(phase=phase, last_error=error))
 
 
-async def mark_node_ready(api: kr8s.asyncio.Api, node_name: str) -> bool:
-    """The real Node turned Ready: so is its UpcomingNode, if it was still on its way."""
+ReadyOutcome = Literal["marked", "settled", "absent"]
+
+
+async def mark_node_ready(api: kr8s.asyncio.Api, node_name: str) -> ReadyOutcome:
+    """The real Node turned Ready: so is its UpcomingNode, if it was still on its way.
+
+    "marked": it was, and is Ready now; "settled": it is past that (Ready, Drained, ...)
+    and stays as it is; "absent": no UpcomingNode yet, or one whose status is not yet
+    written (its writer may be behind the Node), or a Node BigFleet did not bring.
+    """
     node = await UpcomingNode.read(upcoming_name(node_name), api)
-    if node is None or _phase(node) not in ("Provisioning", "Launched", "Registered"):
-        return False
+    phase = _phase(node) if node is not None else None
+    if node is None or phase is None:
+        return "absent"
+    if phase not in ("Provisioning", "Launched", "Registered"):
+        return "settled"
     node_ref = ObjectReference(kind="Node", name=node_name)
     await _patch_status(node, UpcomingNodeStatus(phase="Ready", node_ref=node_ref))
-    return True
+    return "marked"
 
 
 async def collect_finished(

@@ -279,7 +279,7 @@ async def test_a_ready_node_makes_its_upcoming_node_ready(
         return bool((node.raw.get("status") or {}).get("phase") == "Registered")
 
     await until(registered, "Registered")
-    assert await mark_node_ready(api, "m-join")
+    assert await mark_node_ready(api, "m-join") == "marked"
     node = await UpcomingNode.get("un-m-join", api=api)
     assert node.raw["status"]["phase"] == "Ready"
     assert node.raw["status"]["nodeRef"]["name"] == "m-join"
