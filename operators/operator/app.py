@@ -24,7 +24,7 @@ import kr8s.asyncio
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, kube_wait, leader, probes, tls
+from bigfleet import kopf_loop, kube_budget, kube_wait, leader, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.crd import GROUP, VERSION
 from bigfleet.metrics import parse_address
@@ -142,6 +142,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event, clock: Clock = RE
     api = await _until_ready(lambda: kr8s.asyncio.api(kubeconfig=kubeconfig), stop)
     if api is None:
         return  # stopped before Kubernetes answered
+    api = kube_budget.budgeted(api)
     responder = _responder(api, settings)  # a template that does not parse fails here
     prometheus = CollectorRegistry()
     loops = Loops(prometheus, clock)

@@ -25,7 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from bigfleet import kopf_loop, kube_wait, leader, quantity
+from bigfleet import kopf_loop, kube_budget, kube_wait, leader, quantity
 from bigfleet import metrics as metrics_http
 from bigfleet.crd import API_VERSION, CapacityRequest
 from bigfleet.operators.podcontroller import derive, events
@@ -216,6 +216,7 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     )
     if api is None:
         return  # stopped before Kubernetes answered
+    api = kube_budget.budgeted(api)
     prometheus = CollectorRegistry()
     recorder = Recorder(api, events.COMPONENT)
     reconciler = PodReconciler(api, settings, prometheus, recorder)
