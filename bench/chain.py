@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Deployment, Node
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,6 +44,7 @@ class ChainBench:
     bind_s: dict[str, float]
     nodes: int
     calls_per_pod: dict[str, float]  # "VERB resource[/subresource]" -> requests per Pod
+    events_per_pod: dict[str, float]  # "component reason" -> Events written per Pod
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -123,12 +125,19 @@ async def _measure(chain: Chain, pods: int, progress: Progress | None) -> ChainB
         if at is not None and name in requested
     )
     nodes = [n async for n in api.async_get(Node)]
+    written: dict[str, float] = {}
+    async for event in api.async_get("events", namespace=kr8s.ALL):
+        body = raw(event)
+        who = body.get("reportingComponent") or (body.get("source") or {}).get("component", "")
+        key = f"{who or '(unnamed)'} {body.get('reason', '')}"
+        written[key] = written.get(key, 0.0) + 1
     return ChainBench(
         pods=pods,
         all_bound_s=round(max(a for a in scheduled.values() if a is not None) - created, 2),
         bind_s=percentiles(waits, digits=2),
         nodes=len(nodes),
         calls_per_pod=per_pod(before, after, pods),
+        events_per_pod=per_pod({}, written, pods),
     )
 
 

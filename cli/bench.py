@@ -184,6 +184,8 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
     )
     calls = ", ".join(f"{k} {v}" for k, v in result.calls_per_pod.items())
     click.echo(f"API server requests per pod: {calls}")
+    written = ", ".join(f"{k} {v}" for k, v in result.events_per_pod.items())
+    click.echo(f"Events per pod (component, reason): {written}")
     write_json(json_path, result.as_json())
 
 

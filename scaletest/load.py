@@ -4,6 +4,7 @@ chain made of them, and churn (Pods evicted, so their controllers ask again)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ _api_retry = retry(
 )
 
 LABEL = "bigfleet.lucy.sh/scaletest"
+RAMP_STEP_S = 5.0  # the load grows this often while it ramps
 GANG_LABEL = "bigfleet.lucy.sh/scaletest-gang"
 
 
@@ -61,12 +63,16 @@ def manifests(profile: Profile) -> list[dict[str, Any]]:
     ]
 
 
-def deployments(profile: Profile) -> list[dict[str, Any]]:
+def deployments(profile: Profile, share: float = 1.0) -> list[dict[str, Any]]:
+    """Every Deployment a cluster runs `share` of the way through the ramp: each plain
+    workload at that share of its replicas, each gang workload with that share of its
+    gangs, whole (a gang is never partly there)."""
     out = []
     for w in profile.workloads:
         if not w.gangs:
-            out.append(deployment(w.name, w.replicas, w.cpu, w.priority_class))
-        for i in range(w.gangs):
+            replicas = round(w.replicas * share)
+            out.append(deployment(w.name, replicas, w.cpu, w.priority_class))
+        for i in range(math.floor(w.gangs * share + 1e-9)):
             gang = f"{w.name}-g{i}"
             body = deployment(gang, w.replicas, w.cpu, w.priority_class, workload=w.name)
             # Every member must sit in the domain of the first: required pod affinity to
@@ -120,8 +126,11 @@ class Load:
         self.apis = apis
         self.random = random.Random(seed)
         self.evicted: set[str] = set()  # "cluster/pod" deleted by churn
+        # Per cluster, the replicas each Deployment made so far was asked for.
+        self._replicas: dict[str, dict[str, int]] = {cluster: {} for cluster in apis}
 
-    async def install(self) -> None:
+    async def install(self, share: float = 1.0) -> None:
+        """The namespace, priority classes and Deployments, at `share` of the ramp."""
         for api in self.apis.values():
             await Namespace(namespace(), api=api).create()
             for name in priority_class_names(self.profile):
@@ -130,8 +139,27 @@ class Load:
                     url="priorityclasses", json=priority_class(name),
                 ):  # fmt: skip
                     pass
-            for body in deployments(self.profile):
-                await Deployment(body, api=api).create()
+        await self.grow(share)
+
+    async def grow(self, share: float) -> None:
+        """Bring every cluster's Deployments to `share` of the ramp: new ones created,
+        the others scaled."""
+        for cluster, api in self.apis.items():
+            made = self._replicas[cluster]
+            for body in deployments(self.profile, share):
+                name, replicas = body["metadata"]["name"], body["spec"]["replicas"]
+                if name not in made:
+                    await _create(Deployment(body, api=api))
+                elif made[name] != replicas:
+                    await _scale(Deployment(body, api=api), replicas)
+                made[name] = replicas
+
+    async def ramp(self, seconds: float, step_s: float = RAMP_STEP_S) -> None:
+        """From where `install` left the Deployments to their full size over `seconds`."""
+        steps = max(1, math.ceil(seconds / step_s))
+        for step in range(1, steps + 1):
+            await asyncio.sleep(seconds / steps)
+            await self.grow(step / steps)
 
     @_api_retry
     async def census(self) -> Census:
@@ -170,6 +198,20 @@ class Load:
             self.evicted.add(key)
             gone += 1
         return gone
+
+
+@_api_retry
+async def _create(deployment: Deployment) -> None:
+    try:
+        await deployment.create()
+    except kr8s.ServerError as err:  # made by an attempt whose answer was lost
+        if err.response is None or err.response.status_code != 409:
+            raise
+
+
+@_api_retry
+async def _scale(deployment: Deployment, replicas: int) -> None:
+    await deployment.patch({"spec": {"replicas": replicas}})
 
 
 @_api_retry

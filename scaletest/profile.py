@@ -137,6 +137,9 @@ class Profile(_Strict):
     coordinator_replicas: int = Field(default=1, alias="coordinatorReplicas", ge=1, le=5)
     cycle_interval_s: Seconds = Field(default=1.0, alias="cycleInterval")
     rollup_interval_s: Seconds = Field(default=1.0, alias="rollupInterval")
+    # The Pods come over this long, in steps (0: all at once): plain workloads grow
+    # by their share each step, gang workloads gain whole gangs.
+    ramp_s: Seconds = Field(default=0.0, alias="ramp")
     steady: Steady = Steady()
     soak_s: Seconds = Field(default=60.0, alias="soak")
     # Fraction of the target Pods evicted per minute during the soak (their controllers

@@ -101,15 +101,22 @@ class Run:
             for cluster, path in self.substrate.kubeconfigs().items()
         }
         load = Load(self.profile, apis, seed=0)
-        self.report(f"installing {len(self.profile.workloads)} Deployments per cluster")
-        await load.install()
+        ramp_s = self.profile.ramp_s
+        self.report(
+            f"installing {len(self.profile.workloads)} workloads per cluster"
+            + (f", growing to full size over {ramp_s:.0f}s" if ramp_s else "")
+        )
+        await load.install(0.0 if ramp_s else 1.0)
         sampling = asyncio.create_task(
             self.timeline.follow(load.census, self._shard, self.profile.steady.poll)
         )
+        ramping = asyncio.create_task(load.ramp(ramp_s)) if ramp_s else None
         try:
             began = time.monotonic()
-            await self.settle()
+            await self.settle(ramping)
             self.timings["settleSeconds"] = round(time.monotonic() - began, 1)
+            if ramp_s:
+                self.timings["rampSeconds"] = ramp_s  # the part of settling spent growing
             urls = self.substrate.metrics_urls()
             start = await asyncio.to_thread(read, urls)
             began, soak_began = time.monotonic(), int(time.time())  # API stamps: whole s
@@ -118,8 +125,10 @@ class Run:
             self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
             end = await asyncio.to_thread(read, urls)
         finally:
-            sampling.cancel()
-            await asyncio.gather(sampling, return_exceptions=True)
+            for task in (sampling, ramping):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(sampling, *([ramping] if ramping else []), return_exceptions=True)
         self.snapshots = {"start": start, "end": end}
         census = await load.census()
         self.metrics = gates.figures(
@@ -127,15 +136,18 @@ class Run:
         )
         self.judged = gates.judge(self.profile.gates, self.metrics)
 
-    async def settle(self) -> Census:
+    async def settle(self, ramping: asyncio.Task[None] | None = None) -> Census:
         """Until active requests reach the target, the shard reports demand and no
-        shortfall, and acquisitions stay flat for `flatPolls` polls."""
+        shortfall, and acquisitions stay flat for `flatPolls` polls. The timeout counts
+        from the start of the ramp (`ramping`, growing the load meanwhile)."""
         steady, target = self.profile.steady, self.profile.target_pods
-        deadline = time.monotonic() + steady.timeout
+        deadline = time.monotonic() + self.profile.ramp_s + steady.timeout
         flat, last_acquired = 0, -1.0
         frozen_since: float | None = None  # a shortfall with no acquisition since
         while True:
             census = await self.timeline.next()
+            if ramping is not None and ramping.done() and ramping.exception() is not None:
+                raise RunFailed(f"the load did not grow: {ramping.exception()!r}")
             shortfalls, demand, acquired = _shard_figures(await self._shard())
             flat = flat + 1 if acquired == last_acquired else 0
             last_acquired = acquired

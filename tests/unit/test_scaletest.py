@@ -179,3 +179,23 @@ def test_a_gang_workload_is_one_deployment_per_gang_held_together_by_pod_affinit
         "labelSelector": {"matchLabels": {GANG_LABEL: "cache-g1"}},
         "topologyKey": "topology.kubernetes.io/rack",
     }
+
+
+def test_a_ramp_grows_plain_workloads_by_their_share_and_gang_workloads_by_whole_gangs() -> None:
+    data = yaml.safe_load((profile.PROFILE_DIR / "smoke.yaml").read_text())
+    data["workloads"] = [
+        {"name": "web", "replicas": 10},
+        {"name": "cache", "replicas": 4, "cpu": "2", "gangs": 3},
+    ]
+    data["ramp"] = "1m"
+    loaded = profile.Profile.model_validate(data)
+    assert loaded.ramp_s == 60
+
+    def sizes(share: float) -> dict[str, int]:
+        return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments(loaded, share)}
+
+    assert sizes(0.0) == {"web": 0}  # made at once, empty: the ramp scales it
+    assert sizes(0.5) == {"web": 5, "cache-g0": 4}
+    assert sizes(2 / 3) == {"web": 7, "cache-g0": 4, "cache-g1": 4}  # a gang comes whole
+    assert sizes(1.0) == {"web": 10, "cache-g0": 4, "cache-g1": 4, "cache-g2": 4}
+    assert sizes(1.0) == {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments(loaded)}
