@@ -120,9 +120,13 @@ class PodReconciler:
         self._told.discard(uid)
         self._ended.discard(uid)
 
-    def pod_of(self, namespace: str, request: str) -> Involved | None:
-        """The pod this controller raised the request for, if it did so since it started."""
-        return self._requests.get((namespace, request))
+    def known(self, namespace: str, request: str) -> events.Known:
+        """What the NodeComing relay needs of a request this controller raised since it
+        started: its pod, and whether the pod was told it waits."""
+        pod = self._requests.get((namespace, request))
+        if pod is None:
+            return events.UNKNOWN
+        return events.Known(pod, waited=pod.uid in self._told)
 
     def _remember(self, namespace: str, name: str, uid: str) -> None:
         key = (namespace, derive.request_name(name, uid))
@@ -220,7 +224,7 @@ async def run(settings: PodControllerSettings, stop: asyncio.Event) -> None:
     prometheus = CollectorRegistry()
     recorder = Recorder(api, events.COMPONENT)
     reconciler = PodReconciler(api, settings, prometheus, recorder)
-    relay = events.NodeComingRelay(api, recorder, reconciler.pod_of)
+    relay = events.NodeComingRelay(api, recorder, reconciler.known)
     loops = Loops(prometheus)
     leading = Gauge(
         "bigfleet_pod_controller_leader",

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,6 +37,19 @@ NODE_COMING_SELECTOR = (
     f"involvedObject.kind={CapacityRequest.kind},reason={capacity_events.NODE_COMING},"
     f"source={capacity_events.OPERATOR}"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A request this process raised: its pod, and whether the pod was told it waits.
+    Only a pod that waited is told a machine is coming: one the scheduler placed at
+    once has nothing to wait for, and the Event would cost a write per pod."""
+
+    pod: Involved | None
+    waited: bool
+
+
+UNKNOWN = Known(None, waited=False)  # not raised by this process (or it is gone)
 
 
 def pod(namespace: str, name: str, uid: str) -> Involved:
@@ -66,12 +80,12 @@ class NodeComingRelay:
         self,
         api: kr8s.asyncio.Api,
         recorder: Recorder,
-        known: Callable[[str, str], Involved | None] = lambda namespace, request: None,
+        known: Callable[[str, str], Known] = lambda namespace, request: UNKNOWN,
     ) -> None:
         self.api = api
         self.recorder = recorder
-        # The pod of a request this process raised, without asking the API server; a
-        # request raised before a restart is read once.
+        # What this process knows of a request it raised, without asking the API server;
+        # a request raised before a restart is read once.
         self.known = known
         # Where the watch goes on from. Kept across restarts of `run` (a broken stream, an
         # API server restart), so no Event written meanwhile is skipped.
@@ -174,10 +188,12 @@ class NodeComingRelay:
         if involved.get("apiVersion") != API_VERSION or not machine:
             return False
         namespace, name = involved.get("namespace", ""), involved.get("name", "")
-        about = self.known(namespace, name)
-        if about is None:
+        known = self.known(namespace, name)
+        if known is UNKNOWN:
             request = await self._request(namespace, name)
             about = owner_pod(request) if request is not None else None
+        else:
+            about = known.pod if known.waited else None
         if about is None:
             return False
         rack = annotations.get(capacity_events.RACK_ANNOTATION, "")

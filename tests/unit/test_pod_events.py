@@ -14,7 +14,13 @@ import pytest
 
 from bigfleet.capacity_events import MACHINE_ANNOTATION
 from bigfleet.crd import API_VERSION
-from bigfleet.operators.podcontroller.events import NodeComingRelay, owner_pod, pod
+from bigfleet.operators.podcontroller.events import (
+    UNKNOWN,
+    Known,
+    NodeComingRelay,
+    owner_pod,
+    pod,
+)
 
 
 def test_only_requests_the_pod_controller_raised_lead_to_a_pod() -> None:
@@ -140,13 +146,16 @@ async def test_a_watch_refused_by_the_api_server_is_the_supervisor_s_to_restart(
 
 
 async def test_a_request_the_controller_raised_itself_is_relayed_without_a_read() -> None:
-    """The reconciler knows the pods of the requests it raised; only a request raised
-    before this process started is read from the API server."""
-    api = ScriptedApi([[_added(101, "mine"), _added(102, "older")]])
+    """The reconciler knows the pods of the requests it raised, and which of them were
+    told they wait: only those hear a machine is coming. A request raised before this
+    process started is read from the API server."""
+    api = ScriptedApi([[_added(101, "mine"), _added(102, "placed"), _added(103, "older")]])
     told = Told()
-    mine = pod("ml", "pod-mine", "uid-mine")
-    known = {("ml", "mine"): mine}
-    relay = NodeComingRelay(api, told, lambda ns, name: known.get((ns, name)))  # type: ignore[arg-type]
+    known = {
+        ("ml", "mine"): Known(pod("ml", "pod-mine", "uid-mine"), waited=True),
+        ("ml", "placed"): Known(pod("ml", "pod-placed", "uid-placed"), waited=False),
+    }
+    relay = NodeComingRelay(api, told, lambda ns, name: known.get((ns, name), UNKNOWN))  # type: ignore[arg-type]
     with pytest.raises(IndexError):
         await relay.run()
     assert told.pods == ["pod-mine", "pod-older"]
