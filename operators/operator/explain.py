@@ -3,7 +3,10 @@
 Frames name profiles and machines, not requests; a request is concerned when
 its requirements equal a hint's (a shape with no supply makes it wait) or
 when a joining node's labels satisfy them (a node it could land on is coming).
-Each request is told each thing once.
+Each request is told each thing once: that it waits, and that a node is coming
+(the first one that fits; in a burst many fit, and an Event for each would cost
+the API server a write per request and machine, twice with the pod's copy).
+What was told is remembered for the requests of the newest roll-up only.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ def matches_labels(t: Translated, labels: Mapping[str, str]) -> bool:
 
 class Explainer:
     def __init__(self) -> None:
-        self._told: set[tuple[str, str, str]] = set()
+        self._told: set[tuple[str, str, str]] = set()  # (namespace, name, reason)
+
+    def __len__(self) -> int:
+        return len(self._told)
+
+    def keep(self, requests: Iterable[Translated]) -> None:
+        """Forget what was told to requests no longer in the roll-up (deleted ones)."""
+        live = {(t.namespace, t.name) for t in requests}
+        self._told = {k for k in self._told if (k[0], k[1]) in live}
 
     def _fresh(self, requests: Iterable[Translated], reason: str) -> list[Translated]:
         out: list[Translated] = []
@@ -63,8 +74,7 @@ class Explainer:
         )
 
     def node_coming(
-        self, requests: Iterable[Translated], labels: Mapping[str, str], machine: str
+        self, requests: Iterable[Translated], labels: Mapping[str, str]
     ) -> list[Translated]:
-        return self._fresh(
-            (t for t in requests if matches_labels(t, labels)), f"NodeComing:{machine}"
-        )
+        """Requests a joining machine's `labels` fit, not told of a machine before."""
+        return self._fresh((t for t in requests if matches_labels(t, labels)), "NodeComing")

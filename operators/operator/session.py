@@ -215,6 +215,7 @@ class OperatorSession:
                 },
             )
             self._requests = built.translated
+            self._explainer.keep(built.translated)
             slot[0] = built  # a newer roll-up replaces an unsent one
             wake.set()  # the roll-up goes out before any problem is reported
             for namespace, name, why in built.problems:
@@ -291,9 +292,7 @@ class OperatorSession:
             elif kind == "node_state_update":
                 update = frame.node_state_update
                 if int(update.state) == MachineState.CONFIGURING:
-                    coming = self._explainer.node_coming(
-                        self._requests, update.labels, update.machine_id
-                    )
+                    coming = self._explainer.node_coming(self._requests, update.labels)
                     self._explain(
                         [(events.node_coming, t) for t in coming],
                         update.machine_id,

@@ -35,9 +35,21 @@ def test_a_joining_node_is_announced_once_to_the_requests_it_fits() -> None:
         cr("fits", ZONE_A),
         cr("other", {"key": "zone", "operator": "In", "values": ["b"]}),
     )
-    told = explainer.node_coming([fits, other], {"zone": "a"}, "m-1")
+    told = explainer.node_coming([fits, other], {"zone": "a"})
     assert [t.name for t in told] == ["fits"]
-    assert explainer.node_coming([fits, other], {"zone": "a"}, "m-1") == []
+    assert explainer.node_coming([fits, other], {"zone": "a"}) == []
+    # Told once, not once per machine: a burst brings many that fit.
+    assert explainer.node_coming([fits, other], {"zone": "a", "rack": "r2"}) == []
+
+
+def test_what_was_told_is_forgotten_with_the_request() -> None:
+    explainer = Explainer()
+    gone, stays = cr("gone", ZONE_A), cr("stays", ZONE_A)
+    assert len(explainer.node_coming([gone, stays], {"zone": "a"})) == 2
+    explainer.keep([stays])  # the next roll-up no longer has "gone"
+    assert len(explainer) == 1
+    # A request of the same name made again is new: it is told again.
+    assert [t.name for t in explainer.node_coming([gone], {"zone": "a"})] == ["gone"]
 
 
 def test_a_hint_with_no_supply_makes_requests_of_its_shape_wait() -> None:
