@@ -37,8 +37,8 @@ _api_retry = retry(
 )
 
 LABEL = "bigfleet.lucy.sh/scaletest"
-RAMP_STEP_S = 5.0  # the load grows this often while it ramps
 GANG_LABEL = "bigfleet.lucy.sh/scaletest-gang"
+RAMP_STEP_S = 5.0  # the load grows this often while it ramps
 
 
 def namespace() -> dict[str, Any]:
