@@ -82,8 +82,8 @@ class PodReconciler:
         self._requests: dict[tuple[str, str], Involved] = {}
         self._told: set[str] = set()
         self._ended: set[str] = set()  # UIDs of terminal pods whose CR is deleted
-        # kopf runs every pod's handler at once; past the HTTP client's 20 kept-alive
-        # connections each extra request pays a new TLS handshake, on both ends.
+        # kopf runs every pod's handler at once: this bounds the pods reconciled together,
+        # as the client's budget (bigfleet.kube_budget) bounds the calls in flight.
         self._calls = asyncio.Semaphore(settings.concurrency)
 
     async def _delete(self, namespace: str, request: str) -> None:

@@ -126,12 +126,8 @@ async def test_unschedulable_pods_get_one_owned_request_each_and_lose_it_with_th
     await until(collected, "the garbage collector removes the request with its pod")
 
 
-async def test_per_pod_mode_costs_one_call_a_pod_and_tells_only_pods_that_wait(
-    api: kr8s.asyncio.Api, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A pod that never waits costs one create: the request reads Pending through the CRD's
-    default, and no Event says it waits. When the scheduler cannot place it, one
-    WaitingForCapacity Event, once; more events for the pod cost nothing."""
+async def _per_pod_rig(api: kr8s.asyncio.Api, namespace: str) -> tuple[Pod, PodReconciler]:
+    """A pod nobody schedules, and a per-pod reconciler driven by hand."""
     pod = Pod(
         {
             "apiVersion": "v1",
@@ -142,7 +138,16 @@ async def test_per_pod_mode_costs_one_call_a_pod_and_tells_only_pods_that_wait(
         api=api,
     )
     await pod.create()
-    reconciler = PodReconciler(api, PodControllerSettings(mode="per-pod"), CollectorRegistry())
+    return pod, PodReconciler(api, PodControllerSettings(mode="per-pod"), CollectorRegistry())
+
+
+async def test_per_pod_mode_costs_one_call_a_pod_and_tells_only_pods_that_wait(
+    api: kr8s.asyncio.Api, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod that never waits costs one create: the request reads Pending through the CRD's
+    default, and no Event says it waits. When the scheduler cannot place it, one
+    WaitingForCapacity Event, once; more events for the pod cost nothing."""
+    pod, reconciler = await _per_pod_rig(api, namespace)
     calls: list[str] = []
     call_api = api.call_api
 
@@ -198,17 +203,7 @@ async def test_a_deleted_pods_request_goes_without_waiting_for_garbage_collectio
     api: kr8s.asyncio.Api, namespace: str
 ) -> None:
     """No controller-manager runs here, so nothing but the pod controller removes it."""
-    pod = Pod(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "web", "namespace": namespace},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-        },
-        api=api,
-    )
-    await pod.create()
-    reconciler = PodReconciler(api, PodControllerSettings(mode="per-pod"), CollectorRegistry())
+    pod, reconciler = await _per_pod_rig(api, namespace)
     assert await reconciler.reconcile(pod.raw) == "cr_created"
     await pod.delete(grace_period=0)
     await reconciler.deleted(pod.raw)
