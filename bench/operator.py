@@ -116,7 +116,7 @@ async def _create_and_ack(
     built = rollup.build("bench", crs, time.time_ns())
     stage(f"acknowledging {len(built.pending):,} CapacityRequests (timed)")
     start = time.perf_counter()
-    done = await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))
+    done = (await acknowledge(api, built.pending, asyncio.Semaphore(ack_concurrency))).done
     assert len(done) == len(built.pending)
     return time.perf_counter() - start
 

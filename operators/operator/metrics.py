@@ -32,6 +32,12 @@ class OperatorMetrics:
         self.acknowledged = Counter(
             p + "acknowledged_total", "CRs marked Acknowledged.", registry=r
         )
+        self.acknowledge_failures = Counter(
+            p + "acknowledge_failures_total",
+            "CRs whose acknowledgement failed after its retries (left Pending for a later "
+            "roll-up).",
+            registry=r,
+        )
         self.reconnects = Counter(p + "session_reconnects_total", "Streams redialled.", registry=r)
         self.untranslatable = Counter(
             p + "untranslatable_total", "CRs left out of a roll-up.", registry=r

@@ -19,17 +19,21 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import httpx
 import kr8s
 import kr8s.asyncio
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
+    retry_if_exception,
     retry_if_exception_type,
     retry_if_not_exception_type,
+    stop_after_attempt,
     wait_random_exponential,
 )
 
@@ -345,8 +349,16 @@ class OperatorSession:
 
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         with self.metrics.acknowledge_duration.time():
-            done = await acknowledge(self.api, pending, self._ack_limit, self._acking)
+            result = await acknowledge(self.api, pending, self._ack_limit, self._acking)
+        done = result.done
         self.metrics.acknowledged.inc(len(done))
+        if result.failed:
+            self.metrics.acknowledge_failures.inc(len(result.failed))
+            first, error = result.failed[0]
+            log.warning(
+                "requests not acknowledged; a later roll-up tries again",
+                extra={"count": len(result.failed), "first": first.name, "error": str(error)},
+            )
         # Events explain, they do not gate: written after the acknowledgements, at a lower pace.
         self._explain([(events.acknowledged, t) for t in done])
 
@@ -369,18 +381,42 @@ class OperatorSession:
             task.add_done_callback(self._event_tasks.discard)
 
 
+ACK_ATTEMPTS = 3  # tries per request within one acknowledgement, for passing failures
+
+
+def _passing(err: BaseException) -> bool:
+    """An answer a moment later may differ: throttled, a server error, no answer."""
+    if isinstance(err, kr8s.ServerError):
+        code = err.response.status_code if err.response is not None else 0
+        return code == 429 or code >= 500
+    return isinstance(err, kr8s.APITimeoutError | httpx.TransportError)
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    done: list[rollups.Translated]
+    failed: list[tuple[rollups.Translated, Exception]]  # left Pending for a later roll-up
+
+
 async def acknowledge(
     api: kr8s.asyncio.Api,
     pending: Iterable[rollups.Translated],
     limit: asyncio.Semaphore,
     in_flight: set[tuple[str, str]] | None = None,
-) -> list[rollups.Translated]:
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Acknowledged:
     """Mark requests Acknowledged, one status merge patch each, `limit` at a time.
 
     A request whose patch is already in flight (in `in_flight`, shared by the calls of
     one session) is skipped: while acknowledgements are slower than the roll-up
     interval, every roll-up still lists the same Pending requests, and patching each of
-    them again per roll-up would multiply the writes and slow them further."""
+    them again per roll-up would multiply the writes and slow them further.
+
+    A passing failure (429, 5xx, no answer) is tried again, `ACK_ATTEMPTS` times in
+    all with a short jittered backoff, outside `limit` while it waits. A request that
+    still fails is returned under `failed` and stays Pending, so a later roll-up
+    acknowledges it; it costs no other request its acknowledgement."""
     status = CapacityRequestStatus(phase="Acknowledged", acknowledged_at=rfc3339())
     busy = set() if in_flight is None else in_flight
 
@@ -390,13 +426,30 @@ async def acknowledge(
             return None
         busy.add(key)
         try:
-            async with limit:
-                await capacity_requests.patch_status(api, t.namespace, t.name, status)
+            async for attempt in AsyncRetrying(
+                sleep=sleep,
+                stop=stop_after_attempt(ACK_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=0.2, max=2.0),
+                retry=retry_if_exception(_passing),
+                reraise=True,
+            ):
+                with attempt:
+                    async with limit:
+                        await capacity_requests.patch_status(api, t.namespace, t.name, status)
         except kr8s.NotFoundError:
             return None  # deleted meanwhile: nothing to acknowledge
         finally:
             busy.discard(key)
         return t
 
-    done = await asyncio.gather(*(one(t) for t in pending))
-    return [t for t in done if t is not None]
+    listed = list(pending)
+    outcomes = await asyncio.gather(*(one(t) for t in listed), return_exceptions=True)
+    done, failed = [], []
+    for t, outcome in zip(listed, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            failed.append((t, outcome))
+        elif isinstance(outcome, BaseException):
+            raise outcome  # cancelled: not a failure of this request
+        elif outcome is not None:
+            done.append(outcome)
+    return Acknowledged(done, failed)
