@@ -1,8 +1,9 @@
 """The pod controller process: kopf watches Pods; each unschedulable one gets a CapacityRequest.
 
-One CR per pod, found by the `owned-by-pod` label (the pod's UID), owned by the
-pod so garbage collection removes it with the pod; terminal pods lose theirs.
-In `per-pod` mode every non-terminal pod gets one. A new request reads Pending
+One CR per pod, named after the pod's UID (and labelled `owned-by-pod` with it) and
+owned by the pod. Deleted, terminating and terminal pods lose theirs at once, by
+name; garbage collection is the fallback for pods deleted while this process was
+down. In `per-pod` mode every non-terminal pod gets one. A new request reads Pending
 without a status write (the CRD defaults the phase). A pod the scheduler could
 not place gets one `WaitingForCapacity` Event, and a `NodeComing` one when the
 operator says a machine for it is coming (`events.NodeComingRelay`); a pod that
