@@ -349,7 +349,9 @@ class OperatorSession:
 
     async def _acknowledge(self, pending: Iterable[rollups.Translated]) -> None:
         with self.metrics.acknowledge_duration.time():
-            result = await acknowledge(self.api, pending, self._ack_limit, self._acking)
+            result = await acknowledge(
+                self.api, pending, self._ack_limit, self._acking, sleep=self.clock.sleep
+            )
         done = result.done
         self.metrics.acknowledged.inc(len(done))
         if result.failed:
