@@ -125,10 +125,10 @@ class Run:
             self.timings["soakSeconds"] = round(time.monotonic() - began, 1)
             end = await asyncio.to_thread(read, urls)
         finally:
-            for task in (sampling, ramping):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(sampling, *([ramping] if ramping else []), return_exceptions=True)
+            background = [t for t in (sampling, ramping) if t is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
         self.snapshots = {"start": start, "end": end}
         census = await load.census()
         self.metrics = gates.figures(

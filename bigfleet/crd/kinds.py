@@ -48,17 +48,19 @@ class _BigFleetObject(APIObject):
         }
 
     @classmethod
-    def named(cls, name: str, api: kr8s.asyncio.Api) -> Self:
-        """The object by name, not read: enough to refresh, patch or delete it. (kr8s's
-        `get` lists by name instead and, while nothing matches, keeps listing for 2 s.)"""
-        return cls(
-            {"apiVersion": API_VERSION, "kind": cls.kind, "metadata": {"name": name}}, api=api
-        )
+    def named(cls, name: str, api: kr8s.asyncio.Api, namespace: str | None = None) -> Self:
+        """The object by name (in `namespace`, for a namespaced kind), not read: enough to
+        refresh, patch or delete it. (kr8s's `get` lists by name instead and, while
+        nothing matches, keeps listing for 2 s.)"""
+        metadata = {"name": name} | ({"namespace": namespace} if namespace is not None else {})
+        return cls({"apiVersion": API_VERSION, "kind": cls.kind, "metadata": metadata}, api=api)
 
     @classmethod
-    async def read(cls, name: str, api: kr8s.asyncio.Api) -> Self | None:
+    async def read(
+        cls, name: str, api: kr8s.asyncio.Api, namespace: str | None = None
+    ) -> Self | None:
         """The object as it stands, by one GET; None when there is none."""
-        obj = cls.named(name, api)
+        obj = cls.named(name, api, namespace)
         try:
             await obj.refresh()
         except kr8s.NotFoundError:

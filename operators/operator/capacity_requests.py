@@ -119,14 +119,7 @@ async def patch_status(
     api: kr8s.asyncio.Api, namespace: str, name: str, status: CapacityRequestStatus
 ) -> None:
     """Merge `status` into the request's status (a JSON merge patch), without reading it first."""
-    request = CapacityRequest(
-        {
-            "apiVersion": API_VERSION,
-            "kind": CapacityRequest.kind,
-            "metadata": {"name": name, "namespace": namespace},
-        },
-        api=api,
-    )
+    request = CapacityRequest.named(name, api, namespace)
     await request.patch({"status": status.to_object()}, subresource="status")
 
 

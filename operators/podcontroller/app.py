@@ -13,6 +13,7 @@ never waits gets none, so per-pod mode costs one API call per pod.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 
 from bigfleet import kopf_loop, kube_budget, kube_wait, leader, quantity
 from bigfleet import metrics as metrics_http
-from bigfleet.crd import API_VERSION, CapacityRequest
+from bigfleet.crd import CapacityRequest
 from bigfleet.operators.podcontroller import derive, events
 from bigfleet.recorder import Involved, Recorder
 from bigfleet.supervise import Loops
@@ -76,10 +77,9 @@ class PodReconciler:
             ["outcome"],
             registry=registry,
         )
-        # Pod UIDs whose CR exists, to its key (saves a create per event); the pods by
-        # their requests' keys (saves the NodeComing relay a read); the UIDs told they
-        # wait. All forget a pod when it is deleted.
-        self._created: dict[str, tuple[str, str]] = {}
+        # The pods whose CR exists, by the CR's (namespace, name): saves a create per
+        # event and the NodeComing relay a read. The UIDs told they wait. Both forget a
+        # pod when it is deleted.
         self._requests: dict[tuple[str, str], Involved] = {}
         self._told: set[str] = set()
         self._ended: set[str] = set()  # UIDs of terminal pods whose CR is deleted
@@ -89,37 +89,28 @@ class PodReconciler:
 
     async def _delete(self, namespace: str, request: str) -> None:
         """Delete the request by its name (one call); one already gone is fine."""
-        try:
-            async with self.api.call_api(
-                "DELETE",
-                version=API_VERSION,
-                namespace=namespace,
-                url=f"{CapacityRequest.endpoint}/{request}",
-            ):
-                pass
-        except kr8s.ServerError as err:
-            if err.response is None or err.response.status_code != 404:
-                raise
+        with contextlib.suppress(kr8s.NotFoundError):
+            await CapacityRequest.named(request, self.api, namespace).delete()
 
     async def deleted(self, pod: Mapping[str, Any]) -> None:
         """The pod is gone: delete its request now rather than leave it to garbage
         collection, which takes a while; meanwhile the pod's replacement has its own
         request and the replica would count twice."""
         meta = pod["metadata"]
-        uid = meta["uid"]
+        namespace, request = _request_of(meta)
         try:
-            if uid in self._created and uid not in self._ended:
+            if (namespace, request) in self._requests:
                 async with self._calls:
-                    await self._delete(meta["namespace"], derive.request_name(meta["name"], uid))
+                    await self._delete(namespace, request)
                 self.reconciles.labels("pod_deleted").inc()
         finally:  # if the delete failed, garbage collection still removes the request
-            self.forget(uid)
+            self.forget(meta)
+            self._ended.discard(meta["uid"])
 
-    def forget(self, uid: str) -> None:
-        """The pod's request is gone or going: forget the pod."""
-        self._requests.pop(self._created.pop(uid, ("", "")), None)
-        self._told.discard(uid)
-        self._ended.discard(uid)
+    def forget(self, meta: Mapping[str, Any]) -> None:
+        """The pod's request is gone or going: forget the pod (by its metadata)."""
+        self._requests.pop(_request_of(meta), None)
+        self._told.discard(meta["uid"])
 
     def known(self, namespace: str, request: str) -> events.Known:
         """What the NodeComing relay needs of a request this controller raised since it
@@ -129,10 +120,8 @@ class PodReconciler:
             return events.UNKNOWN
         return events.Known(pod, waited=pod.uid in self._told)
 
-    def _remember(self, namespace: str, name: str, uid: str) -> None:
-        key = (namespace, derive.request_name(name, uid))
-        self._created[uid] = key
-        self._requests[key] = events.pod(namespace, name, uid)
+    def _remember(self, meta: Mapping[str, Any]) -> None:
+        self._requests[_request_of(meta)] = events.pod(meta["namespace"], meta["name"], meta["uid"])
 
     async def reconcile(self, pod: Mapping[str, Any]) -> str:
         async with self._calls:
@@ -145,14 +134,15 @@ class PodReconciler:
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         if derive.terminal(pod):
             if uid not in self._ended:  # a terminating pod has more events till it is gone
-                await self._delete(namespace, derive.request_name(name, uid))
-                self.forget(uid)
+                await self._delete(*_request_of(meta))
+                self.forget(meta)
                 self._ended.add(uid)
             return "pod_terminal"
         waiting = derive.unschedulable(pod)
         if not (waiting or self.settings.mode == "per-pod"):
             return "not_wanted"
-        outcome = "cr_exists" if uid in self._created else await self._create(pod)
+        known = _request_of(meta) in self._requests
+        outcome = "cr_exists" if known else await self._create(pod)
         if waiting and uid not in self._told:
             # Said once per pod, also when its request was raised before it had to wait.
             self._told.add(uid)
@@ -184,10 +174,15 @@ class PodReconciler:
         except kr8s.ServerError as err:
             if err.response is None or err.response.status_code != 409:
                 raise
-            self._remember(namespace, name, uid)
+            self._remember(meta)
             return "cr_exists"
-        self._remember(namespace, name, uid)
+        self._remember(meta)
         return "cr_created"
+
+
+def _request_of(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of the CR this controller raises for the pod of `meta`."""
+    return meta["namespace"], derive.request_name(meta["name"], meta["uid"])
 
 
 def registry(reconciler: PodReconciler) -> kopf.OperatorRegistry:

@@ -155,19 +155,8 @@ class NodeComingRelay:
     async def _request(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The request as the API server has it; None when it is gone (one GET: no retry
         loop on a 404)."""
-        try:
-            async with self.api.call_api(
-                "GET",
-                version=API_VERSION,
-                namespace=namespace,
-                url=f"capacityrequests/{name}",
-            ) as response:
-                found: Mapping[str, Any] = response.json()
-                return found
-        except kr8s.ServerError as err:
-            if err.response is not None and err.response.status_code == 404:
-                return None
-            raise
+        found = await CapacityRequest.read(name, self.api, namespace)
+        return dict(found.raw) if found is not None else None
 
     async def _now(self) -> str:
         """The resourceVersion of the cluster's Events now."""

@@ -77,6 +77,8 @@ def _added(version: int, request: str) -> str:
 class ScriptedApi:
     """Event watches that replay `streams` one per call (a stream may end by raising)."""
 
+    namespace = "default"  # as a kr8s client has: objects made with it read it
+
     def __init__(self, streams: list[list[str | Exception]]) -> None:
         self.streams = streams
         self.watched_from: list[str] = []
