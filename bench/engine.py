@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bigfleet import penalty
+from bigfleet.shard.engine import BUILD as ENGINE_BUILD
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.inventory import Inventory
@@ -68,6 +69,7 @@ class BenchResult:
 
     def as_json(self) -> dict[str, object]:
         return {
+            "engine_build": ENGINE_BUILD,  # compiled or python (ADR 0023)
             "machines": self.machines,
             "needs": self.needs,
             "clusters": self.clusters,
@@ -288,10 +290,13 @@ def run(
     table = build_demand(inv, needs, clusters, colocated, rng)
     engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)), verdicts=verdicts)
     reported = {f"cluster-{c:03d}" for c in range(clusters)}
+    # As the shard does once its inventory is loaded, before its first cycle: the
+    # long-lived records leave the collector's view, so a full collection does not walk
+    # every machine. Again after converging, for what the rounds built.
+    gc.collect()
+    gc.freeze()
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
     clock = converge(engine, inv, table, reported)
-    # As the shard does once its inventory is loaded: the long-lived records leave
-    # the collector's view, so a full collection does not walk 100,000 machines.
     gc.collect()
     gc.freeze()
     measured = measure_cycles(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from bigfleet.bench import hot_fleet
 from bigfleet.bench.engine import measure_cycles, rss_bytes
 from bigfleet.bench.settle import settle
+from bigfleet.shard.engine import BUILD as ENGINE_BUILD
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.decision import phase1, phase3
 from bigfleet.shard.engine.inventory import Inventory
@@ -55,7 +56,7 @@ class HotResult:
     bytes_per_machine: float
 
     def as_json(self) -> dict[str, object]:
-        return {"shape": "bench-hot", **self.__dict__}
+        return {"shape": "bench-hot", "engine_build": ENGINE_BUILD, **self.__dict__}
 
 
 def _stateless(
@@ -90,6 +91,8 @@ def run(
     per_machine = max(0, rss_bytes() - before) / max(1, len(inv))
     table = hot_fleet.build_demand(rng)
     reported = {hot_fleet.cluster_name(c) for c in range(hot_fleet.CLUSTERS)}
+    gc.collect()
+    gc.freeze()  # as the shard does before its first cycle (see bench.engine.run)
     stateless_built = _stateless(inv, table, reported)
     engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]

@@ -15,7 +15,10 @@ def bench() -> None:
     """Measure; compare runs side by side."""
 
 
-SHAPES = ("default", "bench-hot")
+SHAPES = ("default", "bench-hot", "m11")
+# The reference's largest scale point (m11): sizes fixed, as bench-hot fixes its fleet.
+M11_MACHINES, M11_NEEDS, M11_COLOCATED, M11_CLUSTERS = 500_000, 50_000, 0.5, 50
+FIXED = ("machines", "needs", "colocated", "clusters", "verdicts")
 
 
 @bench.command()
@@ -25,7 +28,9 @@ SHAPES = ("default", "bench-hot")
     default="default",
     show_default=True,
     help="default: the sizes below, random catalog. bench-hot: the reference's co-located "
-    "hot-path fleet (18,000 machines, 2,580 needs, 98 % co-located), settled before timing.",
+    "hot-path fleet (18,000 machines, 2,580 needs, 98 % co-located), settled before timing. "
+    "m11: the default catalog at the reference's largest scale (500,000 machines, 50,000 "
+    "needs, 50 % co-located, 50 clusters).",
 )
 @click.option("--machines", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--needs", default=2_600, show_default=True, type=click.IntRange(min=1))
@@ -40,7 +45,7 @@ SHAPES = ("default", "bench-hot")
 @click.option(
     "--cycles",
     type=click.IntRange(min=1),
-    help="Warm cycles measured of each kind (default 20; 200 for bench-hot).",
+    help="Warm cycles measured of each kind (default 20; 200 for bench-hot and m11).",
 )
 @click.option("--seed", default=1, show_default=True, type=options.SEED)
 @click.option(
@@ -72,25 +77,39 @@ def engine(
     json_path: Path | None,
 ) -> None:
     """Decision-cycle time on a synthetic fleet: per phase and whole cycle, p50/p99 in ms."""
-    if shape == "bench-hot":
-        fixed = ("machines", "needs", "colocated", "clusters", "verdicts")
+    from bigfleet.shard.engine import BUILD
+
+    click.echo(f"decision engine: {BUILD} (BIGFLEET_ENGINE=python|compiled chooses)")
+    if shape != "default":
         given = [
             name
-            for name in fixed
+            for name in FIXED
             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
         ]
         if given:
-            raise click.UsageError(
-                f"--shape bench-hot fixes its own fleet; drop {', '.join(given)}"
-            )
+            raise click.UsageError(f"--shape {shape} fixes its own fleet; drop {', '.join(given)}")
+    if shape == "bench-hot":
         from bigfleet.cli.bench_hot import hot
 
         hot(cycles or 200, seed, settle_rounds, json_path)
         return
-    _default_shape(machines, needs, colocated, clusters, cycles or 20, seed, verdicts, json_path)
+    if shape == "m11":
+        machines, needs, colocated, clusters = M11_MACHINES, M11_NEEDS, M11_COLOCATED, M11_CLUSTERS
+    _default_shape(
+        shape,
+        machines,
+        needs,
+        colocated,
+        clusters,
+        cycles or (20 if shape == "default" else 200),
+        seed,
+        verdicts,
+        json_path,
+    )
 
 
 def _default_shape(
+    shape: str,
     machines: int,
     needs: int,
     colocated: float,
@@ -151,7 +170,7 @@ def _default_shape(
         f"first cycle {result.first_cycle_ms} ms; peak RSS {result.peak_rss_mb} MiB; "
         f"{result.bytes_per_machine} bytes per machine in the inventory"
     )
-    write_json(json_path, result.as_json())
+    write_json(json_path, {"shape": shape, **result.as_json()})
 
 
 @bench.command("chain")

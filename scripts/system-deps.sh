@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Install the system packages the test command needs when they are missing:
-# Python's venv module and a Go toolchain (>= 1.24, to build the control-plane
-# binaries). Uses apt-get where it exists; elsewhere it only checks and explains.
+# Python's venv module, a C compiler and Python's headers (the install compiles
+# the engine's hot modules, ADR 0023) and a Go toolchain (>= 1.24, to build the
+# control-plane binaries). Uses apt-get where it exists; elsewhere it only checks and explains.
 set -euo pipefail
 
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v cc >/dev/null || missing+=(gcc)
+python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || missing+=(python3-dev)
 command -v go >/dev/null || missing+=(golang-go)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then

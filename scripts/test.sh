@@ -21,4 +21,10 @@ echo "control plane: $BIGFLEET_CONTROL_PLANE_BIN" >&2
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# The engine's tests, again on its Python source: the reference the compiled engine is
+# held to (the same golden traces, the same properties), and the tests that patch it.
+BIGFLEET_ENGINE=python .venv/bin/pytest -q \
+  tests/unit/engine tests/unit/golden tests/unit/test_sim.py tests/unit/test_sim_closedloop.py
+# Everything on the compiled engine, which setup.sh built (ADR 0023): a build that did
+# not compile fails here rather than quietly testing the Python engine twice.
+BIGFLEET_ENGINE=${BIGFLEET_ENGINE:-compiled} exec .venv/bin/pytest "$@"

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from bigfleet import logs, probes, tls
 from bigfleet.clock import REAL_CLOCK, Clock, woken
 from bigfleet.fencing import advance_epoch
+from bigfleet.shard.engine import BUILD as ENGINE_BUILD
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.shortfall import ShortfallLedger
@@ -403,6 +404,7 @@ class ShardService:
                 "epoch": self.epoch,
                 "port": self.port,
                 "tls": self.credentials is not None,
+                "engine": ENGINE_BUILD,  # compiled or python (ADR 0023)
             },
         )
         if started is not None:

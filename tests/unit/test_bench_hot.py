@@ -1,9 +1,12 @@
-"""The bench-hot fleet has the reference's co-located shape; settling stops or fails loudly."""
+"""The bench-hot fleet has the reference's co-located shape; settling stops or fails loudly.
+The fixed shapes refuse sizes; the JSON names the shape and the engine measured."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +14,7 @@ from click.testing import CliRunner
 from bigfleet.bench import hot_fleet
 from bigfleet.bench.settle import NotSettled, settle
 from bigfleet.cli import main
+from bigfleet.shard import engine
 from bigfleet.shard.engine.cycle import Engine
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import MachineState
@@ -68,9 +72,24 @@ def test_settling_fails_loudly_when_the_fleet_still_acts() -> None:
         settle(Engine(), inv, table, {"c1"}, bound=0)
 
 
-def test_the_hot_shape_refuses_sizes_it_fixes_itself() -> None:
+@pytest.mark.parametrize("shape", ["bench-hot", "m11"])
+def test_a_fixed_shape_refuses_sizes_it_fixes_itself(shape: str) -> None:
     result = CliRunner().invoke(
-        main, ["bench", "engine", "--shape", "bench-hot", "--machines", "5"]
+        main, ["bench", "engine", "--shape", shape, "--machines", "5", "--clusters", "3"]
     )
     assert result.exit_code == 2
-    assert "fixes its own fleet" in result.output
+    assert f"--shape {shape} fixes its own fleet; drop machines, clusters" in result.output
+
+
+def test_the_default_shape_writes_its_name_and_engine_into_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    result = CliRunner().invoke(
+        main,
+        ["bench", "engine", "--machines", "400", "--needs", "30", "--clusters", "3",
+         "--cycles", "2", "--json", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["shape"] == "default"
+    assert written["engine_build"] == engine.BUILD
+    assert f"decision engine: {engine.BUILD}" in result.output

@@ -95,3 +95,27 @@ def test_the_installed_command_answers_help(installed: Path, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     for command in ("shard", "coordinator", "operator", "all-in-one", "bench", "sim"):
         assert f"  {command}" in result.stdout
+
+
+def test_the_wheel_carries_the_compiled_engine_beside_its_source(
+    installed: Path, tmp_path: Path
+) -> None:
+    """ADR 0023: the wheel build compiles the engine's hot modules into the package."""
+    from bigfleet.shard import engine
+
+    if engine.BUILD != "compiled":
+        pytest.skip("this checkout's engine did not compile (no C compiler): nor did the wheel's")
+    probe = (
+        "import bigfleet.shard.engine as e, bigfleet.shard.engine.decision.phase1 as p;"
+        "print(e.BUILD, p.__file__)"
+    )
+    result = subprocess.run(
+        [installed / "bin" / "python", "-I", "-c", probe],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"BIGFLEET_ENGINE": "compiled", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    build, path = result.stdout.split()
+    assert build == "compiled"
+    assert path.endswith(".so")
+    assert (Path(path).parent / "phase1.py").exists()  # the source ships too: the reference

@@ -170,6 +170,7 @@ def test_plot_draws_pod_panels(tmp_path: Path) -> None:
     assert out.stat().st_size > 0
 
 
+@pytest.mark.python_engine
 @pytest.mark.parametrize("layout", ["round-robin", "contiguous"])
 def test_sub_machine_gangs_catch_the_claim_granularity_defect(
     layout: str, monkeypatch: pytest.MonkeyPatch

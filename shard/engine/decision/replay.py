@@ -27,6 +27,7 @@ would; the engine's property tests compare the two after random changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bigfleet.shard.engine.decision.colocation import Bucket
 from bigfleet.shard.engine.machine import MachineState
@@ -36,6 +37,9 @@ from bigfleet.shard.engine.resources import is_zero
 PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
 GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key
 NeedKey = tuple[object, ...]
+# An inventory stamp: compared for equality, never looked into. Any, not object: mypyc
+# resolves a compiled dataclass's string annotations by name, and `object` is no global.
+Stamp = Any
 
 
 def need_key(need: Need) -> NeedKey:
@@ -68,8 +72,8 @@ class Step:
     need: NeedKey
     source: Need  # the need object it was taken for: the same object needs no key
     types: tuple[str, ...]  # the need's pinned instance types; empty: any
-    stamp: object  # its cluster's bound machines of its types, its in-flight machines
-    acquirable: object  # the acquirable machines a co-location need weighs
+    stamp: Stamp  # its cluster's bound machines of its types, its in-flight machines
+    acquirable: Stamp  # the acquirable machines a co-location need weighs
     credited: tuple[str, ...]
     remaining: dict[str, int]
     domain: str | None
