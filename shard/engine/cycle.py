@@ -101,7 +101,11 @@ class Engine:
             seconds["phase2"] = clock() - mark
             mark = clock()
             reclaims = phase3.reclaims(
-                inventory, first.claimed.keys(), reported, self.settings.reclaim_grace_s
+                inventory,
+                first.claimed.keys(),
+                reported,
+                self.settings.reclaim_grace_s,
+                first.configured_claims,
             )
             seconds["phase3"] = clock() - mark
             self._last = _Decisions(key, first, second, reclaims)

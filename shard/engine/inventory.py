@@ -295,6 +295,10 @@ class Inventory:
     def count(self, state: MachineState) -> int:
         return self._by_state.count(state)
 
+    def count_of(self, cluster: str, state: MachineState) -> int:
+        """How many of the cluster's machines are in `state`."""
+        return self._by_cluster_state.count((cluster, state))
+
     def clusters_with(self, state: MachineState) -> list[str]:
         return sorted(c for c, s in self._by_cluster_state.groups() if s == state)
 

@@ -69,6 +69,9 @@ class Phase1Result:
     satisfiable: dict[int, bool] = field(default_factory=dict)
     # Strict-spread needs whose acquisition stopped at max skew with matching supply left.
     skew_bound: set[int] = field(default_factory=set)
+    # Per cluster, how many of its Configured machines the credit pass claimed: where
+    # that is all of them, Phase 3 has nothing to reclaim there and need not look.
+    configured_claims: dict[str, int] = field(default_factory=dict)
 
 
 _NO_MACHINES: list[Machine] = []
@@ -136,6 +139,7 @@ class _Phase1:
         self.domain: dict[int, str] = {}
         self.satisfiable: dict[int, bool] = {}
         self.skew_bound: set[int] = set()
+        self.configured_claims: dict[str, int] = defaultdict(int)
         self.acquired: dict[int, int] = defaultdict(int)
         self.actions: list[Action] = []
         self._pools: dict[PoolKey, list[Machine]] = {}
@@ -291,6 +295,8 @@ class _Phase1:
                     )
                 if again is not None:
                     self._replay(index, again)
+                    # Its bound machines' stamp stood, so their states did too.
+                    self.configured_claims[need.cluster] += again.configured
                     lane.steps.append(again)
                     replayed += 1
                     continue
@@ -307,6 +313,8 @@ class _Phase1:
                 self._credit_plain(index, need)
             if before is None or set(before.credited) != set(self.credited[index]):
                 lane.changed(types)  # later needs on these types see other claims
+            configured = self._configured(self.credited[index])
+            self.configured_claims[need.cluster] += configured
             lane.steps.append(
                 Step(
                     need_key(need),
@@ -322,10 +330,20 @@ class _Phase1:
                     seen,
                     tuple(self._skipped_now),
                     credit_side,
+                    configured,
                 )
             )
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.replayed = replayed
+
+    def _configured(self, machine_ids: list[str]) -> int:
+        """How many of a step's credited (bound) machines are Configured."""
+        count = 0
+        for machine_id in machine_ids:
+            m = self.inv.get(machine_id)
+            if m is not None and m.state == S.CONFIGURED:
+                count += 1
+        return count
 
     def _credit_plain(self, index: int, need: Need) -> None:
         for pool in self._creditable_pools(need):
@@ -636,6 +654,7 @@ class _Phase1:
             self.domain,
             self.satisfiable,
             self.skew_bound,
+            {cluster: n for cluster, n in self.configured_claims.items() if n},
         )
 
 

@@ -23,13 +23,22 @@ def reclaims(
     claimed: Collection[str],
     reported: Collection[str],
     grace_seconds: int = EngineSettings().reclaim_grace_s,
+    configured_claims: Mapping[str, int] | None = None,
 ) -> list[Action]:
     """Configured machines no need claims, per cluster in keep order (the expensive tail),
-    each drained with `grace_seconds` (EngineSettings.reclaim_grace_s)."""
+    each drained with `grace_seconds` (EngineSettings.reclaim_grace_s).
+
+    `configured_claims` (Phase1Result's) counts, per cluster, the claimed machines that
+    are Configured: a cluster whose count is all its Configured machines is passed over
+    without looking at each, which in a steady fleet is nearly every cluster."""
     actions = []
     for cluster in inventory.clusters_with(S.CONFIGURED):
         if cluster not in reported:
             continue  # never reclaim before the cluster said what it wants
+        if configured_claims is not None and configured_claims.get(
+            cluster, 0
+        ) == inventory.count_of(cluster, S.CONFIGURED):
+            continue
         for m in inventory.keep_order(cluster, S.CONFIGURED):
             if m.id not in claimed:
                 actions.append(

@@ -84,6 +84,7 @@ class Step:
     # reservations, what its reserving read of other needs' reservations.
     skipped: tuple[str, ...]
     credit_side: dict[str, Bucket] | None  # co-location: what it could credit, per value
+    configured: int  # how many of `credited` are Configured (what Phase 3 counts)
     short: bool = field(init=False)  # still short after crediting: it reserved
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bigfleet import penalty
 from bigfleet.shard.engine.cycle import Engine
-from bigfleet.shard.engine.decision import phase1
+from bigfleet.shard.engine.decision import phase1, phase3
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
@@ -175,6 +175,23 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
         # so what the next cycle replays is what a fresh cycle would have done.
         assert _steps(engine.phase1_memo) == _steps(fresh_memo)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
+        # Phase 3 passes over clusters by these counts: they must be exact, replayed or not.
+        counted = _configured_claims(inv, result.phase1)
+        assert result.phase1.configured_claims == counted == afresh.configured_claims
+        claimed = result.phase1.claimed.keys()
+        scanned = phase3.reclaims(inv, claimed, CLUSTERS)
+        assert phase3.reclaims(inv, claimed, CLUSTERS, configured_claims=counted) == scanned
+        event(f"reclaims: {'some' if scanned else 'none'}")
+
+
+def _configured_claims(inv: Inventory, result: phase1.Phase1Result) -> dict[str, int]:
+    """Per cluster, its claimed Configured machines, counted one by one."""
+    counts: dict[str, int] = {}
+    for machine_id in result.claimed:
+        m = inv.get(machine_id)
+        if m is not None and m.state == S.CONFIGURED:
+            counts[m.cluster] = counts.get(m.cluster, 0) + 1
+    return counts
 
 
 def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> None:
