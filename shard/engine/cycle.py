@@ -111,7 +111,7 @@ class Engine:
             self._last = _Decisions(key, first, second, reclaims)
         last = self._last
         assert last is not None
-        self.parking.update(demand, last.first.unsatisfied)
+        self.parking.update(last.first.unsatisfied)
         if self.verdicts is not None:
             try:
                 self.verdicts.record(

@@ -32,25 +32,27 @@ class ParkingLedger:
 
     def stamp(self, demand: list[Need]) -> list[Need]:
         """Demand with `parked` set on the Same needs whose class is old enough."""
+        parked = {
+            key
+            for key, age in self._ages.items()
+            if same_parked(age, self._park_after, self._reprobe_every)
+        }
+        if not parked:  # the usual case: nothing is old enough, nothing to look up
+            return list(demand)
         return [
-            replace(n, parked=True)
-            if n.profile.same is not None
-            and same_parked(self._ages.get(class_key(n), 0), self._park_after, self._reprobe_every)
-            else n
+            replace(n, parked=True) if n.profile.same is not None and class_key(n) in parked else n
             for n in demand
         ]
 
-    def update(self, demand: list[Need], unsatisfied: list[Unsatisfied]) -> None:
+    def update(self, unsatisfied: list[Unsatisfied]) -> None:
+        """Age the classes still stuck after a cycle (`unsatisfied` is that cycle's, so each
+        of its needs is in the demand it ran on); every other class starts again at 0."""
         stuck = {
             class_key(u.need)
             for u in unsatisfied
             if u.need.profile.same is not None and u.acquired == 0 and not u.same_satisfiable
         }
-        self._ages = {
-            key: self._ages.get(key, 0) + 1
-            for key in {class_key(n) for n in demand if n.profile.same is not None}
-            if key in stuck
-        }
+        self._ages = {key: self._ages.get(key, 0) + 1 for key in stuck}
 
     @property
     def ages(self) -> Mapping[ClassKey, int]:
