@@ -86,23 +86,22 @@ def select(wanted: str | None = None) -> str:
     wanted = wanted or os.environ.get("BIGFLEET_ENGINE") or "auto"
     if wanted not in CHOICES:
         raise EngineBuildError(f"BIGFLEET_ENGINE={wanted!r}: expected one of {', '.join(CHOICES)}")
+    if wanted == "python":
+        sys.meta_path.insert(0, _SourceFirst(_all_modules()))
+        return "python"
     modules = _compiled_modules()
     stale = _stale(modules)
-    problem = (
-        "the engine was not compiled at install"
-        if not modules
-        else f"its compiled modules are older than their sources ({', '.join(sorted(stale))})"
-        if stale
-        else None
-    )
-    if wanted == "compiled" and problem:
+    if not modules:
+        problem = "the engine was not compiled at install"
+    elif stale:
+        problem = f"its compiled modules are older than their sources ({', '.join(sorted(stale))})"
+    else:
+        return "compiled"
+    if wanted == "compiled":
         raise EngineBuildError(f"BIGFLEET_ENGINE=compiled, but {problem}")
-    if wanted == "python" or problem:
-        sys.meta_path.insert(0, _SourceFirst(_all_modules()))
-        if stale and wanted == "auto":
-            warnings.warn(
-                f"running the Python engine: {problem}; install again to compile it",
-                stacklevel=2,
-            )
-        return "python"
-    return "compiled"
+    sys.meta_path.insert(0, _SourceFirst(_all_modules()))
+    if stale:
+        warnings.warn(
+            f"running the Python engine: {problem}; install again to compile it", stacklevel=2
+        )
+    return "python"

@@ -69,8 +69,8 @@ class Phase1Result:
     satisfiable: dict[int, bool] = field(default_factory=dict)
     # Strict-spread needs whose acquisition stopped at max skew with matching supply left.
     skew_bound: set[int] = field(default_factory=set)
-    # Per cluster, how many of its Configured machines the credit pass claimed: where
-    # that is all of them, Phase 3 has nothing to reclaim there and need not look.
+    # Per cluster, how many of its Configured machines Phase 1 claimed (only credit does):
+    # where that is all of them, Phase 3 has nothing to reclaim there and need not look.
     configured_claims: dict[str, int] = field(default_factory=dict)
 
 
@@ -213,6 +213,8 @@ class _Phase1:
 
     def _credit(self, index: int, m: Machine) -> None:
         self._claim(index, m.id)
+        if m.state == S.CONFIGURED:
+            self.configured_claims[self.demand[index].cluster] += 1
         self.remaining[index] = rv.sub(self.remaining[index], credit(self.demand[index], m))
 
     def _claim(self, index: int, machine_id: str) -> None:
@@ -295,8 +297,6 @@ class _Phase1:
                     )
                 if again is not None:
                     self._replay(index, again)
-                    # Its bound machines' stamp stood, so their states did too.
-                    self.configured_claims[need.cluster] += again.configured
                     lane.steps.append(again)
                     replayed += 1
                     continue
@@ -304,6 +304,7 @@ class _Phase1:
             before = step or lane.take_in_place(need)
             seen = self.reservations.seen(self._groupings(need))
             self._reserved_now, self._skipped_now = [], []
+            configured_before = self.configured_claims[need.cluster]
             credit_side = None
             if need.profile.same is not None:
                 kept = self._seed_same(index, need)
@@ -313,8 +314,7 @@ class _Phase1:
                 self._credit_plain(index, need)
             if before is None or set(before.credited) != set(self.credited[index]):
                 lane.changed(types)  # later needs on these types see other claims
-            configured = self._configured(self.credited[index])
-            self.configured_claims[need.cluster] += configured
+            configured = self.configured_claims[need.cluster] - configured_before
             lane.steps.append(
                 Step(
                     need_key(need),
@@ -335,15 +335,6 @@ class _Phase1:
             )
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.replayed = replayed
-
-    def _configured(self, machine_ids: list[str]) -> int:
-        """How many of a step's credited (bound) machines are Configured."""
-        count = 0
-        for machine_id in machine_ids:
-            m = self.inv.get(machine_id)
-            if m is not None and m.state == S.CONFIGURED:
-                count += 1
-        return count
 
     def _credit_plain(self, index: int, need: Need) -> None:
         for pool in self._creditable_pools(need):
@@ -410,6 +401,8 @@ class _Phase1:
             for machine_id in step.credited:
                 self._count_claim(machine_id)
         self.remaining[index] = step.remaining
+        # Its bound machines' stamp stood, so their states did too.
+        self.configured_claims[self.demand[index].cluster] += step.configured
         if step.domain is not None:
             self.domain[index] = step.domain
         if step.satisfiable is not None:

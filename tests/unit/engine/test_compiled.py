@@ -29,10 +29,6 @@ def _engine_in_subprocess(choice: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _compiled_here() -> bool:
-    return engine.BUILD == "compiled"
-
-
 def test_this_process_runs_the_engine_it_was_asked_for() -> None:
     wanted = os.environ.get("BIGFLEET_ENGINE", "auto")
     if wanted == "python":
@@ -119,7 +115,7 @@ def test_the_compiled_engine_decides_as_the_python_one(
     scenario: str, seed: int, cycles: int, tmp_path: Path
 ) -> None:
     """Random demand and churn (the soak's draws), every action compared byte for byte."""
-    if not _compiled_here():
+    if engine.BUILD != "compiled":
         pytest.skip("compared where the engine runs compiled (scripts/test.sh's second pass)")
     python = _trace("python", scenario, seed, cycles, tmp_path / "python.jsonl")
     compiled = _trace("compiled", scenario, seed, cycles, tmp_path / "compiled.jsonl")
