@@ -4,7 +4,10 @@ The fake provider and the shard run as their own processes (`bigfleet provider
 fake`, `bigfleet shard`); this process plays N operators, each sending a
 roll-up as soon as the previous one is acknowledged, for a fixed time. Cycle
 durations come from the shard's own /metrics histogram, before and during
-the load.
+the load. While the load runs, a prober opens a new cluster's stream every
+`PROBE_EVERY_S` and times its Hello to the Hello's acknowledgement: what a
+reconnecting operator waits. With `big_rollup`, one more stream sends a
+roll-up of that many needs over and over, as a large cluster would.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from pathlib import Path
 
 import grpc
 
+from bigfleet.stats import percentiles
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
+
+PROBE_EVERY_S = 0.2
+DEFAULT_MAX_NEEDS = 50_000  # the shard's own default cap on needs per roll-up
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class ShardBench:
     compute_ms_idle: dict[str, float]  # the cycle without the wait on providers
     compute_ms_loaded: dict[str, float]
     machines: int
+    hello_wait_ms: dict[str, float]  # p50, p99 and max over the probes while loaded
+    hellos_over_100ms: int
+    big_rollup_needs: int
+    big_rollups: int  # large roll-ups acknowledged under load
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -118,11 +129,8 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-async def _operator(
-    address: str, cluster: str, load_start: float, deadline: float, counter: list[int]
-) -> None:
-    """Hello and one roll-up at once; from `load_start` a roll-up per ack until `deadline`."""
-    need = capacity_pb2.CapacityNeed(
+def _need(priority: int) -> capacity_pb2.CapacityNeed:
+    return capacity_pb2.CapacityNeed(
         requirements=[
             capacity_pb2.NodeSelectorRequirement(
                 key="node.kubernetes.io/instance-type",
@@ -132,11 +140,25 @@ async def _operator(
         ],
         aggregate_resources={"cpu": "8"},
         min_unit={"cpu": "8"},
-        priority=100,
+        priority=priority,
     )
+
+
+async def _operator(
+    address: str,
+    cluster: str,
+    load_start: float,
+    deadline: float,
+    counter: list[int],
+    needs: int = 1,
+) -> None:
+    """Hello and one roll-up of `needs` needs at once; from `load_start` a roll-up per ack
+    until `deadline`."""
     rollup = shard_pb2.OperatorMessage(
         rollup=capacity_pb2.ClusterCapacityNeeds(
-            cluster_id=cluster, timestamp_unix_nanos=1, needs=[need]
+            cluster_id=cluster,
+            timestamp_unix_nanos=1,
+            needs=[_need(100 + i % 1000) for i in range(needs)],
         )
     )
     acked = asyncio.Queue[None]()
@@ -160,13 +182,40 @@ async def _operator(
                     acked.put_nowait(None)  # past the deadline the sender half-closes
 
 
+async def _probe_hellos(
+    address: str, load_start: float, deadline: float, waits: list[float]
+) -> None:
+    """From `load_start` to `deadline`, a new cluster's stream every PROBE_EVERY_S: the
+    seconds from its Hello sent to the Hello's acknowledgement go to `waits`."""
+    await asyncio.sleep(max(0.0, load_start - time.monotonic()))
+    async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        stub = shard_pb2_grpc.ShardStub(channel)
+        number = 0
+        while time.monotonic() < deadline:
+            number += 1
+            hello = shard_pb2.OperatorMessage(
+                hello=shard_pb2.Hello(cluster_id=f"probe-{number:05d}")
+            )
+            sent = time.monotonic()
+            call = stub.Session(iter([hello]))
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for frame in call:
+                    if frame.WhichOneof("payload") == "ack" and frame.ack.echo == "hello":
+                        waits.append(time.monotonic() - sent)
+                        break
+            call.cancel()
+            await asyncio.sleep(max(0.0, sent + PROBE_EVERY_S - time.monotonic()))
+
+
 def run(
     streams: int,
     seconds: float,
     machines: int = 1000,
     stage: Callable[[str], None] = lambda _: None,
+    big_rollup: int = 0,
 ) -> ShardBench:
-    """`stage` hears what the bench is doing, for a progress line."""
+    """`stage` hears what the bench is doing, for a progress line; `big_rollup` > 0 adds a
+    stream whose roll-ups carry that many needs."""
     stage(f"starting the fake provider ({machines:,} machines) and a shard")
     provider_port, shard_port, metrics_port = _port(), _port(), _port()
     metrics = f"http://127.0.0.1:{metrics_port}"
@@ -198,11 +247,14 @@ def run(
             str(Path(data)),
             "--cycle-interval",
             "1",
+            "--max-needs-per-rollup",
+            str(max(DEFAULT_MAX_NEEDS, big_rollup)),
         ),
     ):
         os.environ.pop("KUBECONFIG", None)
         _wait_ready(f"{metrics}/readyz")
-        counter = [0]
+        counter, big_counter, waits = [0], [0], list[float]()
+        address = f"127.0.0.1:{shard_port}"
         quiet_s = min(10.0, max(3.0, seconds / 3))
         connect_s = 5.0 + streams / 200  # every stream connected and its demand applied
         load_start = time.monotonic() + connect_s + quiet_s
@@ -228,14 +280,19 @@ def run(
                 await asyncio.sleep(1.0)
 
         async def load() -> None:
+            big = (
+                [_operator(address, "bench-big", load_start, deadline, big_counter, big_rollup)]
+                if big_rollup
+                else []
+            )
             await asyncio.gather(
                 tell(),
                 scrape_at(load_start - quiet_s),
                 scrape_at(load_start),
+                _probe_hellos(address, load_start, deadline, waits),
+                *big,
                 *(
-                    _operator(
-                        f"127.0.0.1:{shard_port}", f"bench-{i:04d}", load_start, deadline, counter
-                    )
+                    _operator(address, f"bench-{i:04d}", load_start, deadline, counter)
                     for i in range(streams)
                 ),
             )
@@ -254,4 +311,8 @@ def run(
         compute_ms_idle=_quantiles(quiet_start[1], quiet_end[1]),
         compute_ms_loaded=_quantiles(quiet_end[1], loaded_end[1]),
         machines=machines,
+        hello_wait_ms=percentiles(waits, 1000) | {"max": round(max(waits, default=0) * 1000, 3)},
+        hellos_over_100ms=sum(w > 0.1 for w in waits),
+        big_rollup_needs=big_rollup,
+        big_rollups=big_counter[0],
     )

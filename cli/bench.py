@@ -230,15 +230,27 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
     type=click.IntRange(min=1),
     help="Machines the fake provider serves (half Idle, half Speculative).",
 )
+@click.option(
+    "--big-rollup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=1_000_000),
+    help="Add one stream whose roll-ups carry this many needs (0: none).",
+)
 @json_output
-def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | None) -> None:
-    """Roll-ups per second into one shard process over many streams; cycle time idle vs loaded."""
+def shard_bench(
+    streams: int, seconds: float, machines: int, big_rollup: int, json_path: Path | None
+) -> None:
+    """Roll-ups per second into one shard process over many streams; cycle time idle vs
+    loaded; how long a new cluster's Hello waits for its acknowledgement meanwhile."""
     from rich.console import Console
 
     from bigfleet.bench import shard as bench_shard
 
     with Console(stderr=True).status("starting") as status:
-        result = bench_shard.run(streams, seconds, machines, stage=status.update)
+        result = bench_shard.run(
+            streams, seconds, machines, stage=status.update, big_rollup=big_rollup
+        )
     click.echo(
         f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "
         f"acknowledged, {result.rollups_per_s}/s"
@@ -251,6 +263,13 @@ def shard_bench(streams: int, seconds: float, machines: int, json_path: Path | N
             f"{label} ms p50/p99 idle {idle['p50']}/{idle['p99']}, while ingesting "
             f"{loaded['p50']}/{loaded['p99']} (from the shard's histograms)"
         )
+    wait = result.hello_wait_ms
+    click.echo(
+        f"a new cluster's Hello acknowledged in p50/p99/max {wait['p50']}/{wait['p99']}/"
+        f"{wait['max']} ms while ingesting; {result.hellos_over_100ms} waited over 100 ms"
+    )
+    if big_rollup:
+        click.echo(f"{result.big_rollups} roll-ups of {big_rollup:,} needs acknowledged")
     write_json(json_path, result.as_json())
 
 

@@ -275,6 +275,12 @@ def rollup_from_wire(
     rollup: capacity_pb2.ClusterCapacityNeeds, max_needs: int = MAX_NEEDS_PER_ROLLUP
 ) -> list[Need]:
     """Every need of a roll-up, or InvalidRollup (naming the field and value) for the whole."""
+    check_rollup(rollup, max_needs)
+    return needs_from_wire(rollup, 0, len(rollup.needs))
+
+
+def check_rollup(rollup: capacity_pb2.ClusterCapacityNeeds, max_needs: int) -> None:
+    """The roll-up's own fields (its cluster id, how many needs), or InvalidRollup."""
     if not rollup.cluster_id:
         raise InvalidRollup("cluster_id: roll-up without cluster_id")
     _name(
@@ -285,9 +291,15 @@ def rollup_from_wire(
     )
     if len(rollup.needs) > max_needs:
         raise InvalidRollup(f"needs: {len(rollup.needs)} needs exceed the cap of {max_needs}")
+
+
+def needs_from_wire(rollup: capacity_pb2.ClusterCapacityNeeds, start: int, stop: int) -> list[Need]:
+    """Needs [start, stop) of a roll-up whose own fields passed `check_rollup`, or
+    InvalidRollup naming the need's index in the roll-up."""
+    cluster, arrival, wire = rollup.cluster_id, rollup.timestamp_unix_nanos, rollup.needs
     return [
-        need_from_wire(rollup.cluster_id, n, rollup.timestamp_unix_nanos, f"needs[{i}]")
-        for i, n in enumerate(rollup.needs)
+        need_from_wire(cluster, wire[i], arrival, f"needs[{i}]")
+        for i in range(start, min(stop, len(wire)))
     ]
 
 

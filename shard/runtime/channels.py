@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 from bigfleet import k8snames, logs
 from bigfleet.clock import REAL_CLOCK, Clock
 from bigfleet.errors import BigFleetError, IdentityRejected, abort_with
+from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.metrics import SESSION_REFUSALS, ShardMetrics
 from bigfleet.shard.runtime.outbox import Outbox
 from bigfleet.tls import Identity, Role, peer_identity
@@ -84,8 +85,11 @@ class RollupSink(Protocol):
 
     epoch: int
 
-    def apply_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> None:
-        """Apply or raise BadFrame; must not block."""
+    async def decode_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> list[Need]:
+        """The roll-up's needs, or BadFrame; hands the event loop back while it works."""
+
+    def commit_rollup(self, cluster: str, needs: list[Need]) -> None:
+        """Make decoded needs the cluster's demand; must not block."""
 
     def resync_frames(self, cluster: str) -> list[shard_pb2.ShardMessage]:
         """A NodeStateUpdate for every machine bound to `cluster`."""
@@ -463,7 +467,7 @@ class SessionService(shard_pb2_grpc.ShardServicer):
             channel.outbox.put(frame)
         channel.reissue()
         failure: list[BadFrame] = []
-        reader = asyncio.create_task(self._read(channel, frames, failure))
+        reader = asyncio.create_task(self._read(channel, session, frames, failure))
         writer = asyncio.create_task(self._write(channel, session, context))
         closed = asyncio.create_task(session.closed.wait())
         try:
@@ -484,11 +488,15 @@ class SessionService(shard_pb2_grpc.ShardServicer):
             await context.abort(grpc.StatusCode.ABORTED, "replaced by a newer session")
 
     async def _read(
-        self, channel: ClusterChannel, frames: _Frames, failure: list[BadFrame]
+        self,
+        channel: ClusterChannel,
+        session: StreamSession,
+        frames: _Frames,
+        failure: list[BadFrame],
     ) -> None:
         try:
             async for frame in frames:
-                self._handle(channel, frame, frames.count)
+                await self._handle(channel, session, frame, frames.count)
         except BadFrame as err:
             failure.append(err)
         except Exception as err:  # a bug of ours on a client's frame: that stream only
@@ -505,8 +513,12 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                 "(--max-frame-bytes)",
             )
 
-    def _handle(
-        self, channel: ClusterChannel, frame: shard_pb2.OperatorMessage, number: int
+    async def _handle(
+        self,
+        channel: ClusterChannel,
+        session: StreamSession,
+        frame: shard_pb2.OperatorMessage,
+        number: int,
     ) -> None:
         self._check_size(frame, number)
         kind = frame.WhichOneof("payload")
@@ -525,7 +537,10 @@ class SessionService(shard_pb2_grpc.ShardServicer):
                     "conflicting_cluster",
                     f"roll-up for {shown(frame.rollup.cluster_id)} on {channel.cluster!r}'s stream",
                 )
-            self.sink.apply_rollup(frame.rollup)
+            needs = await self.sink.decode_rollup(frame.rollup)
+            if session.closed.is_set():
+                return  # replaced while decoding: the newer stream speaks for the cluster now
+            self.sink.commit_rollup(channel.cluster, needs)
             channel.outbox.put(self._ack("rollup"))
         elif kind == "bootstrap_response":
             channel.answer_bootstrap(frame.bootstrap_response)

@@ -12,6 +12,7 @@ not reclaim them before the cluster reports again (`reported`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from bigfleet.shard.engine.machine import (
     MachineState,
     labels_with_topology,
 )
-from bigfleet.shard.engine.needs import NeedsTable
+from bigfleet.shard.engine.needs import Need, NeedsTable
 from bigfleet.shard.engine.rails import RollupQuarantine
 from bigfleet.shard.runtime.channels import BadFrame, Channels
 from bigfleet.shard.runtime.metrics import ShardMetrics
@@ -36,6 +37,7 @@ from bigfleet.shard.runtime.ownership import Ownership
 from bigfleet.wire import capacity_pb2, provider_pb2, shard_pb2
 
 log = logging.getLogger(__name__)
+DECODE_SLICE = 500  # needs a Session decodes between two turns of the event loop (~15 ms)
 
 
 def node_state_update(m: Machine, cluster: str) -> shard_pb2.ShardMessage:
@@ -133,15 +135,37 @@ class ShardState:
         return [node_state_update(m, cluster) for m in self.inventory.all() if m.cluster == cluster]
 
     def apply_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> None:
-        """Full replacement of a cluster's demand, behind validation and the quarantine."""
-        cluster = rollup.cluster_id
+        """Full replacement of a cluster's demand, behind validation and the quarantine,
+        decoded in one go (the simulator's path; a Session decodes in slices)."""
         try:
             needs = codec.rollup_from_wire(rollup, self.max_needs_per_rollup)
         except (codec.InvalidRollup, quantity.InvalidQuantity) as err:
-            self.metrics.rollups_rejected.labels(cluster).inc()
-            raise BadFrame(
-                grpc.StatusCode.INVALID_ARGUMENT, "invalid_rollup", f"roll-up rejected: {err}"
-            ) from err
+            raise self._refused(rollup.cluster_id, err) from err
+        self.commit_rollup(rollup.cluster_id, needs)
+
+    async def decode_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> list[Need]:
+        """A roll-up's needs, or BadFrame. Decoding hands the event loop back every
+        `DECODE_SLICE` needs: validating a roll-up of tens of thousands of needs takes
+        seconds, and no other stream's Hello or roll-up may wait that long for it."""
+        try:
+            codec.check_rollup(rollup, self.max_needs_per_rollup)
+            needs: list[Need] = []
+            for start in range(0, len(rollup.needs), DECODE_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                needs += codec.needs_from_wire(rollup, start, start + DECODE_SLICE)
+        except (codec.InvalidRollup, quantity.InvalidQuantity) as err:
+            raise self._refused(rollup.cluster_id, err) from err
+        return needs
+
+    def _refused(self, cluster: str, err: Exception) -> BadFrame:
+        self.metrics.rollups_rejected.labels(cluster).inc()
+        return BadFrame(
+            grpc.StatusCode.INVALID_ARGUMENT, "invalid_rollup", f"roll-up rejected: {err}"
+        )
+
+    def commit_rollup(self, cluster: str, needs: list[Need]) -> None:
+        """Replace `cluster`'s demand with decoded needs, unless the quarantine holds them."""
         self.reported.add(cluster)
         if self.quarantine_enabled and not self.quarantine.admit(cluster, len(needs)):
             self.metrics.rollup_quarantined.labels(cluster).set(self.quarantine.held(cluster))

@@ -97,11 +97,11 @@ async def test_frame_limit_and_unexpected_failures_end_only_their_stream(
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "4096" in details
 
-        def boom(rollup: object) -> None:
+        def boom(cluster: str, needs: object) -> None:
             raise RuntimeError("a bug of the shard's own")
 
-        original = shard.state.apply_rollup
-        shard.state.apply_rollup = boom  # type: ignore[method-assign]
+        original = shard.state.commit_rollup
+        shard.state.commit_rollup = boom  # type: ignore[method-assign]
         broken = r.operator("broken")
         broken.start()
         broken.rollup(need(8))
@@ -117,7 +117,7 @@ async def test_frame_limit_and_unexpected_failures_end_only_their_stream(
         ]
         assert len(refused) == 1 and refused[0].exc_info is not None  # once, with traceback
         assert _rejected(shard, "internal") == 1
-        shard.state.apply_rollup = original  # type: ignore[method-assign]
+        shard.state.commit_rollup = original  # type: ignore[method-assign]
         good.rollup(need(8))
         await eventually(
             lambda: any(m.cluster == "good" for m in r.fleet.list().machines),
@@ -213,3 +213,35 @@ async def test_the_cycle_sweeps_and_a_forgotten_cluster_keeps_its_machines(
         await asyncio.sleep(0)
         kept = [m for m in r.fleet.list().machines if m.cluster == "keeper"]
         assert len(kept) == 1 and kept[0].state == CONFIGURED  # still Configured, not reclaimed
+
+
+async def test_a_large_rollup_does_not_hold_up_another_clusters_hello(tmp_path: Path) -> None:
+    """Decoding 40,000 needs takes on the order of a second; the shard hands its event
+    loop back between slices, so another cluster connects while the decode goes on."""
+    async with rig(tmp_path) as r:
+        shard = await r.start_shard()
+        big = r.operator("big")
+        big.start()
+        await eventually(lambda: big.frames("ack"), what="big's Hello acknowledged")
+        decoding = asyncio.Event()
+        decode = shard.state.decode_rollup
+
+        async def watched(rollup: object) -> object:
+            decoding.set()
+            return await decode(rollup)  # type: ignore[arg-type]
+
+        shard.state.decode_rollup = watched  # type: ignore[method-assign,assignment]
+        big.rollup(*[need(8)] * 40_000)
+        await asyncio.wait_for(decoding.wait(), 10)
+        other = r.operator("other")
+        other.start()
+        await eventually(lambda: other.frames("ack"), what="other's Hello acknowledged")
+
+        def rollup_acked() -> bool:
+            return any(f.ack.echo == "rollup" for f in big.frames("ack"))
+
+        assert not rollup_acked() and shard.state.table.rows("big") == ()
+        await eventually(rollup_acked, timeout_s=60, what="the large roll-up acknowledged")
+        assert len(shard.state.table.rows("big")) == 40_000
+        await big.close()
+        await other.close()
