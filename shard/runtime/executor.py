@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from bigfleet import logs
@@ -54,6 +54,10 @@ class _Outcome(Exception):
         self.outcome = outcome
 
 
+async def _no_cycle() -> None:
+    """The `settled` of a caller that never runs cycles beside its executor."""
+
+
 def _requirements(need: Need) -> list[capacity_pb2.NodeSelectorRequirement]:
     return list(codec.need_to_wire(need).requirements)
 
@@ -75,13 +79,17 @@ class Executor:
         execute_timeout_s: float = 30.0,
         loops: Loops | None = None,
         blobs: BlobSource | None = None,
+        settled: Callable[[], Awaitable[None]] = _no_cycle,
     ) -> None:
-        """`record` is the inventory's write path (ShardState.record); `in_flight` the machines
+        """`record` is the inventory's write path (ShardState.record), and `settled` returns
+        when no cycle is reading the inventory (ShardState.settled): every read-then-write
+        awaits it first, with no await between it and the write; `in_flight` the machines
         with an action running, shared with whoever must leave them alone; `owners` maps a
         machine id to the name of the provider that lists it; `blobs` answers join blobs
         (default: the clusters' operators through `channels`)."""
         self.inventory = inventory
         self.record = record
+        self.settled = settled
         self.in_flight = in_flight
         self.channels = channels
         self.blobs = blobs if blobs is not None else OperatorBlobs(channels)
@@ -149,7 +157,7 @@ class Executor:
                         "fenced by the provider: this shard is a zombie for the machine",
                         extra={"error": str(err)},
                     )
-                    self._fail(action.machine_id, f"fenced: {err}")
+                    await self._fail(action.machine_id, f"fenced: {err}")
                 except TimeoutError:
                     outcome = "ctx_canceled"
                 except BigFleetError as err:
@@ -182,7 +190,9 @@ class Executor:
             raise _Outcome("stale_state", f"machine {machine_id} vanished")
         return machine
 
-    def _from_provider(self, wire: provider_pb2.Machine, keep: Machine | None = None) -> Machine:
+    async def _from_provider(
+        self, wire: provider_pb2.Machine, keep: Machine | None = None
+    ) -> Machine:
         try:
             machine = codec.machine_from_wire(wire)
         except InvalidMachine as err:  # reconcile counts the record; this action just fails
@@ -198,10 +208,12 @@ class Executor:
                 assigned_need_fingerprint=keep.assigned_need_fingerprint,
                 assigned_group=keep.assigned_group,
             )
+        await self.settled()
         self.record(machine)
         return machine
 
-    def _fail(self, machine_id: str, error: str) -> None:
+    async def _fail(self, machine_id: str, error: str) -> None:
+        await self.settled()
         machine = self.inventory.get(machine_id)
         if machine is not None and machine.state != S.FAILED:
             self.record(replace(machine, state=S.FAILED, last_error=error))
@@ -218,7 +230,7 @@ class Executor:
                 await self._drain(action)
             case ActionKind.DELETE:
                 ack = await self._provider(action.machine_id).delete(action.machine_id)
-                self._from_provider(ack.machine)
+                await self._from_provider(ack.machine)
                 self.metrics.idle_releases.inc()
 
     async def _provision(self, machine_id: str, cluster: str, need: Need) -> None:
@@ -229,7 +241,7 @@ class Executor:
             machine, assigned_need_fingerprint=need.fingerprint, assigned_group=need.group
         )
         ack = await client.create(machine_id)
-        created = self._from_provider(ack.machine, keep=stamped)
+        created = await self._from_provider(ack.machine, keep=stamped)
         deadline = self.clock.monotonic() + self.execute_timeout_s
         while created.state != S.IDLE:
             if created.state == S.FAILED:
@@ -237,10 +249,11 @@ class Executor:
             if self.clock.monotonic() > deadline:
                 raise _Outcome("transition_error", "create did not reach Idle in time")
             await self.clock.sleep(POLL_S)
-            created = self._from_provider(await client.get(machine_id), keep=stamped)
+            created = await self._from_provider(await client.get(machine_id), keep=stamped)
         await self._bootstrap(machine_id, cluster, need)
 
     async def _bootstrap(self, machine_id: str, cluster: str, need: Need) -> None:
+        await self.settled()
         machine = self._machine(machine_id)
         configuring = transition(
             machine,
@@ -251,17 +264,17 @@ class Executor:
         )
         self.record(configuring)
         if not self.blobs.ready(cluster):
-            self._rollback(configuring)
+            await self._rollback(configuring)
             raise _Outcome("no_session", f"no operator session for {cluster}")
         try:
             async with asyncio.timeout(self.bootstrap_timeout_s):
                 with self.metrics.request_bootstrap.time():
                     response = await self.blobs.request(cluster, _requirements(need))
         except TimeoutError:
-            self._rollback(configuring)
+            await self._rollback(configuring)
             raise _Outcome("blob_timeout", "the operator sent no bootstrap blob in time") from None
         if response.error:
-            self._rollback(configuring)
+            await self._rollback(configuring)
             raise _Outcome("blob_error", response.error)
         metadata = codec.attribution_metadata(need)
         try:
@@ -272,7 +285,7 @@ class Executor:
         except StaleFencingToken:
             raise
         except BigFleetError as err:
-            self._fail(machine_id, f"configure failed: {err}")
+            await self._fail(machine_id, f"configure failed: {err}")
             raise _Outcome("configure_error", str(err)) from err
         bound = transition(
             machine,
@@ -282,10 +295,11 @@ class Executor:
             assigned_need_fingerprint=need.fingerprint,
             assigned_group=need.group,
         )
-        self._from_provider(ack.machine, keep=bound)
+        await self._from_provider(ack.machine, keep=bound)
 
-    def _rollback(self, configuring: Machine) -> None:
+    async def _rollback(self, configuring: Machine) -> None:
         """Configuring -> Idle before the provider was touched: the binding never happened."""
+        await self.settled()
         current = self.inventory.get(configuring.id)
         if current is not None and current.state == S.CONFIGURING:
             self.record(
@@ -311,4 +325,4 @@ class Executor:
             ack = await self._provider(action.machine_id).drain(
                 action.machine_id, action.grace_seconds
             )
-        self._from_provider(ack.machine, keep=machine)
+        await self._from_provider(ack.machine, keep=machine)

@@ -73,6 +73,7 @@ class InstructionHandler:
         }
         if kind not in handlers:
             return Outcome.OUTCOME_REJECTED_INVALID, f"{kind or 'empty'} payload is not known"
+        await self.state.settled()  # handlers write the inventory; not under a cycle
         try:
             outcome, reason = await handlers[kind](instruction)
         except BigFleetError as err:
@@ -139,7 +140,7 @@ class InstructionHandler:
 
     def _let_go(self, ids: list[str]) -> None:
         for machine_id in ids:
-            self.state.inventory.remove(machine_id)
+            self.state.remove(machine_id)
             self.reconciler.owner.pop(machine_id, None)
         self.ownership.release(ids)
         self.state.metrics.machines_transferred.labels("out").inc(len(ids))
@@ -196,6 +197,7 @@ class InstructionHandler:
                 except BigFleetError:
                     continue
                 self.reconciler.owner[machine_id] = name
+                await self.state.settled()
                 with contextlib.suppress(InvalidMachine):  # reconcile counts the bad record
                     found += self.state.record(codec.machine_from_wire(wire))
                 break

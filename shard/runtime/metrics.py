@@ -123,6 +123,12 @@ class ShardMetrics:
         self.idle_releases = Counter(
             p + "idle_releases_total", "Idle machines released to quota slots.", registry=r
         )
+        self.writes_deferred = Counter(
+            p + "inventory_writes_deferred_total",
+            "Inventory writes that arrived while a cycle decided and were applied when it"
+            " ended (a write path that did not wait for the cycle: a bug to report).",
+            registry=r,
+        )
         self.machines_rejected = Counter(
             p + "machines_rejected_total",
             "Provider records refused at ingest, by reason (id, state, capacity_type, quantity, "

@@ -71,6 +71,7 @@ class Reconciler:
                 )
                 continue
             self._cursors[name] = listing.revision
+            await self.state.settled()  # no await from here to the end of this listing
             for wire in listing.machines:
                 listed.add(wire.id)
                 if wire.id in self.state.in_flight:
@@ -84,12 +85,12 @@ class Reconciler:
                         if wire.id in self.state.inventory:
                             seen.add(wire.id)  # still listed: the last good record stays
                     elif wire.id in self.state.inventory:
-                        self.state.inventory.remove(wire.id)
+                        self.state.remove(wire.id)
                         self.owner.pop(wire.id, None)
                     continue
                 if not ownership.owns(machine):
                     if wire.id in self.state.inventory:
-                        self.state.inventory.remove(wire.id)
+                        self.state.remove(wire.id)
                         self.owner.pop(wire.id, None)
                     continue
                 seen.add(wire.id)
@@ -102,11 +103,12 @@ class Reconciler:
                 self.owner[wire.id] = name
                 self.state.record(machine)
         if complete and full:
+            await self.state.settled()
             for machine_id in set(self._refused) - listed:
                 del self._refused[machine_id]  # gone from every provider: log afresh if back
             for machine in self.state.inventory.all():
                 if machine.id not in seen and machine.id not in self.state.in_flight:
-                    self.state.inventory.remove(machine.id)
+                    self.state.remove(machine.id)
                     self.owner.pop(machine.id, None)
         if complete:
             self.ready = True

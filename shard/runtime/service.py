@@ -5,6 +5,11 @@ when a roll-up changed demand; cycles never overlap and never wait on
 execution: actions go to the executor's queue and the next cycle sees their
 effect through reconcile.
 
+The engine decides in a thread of its own, so the event loop goes on serving
+every operator stream, probe and provider call while it does; the state it
+reads holds still meanwhile (ShardState: writers wait, roll-ups are
+acknowledged and committed when the cycle ends).
+
 The cycle loop and the executor's workers run under `bigfleet.supervise.Loops`:
 a failing cycle is logged, counted and restarted with backoff, and /healthz
 fails while a loop is dead or stuck. /readyz holds while the last complete
@@ -20,6 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import grpc
@@ -154,6 +160,7 @@ class ShardService:
         self.executor = Executor(
             inventory=self.state.inventory,
             record=self.state.record,
+            settled=self.state.settled,
             in_flight=self.state.in_flight,
             channels=self.channels,
             metrics=self.metrics,
@@ -166,6 +173,7 @@ class ShardService:
             loops=self.loops,
         )
         self.engine = Engine(settings.engine)
+        self._engine_thread: ThreadPoolExecutor | None = None  # started by the first cycle
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self._verdict_failures = 0  # the engine's count, as last exported
@@ -269,10 +277,8 @@ class ShardService:
             gc.freeze()
             self._inventory_frozen = True
         reconcile_s = time.perf_counter() - start
-        compute_start = time.perf_counter()  # from here on nothing awaits
-        result = self.engine.cycle(
-            self.state.inventory, self.state.table, self.state.reported, self.clock.monotonic()
-        )
+        compute_start = time.perf_counter()  # from here on nothing awaits but the engine
+        result = await self._decide()
         self.executor.submit(result.rails.execute)
         self.channels.sweep()  # clusters gone past the retention are forgotten once a cycle
         emit_start = time.perf_counter()
@@ -306,6 +312,28 @@ class ShardService:
         )
         self.metrics.cycle_compute.observe(time.perf_counter() - compute_start)
         return result
+
+    async def _decide(self) -> CycleResult:
+        """The engine's cycle, in the engine's thread, over a state that holds still."""
+        state = self.state
+        if self._engine_thread is None:
+            self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        state.begin_cycle()
+        decided = asyncio.get_running_loop().run_in_executor(
+            self._engine_thread,
+            self.engine.cycle,
+            state.inventory,
+            state.table,
+            state.reported,
+            self.clock.monotonic(),
+        )
+        try:
+            return await asyncio.shield(decided)
+        finally:
+            if decided.done():
+                state.end_cycle()
+            else:  # cancelled while the thread still reads: writers wait for it to finish
+                decided.add_done_callback(lambda _: state.end_cycle())
 
     async def _loop(self) -> None:
         try:
@@ -425,6 +453,9 @@ class ShardService:
                 await runner.cleanup()
             for client in self.providers.values():
                 await client.close()
+            if self._engine_thread is not None:
+                self._engine_thread.shutdown(wait=False)  # a cycle under way finishes first
+                self._engine_thread = None
 
     # What a coordinator report reads (shard.coordclient.ShardView).
     @property

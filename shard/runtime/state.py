@@ -8,6 +8,14 @@ A cluster the channels forget (gone longer than the retention) loses what the
 shard keeps for it here: its demand, its quarantine counters, its first
 sightings and its label series. Its bound machines stay, and the engine does
 not reclaim them before the cluster reports again (`reported`).
+
+While a cycle decides in the engine's thread (`begin_cycle` to `end_cycle`),
+what it reads (inventory, demand table, reporting clusters) holds still.
+Writers on the event loop wait for `settled()` first; a roll-up does not
+wait: it is acknowledged at once and committed when the cycle ends, the
+latest per cluster. An inventory write that arrives anyway (a write path
+that did not wait: a bug) is applied when the cycle ends, counted and
+logged, never lost.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from bigfleet.shard.engine.machine import (
     InvalidMachine,
     Machine,
     MachineState,
+    check,
     labels_with_topology,
 )
 from bigfleet.shard.engine.needs import Need, NeedsTable
@@ -81,24 +90,74 @@ class ShardState:
     on_demand: Callable[[], None] = lambda: None  # a roll-up changed demand: cycle early
     clock: Clock = REAL_CLOCK  # stamps inventory writes and first sightings of demand
 
+    deciding: bool = field(default=False, init=False)  # a cycle reads the state now
+    _settled: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _late: list[Callable[[], None]] = field(default_factory=list, init=False)
+    # Committed when the cycle ends, in arrival order: a cluster's latest needs, or None
+    # for a cluster forgotten meanwhile.
+    _waiting: dict[str, list[Need] | None] = field(default_factory=dict, init=False)
+
     def __post_init__(self) -> None:
         self.channels.on_forget(self.forget)
+        self._settled.set()
+
+    # -- a cycle deciding in the engine's thread ---------------------------------------------
+
+    def begin_cycle(self) -> None:
+        """Until `end_cycle`, inventory, table and reported are the cycle's to read."""
+        self.deciding = True
+        self._settled.clear()
+
+    def end_cycle(self) -> None:
+        """Apply what arrived while the cycle decided, then let writers go on."""
+        self.deciding = False
+        late, self._late = self._late, []
+        for write in late:
+            write()
+        waiting, self._waiting = self._waiting, {}
+        for cluster, needs in waiting.items():
+            if needs is None:
+                self._drop_demand(cluster)
+            else:
+                self._commit(cluster, needs)
+        self._settled.set()
+
+    async def settled(self) -> None:
+        """Return when no cycle is deciding. A write made right after, with no await in
+        between, cannot overlap a cycle: cycles begin on this event loop too."""
+        while self.deciding:
+            await self._settled.wait()
+
+    def _write_late(self, write: Callable[[], None], machine_id: str) -> None:
+        self._late.append(write)
+        self.metrics.writes_deferred.inc()
+        log.error(
+            "inventory written while a cycle decided; applied when it ends",
+            extra={"machine_id": machine_id},
+        )
+
+    # -- writes ---------------------------------------------------------------------------------
 
     def forget(self, cluster: str) -> None:
         """Drop the cluster's session-side state; its machines are left to the engine."""
-        self.table.replace(cluster, [])
-        self.reported.discard(cluster)
+        if self.deciding:
+            self._waiting.pop(cluster, None)
+            self._waiting[cluster] = None
+        else:
+            self._drop_demand(cluster)
         _forget_quarantine(self.quarantine, cluster)
         for key in [k for k in self.first_seen if k[0] == cluster]:
             del self.first_seen[key]
         self.metrics.forget_cluster(cluster)
 
+    def _drop_demand(self, cluster: str) -> None:
+        self.table.replace(cluster, [])
+        self.reported.discard(cluster)
+
     def record(self, machine: Machine) -> bool:
         """Write a machine; False (and counted) when the record breaks an invariant."""
-        now = self.clock.monotonic()
-        previous = self.inventory.get(machine.id)
         try:
-            self.inventory.upsert(machine, now)
+            check(machine)
         except InvalidMachine as err:
             self.metrics.machines_rejected.labels(err.reason).inc()
             log.warning(
@@ -106,6 +165,23 @@ class ShardState:
                 extra={"machine_id": machine.id, "reason": err.reason, "error": str(err)},
             )
             return False
+        if self.deciding:
+            self._write_late(lambda: self._record(machine), machine.id)
+        else:
+            self._record(machine)
+        return True
+
+    def remove(self, machine_id: str) -> None:
+        """Take a machine out of the inventory (gone from its provider, or not ours)."""
+        if self.deciding:
+            self._write_late(lambda: self.inventory.remove(machine_id), machine_id)
+        else:
+            self.inventory.remove(machine_id)
+
+    def _record(self, machine: Machine) -> None:
+        now = self.clock.monotonic()
+        previous = self.inventory.get(machine.id)
+        self.inventory.upsert(machine, now)  # checked by `record`
         if previous is None or previous.state != machine.state:
             cluster = machine.cluster or (previous.cluster if previous else "")
             if cluster:
@@ -113,7 +189,6 @@ class ShardState:
                 self._observe_latency(machine, cluster, now)
         if machine.id in self.leaving and machine.state is MachineState.IDLE:
             self._hand_over(machine.id)
-        return True
 
     def _hand_over(self, machine_id: str) -> None:
         """A machine drained for another shard is let go the moment it is Idle,
@@ -165,7 +240,15 @@ class ShardState:
         )
 
     def commit_rollup(self, cluster: str, needs: list[Need]) -> None:
-        """Replace `cluster`'s demand with decoded needs, unless the quarantine holds them."""
+        """Replace `cluster`'s demand with decoded needs, unless the quarantine holds them;
+        while a cycle decides, when it ends."""
+        if self.deciding:
+            self._waiting.pop(cluster, None)  # to the end: arrival order is commit order
+            self._waiting[cluster] = needs
+            return
+        self._commit(cluster, needs)
+
+    def _commit(self, cluster: str, needs: list[Need]) -> None:
         self.reported.add(cluster)
         if self.quarantine_enabled and not self.quarantine.admit(cluster, len(needs)):
             self.metrics.rollup_quarantined.labels(cluster).set(self.quarantine.held(cluster))

@@ -192,6 +192,8 @@ async def rig(
         for channel in the_rig.channels:
             await channel.close()
         await the_rig.stop_provider()
+    if the_rig.shard is not None:  # every write path waited for the cycles it met
+        assert the_rig.shard.metrics.writes_deferred._value.get() == 0
 
 
 def operator(shard: ShardService, cluster: str) -> Operator:

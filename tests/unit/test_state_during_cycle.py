@@ -1,0 +1,80 @@
+"""What the shard's state does while a cycle decides in the engine's thread: nothing the
+cycle reads moves, and nothing that arrives meanwhile is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.runtime.channels import Channels
+from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.state import ShardState
+from tests.unit.test_codec_validation import good_need, rollup
+
+IDLE = MachineState.IDLE
+
+
+def _state() -> ShardState:
+    metrics = ShardMetrics(CollectorRegistry())
+    return ShardState("s", 1, metrics, Channels(metrics, 64))
+
+
+def _idle(machine_id: str) -> Machine:
+    return Machine(id=machine_id, state=IDLE, host=f"fake/{machine_id}", instance_type="m")
+
+
+def test_rollups_during_a_cycle_are_committed_when_it_ends_the_latest_per_cluster() -> None:
+    state = _state()
+    state.apply_rollup(rollup(good_need(), cluster="a"))
+    version = state.table.version
+    state.begin_cycle()
+    state.apply_rollup(rollup(good_need(), good_need(), cluster="a"))
+    state.apply_rollup(rollup(good_need(), cluster="b"))
+    state.apply_rollup(rollup(good_need(), good_need(), good_need(), cluster="a"))
+    state.forget("b")
+    assert state.table.version == version and state.reported == {"a"}  # held still
+    state.end_cycle()
+    assert len(state.table.rows("a")) == 3  # the latest of a's roll-ups
+    assert state.table.rows("b") == () and state.reported == {"a"}  # b forgotten after it
+
+
+def test_an_inventory_write_during_a_cycle_waits_for_its_end_and_is_counted() -> None:
+    state = _state()
+    state.record(_idle("m1"))
+    state.begin_cycle()
+    assert state.record(_idle("m2"))
+    state.remove("m1")
+    assert [m.id for m in state.inventory.all()] == ["m1"]  # the cycle's view held still
+    state.end_cycle()
+    assert [m.id for m in state.inventory.all()] == ["m2"]  # applied in order, none lost
+    assert state.metrics.writes_deferred._value.get() == 2
+
+
+def test_an_invalid_record_during_a_cycle_is_refused_at_once() -> None:
+    state = _state()
+    state.begin_cycle()
+    assert not state.record(Machine(id="bad", state=MachineState.UNSPECIFIED))
+    state.end_cycle()
+    assert len(state.inventory) == 0
+    assert state.metrics.writes_deferred._value.get() == 0
+
+
+async def test_writers_wait_for_the_cycle_to_end() -> None:
+    state = _state()
+    order: list[str] = []
+
+    async def writer() -> None:
+        await state.settled()
+        order.append("write")
+
+    state.begin_cycle()
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.01)
+    assert order == []  # still waiting
+    order.append("end")
+    state.end_cycle()
+    await task
+    assert order == ["end", "write"]
+    await state.settled()  # no cycle: returns at once
