@@ -49,6 +49,7 @@ class ShardBench:
     hellos_over_100ms: int
     big_rollup_needs: int
     big_rollups: int  # large roll-ups acknowledged under load
+    every_s: float  # each stream's roll-up period; 0: the next as soon as one is acknowledged
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -151,9 +152,12 @@ async def _operator(
     deadline: float,
     counter: list[int],
     needs: int = 1,
+    every: float = 0.0,
+    offset: float = 0.0,
 ) -> None:
-    """Hello and one roll-up of `needs` needs at once; from `load_start` a roll-up per ack
-    until `deadline`."""
+    """Hello and one roll-up of `needs` needs at once; from `load_start + offset` a roll-up
+    per ack (`every` = 0) or one every `every` seconds (when acknowledged by then) until
+    `deadline`."""
     rollup = shard_pb2.OperatorMessage(
         rollup=capacity_pb2.ClusterCapacityNeeds(
             cluster_id=cluster,
@@ -167,10 +171,11 @@ async def _operator(
         yield shard_pb2.OperatorMessage(hello=shard_pb2.Hello(cluster_id=cluster))
         yield rollup
         await acked.get()
-        await asyncio.sleep(max(0.0, load_start - time.monotonic()))
-        while time.monotonic() < deadline:
+        await asyncio.sleep(max(0.0, load_start + offset - time.monotonic()))
+        while (sent := time.monotonic()) < deadline:
             yield rollup
             await acked.get()
+            await asyncio.sleep(max(0.0, sent + every - time.monotonic()))
 
     async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
         call = shard_pb2_grpc.ShardStub(channel).Session(frames())
@@ -213,9 +218,11 @@ def run(
     machines: int = 1000,
     stage: Callable[[str], None] = lambda _: None,
     big_rollup: int = 0,
+    every: float = 0.0,
 ) -> ShardBench:
     """`stage` hears what the bench is doing, for a progress line; `big_rollup` > 0 adds a
-    stream whose roll-ups carry that many needs."""
+    stream whose roll-ups carry that many needs; `every` > 0 paces each stream to a roll-up
+    every that many seconds (0: the next as soon as the last is acknowledged)."""
     stage(f"starting the fake provider ({machines:,} machines) and a shard")
     provider_port, shard_port, metrics_port = _port(), _port(), _port()
     metrics = f"http://127.0.0.1:{metrics_port}"
@@ -281,7 +288,11 @@ def run(
 
         async def load() -> None:
             big = (
-                [_operator(address, "bench-big", load_start, deadline, big_counter, big_rollup)]
+                [
+                    _operator(
+                        address, "bench-big", load_start, deadline, big_counter, big_rollup, every
+                    )
+                ]
                 if big_rollup
                 else []
             )
@@ -292,7 +303,15 @@ def run(
                 _probe_hellos(address, load_start, deadline, waits),
                 *big,
                 *(
-                    _operator(address, f"bench-{i:04d}", load_start, deadline, counter)
+                    _operator(
+                        address,
+                        f"bench-{i:04d}",
+                        load_start,
+                        deadline,
+                        counter,
+                        every=every,
+                        offset=every * i / streams,  # spread over the period, not in step
+                    )
                     for i in range(streams)
                 ),
             )
@@ -315,4 +334,5 @@ def run(
         hellos_over_100ms=sum(w > 0.1 for w in waits),
         big_rollup_needs=big_rollup,
         big_rollups=big_counter[0],
+        every_s=every,
     )

@@ -237,9 +237,22 @@ def chain_bench(pods: int, json_path: Path | None) -> None:
     type=click.IntRange(min=0, max=1_000_000),
     help="Add one stream whose roll-ups carry this many needs (0: none).",
 )
+@click.option(
+    "--every",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0, max=3600),
+    help="Each stream sends a roll-up every this many seconds (0: as soon as the last is "
+    "acknowledged, the most the shard can take).",
+)
 @json_output
 def shard_bench(
-    streams: int, seconds: float, machines: int, big_rollup: int, json_path: Path | None
+    streams: int,
+    seconds: float,
+    machines: int,
+    big_rollup: int,
+    every: float,
+    json_path: Path | None,
 ) -> None:
     """Roll-ups per second into one shard process over many streams; cycle time idle vs
     loaded; how long a new cluster's Hello waits for its acknowledgement meanwhile."""
@@ -249,7 +262,7 @@ def shard_bench(
 
     with Console(stderr=True).status("starting") as status:
         result = bench_shard.run(
-            streams, seconds, machines, stage=status.update, big_rollup=big_rollup
+            streams, seconds, machines, stage=status.update, big_rollup=big_rollup, every=every
         )
     click.echo(
         f"{result.streams} streams, {result.seconds} s: {result.rollups} roll-ups "

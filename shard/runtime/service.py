@@ -8,7 +8,8 @@ effect through reconcile.
 The engine decides in a thread of its own, so the event loop goes on serving
 every operator stream, probe and provider call while it does; the state it
 reads holds still meanwhile (ShardState: writers wait, roll-ups are
-acknowledged and committed when the cycle ends).
+acknowledged and committed when the cycle ends). A cycle the last one says
+will be short runs on the loop instead (ADR 0024).
 
 The cycle loop and the executor's workers run under `bigfleet.supervise.Loops`:
 a failing cycle is logged, counted and restarted with backoff, and /healthz
@@ -66,6 +67,10 @@ READY_WINDOW_CYCLES = 3  # /readyz: a complete reconcile within this many cycle 
 READY_WINDOW_MIN_S = 10.0  # ...of at least this long each
 STUCK_MIN_S = 120.0  # /healthz: the cycle loop completes a cycle at least this often...
 STUCK_CYCLES = 5  # ...or within this many cycle intervals, whichever is longer
+# A cycle runs on the event loop when the last one decided faster than this: stopping the
+# loop that long costs less than handing the interpreter lock back and forth with a busy
+# loop, which stretched such cycles several-fold (ADR 0024).
+INLINE_CYCLE_S = 0.02
 
 
 class _Listed:
@@ -174,6 +179,8 @@ class ShardService:
         )
         self.engine = Engine(settings.engine)
         self._engine_thread: ThreadPoolExecutor | None = None  # started by the first cycle
+        self.inline_cycle_s = INLINE_CYCLE_S
+        self._last_decided_s: float | None = None  # the engine's own time, last cycle
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self._verdict_failures = 0  # the engine's count, as last exported
@@ -314,7 +321,27 @@ class ShardService:
         return result
 
     async def _decide(self) -> CycleResult:
-        """The engine's cycle, in the engine's thread, over a state that holds still."""
+        """The engine's cycle over a state that holds still: in the engine's thread, or on
+        the loop when the last cycle was short."""
+        result = await self._decide_in_thread() if self._threaded() else self._decide_inline()
+        self._last_decided_s = result.seconds["cycle"]
+        return result
+
+    def _threaded(self) -> bool:
+        last = self._last_decided_s
+        return last is None or last >= self.inline_cycle_s
+
+    def _decide_inline(self) -> CycleResult:
+        state = self.state
+        state.begin_cycle()
+        try:
+            return self.engine.cycle(
+                state.inventory, state.table, state.reported, self.clock.monotonic()
+            )
+        finally:
+            state.end_cycle()
+
+    async def _decide_in_thread(self) -> CycleResult:
         state = self.state
         if self._engine_thread is None:
             self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")

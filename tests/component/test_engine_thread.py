@@ -1,5 +1,6 @@
 """The engine decides in its own thread: while a cycle runs, the shard goes on serving
-operator streams, and what the cycle reads holds still until it ends."""
+operator streams, and what the cycle reads holds still until it ends. A short cycle runs
+on the event loop instead."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.component.harness import eventually, need, rig
 async def test_streams_are_served_while_a_cycle_decides(tmp_path: Path) -> None:
     async with rig(tmp_path, idle=2) as r:
         shard = await r.start_shard()
+        shard.inline_cycle_s = 0.0  # this shard's cycles are short: thread them all the same
         await eventually(lambda: shard.cycles > 0, what="a first cycle")
         entered, release = threading.Event(), threading.Event()
         decide = shard.engine.cycle
@@ -46,3 +48,23 @@ async def test_streams_are_served_while_a_cycle_decides(tmp_path: Path) -> None:
             what="the late cluster served by a later cycle",
         )
         await late.close()
+
+
+async def test_short_cycles_run_on_the_event_loop(tmp_path: Path) -> None:
+    async with rig(tmp_path, idle=2) as r:
+        shard = await r.start_shard()
+        shard.inline_cycle_s = 1.0  # any cycle of this tiny shard is short
+        threads: list[str] = []
+        decide = shard.engine.cycle
+
+        def watched(*args: object) -> CycleResult:
+            threads.append(threading.current_thread().name)
+            return decide(*args)  # type: ignore[arg-type]
+
+        shard.engine.cycle = watched  # type: ignore[method-assign]
+        await eventually(lambda: len(threads) >= 3, what="three cycles")
+        shard.inline_cycle_s = 0.0
+        await eventually(lambda: len(threads) >= 5, what="two more cycles")
+        shard.engine.cycle = decide  # type: ignore[method-assign]
+        assert threads[1] == threading.main_thread().name  # after a short cycle
+        assert threads[-1].startswith("engine")
