@@ -104,6 +104,7 @@ class Engine:
         clock = time.perf_counter
         seconds = dict.fromkeys(("normalize", "phase1", "phase2", "phase3"), 0.0)
         start = clock()
+        settings = self.settings  # one value throughout, whatever set_rails does meanwhile
         inputs: _Inputs = (inventory.version, table.version, frozenset(reported))
         if self._normalized is None or self._normalized.inputs != inputs:
             reported_needs = table.snapshot()
@@ -119,14 +120,14 @@ class Engine:
             first = phase1.run(inventory, demand, self.phase1_memo)
             seconds["phase1"] = clock() - mark
             mark = clock()
-            second = phase2.run(inventory, first.unsatisfied, self.settings)
+            second = phase2.run(inventory, first.unsatisfied, settings)
             seconds["phase2"] = clock() - mark
             mark = clock()
             reclaims = phase3.reclaims(
                 inventory,
                 first.claimed.keys(),
                 reported,
-                self.settings.reclaim_grace_s,
+                settings.reclaim_grace_s,
                 first.configured_claims,
             )
             seconds["phase3"] = clock() - mark
@@ -152,14 +153,14 @@ class Engine:
 
         mark = clock()
         releases = phase3.releases(
-            inventory, last.first.claimed.keys(), now, self.settings.idle_hold_s
+            inventory, last.first.claimed.keys(), now, settings.idle_hold_s
         )
         seconds["phase3"] += clock() - mark
 
         decided, deduped = _one_action_per_machine(
             last.first.actions + last.second.actions + last.reclaims + releases
         )
-        outcome = rails.apply(decided, self.settings.rails, inventory.configured_per_cluster())
+        outcome = rails.apply(decided, settings.rails, inventory.configured_per_cluster())
         self.shortfalls.record(last.second.unresolved)
         return CycleResult(decided, outcome, last.first, last.second, seconds, deduped, reused)
 

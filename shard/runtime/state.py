@@ -109,18 +109,27 @@ class ShardState:
         self._settled.clear()
 
     def end_cycle(self) -> None:
-        """Apply what arrived while the cycle decided, then let writers go on."""
+        """Apply what arrived while the cycle decided, then let writers go on. One
+        cluster's commit failing (a bug of ours) loses no other cluster's."""
         self.deciding = False
         late, self._late = self._late, []
-        for write in late:
-            write()
         waiting, self._waiting = self._waiting, {}
-        for cluster, needs in waiting.items():
-            if needs is None:
-                self._drop_demand(cluster)
-            else:
-                self._commit(cluster, needs)
-        self._settled.set()
+        try:
+            for write in late:
+                write()
+            for cluster, needs in waiting.items():
+                try:
+                    if needs is None:
+                        self._drop_demand(cluster)
+                    else:
+                        self._commit(cluster, needs)
+                except Exception:
+                    log.exception(
+                        "a roll-up acknowledged during a cycle failed to commit",
+                        extra={"cluster": cluster},
+                    )
+        finally:
+            self._settled.set()
 
     async def settled(self) -> None:
         """Return when no cycle is deciding. A write made right after, with no await in

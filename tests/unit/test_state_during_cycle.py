@@ -8,6 +8,7 @@ import asyncio
 from prometheus_client import CollectorRegistry
 
 from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.state import ShardState
@@ -78,3 +79,21 @@ async def test_writers_wait_for_the_cycle_to_end() -> None:
     await task
     assert order == ["end", "write"]
     await state.settled()  # no cycle: returns at once
+
+
+def test_one_failing_commit_after_a_cycle_keeps_the_others() -> None:
+    state = _state()
+    state.begin_cycle()
+    state.apply_rollup(rollup(good_need(), cluster="a"))
+    state.apply_rollup(rollup(good_need(), cluster="b"))
+    commit = state._commit
+
+    def failing(cluster: str, needs: list[Need]) -> None:
+        if cluster == "a":
+            raise RuntimeError("a bug of ours")
+        commit(cluster, needs)
+
+    state._commit = failing  # type: ignore[method-assign]
+    state.end_cycle()
+    assert state.table.rows("a") == () and len(state.table.rows("b")) == 1
+    assert not state.deciding and state._settled.is_set()  # writers go on
