@@ -86,7 +86,7 @@ class SimShard:
         self.executor = Executor(
             inventory=self.state.inventory,
             record=self.state.record,
-            settled=self.state.settled,
+            gate=self.state,
             in_flight=self.state.in_flight,
             channels=self.channels,
             metrics=self.metrics,

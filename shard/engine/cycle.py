@@ -152,9 +152,7 @@ class Engine:
                 self.verdicts.failed(err)  # the shard logs and counts it
 
         mark = clock()
-        releases = phase3.releases(
-            inventory, last.first.claimed.keys(), now, settings.idle_hold_s
-        )
+        releases = phase3.releases(inventory, last.first.claimed.keys(), now, settings.idle_hold_s)
         seconds["phase3"] += clock() - mark
 
         decided, deduped = _one_action_per_machine(

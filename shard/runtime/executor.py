@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Protocol, TypeVar
 
 from bigfleet import logs
 from bigfleet.clock import REAL_CLOCK, Clock
@@ -54,8 +55,25 @@ class _Outcome(Exception):
         self.outcome = outcome
 
 
-async def _no_cycle() -> None:
-    """The `settled` of a caller that never runs cycles beside its executor."""
+T = TypeVar("T")
+
+
+class CycleGate(Protocol):
+    """Whether a cycle is reading the inventory now, and a wait for it to end
+    (ShardState)."""
+
+    deciding: bool
+
+    async def settled(self) -> None: ...
+
+
+class _NoCycles:
+    """The gate of a caller that never runs cycles beside its executor."""
+
+    deciding = False
+
+    async def settled(self) -> None:
+        return None
 
 
 def _requirements(need: Need) -> list[capacity_pb2.NodeSelectorRequirement]:
@@ -79,17 +97,17 @@ class Executor:
         execute_timeout_s: float = 30.0,
         loops: Loops | None = None,
         blobs: BlobSource | None = None,
-        settled: Callable[[], Awaitable[None]] = _no_cycle,
+        gate: CycleGate | None = None,
     ) -> None:
-        """`record` is the inventory's write path (ShardState.record), and `settled` returns
-        when no cycle is reading the inventory (ShardState.settled): every read-then-write
-        awaits it first, with no await between it and the write; `in_flight` the machines
+        """`record` is the inventory's write path (ShardState.record), and `gate` says when a
+        cycle reads the inventory (ShardState): every read-then-write goes through `_write`,
+        which waits the cycle out; `in_flight` the machines
         with an action running, shared with whoever must leave them alone; `owners` maps a
         machine id to the name of the provider that lists it; `blobs` answers join blobs
         (default: the clusters' operators through `channels`)."""
         self.inventory = inventory
         self.record = record
-        self.settled = settled
+        self.gate: CycleGate = gate if gate is not None else _NoCycles()
         self.in_flight = in_flight
         self.channels = channels
         self.blobs = blobs if blobs is not None else OperatorBlobs(channels)
@@ -178,6 +196,19 @@ class Executor:
 
     # -- the actions ----------------------------------------------------------------------------
 
+    async def _write(self, write: Callable[[], T]) -> T:
+        """Read then write the inventory, once no cycle reads it. The write happens even
+        when the action is cancelled (its timeout) while it waits: what the provider did,
+        or a rollback of what the shard marked, is never left out of the inventory."""
+        if not self.gate.deciding:
+            return write()  # no await: nothing comes between
+
+        async def after_the_cycle() -> T:
+            await self.gate.settled()
+            return write()
+
+        return await asyncio.shield(after_the_cycle())
+
     def _provider(self, machine_id: str) -> CapacityProvider:
         name = self.owners.get(machine_id)
         if name is None or name not in self.providers:
@@ -208,15 +239,16 @@ class Executor:
                 assigned_need_fingerprint=keep.assigned_need_fingerprint,
                 assigned_group=keep.assigned_group,
             )
-        await self.settled()
-        self.record(machine)
+        await self._write(lambda: self.record(machine))
         return machine
 
     async def _fail(self, machine_id: str, error: str) -> None:
-        await self.settled()
-        machine = self.inventory.get(machine_id)
-        if machine is not None and machine.state != S.FAILED:
-            self.record(replace(machine, state=S.FAILED, last_error=error))
+        def failed() -> None:
+            machine = self.inventory.get(machine_id)
+            if machine is not None and machine.state != S.FAILED:
+                self.record(replace(machine, state=S.FAILED, last_error=error))
+
+        await self._write(failed)
 
     async def _execute(self, action: Action) -> None:
         match action.kind:
@@ -253,7 +285,8 @@ class Executor:
         await self._bootstrap(machine_id, cluster, need)
 
     async def _bootstrap(self, machine_id: str, cluster: str, need: Need) -> None:
-        await self.settled()
+        # Not through `_write`: an action cancelled before it began must not mark anything.
+        await self.gate.settled()
         machine = self._machine(machine_id)
         configuring = transition(
             machine,
@@ -299,14 +332,17 @@ class Executor:
 
     async def _rollback(self, configuring: Machine) -> None:
         """Configuring -> Idle before the provider was touched: the binding never happened."""
-        await self.settled()
-        current = self.inventory.get(configuring.id)
-        if current is not None and current.state == S.CONFIGURING:
-            self.record(
-                transition(
-                    current, S.IDLE, cluster="", assigned_need_fingerprint="", assigned_group=""
+
+        def rolled_back() -> None:
+            current = self.inventory.get(configuring.id)
+            if current is not None and current.state == S.CONFIGURING:
+                self.record(
+                    transition(
+                        current, S.IDLE, cluster="", assigned_need_fingerprint="", assigned_group=""
+                    )
                 )
-            )
+
+        await self._write(rolled_back)
 
     async def _drain(self, action: Action) -> None:
         machine = self._machine(action.machine_id)

@@ -8,8 +8,8 @@ effect through reconcile.
 The engine decides in a thread of its own, so the event loop goes on serving
 every operator stream, probe and provider call while it does; the state it
 reads holds still meanwhile (ShardState: writers wait, roll-ups are
-acknowledged and committed when the cycle ends). A cycle the last one says
-will be short runs on the loop instead (ADR 0024).
+acknowledged and committed when the cycle ends). A small shard's cycles run
+on the loop instead (ADR 0024).
 
 The cycle loop and the executor's workers run under `bigfleet.supervise.Loops`:
 a failing cycle is logged, counted and restarted with backoff, and /healthz
@@ -67,10 +67,11 @@ READY_WINDOW_CYCLES = 3  # /readyz: a complete reconcile within this many cycle 
 READY_WINDOW_MIN_S = 10.0  # ...of at least this long each
 STUCK_MIN_S = 120.0  # /healthz: the cycle loop completes a cycle at least this often...
 STUCK_CYCLES = 5  # ...or within this many cycle intervals, whichever is longer
-# A cycle runs on the event loop when the last one decided faster than this: stopping the
-# loop that long costs less than handing the interpreter lock back and forth with a busy
-# loop, which stretched such cycles several-fold (ADR 0024).
-INLINE_CYCLE_S = 0.02
+# A shard with fewer machines plus needs than this decides on the event loop: its cycles
+# take milliseconds, which stop the loop for less than handing the interpreter lock back and
+# forth with a busy loop stretches them (several-fold, ADR 0024). A cycle's cost follows
+# these sizes; the last cycle's time would not do, since a reused cycle is short at any size.
+INLINE_BELOW_ITEMS = 5_000
 
 
 class _Listed:
@@ -165,7 +166,7 @@ class ShardService:
         self.executor = Executor(
             inventory=self.state.inventory,
             record=self.state.record,
-            settled=self.state.settled,
+            gate=self.state,
             in_flight=self.state.in_flight,
             channels=self.channels,
             metrics=self.metrics,
@@ -179,8 +180,8 @@ class ShardService:
         )
         self.engine = Engine(settings.engine)
         self._engine_thread: ThreadPoolExecutor | None = None  # started by the first cycle
-        self.inline_cycle_s = INLINE_CYCLE_S
-        self._last_decided_s: float | None = None  # the engine's own time, last cycle
+        self.inline_below_items = INLINE_BELOW_ITEMS
+        self._needs_counted = (-1, 0)  # (table version, needs in it)
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self._verdict_failures = 0  # the engine's count, as last exported
@@ -322,14 +323,15 @@ class ShardService:
 
     async def _decide(self) -> CycleResult:
         """The engine's cycle over a state that holds still: in the engine's thread, or on
-        the loop when the last cycle was short."""
-        result = await self._decide_in_thread() if self._threaded() else self._decide_inline()
-        self._last_decided_s = result.seconds["cycle"]
-        return result
+        the loop for a small shard."""
+        return await self._decide_in_thread() if self._threaded() else self._decide_inline()
 
     def _threaded(self) -> bool:
-        last = self._last_decided_s
-        return last is None or last >= self.inline_cycle_s
+        table = self.state.table
+        if self._needs_counted[0] != table.version:
+            needs = sum(len(table.rows(cluster)) for cluster in table.clusters())
+            self._needs_counted = (table.version, needs)
+        return len(self.state.inventory) + self._needs_counted[1] >= self.inline_below_items
 
     def _decide_inline(self) -> CycleResult:
         state = self.state
@@ -345,15 +347,19 @@ class ShardService:
         state = self.state
         if self._engine_thread is None:
             self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        state.begin_cycle()
-        decided = asyncio.get_running_loop().run_in_executor(
-            self._engine_thread,
-            self.engine.cycle,
-            state.inventory,
-            state.table,
-            state.reported,
-            self.clock.monotonic(),
-        )
+        state.begin_cycle()  # before the thread can start reading
+        try:
+            decided = asyncio.get_running_loop().run_in_executor(
+                self._engine_thread,
+                self.engine.cycle,
+                state.inventory,
+                state.table,
+                state.reported,
+                self.clock.monotonic(),
+            )
+        except BaseException:
+            state.end_cycle()
+            raise
         try:
             return await asyncio.shield(decided)
         finally:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import grpc
 
@@ -64,6 +65,13 @@ def node_state_update(m: Machine, cluster: str) -> shard_pb2.ShardMessage:
     return shard_pb2.ShardMessage(node_state_update=update)
 
 
+def _logged(write: Callable[[], None], message: str, cluster: str) -> None:
+    try:
+        write()
+    except Exception:
+        log.exception(message, extra={"cluster": cluster} if cluster else None)
+
+
 def _forget_quarantine(quarantine: RollupQuarantine, cluster: str) -> None:
     """Drop the quarantine's counters for `cluster` (RollupQuarantine has no such method
     yet; it keeps them in these two dicts)."""
@@ -93,9 +101,9 @@ class ShardState:
     deciding: bool = field(default=False, init=False)  # a cycle reads the state now
     _settled: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _late: list[Callable[[], None]] = field(default_factory=list, init=False)
-    # Committed when the cycle ends, in arrival order: a cluster's latest needs, or None
-    # for a cluster forgotten meanwhile.
-    _waiting: dict[str, list[Need] | None] = field(default_factory=dict, init=False)
+    # Committed when the cycle ends, in arrival order: a cluster's latest needs with when
+    # they arrived, or None for a cluster forgotten meanwhile.
+    _waiting: dict[str, tuple[list[Need], float] | None] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.channels.on_forget(self.forget)
@@ -109,25 +117,22 @@ class ShardState:
         self._settled.clear()
 
     def end_cycle(self) -> None:
-        """Apply what arrived while the cycle decided, then let writers go on. One
-        cluster's commit failing (a bug of ours) loses no other cluster's."""
+        """Apply what arrived while the cycle decided, in order, then let writers go on.
+        One write or commit failing (a bug of ours) is logged and loses no other."""
         self.deciding = False
         late, self._late = self._late, []
         waiting, self._waiting = self._waiting, {}
         try:
             for write in late:
-                write()
-            for cluster, needs in waiting.items():
-                try:
-                    if needs is None:
-                        self._drop_demand(cluster)
-                    else:
-                        self._commit(cluster, needs)
-                except Exception:
-                    log.exception(
-                        "a roll-up acknowledged during a cycle failed to commit",
-                        extra={"cluster": cluster},
-                    )
+                _logged(write, "an inventory write held for a cycle failed", "")
+            for cluster, arrived in waiting.items():
+                _logged(
+                    partial(self._drop_demand, cluster)
+                    if arrived is None
+                    else partial(self._commit, cluster, *arrived),
+                    "a roll-up acknowledged during a cycle failed to commit",
+                    cluster,
+                )
         finally:
             self._settled.set()
 
@@ -251,13 +256,14 @@ class ShardState:
     def commit_rollup(self, cluster: str, needs: list[Need]) -> None:
         """Replace `cluster`'s demand with decoded needs, unless the quarantine holds them;
         while a cycle decides, when it ends."""
+        now = self.clock.monotonic()  # a first sighting dates from the roll-up's arrival
         if self.deciding:
             self._waiting.pop(cluster, None)  # to the end: arrival order is commit order
-            self._waiting[cluster] = needs
+            self._waiting[cluster] = (needs, now)
             return
-        self._commit(cluster, needs)
+        self._commit(cluster, needs, now)
 
-    def _commit(self, cluster: str, needs: list[Need]) -> None:
+    def _commit(self, cluster: str, needs: list[Need], arrived: float) -> None:
         self.reported.add(cluster)
         if self.quarantine_enabled and not self.quarantine.admit(cluster, len(needs)):
             self.metrics.rollup_quarantined.labels(cluster).set(self.quarantine.held(cluster))
@@ -270,6 +276,5 @@ class ShardState:
         self.table.replace(cluster, needs)
         if self.table.version != before:
             self.on_demand()
-            now = self.clock.monotonic()
             for need in needs:
-                self.first_seen.setdefault((cluster, need.fingerprint), now)
+                self.first_seen.setdefault((cluster, need.fingerprint), arrived)

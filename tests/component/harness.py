@@ -152,6 +152,9 @@ class Rig:
         }
         settings = ShardSettings(**(fields | overrides))  # type: ignore[arg-type]
         self.shard = ShardService(settings)
+        # Every cycle in the engine's thread, however small the shard: the state's gate is
+        # then under test in every component test (ADR 0024).
+        self.shard.inline_below_items = 0
         started = asyncio.Event()
         self.shard_task = asyncio.create_task(self.shard.run(started))
         await asyncio.wait_for(started.wait(), 10)
@@ -192,8 +195,13 @@ async def rig(
         for channel in the_rig.channels:
             await channel.close()
         await the_rig.stop_provider()
-    if the_rig.shard is not None:  # every write path waited for the cycles it met
-        assert the_rig.shard.metrics.writes_deferred._value.get() == 0
+    if the_rig.shard is not None:
+        assert_writes_waited(the_rig.shard)
+
+
+def assert_writes_waited(shard: ShardService) -> None:
+    """Every inventory write path waited for the cycles it met (ADR 0024)."""
+    assert shard.metrics.writes_deferred._value.get() == 0
 
 
 def operator(shard: ShardService, cluster: str) -> Operator:
@@ -222,6 +230,7 @@ class Pair:
             transfer_batch=2,
         )
         shard = ShardService(ShardSettings(**(fields | overrides)))  # type: ignore[arg-type]
+        shard.inline_below_items = 0  # as Rig.start_shard
         started = asyncio.Event()
         self.tasks[shard_id] = asyncio.create_task(shard.run(started))
         await asyncio.wait_for(started.wait(), 10)
@@ -261,3 +270,5 @@ async def two_shards(
         for shard_id in list(the_pair.tasks):
             await the_pair.stop(shard_id)
         await server.stop(None)
+    for shard in the_pair.shards.values():
+        assert_writes_waited(shard)

@@ -9,13 +9,13 @@ import threading
 from pathlib import Path
 
 from bigfleet.shard.engine.cycle import CycleResult
+from bigfleet.shard.runtime.service import INLINE_BELOW_ITEMS
 from tests.component.harness import eventually, need, rig
 
 
 async def test_streams_are_served_while_a_cycle_decides(tmp_path: Path) -> None:
     async with rig(tmp_path, idle=2) as r:
-        shard = await r.start_shard()
-        shard.inline_cycle_s = 0.0  # this shard's cycles are short: thread them all the same
+        shard = await r.start_shard()  # threads every cycle, however small the shard
         await eventually(lambda: shard.cycles > 0, what="a first cycle")
         entered, release = threading.Event(), threading.Event()
         decide = shard.engine.cycle
@@ -50,10 +50,10 @@ async def test_streams_are_served_while_a_cycle_decides(tmp_path: Path) -> None:
         await late.close()
 
 
-async def test_short_cycles_run_on_the_event_loop(tmp_path: Path) -> None:
+async def test_a_small_shard_decides_on_the_event_loop(tmp_path: Path) -> None:
     async with rig(tmp_path, idle=2) as r:
         shard = await r.start_shard()
-        shard.inline_cycle_s = 1.0  # any cycle of this tiny shard is short
+        shard.inline_below_items = INLINE_BELOW_ITEMS  # as a shard runs: a tiny one on the loop
         threads: list[str] = []
         decide = shard.engine.cycle
 
@@ -62,9 +62,9 @@ async def test_short_cycles_run_on_the_event_loop(tmp_path: Path) -> None:
             return decide(*args)  # type: ignore[arg-type]
 
         shard.engine.cycle = watched  # type: ignore[method-assign]
-        await eventually(lambda: len(threads) >= 3, what="three cycles")
-        shard.inline_cycle_s = 0.0
-        await eventually(lambda: len(threads) >= 5, what="two more cycles")
+        await eventually(lambda: len(threads) >= 2, what="two cycles")
+        shard.inline_below_items = 2  # two machines: now a shard to thread
+        await eventually(lambda: len(threads) >= 4, what="two more cycles")
         shard.engine.cycle = decide  # type: ignore[method-assign]
-        assert threads[1] == threading.main_thread().name  # after a short cycle
+        assert threads[0] == threads[1] == threading.main_thread().name
         assert threads[-1].startswith("engine")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bigfleet.shard.engine.machine import Machine, MachineState
 from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.channels import Channels
+from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.metrics import ShardMetrics
 from bigfleet.shard.runtime.state import ShardState
 from tests.unit.test_codec_validation import good_need, rollup
@@ -88,12 +90,42 @@ def test_one_failing_commit_after_a_cycle_keeps_the_others() -> None:
     state.apply_rollup(rollup(good_need(), cluster="b"))
     commit = state._commit
 
-    def failing(cluster: str, needs: list[Need]) -> None:
+    def failing(cluster: str, needs: list[Need], arrived: float) -> None:
         if cluster == "a":
             raise RuntimeError("a bug of ours")
-        commit(cluster, needs)
+        commit(cluster, needs, arrived)
 
     state._commit = failing  # type: ignore[method-assign]
     state.end_cycle()
     assert state.table.rows("a") == () and len(state.table.rows("b")) == 1
     assert not state.deciding and state._settled.is_set()  # writers go on
+
+
+async def test_an_executor_write_cancelled_while_it_waits_for_a_cycle_still_lands() -> None:
+    """An action's timeout may cancel it while its rollback or failure waits for a cycle;
+    the write happens when the cycle ends all the same."""
+    state = _state()
+    state.record(_idle("m1"))
+    executor = Executor(
+        inventory=state.inventory,
+        record=state.record,
+        in_flight=set(),
+        channels=state.channels,
+        metrics=state.metrics,
+        providers={},
+        owners={},
+        gate=state,
+    )
+    state.begin_cycle()
+    failing = asyncio.create_task(executor._fail("m1", "fenced"))
+    await asyncio.sleep(0.01)
+    failing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await failing
+    machine = state.inventory.get("m1")
+    assert machine is not None and machine.state is IDLE  # the cycle's view held still
+    state.end_cycle()
+    await asyncio.sleep(0.01)
+    machine = state.inventory.get("m1")
+    assert machine is not None and machine.state is MachineState.FAILED
+    assert state.metrics.writes_deferred._value.get() == 0  # it waited; nothing went late
