@@ -68,7 +68,7 @@ def build_report(
     view: ShardView, acks: list[coordinator_pb2.InstructAck]
 ) -> coordinator_pb2.ShardReport:
     inventory = view.inventory
-    machines = inventory.all()
+    machines = inventory.machines()
     summary = coordinator_pb2.ShardSummary(
         total_machines=len(inventory),
         free_machines=sum(inventory.count(state) for state in _FREE),  # indexed, no scan

@@ -159,6 +159,11 @@ class Inventory:
         """Every machine in id order."""
         return [self._machines[k] for k in sorted(self._machines)]
 
+    def machines(self) -> list[Machine]:
+        """Every machine, in no set order: for counts and scans, which need not pay for
+        sorting every id (a third of a second at 500,000 machines)."""
+        return list(self._machines.values())
+
     def upsert(self, machine: Machine, now: float) -> None:
         """Insert or replace a machine; InvalidMachine leaves the inventory untouched."""
         check(machine)

@@ -251,7 +251,7 @@ def record_cycle(
     m.actions_deferred.inc(rails.truncated)
     m.inventory_machines.clear()
     counts: dict[tuple[str, str], int] = {}
-    for machine in inventory.all():
+    for machine in inventory.machines():
         key = (machine.state.title, machine.capacity_type.name.lower())
         counts[key] = counts.get(key, 0) + 1
     for (state, capacity_type), n in counts.items():

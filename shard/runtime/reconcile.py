@@ -106,7 +106,7 @@ class Reconciler:
             await self.state.settled()
             for machine_id in set(self._refused) - listed:
                 del self._refused[machine_id]  # gone from every provider: log afresh if back
-            for machine in self.state.inventory.all():
+            for machine in self.state.inventory.machines():
                 if machine.id not in seen and machine.id not in self.state.in_flight:
                     self.state.remove(machine.id)
                     self.owner.pop(machine.id, None)

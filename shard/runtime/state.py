@@ -221,7 +221,13 @@ class ShardState:
                 self.metrics.provisioning_latency.observe(max(0.0, now - started))
 
     def resync_frames(self, cluster: str) -> list[shard_pb2.ShardMessage]:
-        return [node_state_update(m, cluster) for m in self.inventory.all() if m.cluster == cluster]
+        """A NodeStateUpdate per machine bound to `cluster`, from its own index: a Hello
+        costs the cluster's machines, not the fleet's."""
+        return [
+            node_state_update(m, cluster)
+            for state in MachineState
+            for m in self.inventory.keep_order(cluster, state)
+        ]
 
     def apply_rollup(self, rollup: capacity_pb2.ClusterCapacityNeeds) -> None:
         """Full replacement of a cluster's demand, behind validation and the quarantine,
