@@ -15,6 +15,7 @@ naming the field path and value, and the whole roll-up is refused. docs/shard.md
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -180,18 +181,48 @@ def _name(path: str, kind: str, text: str, problem: str | None) -> None:
         raise InvalidRollup(f"{path}: {_show(text)} is not a valid {kind}: {problem}")
 
 
-def _vector(path: str, quantities: Mapping[str, str]) -> dict[str, int]:
-    """Resource names and non-negative quantities within the engine's range, in milli-units."""
+# Roll-ups repeat the same few label keys, values and resource names in every need: their
+# verdicts are remembered. Only strings short enough to be valid are, so what the cache
+# holds stays small whatever a client sends.
+_CACHED_NAME = k8snames.QUALIFIED_NAME_MAX + 1 + k8snames.DNS1123_SUBDOMAIN_MAX
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_key_error(text: str) -> str | None:
+    return k8snames.label_key_error(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_value_error(text: str) -> str | None:
+    return k8snames.label_value_error(text)
+
+
+def _key_error(text: str) -> str | None:
+    if len(text) > _CACHED_NAME:
+        return k8snames.label_key_error(text)
+    return _cached_key_error(text)
+
+
+def _value_error(text: str) -> str | None:
+    if len(text) > k8snames.LABEL_VALUE_MAX:
+        return k8snames.label_value_error(text)
+    return _cached_value_error(text)
+
+
+def _vector(path: str, field_name: str, quantities: Mapping[str, str]) -> dict[str, int]:
+    """Resource names and non-negative quantities within the engine's range, in milli-units.
+    Error paths are spelled only when there is an error: most roll-ups have none."""
     vector = {}
     for name, text in quantities.items():
-        _name(path, "resource name", name, k8snames.label_key_error(name))
-        where = f"{path}[{name!r}]"
+        problem = _key_error(name)
+        if problem is not None:
+            _name(f"{path}.{field_name}", "resource name", name, problem)
         try:
             milli = quantity.to_milli(text)
         except quantity.InvalidQuantity as err:
-            raise InvalidRollup(f"{where}: {err}") from None
+            raise InvalidRollup(f"{path}.{field_name}[{name!r}]: {err}") from None
         if milli < 0:
-            raise InvalidRollup(f"{where}: {_show(text)} is negative")
+            raise InvalidRollup(f"{path}.{field_name}[{name!r}]: {_show(text)} is negative")
         vector[name] = milli
     return vector
 
@@ -208,15 +239,21 @@ def need_from_wire(
             raise InvalidRollup(f"{path}.{field_name}: {bucket} is outside 0..{penalty.PINNED}")
     requirements = []
     for i, r in enumerate(n.requirements):
-        where = f"{path}.requirements[{i}]"
-        _name(f"{where}.key", "label key", r.key, k8snames.label_key_error(r.key))
+        problem = _key_error(r.key)
+        if problem is not None:
+            _name(f"{path}.requirements[{i}].key", "label key", r.key, problem)
         try:
             operator = Operator.from_wire(r.operator)
         except ValueError:
-            raise InvalidRollup(f"{where}.operator: {r.operator} is not a known operator") from None
-        for j, value in enumerate(r.values):
-            _name(f"{where}.values[{j}]", "label value", value, k8snames.label_value_error(value))
-        requirements.append(Requirement(r.key, operator, tuple(r.values)))
+            raise InvalidRollup(
+                f"{path}.requirements[{i}].operator: {r.operator} is not a known operator"
+            ) from None
+        values = tuple(r.values)
+        for j, value in enumerate(values):
+            problem = _value_error(value)
+            if problem is not None:
+                _name(f"{path}.requirements[{i}].values[{j}]", "label value", value, problem)
+        requirements.append(Requirement(r.key, operator, values))
     spread = []
     for i, s in enumerate(n.spread):
         where = f"{path}.spread[{i}]"
@@ -224,7 +261,7 @@ def need_from_wire(
             f"{where}.topology_key",
             "label key",
             s.topology_key,
-            k8snames.label_key_error(s.topology_key),
+            _key_error(s.topology_key),
         )
         if s.max_skew < 1:
             raise InvalidRollup(f"{where}.max_skew: {s.max_skew} is less than 1")
@@ -237,8 +274,8 @@ def need_from_wire(
                 f"{where}.when_unsatisfiable: {s.when_unsatisfiable} is not a known value"
             )
         spread.append(Spread(s.topology_key, s.max_skew, when))
-    aggregate = _vector(f"{path}.aggregate_resources", n.aggregate_resources)
-    min_unit = _vector(f"{path}.min_unit", n.min_unit)
+    aggregate = _vector(path, "aggregate_resources", n.aggregate_resources)
+    min_unit = _vector(path, "min_unit", n.min_unit)
     for name, unit in min_unit.items():
         where = f"{path}.min_unit[{name!r}]"
         if unit <= 0:

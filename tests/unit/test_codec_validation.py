@@ -221,3 +221,15 @@ def test_the_shard_turns_a_refusal_into_invalid_argument(text: str) -> None:
     assert "aggregate_resources['cpu']" in str(caught.value)
     assert len(state.table.snapshot()) == before
     assert metrics.rollups_rejected.labels("cluster-a")._value.get() == 1
+
+
+def test_only_names_short_enough_to_be_valid_are_remembered() -> None:
+    """The validity of label keys and values is cached; what a hostile roll-up sends in
+    long strings is checked every time and never held."""
+    n = good_need()
+    n.requirements[0].key = "k" * 100_000
+    before = codec._cached_key_error.cache_info().currsize
+    assert "not a valid label key" in refused(rollup(n))
+    assert codec._cached_key_error.cache_info().currsize == before
+    codec.rollup_from_wire(rollup(good_need()))
+    assert codec._cached_key_error("cpu") is None  # a short, valid name: remembered
