@@ -312,7 +312,7 @@ class ShardService:
         record_cycle(
             self.metrics,
             result,
-            inventory=self.state.inventory,
+            counts=self.state.counts,
             table=self.state.table,
             shortfalls=self.engine.shortfalls,
             reconcile_s=reconcile_s,

@@ -4,11 +4,14 @@ cycle reads moves, and nothing that arrives meanwhile is lost."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.machine import CapacityType, Machine, MachineState
 from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.executor import Executor
@@ -129,3 +132,39 @@ async def test_an_executor_write_cancelled_while_it_waits_for_a_cycle_still_land
     machine = state.inventory.get("m1")
     assert machine is not None and machine.state is MachineState.FAILED
     assert state.metrics.writes_deferred._value.get() == 0  # it waited; nothing went late
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("record", "remove", "begin", "end")),
+            st.integers(0, 5),  # machine
+            st.sampled_from((MachineState.IDLE, MachineState.SPECULATIVE)),
+            st.sampled_from((CapacityType.ON_DEMAND, CapacityType.SPOT)),
+        ),
+        max_size=40,
+    )
+)
+def test_machine_counts_follow_every_write(
+    ops: list[tuple[str, int, MachineState, CapacityType]],
+) -> None:
+    """The per-state, per-capacity-type counts the inventory gauge reads are kept as machines
+    are written, removed or held for a cycle; they always say what a full count
+    says."""
+    state = _state()
+    for op, i, machine_state, capacity in ops:
+        if op == "record":
+            host = f"fake/m{i}" if machine_state is MachineState.IDLE else ""
+            state.record(
+                Machine(id=f"m{i}", state=machine_state, host=host, capacity_type=capacity)
+            )
+        elif op == "remove":
+            state.remove(f"m{i}")
+        elif op == "begin" and not state.deciding:
+            state.begin_cycle()
+        elif op == "end" and state.deciding:
+            state.end_cycle()
+        if not state.deciding:
+            full = Counter((m.state, m.capacity_type) for m in state.inventory.machines())
+            assert state.counts == full
