@@ -10,20 +10,21 @@ cheapest fitting Idle price when the profile pins instance types. A hint goes
 out only when it changed, at most once per key every 5 seconds; a reconnecting
 cluster gets them all again. Hints are kept for connected clusters only.
 
-The predicate reads only what a machine's signature holds, so the Idle and
-Speculative machines are grouped by signature once per inventory change and
-each profile is tested once per group: a cycle's hints cost profiles x kinds
-of machine, not profiles x machines.
+The predicate reads only what a machine's signature holds, so each profile is
+tested once per signature the inventory indexes (`Inventory.shapes`, with its
+count), and the cost walks the price-ordered Idle pool only to the first
+machine that fits: a cycle's hints cost profiles x kinds of machine, not
+profiles x machines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from bigfleet.shard import codec
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.inventory import Inventory
-from bigfleet.shard.engine.machine import Machine, MachineState
+from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable, fits
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.wire import provider_pb2, shard_pb2
@@ -32,45 +33,28 @@ MIN_INTERVAL_S = 5.0
 Confidence = shard_pb2.AvailableCapacityUpdate
 
 
-@dataclass(slots=True)
-class _Kind:
-    """Machines of one signature in one state: the fit predicate reads nothing else."""
-
-    cheapest: Machine
-    count: int
-
-
-def _kinds(machines: list[Machine]) -> list[_Kind]:
-    """`machines` price ascending (as the inventory lists them), grouped by signature."""
-    kinds: dict[object, _Kind] = {}
-    for m in machines:
-        kind = kinds.get(m.signature)
-        if kind is None:
-            kinds[m.signature] = _Kind(m, 1)
-        else:
-            kind.count += 1
-    return list(kinds.values())
-
-
-def _hint(idle: list[_Kind], speculative: list[_Kind], need: Need) -> tuple[int, int, float]:
+def _hint(inventory: Inventory, need: Need) -> tuple[int, int, float]:
     types = need.profile.pinned_types
 
-    def fitting(kinds: list[_Kind]) -> list[_Kind]:
-        return [
-            k
-            for k in kinds
-            if (not types or k.cheapest.instance_type in types) and fits(need, k.cheapest)
-        ]
+    def fitting(state: MachineState) -> int:
+        return sum(
+            count
+            for count, sample in inventory.shapes(state)
+            if (not types or sample.instance_type in types) and fits(need, sample)
+        )
 
-    idle_fit, speculative_fit = fitting(idle), fitting(speculative)
-    if idle_fit:
+    idle, speculative = fitting(MachineState.IDLE), fitting(MachineState.SPECULATIVE)
+    if idle:
         confidence = Confidence.CONFIDENCE_HIGH
-    elif speculative_fit:
+    elif speculative:
         confidence = Confidence.CONFIDENCE_MEDIUM
     else:
         confidence = Confidence.CONFIDENCE_NONE
-    cost = min(k.cheapest.price_per_hour for k in idle_fit) if idle_fit and types else 0.0
-    return sum(k.count for k in idle_fit + speculative_fit), confidence, cost
+    cost = 0.0
+    if idle and types:  # the cheapest fitting Idle machine: the pool is price ascending
+        pool = inventory.in_state_of_types(MachineState.IDLE, types)
+        cost = next(m.price_per_hour for m in pool if fits(need, m))
+    return idle + speculative, confidence, cost
 
 
 def _shapes(needs: tuple[Need, ...]) -> dict[str, Need]:
@@ -91,24 +75,13 @@ def _shapes(needs: tuple[Need, ...]) -> dict[str, Need]:
 class Hints:
     def __init__(self) -> None:
         self._sent: dict[tuple[str, str], tuple[tuple[int, int, float], float]] = {}
-        self._kinds: tuple[int, list[_Kind], list[_Kind]] = (-1, [], [])  # at an inventory version
-
-    def _supply(self, inventory: Inventory) -> tuple[list[_Kind], list[_Kind]]:
-        """Idle and Speculative machines by kind, grouped again only when the inventory moved."""
-        version, idle, speculative = self._kinds
-        if version != inventory.version:
-            idle = _kinds(inventory.in_state(MachineState.IDLE))
-            speculative = _kinds(inventory.in_state(MachineState.SPECULATIVE))
-            self._kinds = (inventory.version, idle, speculative)
-        return idle, speculative
 
     def emit(self, inventory: Inventory, table: NeedsTable, channels: Channels, now: float) -> int:
         """Queue the hints that changed; returns how many went out."""
         connected = set(channels.connected())
         self._sent = {k: v for k, v in self._sent.items() if k[0] in connected}
-        # Clusters often share profiles and units; machines come in few signatures.
+        # Clusters often share profiles and units.
         computed: dict[tuple[str, str], tuple[int, int, float]] = {}
-        idle, speculative = self._supply(inventory)
         sent = 0
         for cluster in sorted(connected):
             for fingerprint, need in _shapes(table.rows(cluster)).items():
@@ -116,7 +89,7 @@ class Hints:
                 shape = (fingerprint, rv.canonical(need.min_unit))
                 values = computed.get(shape)
                 if values is None:
-                    values = computed[shape] = _hint(idle, speculative, need)
+                    values = computed[shape] = _hint(inventory, need)
                 previous = self._sent.get(key)
                 if previous is not None and (
                     previous[0] == values or now - previous[1] < MIN_INTERVAL_S
