@@ -15,10 +15,16 @@ broken invariant) is refused on its own: counted in
 logged once per (machine, reason), and the machine's last good record stays in
 the inventory (a full pass does not forget it: the provider still lists it).
 The pass goes on for every other machine.
+
+A shard's reconcile hands the event loop back every `yield_every` records
+(and waits out a cycle that began meanwhile): a full listing of 100,000
+machines takes over a second to apply, and no Hello may wait that long. The
+simulator applies its listings whole, so its runs stay reproducible.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -39,8 +45,11 @@ class Reconciler:
         providers: Mapping[str, CapacityProvider],
         incremental: bool = False,
         full_every: int = 10,
+        yield_every: int = 0,
     ) -> None:
+        """`yield_every` > 0: hand the event loop back after that many records."""
         self.state = state
+        self.yield_every = yield_every
         self.providers = providers
         self.incremental = incremental
         self.full_every = max(1, full_every)
@@ -71,8 +80,11 @@ class Reconciler:
                 )
                 continue
             self._cursors[name] = listing.revision
-            await self.state.settled()  # no await from here to the end of this listing
-            for wire in listing.machines:
+            await self.state.settled()  # no await between here and a write but the yield's
+            for number, wire in enumerate(listing.machines, 1):
+                if self.yield_every and number % self.yield_every == 0:
+                    await asyncio.sleep(0)
+                    await self.state.settled()
                 listed.add(wire.id)
                 if wire.id in self.state.in_flight:
                     seen.add(wire.id)

@@ -72,6 +72,7 @@ STUCK_CYCLES = 5  # ...or within this many cycle intervals, whichever is longer
 # forth with a busy loop stretches them (several-fold, ADR 0024). A cycle's cost follows
 # these sizes; the last cycle's time would not do, since a reused cycle is short at any size.
 INLINE_BELOW_ITEMS = 5_000
+RECONCILE_SLICE = 1_000  # provider records applied between two turns of the event loop
 
 
 class _Listed:
@@ -159,6 +160,7 @@ class ShardService:
             self.state,
             {n: _Listed(n, c, self._listed.add) for n, c in self.providers.items()},
             settings.incremental_reconcile,
+            yield_every=RECONCILE_SLICE,
         )
         self._inventory_frozen = False
         self._reconciling: asyncio.Task[None] | None = None  # the provider pass under way

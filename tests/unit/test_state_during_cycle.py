@@ -16,7 +16,9 @@ from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.runtime.channels import Channels
 from bigfleet.shard.runtime.executor import Executor
 from bigfleet.shard.runtime.metrics import ShardMetrics
+from bigfleet.shard.runtime.reconcile import Reconciler
 from bigfleet.shard.runtime.state import ShardState
+from bigfleet.wire import provider_pb2 as pb
 from tests.unit.test_codec_validation import good_need, rollup
 
 IDLE = MachineState.IDLE
@@ -168,3 +170,41 @@ def test_machine_counts_follow_every_write(
         if not state.deciding:
             full = Counter((m.state, m.capacity_type) for m in state.inventory.machines())
             assert state.counts == full
+
+
+async def test_a_long_listing_hands_the_loop_back_and_waits_out_a_cycle() -> None:
+    """A shard's reconcile applies a listing in slices; a cycle that begins between two
+    slices holds the rest back until it ends, and nothing is written under it."""
+    state = _state()
+    listing = [
+        pb.Machine(
+            id=f"m{i:03d}",
+            state=pb.MACHINE_STATE_IDLE,
+            host=pb.HostRef(provider="fake", ref=f"m{i:03d}"),
+            instance_type="m",
+            capacity_type=pb.CAPACITY_TYPE_ON_DEMAND,
+        )
+        for i in range(50)
+    ]
+
+    class Provider:
+        async def list(self, since_revision: bytes = b"") -> pb.MachineList:
+            return pb.MachineList(machines=listing, revision=b"1")
+
+    reconciler = Reconciler(state, {"fake": Provider()}, yield_every=10)  # type: ignore[dict-item]
+    seen: list[int] = []
+
+    async def cycle_between_slices() -> None:
+        while len(state.inventory) < 10:
+            await asyncio.sleep(0)
+        state.begin_cycle()
+        seen.append(len(state.inventory))
+        for _ in range(20):  # the pass is waiting, not writing, while the cycle decides
+            await asyncio.sleep(0)
+        seen.append(len(state.inventory))
+        state.end_cycle()
+
+    await asyncio.gather(reconciler.run(), cycle_between_slices())
+    assert seen[0] == seen[1] and 0 < seen[0] < 50  # began mid-pass; held still
+    assert len(state.inventory) == 50 and reconciler.ready
+    assert state.metrics.writes_deferred._value.get() == 0
