@@ -10,6 +10,7 @@ regular expressions for schemas.
 
 from __future__ import annotations
 
+import functools
 import re
 
 DNS1123_SUBDOMAIN_MAX = 253
@@ -49,8 +50,26 @@ def _name_error(name: str) -> str | None:
     return None
 
 
+# Roll-ups and CRs repeat the same few keys and values: their verdicts are remembered. Only
+# strings short enough to be valid are, so whatever a client sends, the cache stays small.
+_LABEL_KEY_MAX = DNS1123_SUBDOMAIN_MAX + 1 + QUALIFIED_NAME_MAX
+
+
 def label_key_error(text: str) -> str | None:
     """Why `text` is not a label key (a qualified name: `[<subdomain>/]<name>`), or None."""
+    if len(text) > _LABEL_KEY_MAX:
+        return _label_key_error(text)
+    return _remembered_key_error(text)
+
+
+def label_value_error(text: str) -> str | None:
+    """Why `text` is not a label value (empty, or <= 63 name characters), or None."""
+    if len(text) > LABEL_VALUE_MAX:
+        return f"must be at most {LABEL_VALUE_MAX} characters"
+    return _remembered_value_error(text)
+
+
+def _label_key_error(text: str) -> str | None:
     prefix, slash, name = text.rpartition("/")
     if slash:
         if "/" in prefix:
@@ -61,12 +80,13 @@ def label_key_error(text: str) -> str | None:
     return _name_error(name)
 
 
-def label_value_error(text: str) -> str | None:
-    """Why `text` is not a label value (empty, or <= 63 name characters), or None."""
+_remembered_key_error = functools.lru_cache(maxsize=4096)(_label_key_error)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_value_error(text: str) -> str | None:
     if not text:
         return None
-    if len(text) > LABEL_VALUE_MAX:
-        return f"must be at most {LABEL_VALUE_MAX} characters"
     if _NAME.fullmatch(text) is None:
         return "must be alphanumerics, '-', '_' and '.', starting and ending alphanumeric"
     return None

@@ -15,7 +15,6 @@ naming the field path and value, and the whole roll-up is refused. docs/shard.md
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 
@@ -181,40 +180,12 @@ def _name(path: str, kind: str, text: str, problem: str | None) -> None:
         raise InvalidRollup(f"{path}: {_show(text)} is not a valid {kind}: {problem}")
 
 
-# Roll-ups repeat the same few label keys, values and resource names in every need: their
-# verdicts are remembered. Only strings short enough to be valid are, so what the cache
-# holds stays small whatever a client sends.
-_CACHED_NAME = k8snames.QUALIFIED_NAME_MAX + 1 + k8snames.DNS1123_SUBDOMAIN_MAX
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_key_error(text: str) -> str | None:
-    return k8snames.label_key_error(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_value_error(text: str) -> str | None:
-    return k8snames.label_value_error(text)
-
-
-def _key_error(text: str) -> str | None:
-    if len(text) > _CACHED_NAME:
-        return k8snames.label_key_error(text)
-    return _cached_key_error(text)
-
-
-def _value_error(text: str) -> str | None:
-    if len(text) > k8snames.LABEL_VALUE_MAX:
-        return k8snames.label_value_error(text)
-    return _cached_value_error(text)
-
-
 def _vector(path: str, field_name: str, quantities: Mapping[str, str]) -> dict[str, int]:
     """Resource names and non-negative quantities within the engine's range, in milli-units.
     Error paths are spelled only when there is an error: most roll-ups have none."""
     vector = {}
     for name, text in quantities.items():
-        problem = _key_error(name)
+        problem = k8snames.label_key_error(name)
         if problem is not None:
             _name(f"{path}.{field_name}", "resource name", name, problem)
         try:
@@ -239,7 +210,7 @@ def need_from_wire(
             raise InvalidRollup(f"{path}.{field_name}: {bucket} is outside 0..{penalty.PINNED}")
     requirements = []
     for i, r in enumerate(n.requirements):
-        problem = _key_error(r.key)
+        problem = k8snames.label_key_error(r.key)
         if problem is not None:
             _name(f"{path}.requirements[{i}].key", "label key", r.key, problem)
         try:
@@ -250,7 +221,7 @@ def need_from_wire(
             ) from None
         values = tuple(r.values)
         for j, value in enumerate(values):
-            problem = _value_error(value)
+            problem = k8snames.label_value_error(value)
             if problem is not None:
                 _name(f"{path}.requirements[{i}].values[{j}]", "label value", value, problem)
         requirements.append(Requirement(r.key, operator, values))
@@ -261,7 +232,7 @@ def need_from_wire(
             f"{where}.topology_key",
             "label key",
             s.topology_key,
-            _key_error(s.topology_key),
+            k8snames.label_key_error(s.topology_key),
         )
         if s.max_skew < 1:
             raise InvalidRollup(f"{where}.max_skew: {s.max_skew} is less than 1")

@@ -90,7 +90,7 @@ class Engine:
     ) -> CycleResult:
         """Decide one cycle. `reported`: clusters that sent a roll-up since process start."""
         start = time.perf_counter()
-        with collector_paused():
+        with _collector_paused():
             result = self._decide(inventory, table, reported, now)
         mark = time.perf_counter()
         gc.collect(1)  # what the cycle left behind, while it is young (see the module doc)
@@ -164,7 +164,7 @@ class Engine:
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def _collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector (process-wide) for the block; a collector that
     was already off stays off. Reference counting still frees what the block drops."""
     if not gc.isenabled():

@@ -145,6 +145,8 @@ class Inventory:
         # the few shapes in the fleet, not over the machines (verdicts read it). The
         # sample may have left since; it is read only for what its signature fixes.
         self._shapes: dict[MachineState, dict[tuple[object, ...], list[Any]]] = defaultdict(dict)
+        # Machines per (state, capacity type): what the shard's inventory gauge shows.
+        self._kinds: dict[tuple[MachineState, CapacityType], int] = {}
 
     def __len__(self) -> int:
         return len(self._machines)
@@ -220,6 +222,8 @@ class Inventory:
             self._shapes[m.state][m.signature] = [1, m]
         else:
             shape[0] += 1
+        kind = (m.state, m.capacity_type)
+        self._kinds[kind] = self._kinds.get(kind, 0) + 1
         if m.state == S.IDLE:
             self._idle_by_type.put(m.capacity_type, m)
         self._by_state.put(m.state, m)
@@ -234,6 +238,12 @@ class Inventory:
         shape[0] -= 1
         if shape[0] == 0:
             del shapes[m.signature]
+        kind = (m.state, m.capacity_type)
+        left = self._kinds[kind] - 1
+        if left:
+            self._kinds[kind] = left
+        else:
+            del self._kinds[kind]
         if m.state == S.IDLE:
             self._idle_by_type.drop(m.capacity_type, m.id)
         self._by_state.drop(m.state, m.id)
@@ -306,6 +316,10 @@ class Inventory:
 
     def clusters_with(self, state: MachineState) -> list[str]:
         return sorted(c for c, s in self._by_cluster_state.groups() if s == state)
+
+    def count_by_kind(self) -> dict[tuple[MachineState, CapacityType], int]:
+        """Machines per (state, capacity type), kept as machines are written."""
+        return dict(self._kinds)
 
     def count_by_state(self) -> dict[MachineState, int]:
         return {s: n for s in MachineState if (n := self._by_state.count(s))}

@@ -65,7 +65,11 @@ def demand_order(need: Need) -> tuple[int, int, str]:
 class NeedsTable:
     def __init__(self) -> None:
         self._by_cluster: dict[str, tuple[Need, ...]] = {}
+        self._size = 0  # rows of every cluster
         self.version = next(_VERSIONS)  # changes with every replacement that changes rows
+
+    def __len__(self) -> int:
+        return self._size
 
     def replace(self, cluster: str, needs: list[Need]) -> None:
         """Swap the cluster's whole demand; an empty list withdraws it."""
@@ -75,6 +79,7 @@ class NeedsTable:
         if rows == self._by_cluster.get(cluster, ()):
             return  # the same demand again: steady state
         self.version = next(_VERSIONS)
+        self._size += len(rows) - len(self._by_cluster.get(cluster, ()))
         if rows:
             self._by_cluster[cluster] = rows
         else:

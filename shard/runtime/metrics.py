@@ -9,13 +9,12 @@ series are removed when the cluster is forgotten (`forget_cluster`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bigfleet.metrics import doubling_buckets, fine_buckets
 from bigfleet.shard.engine.cycle import CycleResult
-from bigfleet.shard.engine.machine import CapacityType, MachineState
+from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.needs import NeedsTable
 from bigfleet.shard.engine.shortfall import ShortfallLedger
 
@@ -231,15 +230,15 @@ def record_cycle(
     m: ShardMetrics,
     result: CycleResult,
     *,
-    counts: Mapping[tuple[MachineState, CapacityType], int],
+    inventory: Inventory,
     table: NeedsTable,
     shortfalls: ShortfallLedger,
     reconcile_s: float,
     total_s: float,
 ) -> None:
-    """Durations, rail counts, inventory (`counts`: machines per state and capacity type,
-    as ShardState keeps them), demand and shortfalls after one cycle; a warning names the
-    top shortfall while any is left. Nothing here walks the machines or sorts the needs."""
+    """Durations, rail counts, inventory, demand and shortfalls after one cycle; a warning
+    names the top shortfall while any is left. Nothing here walks the machines or the
+    needs: both keep their counts as they are written."""
     m.cycle_duration.observe(total_s)
     m.cycle_phase_duration.labels("reconcile").observe(reconcile_s)
     for phase in ("phase1", "phase2", "phase3"):
@@ -252,9 +251,9 @@ def record_cycle(
     m.reclaims_capped.inc(rails.capped)
     m.actions_deferred.inc(rails.truncated)
     m.inventory_machines.clear()
-    for (state, capacity_type), n in counts.items():
+    for (state, capacity_type), n in inventory.count_by_kind().items():
         m.inventory_machines.labels(state.title, capacity_type.name.lower()).set(n)
-    m.demand_needs.set(sum(len(table.rows(cluster)) for cluster in table.clusters()))
+    m.demand_needs.set(len(table))
     report = shortfalls.report()
     m.shortfalls.set(len(report))
     aged = dict.fromkeys(("1-9", "10-59", "60-299", "300+"), 0)

@@ -183,7 +183,6 @@ class ShardService:
         self.engine = Engine(settings.engine)
         self._engine_thread: ThreadPoolExecutor | None = None  # started by the first cycle
         self.inline_below_items = INLINE_BELOW_ITEMS
-        self._needs_counted = (-1, 0)  # (table version, needs in it)
         # What ShardRead.InspectNeeds serves: the last cycles' verdicts, stamped when made.
         self.verdicts = VerdictShelf(lambda: int(clock.time() * 1e9))
         self._verdict_failures = 0  # the engine's count, as last exported
@@ -314,7 +313,7 @@ class ShardService:
         record_cycle(
             self.metrics,
             result,
-            counts=self.state.counts,
+            inventory=self.state.inventory,
             table=self.state.table,
             shortfalls=self.engine.shortfalls,
             reconcile_s=reconcile_s,
@@ -329,11 +328,7 @@ class ShardService:
         return await self._decide_in_thread() if self._threaded() else self._decide_inline()
 
     def _threaded(self) -> bool:
-        table = self.state.table
-        if self._needs_counted[0] != table.version:
-            needs = sum(len(table.rows(cluster)) for cluster in table.clusters())
-            self._needs_counted = (table.version, needs)
-        return len(self.state.inventory) + self._needs_counted[1] >= self.inline_below_items
+        return len(self.state.inventory) + len(self.state.table) >= self.inline_below_items
 
     def _decide_inline(self) -> CycleResult:
         state = self.state

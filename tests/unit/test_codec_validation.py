@@ -228,8 +228,10 @@ def test_only_names_short_enough_to_be_valid_are_remembered() -> None:
     long strings is checked every time and never held."""
     n = good_need()
     n.requirements[0].key = "k" * 100_000
-    before = codec._cached_key_error.cache_info().currsize
+    before = k8snames._remembered_key_error.cache_info().currsize
     assert "not a valid label key" in refused(rollup(n))
-    assert codec._cached_key_error.cache_info().currsize == before
+    assert k8snames._remembered_key_error.cache_info().currsize == before
     codec.rollup_from_wire(rollup(good_need()))
-    assert codec._cached_key_error("cpu") is None  # a short, valid name: remembered
+    hits = k8snames._remembered_key_error.cache_info().hits
+    assert k8snames.label_key_error("cpu") is None  # a short, valid name: remembered
+    assert k8snames._remembered_key_error.cache_info().hits == hits + 1

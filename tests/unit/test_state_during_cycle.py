@@ -45,6 +45,7 @@ def test_rollups_during_a_cycle_are_committed_when_it_ends_the_latest_per_cluste
     assert state.table.version == version and state.reported == {"a"}  # held still
     state.end_cycle()
     assert len(state.table.rows("a")) == 3  # the latest of a's roll-ups
+    assert len(state.table) == 3  # the table's own count of its rows
     assert state.table.rows("b") == () and state.reported == {"a"}  # b forgotten after it
 
 
@@ -169,7 +170,7 @@ def test_machine_counts_follow_every_write(
             state.end_cycle()
         if not state.deciding:
             full = Counter((m.state, m.capacity_type) for m in state.inventory.machines())
-            assert state.counts == full
+            assert state.inventory.count_by_kind() == full
 
 
 async def test_a_long_listing_hands_the_loop_back_and_waits_out_a_cycle() -> None:
