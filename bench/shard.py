@@ -27,11 +27,11 @@ from pathlib import Path
 
 import grpc
 
+from bigfleet.shard.codec import MAX_NEEDS_PER_ROLLUP
 from bigfleet.stats import percentiles
 from bigfleet.wire import GRPC_OPTIONS, capacity_pb2, shard_pb2, shard_pb2_grpc
 
 PROBE_EVERY_S = 0.2
-DEFAULT_MAX_NEEDS = 50_000  # the shard's own default cap on needs per roll-up
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def run(
             "--cycle-interval",
             "1",
             "--max-needs-per-rollup",
-            str(max(DEFAULT_MAX_NEEDS, big_rollup)),
+            str(max(MAX_NEEDS_PER_ROLLUP, big_rollup)),
         ),
     ):
         os.environ.pop("KUBECONFIG", None)
