@@ -107,10 +107,17 @@ async def test_shard_status_appears_and_pausing_acquisitions_takes_effect(
             await asyncio.sleep(0.2)
         raise AssertionError(f"{what}: last status {await published()}")
 
-    status = await wait_status(lambda s: s.get("inventory", {}).get("idle") == 2, "inventory")
+    def conditions(status: dict) -> dict[str, str]:  # type: ignore[type-arg]
+        return {c["type"]: c["status"] for c in status.get("conditions", [])}
+
+    # The listing can be published a moment before the first cycle completes, Ready
+    # still False ("waiting for the first cycle"); both must come, in either order.
+    status = await wait_status(
+        lambda s: s.get("inventory", {}).get("idle") == 2 and conditions(s).get("Ready") == "True",
+        "inventory listed and Ready",
+    )
     assert status["epoch"] == 1
-    ready = {c["type"]: c["status"] for c in status["conditions"]}
-    assert ready["Ready"] == "True"
+    assert conditions(status)["Degraded"] == "False"
 
     shard_obj = await Shard.get("shard-it", api=api)
     await shard_obj.patch({"spec": {"pauseAcquisitions": True}})
