@@ -6,6 +6,7 @@ Each test gets its own namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -66,10 +67,15 @@ async def api(control_plane: LocalControlPlane) -> kr8s.asyncio.Api:
 @pytest.fixture
 async def namespace(api: kr8s.asyncio.Api) -> AsyncIterator[str]:
     """A fresh namespace per test. Without a controller-manager namespaces are never
-    finalized, so it is left behind with the throwaway control plane."""
+    finalized, so it is left behind with the throwaway control plane; its
+    CapacityRequests are deleted, as a later test's operator watches every namespace
+    and would count them as its own demand."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     await Namespace({"metadata": {"name": name}}, api=api).create()
     yield name
+    async for request in api.async_get("capacityrequests", namespace=name):
+        with contextlib.suppress(kr8s.NotFoundError):
+            await request.delete()
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,9 @@ class Chain:
 
 @pytest.fixture
 def chain(control_plane: LocalControlPlane, tmp_path: Path) -> Iterator[Chain]:
+    # UpcomingNodes are cluster-scoped: an earlier test's, still Ready under the same
+    # machine names, would pass for this chain's.
+    control_plane.kubectl("delete", "upcomingnodes", "--all")
     the_chain = Chain(control_plane, tmp_path / "data")
     the_chain.start()
     yield the_chain
