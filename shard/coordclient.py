@@ -68,12 +68,12 @@ def build_report(
     view: ShardView, acks: list[coordinator_pb2.InstructAck]
 ) -> coordinator_pb2.ShardReport:
     inventory = view.inventory
-    machines = inventory.machines()
+    per_type, per_zone = _counts_by_type_and_zone(inventory)
     summary = coordinator_pb2.ShardSummary(
         total_machines=len(inventory),
         free_machines=sum(inventory.count(state) for state in _FREE),  # indexed, no scan
-        per_instance_type_counts=Counter(m.instance_type for m in machines if m.instance_type),
-        per_zone_counts=Counter(m.zone for m in machines if m.zone),
+        per_instance_type_counts=per_type,
+        per_zone_counts=per_zone,
         provider_address=view.provider_address,
     )
     shortfalls = [
@@ -96,6 +96,21 @@ def build_report(
         instruction_acks=acks,
         shard_address=view.address,
     )
+
+
+def _counts_by_type_and_zone(inventory: Inventory) -> tuple[Counter[str], Counter[str]]:
+    """Machines per instance type and per zone, from the inventory's counts per machine
+    signature (which holds both): a few hundred signatures rather than every machine,
+    which took tens of milliseconds of the event loop per report at 500,000."""
+    per_type: Counter[str] = Counter()
+    per_zone: Counter[str] = Counter()
+    for state in MachineState:
+        for count, sample in inventory.shapes(state):
+            if sample.instance_type:
+                per_type[sample.instance_type] += count
+            if sample.zone:
+                per_zone[sample.zone] += count
+    return per_type, per_zone
 
 
 Handler = Callable[[coordinator_pb2.CoordinatorInstruction], Awaitable[tuple[int, str]]]
