@@ -162,7 +162,7 @@ def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:
     return score
 
 
-def _same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
+def same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
     """Sort key implementing engine.md §2.6 rules 1-6, with ADR 0020's rule between
     rules 3 and 4; the smallest key wins."""
     creditable, own, unheld = b._coverages(deficit)
@@ -196,7 +196,7 @@ def choose_same_bucket(buckets: dict[str, Bucket], deficit: rv.Vector) -> Bucket
     ranked = [b for b in buckets.values() if b.count > 0]
     if not ranked:
         return None
-    return min(ranked, key=lambda b: _same_bucket_rank(b, deficit))
+    return min(ranked, key=lambda b: same_bucket_rank(b, deficit))
 
 
 @dataclass(frozen=True, slots=True)

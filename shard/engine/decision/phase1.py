@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, KeysView, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.decision.actions import Action, ActionKind, Unsatisfied
@@ -34,13 +34,17 @@ from bigfleet.shard.engine.decision.colocation import (
     attribution,
     best_domains,
     choose_same_bucket,
+    same_bucket_rank,
 )
 from bigfleet.shard.engine.decision.cost import effective_cost
 from bigfleet.shard.engine.decision.replay import (
+    AcquirableTotals,
     ClusterSteps,
     GroupingKey,
     Lane,
+    PerValue,
     PoolKey,
+    Ranking,
     Reservation,
     ReservationLog,
     Step,
@@ -129,9 +133,13 @@ class _Phase1:
         self._reserved_now: list[Reservation] = []  # by the need being credited
         self._skipped_now: list[str] = []  # taken machines it passed over while reserving
         self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, object]] = {}
-        self._acquirable_totals: dict[
-            tuple[object, ...], dict[str, tuple[int, dict[str, int]]]
-        ] = {}
+        self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
+        self._ranked_now: Ranking | None = None  # how the last seeding chose its domain
+        self._groupings_of: dict[tuple[str, bool], tuple[GroupingKey, ...]] = {}
+        self._totals_of: dict[tuple[object, ...], tuple[int, AcquirableTotals]] = {}
+        # Domain values whose acquirable totals differ between two maps, by their ids
+        # (both stay referenced for the phase: one by a step, one in _acquirable_totals).
+        self._moved_values: dict[tuple[int, int], set[str]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         self.remaining = [dict(n.aggregate) for n in demand]
         self.claimed: dict[str, int] = {}
@@ -287,14 +295,14 @@ class _Phase1:
                     and self.reservations.as_seen(step)
                     and self._reserving_stands(step)
                 ):
-                    again = step if step.source is need else replace(step, source=need)
-                elif self._same_choice_stands(need, step):
-                    again = replace(
-                        step,
-                        source=need,
-                        acquirable=acquirable,
-                        seen=self.reservations.seen(self._groupings(need)),
+                    again = (
+                        step
+                        if step.source is need
+                        else step.again(need, step.acquirable, step.seen, step.ranked)
                     )
+                elif (ranked := self._same_choice_stands(need, step)) is not None:
+                    seen = self.reservations.seen(self._groupings(need))
+                    again = step.again(need, acquirable, seen, ranked)
                 if again is not None:
                     self._replay(index, again)
                     lane.steps.append(again)
@@ -305,11 +313,12 @@ class _Phase1:
             seen = self.reservations.seen(self._groupings(need))
             self._reserved_now, self._skipped_now = [], []
             configured_before = self.configured_claims[need.cluster]
-            credit_side = None
+            credit_side, ranked = None, None
             if need.profile.same is not None:
                 kept = self._seed_same(index, need)
                 if index in self.domain and rv.is_zero(self.remaining[index]):
                     credit_side = kept  # covered by credit: may be ranked again later
+                    ranked = self._ranked_now
             else:
                 self._credit_plain(index, need)
             if before is None or set(before.credited) != set(self.credited[index]):
@@ -330,6 +339,7 @@ class _Phase1:
                     seen,
                     tuple(self._skipped_now),
                     credit_side,
+                    ranked,
                     configured,
                 )
             )
@@ -389,10 +399,16 @@ class _Phase1:
 
     def _groupings(self, need: Need) -> tuple[GroupingKey, ...]:
         """The acquirable groupings a need's Same seeding weighs (none for others)."""
-        same = need.profile.same
-        if same is None or need.parked:
-            return ()
-        return tuple((self._pool_key(need, s), same.key) for s in (S.IDLE, S.SPECULATIVE))
+        key = (need.profile.fingerprint, need.parked)  # the profile decides them
+        found = self._groupings_of.get(key)
+        if found is None:
+            same = need.profile.same
+            found = self._groupings_of[key] = (
+                ()
+                if same is None or need.parked
+                else tuple((self._pool_key(need, s), same.key) for s in (S.IDLE, S.SPECULATIVE))
+            )
+        return found
 
     def _replay(self, index: int, step: Step) -> None:
         self.claimed.update(dict.fromkeys(step.credited, index))
@@ -435,13 +451,20 @@ class _Phase1:
                         rv.add_scaled(b.unheld_total, alloc, unheld_free)
         return buckets
 
-    def _add_acquirable_side(self, need: Need, buckets: dict[str, Bucket]) -> None:
-        """Add what the need could acquire per domain value (Idle, Speculative, unreserved).
+    def _acquirable_totals_of(self, need: Need) -> AcquirableTotals:
+        """What the need could acquire per domain value (Idle, Speculative, unreserved),
+        one map per grouping it weighs.
 
         Needs with the same requirements and unit see the same per-value totals
         while the grouping's reservations stand, so the totals are shared.
         """
         requirements, unit = need.profile.requirements, tuple(need.min_unit.items())
+        # The profile decides the groupings and requirements; reservations, the views.
+        shared = (need.profile.fingerprint, need.parked, unit)
+        found = self._totals_of.get(shared)
+        if found is not None and found[0] == self.reservations.made:
+            return found[1]
+        out = []
         for grouping in self._groupings(need):
             key = (grouping, requirements, unit, self.reservations.view(grouping))
             per_value = self._acquirable_totals.get(key)
@@ -457,6 +480,13 @@ class _Phase1:
                             rv.add_scaled(total, group.sample.alloc, free)
                     if count:
                         per_value[value] = (count, total)
+            out.append(per_value)
+        totals = tuple(out)
+        self._totals_of[shared] = (self.reservations.made, totals)
+        return totals
+
+    def _add_acquirable_side(self, totals: AcquirableTotals, buckets: dict[str, Bucket]) -> None:
+        for per_value in totals:
             for value, (count, total) in per_value.items():
                 b = buckets.get(value) or buckets.setdefault(value, Bucket(value))
                 b.count += count
@@ -474,13 +504,15 @@ class _Phase1:
         credit_side = self._credit_side(need)
         kept = {value: b.kept(need.aggregate) for value, b in credit_side.items()}
         buckets = credit_side
-        self._add_acquirable_side(need, buckets)
+        totals = self._acquirable_totals_of(need)
+        self._add_acquirable_side(totals, buckets)
         credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
         if self.memo.rank_domains:
             self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
         if best is None:
             return kept
+        self._ranked_now = Ranking(totals, same_bucket_rank(best, need.aggregate))
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
@@ -521,23 +553,65 @@ class _Phase1:
             machine_id in consumed for machine_id in step.skipped
         )
 
-    def _same_choice_stands(self, need: Need, step: Step) -> bool:
-        """Ranked against today's acquirable supply, the step's domain would be chosen again.
+    def _same_choice_stands(self, need: Need, step: Step) -> Ranking | None:
+        """Ranked against today's acquirable supply, the step's domain would be chosen
+        again: how it wins now, or None.
 
         Only for a step its credit fully covered: its outcome is then its domain
         and the credit there, and the credit side is unchanged by the lane and
         stamp checks, so ranking again decides whether it can be replayed.
         """
-        if step.credit_side is None or step.short or step.domain is None:
-            return False
+        if step.credit_side is None or step.short or step.domain is None or step.ranked is None:
+            return None
+        totals = self._acquirable_totals_of(need)
+        moved = self._values_moved(step.ranked.against, totals)
+        if step.domain not in moved:
+            # Every other domain's bucket is what it was when the step's domain beat it
+            # (its credit side stands by the lane and stamp checks, its acquirable totals
+            # by `moved`), and the step's domain's is unchanged, rank and all: only the
+            # moved ones can beat it now (ranks never tie: the last key is the value).
+            for value in moved:
+                rival = self._bucket(step.credit_side, totals, value)
+                if rival.count > 0 and same_bucket_rank(rival, need.aggregate) < step.ranked.rank:
+                    return None
+            return Ranking(totals, step.ranked.rank)
         buckets = {value: b.copy() for value, b in step.credit_side.items()}
-        self._add_acquirable_side(need, buckets)
+        self._add_acquirable_side(totals, buckets)
         best = choose_same_bucket(buckets, need.aggregate)
-        return (
-            best is not None
-            and best.value == step.domain
-            and rv.covers(best.total, need.aggregate) == step.satisfiable
-        )
+        if (
+            best is None
+            or best.value != step.domain
+            or rv.covers(best.total, need.aggregate) != step.satisfiable
+        ):
+            return None
+        return Ranking(totals, same_bucket_rank(best, need.aggregate))
+
+    @staticmethod
+    def _bucket(credit_side: dict[str, Bucket], totals: AcquirableTotals, value: str) -> Bucket:
+        """One domain's bucket as seeding builds it: its credit side plus what it could acquire."""
+        kept = credit_side.get(value)
+        b = kept.copy() if kept is not None else Bucket(value)
+        for per_value in totals:
+            found = per_value.get(value)
+            if found is not None:
+                b.count += found[0]
+                rv.add_scaled(b.total, found[1], 1)
+        return b
+
+    def _values_moved(self, before: AcquirableTotals, now: AcquirableTotals) -> set[str]:
+        """The domain values whose acquirable totals differ between two rankings."""
+        moved: set[str] = set()
+        for old, new in zip(before, now, strict=True):
+            if old is new:
+                continue
+            key = (id(old), id(new))
+            found = self._moved_values.get(key)
+            if found is None:
+                found = self._moved_values[key] = {
+                    value for value in old.keys() | new.keys() if old.get(value) != new.get(value)
+                }
+            moved |= found
+        return moved
 
     def _same_index(self, pool: PoolKey, key: str) -> SameIndex:
         index = self._same_indexes.get((pool, key))

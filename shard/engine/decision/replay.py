@@ -37,6 +37,9 @@ from bigfleet.shard.engine.resources import is_zero
 PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
 GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key
 NeedKey = tuple[object, ...]
+# Per Same domain value, the acquirable machines a need could take there: (count, total).
+PerValue = dict[str, tuple[int, dict[str, int]]]
+AcquirableTotals = tuple[PerValue, ...]  # one per grouping a need weighs
 # An inventory stamp: compared for equality, never looked into. Any, not object: mypyc
 # resolves a compiled dataclass's string annotations by name, and `object` is no global.
 Stamp = Any
@@ -84,11 +87,42 @@ class Step:
     # reservations, what its reserving read of other needs' reservations.
     skipped: tuple[str, ...]
     credit_side: dict[str, Bucket] | None  # co-location: what it could credit, per value
+    ranked: Ranking | None  # co-location covered by credit: how its domain last won
     configured: int  # how many of `credited` are Configured (what Phase 3 counts)
     short: bool = field(init=False)  # still short after crediting: it reserved
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "short", not is_zero(self.remaining))
+
+    def again(self, source: Need, acquirable: Stamp, seen: Seen, ranked: Ranking | None) -> Step:
+        """This step replayed for `source`, with what it read of acquirable supply now
+        (dataclasses.replace, by field introspection, cost a tenth of such a cycle)."""
+        return Step(
+            self.need,
+            source,
+            self.types,
+            self.stamp,
+            acquirable,
+            self.credited,
+            self.remaining,
+            self.domain,
+            self.satisfiable,
+            self.reservations,
+            seen,
+            self.skipped,
+            self.credit_side,
+            ranked,
+            self.configured,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How a co-location step's domain last won: the acquirable totals per domain value
+    it was ranked against, and the rank it won with."""
+
+    against: AcquirableTotals
+    rank: tuple[object, ...]
 
 
 # What a Same step found reserved before it: per grouping it weighed, the reserved
@@ -102,8 +136,10 @@ class ReservationLog:
     def __init__(self) -> None:
         self._counts: dict[GroupingKey, dict[tuple[str, int], int]] = {}
         self._views: dict[GroupingKey, frozenset[tuple[tuple[str, int], int]]] = {}
+        self.made = 0  # reservations so far: what was read before them stands while it holds
 
     def add(self, r: Reservation) -> None:
+        self.made += 1
         counts = self._counts.setdefault((r.pool, r.key), {})
         counts[(r.value, r.group)] = counts.get((r.value, r.group), 0) + 1
         self._views.pop((r.pool, r.key), None)

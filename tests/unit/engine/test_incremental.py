@@ -251,6 +251,88 @@ def test_clusters_contesting_in_flight_machines_are_always_recomputed() -> None:
     assert engine.cycle(inv, table, {"c1", "c2"}, now=1.0).phase1.claimed["creating"] == second_need
 
 
+GANG_RACKS = ("r1", "r2", "r3", "r4", "r5")
+
+
+@st.composite
+def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[object]]:
+    """Co-location gangs mostly covered by their cluster's machines, and a run of
+    changes to the acquirable supply only: the case where a covered gang is ranked
+    again instead of seeded again, and only the racks whose supply moved are ranked."""
+    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
+    gangs = []
+    for i in range(draw(st.integers(1, 4))):
+        prio = draw(st.sampled_from([100, 200]))
+        gangs.append(
+            Need(
+                cluster="c1",
+                profile=_profile("t-small", True, prio),
+                aggregate={"cpu": 4000 * draw(st.integers(1, 3))},
+                min_unit={"cpu": 4000},
+                group=f"c1-g{i}",
+                arrival=i,
+            )
+        )
+    fleet = []
+    for rack in GANG_RACKS:
+        for j in range(draw(st.integers(0, 4))):
+            owner = draw(st.sampled_from([None, *gangs]))
+            fleet.append(
+                machine(
+                    f"{rack}-c{j}",
+                    S.CONFIGURED,
+                    cluster="c1",
+                    labels={"rack": rack},
+                    priority=100,
+                    group=owner.group if owner else "",
+                    fingerprint=owner.profile.fingerprint if owner else "",
+                    **small,
+                )
+            )
+    free_ids = [f"free-{i}" for i in range(8)]
+    for machine_id in draw(st.lists(st.sampled_from(free_ids), unique=True, max_size=6)):
+        state = draw(st.sampled_from([S.IDLE, S.IDLE, S.SPECULATIVE]))
+        rack = draw(st.sampled_from(GANG_RACKS))
+        fleet.append(machine(machine_id, state, labels={"rack": rack}, **small))
+    changes: list[object] = []
+    for _ in range(draw(st.integers(1, 8))):
+        machine_id = draw(st.sampled_from(free_ids))
+        if draw(st.integers(0, 3)) == 0:
+            changes.append(("remove", machine_id))
+        else:
+            state = draw(st.sampled_from([S.IDLE, S.IDLE, S.SPECULATIVE]))
+            rack = draw(st.sampled_from(GANG_RACKS))
+            changes.append(("machine", machine(machine_id, state, labels={"rack": rack}, **small)))
+    return fleet, gangs, changes
+
+
+@SETTINGS
+@given(covered_gangs())
+def test_covered_gangs_ranked_again_against_moved_supply_decide_as_afresh(
+    case: tuple[list[Machine], list[Need], list[object]],
+) -> None:
+    fleet, gangs, changes = case
+    inv = Inventory()
+    for m in fleet:
+        inv.upsert(m, now=0.0)
+    table = NeedsTable()
+    table.replace("c1", gangs)
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    for step, change in enumerate([("none",), *changes]):
+        match change:
+            case ("machine", Machine() as m):
+                inv.upsert(m, now=float(step))
+            case ("remove", str(machine_id)):
+                inv.remove(machine_id)
+        fresh_memo = phase1.Phase1Memo()
+        demand = engine.parking.stamp(normalize(inv, table.snapshot()))
+        afresh = phase1.run(inv, demand, fresh_memo)
+        result = engine.cycle(inv, table, {"c1"}, now=float(step))
+        assert _facts(result.phase1) == _facts(afresh)
+        assert _steps(engine.phase1_memo) == _steps(fresh_memo)
+        event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
+
+
 @SETTINGS
 @given(histories())
 def test_patched_inventory_views_equal_views_sorted_afresh(
