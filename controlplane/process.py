@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -21,16 +20,19 @@ _STOP_GRACE_S = 10.0
 _PROBE_INTERVAL_S = 0.2
 
 
-def _die_with_parent() -> None:
-    """Linux only: have the kernel SIGTERM the child when its parent dies.
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """Linux: `argv` run so that the kernel SIGTERMs it when its parent dies.
 
     A test run killed outright (a CI timeout, SIGKILL) skips every teardown;
-    without this, its etcd and kube-apiserver would outlive it.
+    without this, its etcd and kube-apiserver would outlive it. util-linux's
+    setpriv sets the signal and then execs the process, which keeps it. Not a
+    preexec_fn: Python run between fork and exec, in a process whose other
+    threads are inside gRPC, let gRPC's fork handlers start a poller in the
+    child that aborted it before it ran (etcd "exited with -6"). Without
+    setpriv the process starts all the same, only without the signal.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -105,12 +107,11 @@ class ManagedProcess:
         with self.log_path.open("ab") as log:
             # A session of its own, so a Ctrl-C aimed at pytest does not kill it mid-teardown.
             self._proc = subprocess.Popen(
-                self.argv,
+                _dying_with_parent(self.argv),
                 env=_child_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self, lines: int = 30) -> str:

@@ -2,7 +2,8 @@
 # Install the system packages the test command needs when they are missing:
 # Python's venv module, a C compiler and Python's headers (the install compiles
 # the engine's hot modules, ADR 0023) and a Go toolchain (>= 1.24, to build the
-# control-plane binaries). Uses apt-get where it exists; elsewhere it only checks and explains.
+# control-plane binaries), and setpriv (control-plane processes die with the test
+# run that started them). Uses apt-get where it exists; elsewhere it only checks and explains.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,7 @@ python3 -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || missing+=(python3-dev)
 command -v go >/dev/null || missing+=(golang-go)
+command -v setpriv >/dev/null || missing+=(util-linux)  # control-plane processes die with the test run
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
