@@ -132,7 +132,9 @@ class _Phase1:
         self.reservations = ReservationLog()
         self._reserved_now: list[Reservation] = []  # by the need being credited
         self._skipped_now: list[str] = []  # taken machines it passed over while reserving
-        self._stamps: dict[tuple[str, tuple[str, ...], bool], tuple[object, object]] = {}
+        self._stamps: dict[
+            tuple[str, tuple[str, ...], bool], tuple[tuple[object, object], object]
+        ] = {}
         self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
         self._ranked_now: Ranking | None = None  # how the last seeding chose its domain
         self._groupings_of: dict[tuple[str, bool], tuple[GroupingKey, ...]] = {}
@@ -362,14 +364,17 @@ class _Phase1:
         for them in priority order, so neither's credit is its own business,
         this cycle or the first cycle after one of them left.
         """
-        owners: dict[Attribution, set[str]] = defaultdict(set)
-        for need in self.demand:
-            owners[(need.group, need.fingerprint)].add(need.cluster)
         creating = self._creating
         for m in self.inv.in_state(S.CREATING):
             creating.setdefault(attribution(m), []).append(m)
+        owners: dict[Attribution, set[str]] = {}  # of the attributions in flight only
+        if creating:
+            for need in self.demand:
+                own = (need.group, need.fingerprint)
+                if own in creating:
+                    owners.setdefault(own, set()).add(need.cluster)
         previous = self.memo.creating_owners
-        self.memo.creating_owners = {own: owners[own] for own in creating if own in owners}
+        self.memo.creating_owners = owners
         contested: set[str] = set()
         for own, clusters in self.memo.creating_owners.items():
             competing = clusters | previous.get(own, set())
@@ -393,9 +398,12 @@ class _Phase1:
                 if seeds
                 else None
             )
-            shared = self._stamps[(need.cluster, types, seeds)] = (bound, acquirable)
+            # The pair most needs return (nothing in flight), made once.
+            shared = self._stamps[(need.cluster, types, seeds)] = ((bound, ()), acquirable)
         creating = self._creating.get((need.group, need.fingerprint))
-        return (shared[0], tuple(creating) if creating else ()), shared[1]
+        if not creating:
+            return shared
+        return (shared[0][0], tuple(creating)), shared[1]
 
     def _groupings(self, need: Need) -> tuple[GroupingKey, ...]:
         """The acquirable groupings a need's Same seeding weighs (none for others)."""
@@ -411,7 +419,9 @@ class _Phase1:
         return found
 
     def _replay(self, index: int, step: Step) -> None:
-        self.claimed.update(dict.fromkeys(step.credited, index))
+        claimed = self.claimed
+        for machine_id in step.credited:
+            claimed[machine_id] = index
         self.credited[index] = list(step.credited)
         if self._credit_groups_of:  # a recomputed co-location need grouped bound machines
             for machine_id in step.credited:
@@ -548,6 +558,8 @@ class _Phase1:
     def _reserving_stands(self, step: Step) -> bool:
         """Reserving again would take the same machines: the ones the step took are
         free and the ones it passed over are taken, so its scan goes the same way."""
+        if not step.reservations and not step.skipped:
+            return True  # most steps: they reserved nothing
         consumed = self.consumed
         return all(r.machine_id not in consumed for r in step.reservations) and all(
             machine_id in consumed for machine_id in step.skipped

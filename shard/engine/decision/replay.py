@@ -90,9 +90,11 @@ class Step:
     ranked: Ranking | None  # co-location covered by credit: how its domain last won
     configured: int  # how many of `credited` are Configured (what Phase 3 counts)
     short: bool = field(init=False)  # still short after crediting: it reserved
+    saw_reservations: bool = field(init=False)  # `seen` holds some: read once per cycle
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "short", not is_zero(self.remaining))
+        object.__setattr__(self, "saw_reservations", any(view for _, view in self.seen))
 
     def again(self, source: Need, acquirable: Stamp, seen: Seen, ranked: Ranking | None) -> Step:
         """This step replayed for `source`, with what it read of acquirable supply now
@@ -159,7 +161,7 @@ class ReservationLog:
         if not step.seen:
             return True  # it weighed no acquirable machines
         if not self._counts:  # nothing reserved yet this cycle
-            return not any(view for _, view in step.seen)
+            return not step.saw_reservations
         return all(self.view(g) == view for g, view in step.seen)
 
 
