@@ -161,6 +161,7 @@ class _Phase1:
         self._cursor: dict[int, int] = {}
         self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
         self._credit_groups_of: dict[str, list[tuple[CreditGroup, Attribution]]] = {}
+        self._grouped_clusters: set[str] = set()  # clusters with pools in credit indexes
         # In-flight Creating machines by attribution (assigned group, need fingerprint).
         self._creating: dict[tuple[str, str], list[Machine]] = {}
 
@@ -423,12 +424,16 @@ class _Phase1:
         for machine_id in step.credited:
             claimed[machine_id] = index
         self.credited[index] = list(step.credited)
-        if self._credit_groups_of:  # a recomputed co-location need grouped bound machines
+        cluster = self.demand[index].cluster
+        # A recomputed co-location need of this cluster grouped its bound machines. Only
+        # its own cluster's steps can credit them: pools are per cluster, and clusters
+        # sharing in-flight machines are contested, never replayed.
+        if cluster in self._grouped_clusters:
             for machine_id in step.credited:
                 self._count_claim(machine_id)
         self.remaining[index] = step.remaining
         # Its bound machines' stamp stood, so their states did too.
-        self.configured_claims[self.demand[index].cluster] += step.configured
+        self.configured_claims[cluster] += step.configured
         if step.domain is not None:
             self.domain[index] = step.domain
         if step.satisfiable is not None:
@@ -442,6 +447,7 @@ class _Phase1:
         assert same is not None
         buckets: dict[str, Bucket] = {}
         own_key = (need.group, need.fingerprint)
+        self._grouped_clusters.add(need.cluster)
         for pool in self._creditable_pools(need):
             for value, credit_groups in self._credit_index(pool, same.key).by_value.items():
                 for cg in credit_groups:
@@ -513,6 +519,10 @@ class _Phase1:
         own_key = (need.group, need.fingerprint)
         credit_side = self._credit_side(need)
         kept = {value: b.kept(need.aggregate) for value, b in credit_side.items()}
+        for value, b in credit_side.items():
+            # Ranked below by the same credit coverages, which the acquirable side
+            # leaves as they are: computed once.
+            b.coverages = kept[value].coverages
         buckets = credit_side
         totals = self._acquirable_totals_of(need)
         self._add_acquirable_side(totals, buckets)
