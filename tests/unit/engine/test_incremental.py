@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bigfleet import penalty
-from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.decision import phase1, phase3
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
@@ -166,14 +166,7 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
                 inv.upsert(m, now=float(step))
             case ("remove", str(machine_id)):
                 inv.remove(machine_id)
-        fresh_memo = phase1.Phase1Memo()
-        demand = engine.parking.stamp(normalize(inv, table.snapshot()))
-        afresh = phase1.run(inv, demand, fresh_memo)
-        result = engine.cycle(inv, table, set(CLUSTERS), now=float(step))
-        assert _facts(result.phase1) == _facts(afresh)
-        # Inside too: every need credited and reserved the same machines, in order,
-        # so what the next cycle replays is what a fresh cycle would have done.
-        assert _steps(engine.phase1_memo) == _steps(fresh_memo)
+        result, afresh = _cycle_as_afresh(engine, inv, table, set(CLUSTERS), step)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
         # Phase 3 passes over clusters by these counts: they must be exact, replayed or not.
         counted = _configured_claims(inv, result.phase1)
@@ -182,6 +175,22 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
         scanned = phase3.reclaims(inv, claimed, CLUSTERS)
         assert phase3.reclaims(inv, claimed, CLUSTERS, configured_claims=counted) == scanned
         event(f"reclaims: {'some' if scanned else 'none'}")
+
+
+def _cycle_as_afresh(
+    engine: Engine, inv: Inventory, table: NeedsTable, reported: set[str], step: int
+) -> tuple[CycleResult, phase1.Phase1Result]:
+    """Run the remembering engine's cycle and a Phase 1 from scratch on the same inputs,
+    and hold the two to the same decisions and the same steps."""
+    fresh_memo = phase1.Phase1Memo()
+    demand = engine.parking.stamp(normalize(inv, table.snapshot()))
+    afresh = phase1.run(inv, demand, fresh_memo)
+    result = engine.cycle(inv, table, reported, now=float(step))
+    assert _facts(result.phase1) == _facts(afresh)
+    # Inside too: every need credited and reserved the same machines, in order,
+    # so what the next cycle replays is what a fresh cycle would have done.
+    assert _steps(engine.phase1_memo) == _steps(fresh_memo)
+    return result, afresh
 
 
 def _configured_claims(inv: Inventory, result: phase1.Phase1Result) -> dict[str, int]:
@@ -324,12 +333,7 @@ def test_covered_gangs_ranked_again_against_moved_supply_decide_as_afresh(
                 inv.upsert(m, now=float(step))
             case ("remove", str(machine_id)):
                 inv.remove(machine_id)
-        fresh_memo = phase1.Phase1Memo()
-        demand = engine.parking.stamp(normalize(inv, table.snapshot()))
-        afresh = phase1.run(inv, demand, fresh_memo)
-        result = engine.cycle(inv, table, {"c1"}, now=float(step))
-        assert _facts(result.phase1) == _facts(afresh)
-        assert _steps(engine.phase1_memo) == _steps(fresh_memo)
+        _cycle_as_afresh(engine, inv, table, {"c1"}, step)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
 
 
