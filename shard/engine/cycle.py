@@ -92,9 +92,12 @@ class Engine:
         start = time.perf_counter()
         with _collector_paused():
             result = self._decide(inventory, table, reported, now)
-        mark = time.perf_counter()
-        gc.collect(1)  # what the cycle left behind, while it is young (see the module doc)
-        result.seconds["collect"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            # What the cycle left behind, while it is young (see the module doc), and
+            # before the collector is back on: its first allocation would otherwise start
+            # a collection of its own over everything the cycle allocated.
+            gc.collect(1)
+            result.seconds["collect"] = time.perf_counter() - mark
         result.seconds["cycle"] = time.perf_counter() - start
         return result
 
