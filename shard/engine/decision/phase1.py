@@ -19,7 +19,7 @@ acquisition is always computed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, KeysView, Mapping, Sequence
+from collections.abc import Iterable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bigfleet.shard.engine import resources as rv
@@ -291,21 +291,40 @@ class _Phase1:
             stamp, acquirable = self._stamp(need)
             types = need.profile.pinned_types
             step = lane.match(need)
-            if step is not None and lane.untouched(types) and step.stamp == stamp:
+            # A covered gang's kept credit side as it is now, when it can be had from
+            # last cycle's: seeding it again then starts from there.
+            credit_side: dict[str, Bucket] | None = None
+            if step is not None and step.stamp == stamp:
                 again: Step | None = None
-                if (
-                    step.acquirable == acquirable
-                    and self.reservations.as_seen(step)
-                    and self._reserving_stands(step)
-                ):
-                    again = (
-                        step
-                        if step.source is need
-                        else step.again(need, step.acquirable, step.seen, step.ranked)
-                    )
-                elif (ranked := self._same_choice_stands(need, step)) is not None:
-                    seen = self.reservations.seen(self._groupings(need))
-                    again = step.again(need, acquirable, seen, ranked)
+                if lane.untouched(types):
+                    credit_side = step.credit_side  # no claim on its machines moved
+                    if (
+                        step.acquirable == acquirable
+                        and self.reservations.as_seen(step)
+                        and self._reserving_stands(step)
+                    ):
+                        again = (
+                            step
+                            if step.source is need
+                            else step.again(
+                                need, step.acquirable, step.seen, step.ranked, step.credit_side
+                            )
+                        )
+                    elif (ranked := self._same_choice_stands(need, step, set())) is not None:
+                        seen = self.reservations.seen(self._groupings(need))
+                        again = step.again(need, acquirable, seen, ranked, step.credit_side)
+                elif step.credit_side is not None:
+                    # Earlier needs of the cluster claim other machines of its types than
+                    # last cycle. None in its domain: ranked again, it may be replayed.
+                    moved = self._credit_values(need, lane.moved)
+                    credit_side = self._credit_side_now(need, step.credit_side, moved)
+                    if (
+                        step.domain not in moved
+                        and (ranked := self._same_choice_stands(need, step, moved, credit_side))
+                        is not None
+                    ):
+                        seen = self.reservations.seen(self._groupings(need))
+                        again = step.again(need, acquirable, seen, ranked, credit_side)
                 if again is not None:
                     self._replay(index, again)
                     lane.steps.append(again)
@@ -316,16 +335,15 @@ class _Phase1:
             seen = self.reservations.seen(self._groupings(need))
             self._reserved_now, self._skipped_now = [], []
             configured_before = self.configured_claims[need.cluster]
-            credit_side, ranked = None, None
+            kept_side, ranked = None, None
             if need.profile.same is not None:
-                kept = self._seed_same(index, need)
+                kept = self._seed_same(index, need, credit_side)
                 if index in self.domain and rv.is_zero(self.remaining[index]):
-                    credit_side = kept  # covered by credit: may be ranked again later
+                    kept_side = kept  # covered by credit: may be ranked again later
                     ranked = self._ranked_now
             else:
                 self._credit_plain(index, need)
-            if before is None or set(before.credited) != set(self.credited[index]):
-                lane.changed(types)  # later needs on these types see other claims
+            lane.recomputed(before, types, self.credited[index])
             configured = self.configured_claims[need.cluster] - configured_before
             lane.steps.append(
                 Step(
@@ -341,7 +359,7 @@ class _Phase1:
                     tuple(self._reserved_now),
                     seen,
                     tuple(self._skipped_now),
-                    credit_side,
+                    kept_side,
                     ranked,
                     configured,
                 )
@@ -441,15 +459,25 @@ class _Phase1:
         for r in step.reservations:
             self._reserve(r)
 
-    def _credit_side(self, need: Need) -> dict[str, Bucket]:
-        """Per domain value, what the need could credit from its cluster's bound machines."""
+    def _grouped_pools(self, need: Need) -> list[CreditIndex]:
+        """The need's creditable pools grouped by its Same key; from now on its cluster's
+        replayed claims are counted there too."""
         same = need.profile.same
         assert same is not None
+        self._grouped_clusters.add(need.cluster)
+        return [self._credit_index(pool, same.key) for pool in self._creditable_pools(need)]
+
+    def _credit_side(self, need: Need, values: Iterable[str] | None = None) -> dict[str, Bucket]:
+        """Per domain value (all, or these), what the need could credit from its
+        cluster's bound machines."""
         buckets: dict[str, Bucket] = {}
         own_key = (need.group, need.fingerprint)
-        self._grouped_clusters.add(need.cluster)
-        for pool in self._creditable_pools(need):
-            for value, credit_groups in self._credit_index(pool, same.key).by_value.items():
+        for credit_index in self._grouped_pools(need):
+            by_value = credit_index.by_value
+            of_values: Iterable[tuple[str, list[CreditGroup]]] = (
+                by_value.items() if values is None else [(v, by_value.get(v, [])) for v in values]
+            )
+            for value, credit_groups in of_values:
                 for cg in credit_groups:
                     free = len(cg.machines) - cg.claimed
                     if free <= 0 or not self._eligible(need, cg.sample):
@@ -508,25 +536,30 @@ class _Phase1:
                 b.count += count
                 rv.add_scaled(b.total, total, 1)
 
-    def _seed_same(self, index: int, need: Need) -> dict[str, Bucket]:
+    def _seed_same(
+        self, index: int, need: Need, kept: dict[str, Bucket] | None = None
+    ) -> dict[str, Bucket]:
         """Choose the need's domain, credit it there and reserve what it still lacks.
 
         Returns the credit side of its buckets, kept small, which a later cycle may
-        rank again against changed acquirable supply instead of seeding afresh.
+        rank again against changed acquirable supply instead of seeding afresh;
+        given one that holds now (`kept`), it starts from there.
         """
         same = need.profile.same
         assert same is not None
         own_key = (need.group, need.fingerprint)
-        credit_side = self._credit_side(need)
-        kept = {value: b.kept(need.aggregate) for value, b in credit_side.items()}
-        for value, b in credit_side.items():
-            # Ranked below by the same credit coverages, which the acquirable side
-            # leaves as they are: computed once.
-            b.coverages = kept[value].coverages
-        buckets = credit_side
+        credit_indexes = self._grouped_pools(need)
+        if kept is None:
+            buckets = self._credit_side(need)
+            kept = {value: b.kept(need.aggregate) for value, b in buckets.items()}
+            for value, b in buckets.items():
+                # Ranked below by the same credit coverages, which the acquirable side
+                # leaves as they are: computed once.
+                b.coverages = kept[value].coverages
+        else:
+            buckets = {value: b.copy() for value, b in kept.items()}
         totals = self._acquirable_totals_of(need)
         self._add_acquirable_side(totals, buckets)
-        credit_indexes = [self._credit_index(p, same.key) for p in self._creditable_pools(need)]
         best = choose_same_bucket(buckets, need.aggregate)
         if self.memo.rank_domains:
             self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
@@ -575,29 +608,73 @@ class _Phase1:
             machine_id in consumed for machine_id in step.skipped
         )
 
-    def _same_choice_stands(self, need: Need, step: Step) -> Ranking | None:
-        """Ranked against today's acquirable supply, the step's domain would be chosen
-        again: how it wins now, or None.
+    def _credit_values(self, need: Need, machines: set[str]) -> set[str]:
+        """The domain values of those of the machines the (co-location) need could credit.
+
+        Where its cluster's claims differ from last cycle's only on these machines,
+        only these values' credit buckets differ too.
+        """
+        same = need.profile.same
+        assert same is not None
+        values = set()
+        for machine_id in machines:
+            m = self.inv.get(machine_id)
+            if m is not None and self._eligible(need, m):
+                value = m.attribute(same.key)
+                if value is not None:
+                    values.add(value)
+        return values
+
+    def _credit_side_now(
+        self, need: Need, kept: dict[str, Bucket], moved: set[str]
+    ) -> dict[str, Bucket]:
+        """A kept credit side with the buckets of the moved values built again."""
+        if not moved:
+            return kept
+        side = dict(kept)
+        fresh = self._credit_side(need, moved)
+        for value in moved:
+            b = fresh.get(value)
+            if b is None:
+                side.pop(value, None)
+            else:
+                side[value] = b.kept(need.aggregate)
+        return side
+
+    def _same_choice_stands(
+        self,
+        need: Need,
+        step: Step,
+        credit_moved: set[str],
+        credit_side: dict[str, Bucket] | None = None,
+    ) -> Ranking | None:
+        """Ranked against today's supply, the step's domain would be chosen again: how
+        it wins now, or None.
 
         Only for a step its credit fully covered: its outcome is then its domain
-        and the credit there, and the credit side is unchanged by the lane and
-        stamp checks, so ranking again decides whether it can be replayed.
+        and the credit there. Its credit side is last cycle's (`step.credit_side`)
+        except at `credit_moved`, whose buckets `credit_side` carries as they are
+        now; so ranking again decides whether it can be replayed.
         """
         if step.credit_side is None or step.short or step.domain is None or step.ranked is None:
             return None
+        if credit_side is None:
+            credit_side = step.credit_side
         totals = self._acquirable_totals_of(need)
         moved = self._values_moved(step.ranked.against, totals)
+        if credit_moved:
+            moved = moved | credit_moved
         if step.domain not in moved:
             # Every other domain's bucket is what it was when the step's domain beat it
             # (its credit side stands by the lane and stamp checks, its acquirable totals
             # by `moved`), and the step's domain's is unchanged, rank and all: only the
             # moved ones can beat it now (ranks never tie: the last key is the value).
             for value in moved:
-                rival = self._bucket(step.credit_side, totals, value)
+                rival = self._bucket(credit_side, totals, value)
                 if rival.count > 0 and same_bucket_rank(rival, need.aggregate) < step.ranked.rank:
                     return None
             return Ranking(totals, step.ranked.rank)
-        buckets = {value: b.copy() for value, b in step.credit_side.items()}
+        buckets = {value: b.copy() for value, b in credit_side.items()}
         self._add_acquirable_side(totals, buckets)
         best = choose_same_bucket(buckets, need.aggregate)
         if (

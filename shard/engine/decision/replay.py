@@ -96,8 +96,15 @@ class Step:
         object.__setattr__(self, "short", not is_zero(self.remaining))
         object.__setattr__(self, "saw_reservations", any(view for _, view in self.seen))
 
-    def again(self, source: Need, acquirable: Stamp, seen: Seen, ranked: Ranking | None) -> Step:
-        """This step replayed for `source`, with what it read of acquirable supply now
+    def again(
+        self,
+        source: Need,
+        acquirable: Stamp,
+        seen: Seen,
+        ranked: Ranking | None,
+        credit_side: dict[str, Bucket] | None,
+    ) -> Step:
+        """This step replayed for `source`, with what it read of supply now
         (dataclasses.replace, by field introspection, cost a tenth of such a cycle)."""
         return Step(
             self.need,
@@ -112,7 +119,7 @@ class Step:
             self.reservations,
             seen,
             self.skipped,
-            self.credit_side,
+            credit_side,
             ranked,
             self.configured,
         )
@@ -194,6 +201,9 @@ class Lane:
         self.steps: list[Step] = []  # this cycle's, in credit order
         self._next = 0
         self._changed: set[str] | None = set() if previous is not None else None
+        # Machines whose claim by this cluster's needs so far may differ from last cycle's
+        # at the same point: a covered co-location need is told apart by where they lie.
+        self.moved: set[str] = set()
 
     def match(self, need: Need) -> Step | None:
         """Last cycle's step of this need, if it comes after the ones matched so far."""
@@ -207,6 +217,7 @@ class Lane:
                 return None
             for skipped in previous.steps[at:found]:  # gone or moved: their claims differ
                 self.changed(skipped.types)
+                self.moved.update(skipped.credited)
             at = found
         self._next = at + 1
         return previous.steps[at]
@@ -229,6 +240,18 @@ class Lane:
         if changed is None:
             return False
         return changed.isdisjoint(types) if types else not changed
+
+    def recomputed(self, before: Step | None, types: tuple[str, ...], credited: list[str]) -> None:
+        """A need was computed rather than replayed, in the place of `before` (last
+        cycle's step there, if any): later needs see other claims where they differ."""
+        if before is None:
+            self.changed(types)
+            self.moved.update(credited)
+            return
+        differ = set(before.credited).symmetric_difference(credited)
+        if differ:
+            self.changed(types)
+            self.moved |= differ
 
     def changed(self, types: tuple[str, ...]) -> None:
         if self._changed is None:

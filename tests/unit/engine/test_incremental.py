@@ -126,8 +126,11 @@ def _facts(result: phase1.Phase1Result) -> object:
 
 
 def _steps(memo: phase1.Phase1Memo) -> object:
+    # With what a covered gang would be ranked again by next cycle: its credit side.
     return {
-        cluster: [(s.need, s.credited, s.domain, s.reservations) for s in steps.steps]
+        cluster: [
+            (s.need, s.credited, s.domain, s.reservations, s.credit_side) for s in steps.steps
+        ]
         for cluster, steps in memo.clusters.items()
     }
 
@@ -266,11 +269,12 @@ GANG_RACKS = ("r1", "r2", "r3", "r4", "r5")
 @st.composite
 def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[object]]:
     """Co-location gangs mostly covered by their cluster's machines, and a run of
-    changes to the acquirable supply only: the case where a covered gang is ranked
-    again instead of seeded again, and only the racks whose supply moved are ranked."""
+    changes to the acquirable supply and to one gang's size: the cases where a
+    covered gang is ranked again instead of seeded again, and only the racks whose
+    supply moved, or whose machines earlier gangs now claim otherwise, are ranked."""
     small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     gangs = []
-    for i in range(draw(st.integers(1, 4))):
+    for i in range(draw(st.integers(1, 6))):
         prio = draw(st.sampled_from([100, 200]))
         gangs.append(
             Need(
@@ -306,7 +310,11 @@ def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[obje
     changes: list[object] = []
     for _ in range(draw(st.integers(1, 8))):
         machine_id = draw(st.sampled_from(free_ids))
-        if draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 2)) == 0:
+            changes.append(
+                ("tweak", draw(st.integers(0, len(gangs) - 1)), draw(st.sampled_from([-1, 1])))
+            )
+        elif draw(st.integers(0, 3)) == 0:
             changes.append(("remove", machine_id))
         else:
             state = draw(st.sampled_from([S.IDLE, S.IDLE, S.SPECULATIVE]))
@@ -333,6 +341,11 @@ def test_covered_gangs_ranked_again_against_moved_supply_decide_as_afresh(
                 inv.upsert(m, now=float(step))
             case ("remove", str(machine_id)):
                 inv.remove(machine_id)
+            case ("tweak", int(at), int(units)):
+                rows = list(table.rows("c1"))
+                cpu = max(4000, rows[at].aggregate["cpu"] + 4000 * units)
+                rows[at] = replace(rows[at], aggregate={"cpu": cpu})
+                table.replace("c1", rows)
         _cycle_as_afresh(engine, inv, table, {"c1"}, step)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
 
