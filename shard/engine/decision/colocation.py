@@ -131,11 +131,17 @@ class CreditGroup:
 
 
 class CreditIndex:
-    """One creditable pool grouped for co-location seeding, with positions for keep order."""
+    """One creditable pool grouped for co-location seeding, with positions for keep order.
+
+    Its grouping holds while the pool does; the claims it counts are one cycle's
+    (`clear_claims` before another cycle counts again).
+    """
 
     def __init__(self, pool: list[Machine], key: str) -> None:
         self.by_value: dict[str, list[CreditGroup]] = {}
         self.position: dict[str, int] = {}
+        # Each grouped machine's group and attribution: what counting its claim reads.
+        self.group_of: dict[str, tuple[CreditGroup, Attribution]] = {}
         groups: dict[tuple[object, ...], CreditGroup] = {}
         for position, m in enumerate(pool):
             value = m.attribute(key)
@@ -150,6 +156,13 @@ class CreditIndex:
             group.by_own[own] = group.by_own.get(own, 0) + 1
             group.loose += not own[0]
             self.position[m.id] = position
+            self.group_of[m.id] = (group, own)
+
+    def clear_claims(self) -> None:
+        for groups in self.by_value.values():
+            for group in groups:
+                group.claimed = group.claimed_loose = 0
+                group.claimed_by_own.clear()
 
 
 def coverage(total: rv.Vector, deficit: rv.Vector, *, capped: bool) -> float:

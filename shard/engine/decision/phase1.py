@@ -79,6 +79,7 @@ class Phase1Result:
 
 
 _NO_MACHINES: list[Machine] = []
+BoundPoolKey = tuple[str, MachineState, tuple[str, ...], str]
 
 
 class _Claims(Mapping[str, Need]):
@@ -114,6 +115,9 @@ class Phase1Memo:
     # grouping are not free), each with the inventory stamp it was built at.
     pools: dict[PoolKey, tuple[object, list[Machine]]] = field(default_factory=dict)
     same_indexes: dict[tuple[PoolKey, str], tuple[object, SameIndex]] = field(default_factory=dict)
+    # A cluster's bound pools grouped for co-location seeding, by (cluster, state, pinned
+    # types, Same key), each with the cluster's bound stamp it was built at.
+    credit_indexes: dict[BoundPoolKey, tuple[object, CreditIndex]] = field(default_factory=dict)
     # Clusters with needs of each attribution that in-flight machines carry.
     creating_owners: dict[Attribution, set[str]] = field(default_factory=dict)
     replayed: int = 0  # needs replayed in the last cycle, for tests and benchmarks
@@ -160,8 +164,10 @@ class _Phase1:
         self._bound_pools: dict[tuple[str, MachineState, tuple[str, ...]], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
         self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
+        # Per cluster, its pools in credit indexes: its bound ones, where only its own needs
+        # claim, and (by machine) in-flight ones, which needs of several clusters may.
+        self._grouped: dict[str, list[CreditIndex]] = {}
         self._credit_groups_of: dict[str, list[tuple[CreditGroup, Attribution]]] = {}
-        self._grouped_clusters: set[str] = set()  # clusters with pools in credit indexes
         # In-flight Creating machines by attribution (assigned group, need fingerprint).
         self._creating: dict[tuple[str, str], list[Machine]] = {}
 
@@ -231,9 +237,13 @@ class _Phase1:
     def _claim(self, index: int, machine_id: str) -> None:
         self.claimed[machine_id] = index
         self.credited[index].append(machine_id)
-        self._count_claim(machine_id)
+        self._count_claim(self.demand[index].cluster, machine_id)
 
-    def _count_claim(self, machine_id: str) -> None:
+    def _count_claim(self, cluster: str, machine_id: str) -> None:
+        for credit_index in self._grouped.get(cluster, ()):
+            entry = credit_index.group_of.get(machine_id)
+            if entry is not None:
+                entry[0].count_claim(entry[1])
         for group, own in self._credit_groups_of.get(machine_id, ()):
             group.count_claim(own)
 
@@ -247,17 +257,32 @@ class _Phase1:
         self.reservations.add(r)
         self._reserved_now.append(r)
 
-    def _credit_index(self, pool: list[Machine], key: str) -> CreditIndex:
+    def _credit_index(
+        self, pool: list[Machine], key: str, kept_as: BoundPoolKey | None, stamp: object
+    ) -> CreditIndex:
+        """The pool grouped by `key`, counting this cycle's claims. A bound pool's grouping
+        (`kept_as`) is kept across cycles while its cluster's bound stamp holds."""
         index = self._credit_indexes.get((id(pool), key))
         if index is None:
-            index = self._credit_indexes[(id(pool), key)] = CreditIndex(pool, key)
-            for groups in index.by_value.values():
-                for group in groups:
-                    for m in group.machines:
-                        own = attribution(m)
-                        self._credit_groups_of.setdefault(m.id, []).append((group, own))
-                        if m.id in self.claimed:
-                            group.count_claim(own)
+            kept = self.memo.credit_indexes.get(kept_as) if kept_as is not None else None
+            if kept is not None and kept[0] == stamp:
+                index = kept[1]
+                index.clear_claims()
+            else:
+                index = CreditIndex(pool, key)
+                if kept_as is not None:
+                    self.memo.credit_indexes[kept_as] = (stamp, index)
+            self._credit_indexes[(id(pool), key)] = index
+            claimed = self.claimed
+            if kept_as is not None:
+                self._grouped.setdefault(kept_as[0], []).append(index)
+            else:
+                groups_of = self._credit_groups_of
+                for machine_id, entry in index.group_of.items():
+                    groups_of.setdefault(machine_id, []).append(entry)
+            for machine_id, entry in index.group_of.items():  # claimed earlier this cycle
+                if machine_id in claimed:
+                    entry[0].count_claim(entry[1])
         return index
 
     def _acquire(self, index: int, m: Machine) -> None:
@@ -366,6 +391,8 @@ class _Phase1:
             )
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.replayed = replayed
+        if any(key[0] not in lanes for key in memo.credit_indexes):  # clusters gone
+            memo.credit_indexes = {k: v for k, v in memo.credit_indexes.items() if k[0] in lanes}
 
     def _credit_plain(self, index: int, need: Need) -> None:
         for pool in self._creditable_pools(need):
@@ -446,9 +473,9 @@ class _Phase1:
         # A recomputed co-location need of this cluster grouped its bound machines. Only
         # its own cluster's steps can credit them: pools are per cluster, and clusters
         # sharing in-flight machines are contested, never replayed.
-        if cluster in self._grouped_clusters:
+        if cluster in self._grouped:
             for machine_id in step.credited:
-                self._count_claim(machine_id)
+                self._count_claim(cluster, machine_id)
         self.remaining[index] = step.remaining
         # Its bound machines' stamp stood, so their states did too.
         self.configured_claims[cluster] += step.configured
@@ -464,8 +491,19 @@ class _Phase1:
         replayed claims are counted there too."""
         same = need.profile.same
         assert same is not None
-        self._grouped_clusters.add(need.cluster)
-        return [self._credit_index(pool, same.key) for pool in self._creditable_pools(need)]
+        self._grouped.setdefault(need.cluster, [])
+        types = need.profile.pinned_types
+        bound = self.inv.bound_stamp(need.cluster, types)
+        configured, configuring, creating = self._creditable_pools(need)
+        return [
+            self._credit_index(
+                configured, same.key, (need.cluster, S.CONFIGURED, types, same.key), bound
+            ),
+            self._credit_index(
+                configuring, same.key, (need.cluster, S.CONFIGURING, types, same.key), bound
+            ),
+            self._credit_index(creating, same.key, None, None),
+        ]
 
     def _credit_side(self, need: Need, values: Iterable[str] | None = None) -> dict[str, Bucket]:
         """Per domain value (all, or these), what the need could credit from its
