@@ -140,6 +140,7 @@ class _Phase1:
             tuple[str, tuple[str, ...], bool], tuple[tuple[object, object], object]
         ] = {}
         self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
+        self._credit_values_of: dict[tuple[object, ...], tuple[int, set[str]]] = {}
         self._ranked_now: Ranking | None = None  # how the last seeding chose its domain
         self._groupings_of: dict[tuple[str, bool], tuple[GroupingKey, ...]] = {}
         self._totals_of: dict[tuple[object, ...], tuple[int, AcquirableTotals]] = {}
@@ -307,7 +308,8 @@ class _Phase1:
         memo = self.memo
         lanes: dict[str, Lane] = {}
         replayed = 0
-        for index in sorted(range(len(self.demand)), key=lambda i: -self.demand[i].priority):
+        order = [-need.priority for need in self.demand]
+        for index in sorted(range(len(self.demand)), key=order.__getitem__):
             need = self.demand[index]
             lane = lanes.get(need.cluster)
             if lane is None:
@@ -446,6 +448,8 @@ class _Phase1:
             )
             # The pair most needs return (nothing in flight), made once.
             shared = self._stamps[(need.cluster, types, seeds)] = ((bound, ()), acquirable)
+        if not self._creating:  # nothing in flight: most cycles
+            return shared
         creating = self._creating.get((need.group, need.fingerprint))
         if not creating:
             return shared
@@ -646,21 +650,27 @@ class _Phase1:
             machine_id in consumed for machine_id in step.skipped
         )
 
-    def _credit_values(self, need: Need, machines: set[str]) -> set[str]:
+    def _credit_values(self, need: Need, machines: list[str]) -> set[str]:
         """The domain values of those of the machines the (co-location) need could credit.
 
         Where its cluster's claims differ from last cycle's only on these machines,
-        only these values' credit buckets differ too.
+        only these values' credit buckets differ too. The machines only grow during
+        a cluster's pass, and its needs share profiles: the values are kept per
+        profile and extended by the machines added since.
         """
         same = need.profile.same
         assert same is not None
-        values = set()
-        for machine_id in machines:
-            m = self.inv.get(machine_id)
-            if m is not None and self._eligible(need, m):
-                value = m.attribute(same.key)
-                if value is not None:
-                    values.add(value)
+        key = (need.cluster, need.profile.fingerprint, tuple(need.min_unit.items()))
+        seen, values = self._credit_values_of.get(key, (0, set[str]()))
+        if seen < len(machines):
+            values = set(values)  # the kept set may be a step's, read later
+            for machine_id in machines[seen:]:
+                m = self.inv.get(machine_id)
+                if m is not None and self._eligible(need, m):
+                    value = m.attribute(same.key)
+                    if value is not None:
+                        values.add(value)
+            self._credit_values_of[key] = (len(machines), values)
         return values
 
     def _credit_side_now(

@@ -202,8 +202,9 @@ class Lane:
         self._next = 0
         self._changed: set[str] | None = set() if previous is not None else None
         # Machines whose claim by this cluster's needs so far may differ from last cycle's
-        # at the same point: a covered co-location need is told apart by where they lie.
-        self.moved: set[str] = set()
+        # at the same point, in the order found (repeats allowed): a covered co-location
+        # need is told apart by where they lie.
+        self.moved: list[str] = []
 
     def match(self, need: Need) -> Step | None:
         """Last cycle's step of this need, if it comes after the ones matched so far."""
@@ -217,7 +218,7 @@ class Lane:
                 return None
             for skipped in previous.steps[at:found]:  # gone or moved: their claims differ
                 self.changed(skipped.types)
-                self.moved.update(skipped.credited)
+                self.moved.extend(skipped.credited)
             at = found
         self._next = at + 1
         return previous.steps[at]
@@ -246,12 +247,12 @@ class Lane:
         cycle's step there, if any): later needs see other claims where they differ."""
         if before is None:
             self.changed(types)
-            self.moved.update(credited)
+            self.moved.extend(credited)
             return
         differ = set(before.credited).symmetric_difference(credited)
         if differ:
             self.changed(types)
-            self.moved |= differ
+            self.moved.extend(differ)
 
     def changed(self, types: tuple[str, ...]) -> None:
         if self._changed is None:
