@@ -63,7 +63,7 @@ def _stateless(
     inv: Inventory, table: NeedsTable, reported: set[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Phase 1 from a fresh memo, and the reclaim scan, on one fixed snapshot: p50/p99 ms."""
-    demand, _ = normalize_traced(inv, table.snapshot(), {})
+    demand, _ = normalize_traced(inv, table.snapshot())
     first, third = [], []
     for _ in range(STATELESS_RUNS):
         mark = time.perf_counter()

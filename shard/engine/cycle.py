@@ -77,7 +77,7 @@ class Engine:
         self.shortfalls = ShortfallLedger()
         self.verdicts = VerdictBook() if verdicts else None
         self._normalized: _Normalized | None = None
-        self._fold_memo: FoldMemo = {}
+        self._fold_memo = FoldMemo()
         self._last: _Decisions | None = None
         self.phase1_memo = phase1.Phase1Memo(rank_domains=verdicts)
 

@@ -8,7 +8,7 @@ per cycle before every phase (engine.md §1.7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.inventory import Inventory
@@ -58,37 +58,62 @@ def _hosted_whole(inv: Inventory, need: Need) -> bool:
     )
 
 
-# Whether one machine hosts a gang whole depends on the gang's cluster, profile and
-# size and on the machines it could use; answers are kept per gang shape with a
-# stamp of those machines, and stand while the stamp does.
-FoldMemo = dict[tuple[object, ...], tuple[object, bool]]
+@dataclass(slots=True)
+class FoldMemo:
+    """Answers to "does one machine host this gang whole?" kept across cycles.
+
+    An answer depends on the gang's cluster, profile and size and on the
+    machines it could use, so it is kept per gang shape with a stamp of those
+    machines and stands while the stamp does. Most needs are the very objects
+    of last cycle (a roll-up replaces one cluster's rows), so answers are also
+    kept per need object, which is cheaper to look up than its shape.
+    """
+
+    by_shape: dict[tuple[object, ...], tuple[object, bool]] = field(default_factory=dict)
+    # id(need) -> (the need, kept alive so its id is not reused, stamp, answer)
+    by_need: dict[int, tuple[Need, object, bool]] = field(default_factory=dict)
 
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
-    stamps: dict[tuple[str, tuple[str, ...]], object] = {}
-    kept: FoldMemo = {}
+    stamps: dict[str, dict[tuple[str, ...], object]] = {}
+    by_shape: dict[tuple[object, ...], tuple[object, bool]] = {}
+    by_need: dict[int, tuple[Need, object, bool]] = {}
     flags = []
     for need in demand:
         if need.profile.same is None:
             flags.append(False)
             continue
         types = need.profile.pinned_types
-        stamp = stamps.get((need.cluster, types))
+        of_cluster = stamps.get(need.cluster)
+        if of_cluster is None:
+            of_cluster = stamps[need.cluster] = {}
+        stamp = of_cluster.get(types)
         if stamp is None:
-            stamp = stamps[(need.cluster, types)] = (
+            stamp = of_cluster[types] = (
                 inventory.bound_stamp(need.cluster, types),
                 inventory.acquirable_stamp(S.IDLE, types),
                 inventory.acquirable_stamp(S.SPECULATIVE, types),
             )
-        shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
-        answer = kept.get(shape) or memo.get(shape)
-        if answer is None or answer[0] != stamp:
-            answer = (stamp, _hosted_whole(inventory, need))
-        kept[shape] = answer
-        flags.append(answer[1])
-    memo.clear()
-    memo.update(kept)
+        known = memo.by_need.get(id(need))
+        if known is not None and known[0] is need and known[1] == stamp:
+            whole = known[2]
+        else:
+            shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
+            answer = by_shape.get(shape) or memo.by_shape.get(shape)
+            if answer is None or answer[0] != stamp:
+                answer = (stamp, _hosted_whole(inventory, need))
+            by_shape[shape] = answer
+            whole = answer[1]
+        by_need[id(need)] = (need, stamp, whole)
+        flags.append(whole)
+    memo.by_need = by_need
+    # Shapes answered by object identity were not looked up: older answers stay (a
+    # stale one is told by its stamp) until they outnumber the needs.
+    if len(memo.by_shape) > 2 * len(demand):
+        memo.by_shape = by_shape
+    else:
+        memo.by_shape.update(by_shape)
     return flags
 
 
@@ -105,7 +130,7 @@ def normalize_traced(
     folded and every need stands for itself."""
     if not any(n.profile.same is not None for n in demand):
         return demand, None
-    hosted = _hosted_flags(inventory, demand, memo if memo is not None else {})
+    hosted = _hosted_flags(inventory, demand, memo if memo is not None else FoldMemo())
     out: list[Need] = []
     origins: list[int] = []
     folds: dict[tuple[str, str, str], _Fold] = {}
