@@ -205,6 +205,29 @@ def same_bucket_rank(b: Bucket, deficit: rv.Vector) -> tuple[object, ...]:
     )
 
 
+def credit_contenders(
+    credit_side: dict[str, Bucket], domain: str, deficit: rv.Vector
+) -> tuple[str, ...]:
+    """For a need its credit covers in `domain`: the other values whose credit side alone
+    ranks no worse than the domain's, the only ones acquirable supply could make win.
+
+    Such a domain is satisfiable whatever is acquirable, and rules 1-3 (and ADR
+    0020's) rank by credit coverages alone, so a value whose credit coverages rank
+    below the domain's loses to it however much it could acquire.
+    """
+    won = credit_side.get(domain)
+    if won is None:  # not a covered domain: every value may contend
+        return tuple(value for value in credit_side if value != domain)
+    creditable, own, unheld = won._coverages(deficit)
+    contenders = []
+    for value, b in credit_side.items():
+        if value != domain:
+            c, o, u = b._coverages(deficit)
+            if (-c, -o, -u) <= (-creditable, -own, -unheld):
+                contenders.append(value)
+    return tuple(contenders)
+
+
 def choose_same_bucket(buckets: dict[str, Bucket], deficit: rv.Vector) -> Bucket | None:
     ranked = [b for b in buckets.values() if b.count > 0]
     if not ranked:

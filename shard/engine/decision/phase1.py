@@ -34,6 +34,7 @@ from bigfleet.shard.engine.decision.colocation import (
     attribution,
     best_domains,
     choose_same_bucket,
+    credit_contenders,
     same_bucket_rank,
 )
 from bigfleet.shard.engine.decision.cost import effective_cost
@@ -141,7 +142,8 @@ class _Phase1:
         ] = {}
         self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
         self._credit_values_of: dict[tuple[object, ...], tuple[int, set[str]]] = {}
-        self._ranked_now: Ranking | None = None  # how the last seeding chose its domain
+        # How the last seeding chose its domain: the totals it ranked against, the rank.
+        self._ranked_now: tuple[AcquirableTotals, tuple[object, ...]] | None = None
         self._groupings_of: dict[tuple[str, bool], tuple[GroupingKey, ...]] = {}
         self._totals_of: dict[tuple[object, ...], tuple[int, AcquirableTotals]] = {}
         # Domain values whose acquirable totals differ between two maps, by their ids
@@ -367,7 +369,10 @@ class _Phase1:
                 kept = self._seed_same(index, need, credit_side)
                 if index in self.domain and rv.is_zero(self.remaining[index]):
                     kept_side = kept  # covered by credit: may be ranked again later
-                    ranked = self._ranked_now
+                    assert self._ranked_now is not None
+                    totals, rank = self._ranked_now
+                    contenders = credit_contenders(kept, self.domain[index], need.aggregate)
+                    ranked = Ranking(totals, rank, contenders)
             else:
                 self._credit_plain(index, need)
             lane.recomputed(before, types, self.credited[index])
@@ -607,7 +612,7 @@ class _Phase1:
             self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
         if best is None:
             return kept
-        self._ranked_now = Ranking(totals, same_bucket_rank(best, need.aggregate))
+        self._ranked_now = (totals, same_bucket_rank(best, need.aggregate))
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
         members = [
@@ -706,32 +711,40 @@ class _Phase1:
         """
         if step.credit_side is None or step.short or step.domain is None or step.ranked is None:
             return None
+        domain, ranked = step.domain, step.ranked
+        contenders = ranked.contenders
         if credit_side is None:
             credit_side = step.credit_side
+        elif credit_moved:  # other values' credit moved: they may contend now, or no longer
+            contenders = credit_contenders(credit_side, domain, need.aggregate)
         totals = self._acquirable_totals_of(need)
-        moved = self._values_moved(step.ranked.against, totals)
-        if credit_moved:
-            moved = moved | credit_moved
-        if step.domain not in moved:
-            # Every other domain's bucket is what it was when the step's domain beat it
-            # (its credit side stands by the lane and stamp checks, its acquirable totals
-            # by `moved`), and the step's domain's is unchanged, rank and all: only the
-            # moved ones can beat it now (ranks never tie: the last key is the value).
-            for value in moved:
-                rival = self._bucket(credit_side, totals, value)
-                if rival.count > 0 and same_bucket_rank(rival, need.aggregate) < step.ranked.rank:
-                    return None
-            return Ranking(totals, step.ranked.rank)
-        buckets = {value: b.copy() for value, b in credit_side.items()}
-        self._add_acquirable_side(totals, buckets)
-        best = choose_same_bucket(buckets, need.aggregate)
-        if (
-            best is None
-            or best.value != step.domain
-            or rv.covers(best.total, need.aggregate) != step.satisfiable
+        if not any(
+            old is not new and old.get(domain) != new.get(domain)
+            for old, new in zip(ranked.against, totals, strict=True)
         ):
+            # The domain's bucket is what it was, rank and all, and every other value's is
+            # what it was when the domain beat it except where its acquirable totals or
+            # its credit moved: only those can beat it now, and of those only contenders
+            # (ranks never tie: the last key is the value).
+            if contenders:
+                moved = self._values_moved(ranked.against, totals)
+                for value in contenders:
+                    if value in moved or value in credit_moved:
+                        rival = self._bucket(credit_side, totals, value)
+                        if same_bucket_rank(rival, need.aggregate) < ranked.rank:
+                            return None
+            return Ranking(totals, ranked.rank, contenders)
+        # The domain's acquirable supply moved: it stays satisfiable (its credit covers the
+        # need), and only contenders can outrank it.
+        won = self._bucket(credit_side, totals, domain)
+        if rv.covers(won.total, need.aggregate) != step.satisfiable:
             return None
-        return Ranking(totals, same_bucket_rank(best, need.aggregate))
+        rank = same_bucket_rank(won, need.aggregate)
+        for value in contenders:
+            rival = self._bucket(credit_side, totals, value)
+            if rival.count > 0 and same_bucket_rank(rival, need.aggregate) < rank:
+                return None
+        return Ranking(totals, rank, contenders)
 
     @staticmethod
     def _bucket(credit_side: dict[str, Bucket], totals: AcquirableTotals, value: str) -> Bucket:

@@ -127,11 +127,13 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    """How a co-location step's domain last won: the acquirable totals per domain value
-    it was ranked against, and the rank it won with."""
+    """How a covered co-location step's domain last won: the acquirable totals per domain
+    value it was ranked against, the rank it won with, and the values whose credit could
+    still let them win (`colocation.credit_contenders`)."""
 
     against: AcquirableTotals
     rank: tuple[object, ...]
+    contenders: tuple[str, ...]
 
 
 # What a Same step found reserved before it: per grouping it weighed, the reserved
