@@ -327,19 +327,22 @@ class _Phase1:
                 again: Step | None = None
                 if lane.untouched(types):
                     credit_side = step.credit_side  # no claim on its machines moved
-                    if (
-                        step.acquirable == acquirable
-                        and self.reservations.as_seen(step)
-                        and self._reserving_stands(step)
-                    ):
-                        again = (
-                            step
-                            if step.source is need
-                            else step.again(
-                                need, step.acquirable, step.seen, step.ranked, step.credit_side
+                    if step.acquirable == acquirable and self._reserving_stands(step):
+                        if self.reservations.as_seen(step):
+                            again = (
+                                step
+                                if step.source is need
+                                else step.again(
+                                    need, step.acquirable, step.seen, step.ranked, credit_side
+                                )
                             )
-                        )
-                    elif (ranked := self._same_choice_stands(need, step, set())) is not None:
+                        elif self._short_choice_stands(need, step):
+                            seen = self.reservations.seen(self._groupings(need))
+                            again = step.again(need, acquirable, seen, None, credit_side)
+                    if (
+                        again is None
+                        and (ranked := self._same_choice_stands(need, step, set())) is not None
+                    ):
                         seen = self.reservations.seen(self._groupings(need))
                         again = step.again(need, acquirable, seen, ranked, step.credit_side)
                 elif step.credit_side is not None:
@@ -366,12 +369,14 @@ class _Phase1:
             configured_before = self.configured_claims[need.cluster]
             kept_side, ranked = None, None
             if need.profile.same is not None:
-                kept = self._seed_same(index, need, credit_side)
+                # Kept to be ranked again, or seeded again from, in a later cycle.
+                kept_side = self._seed_same(index, need, credit_side)
                 if index in self.domain and rv.is_zero(self.remaining[index]):
-                    kept_side = kept  # covered by credit: may be ranked again later
+                    # Covered by credit: ranked again against moved supply, only
+                    # against the racks that could still outrank its own.
                     assert self._ranked_now is not None
                     totals, rank = self._ranked_now
-                    contenders = credit_contenders(kept, self.domain[index], need.aggregate)
+                    contenders = credit_contenders(kept_side, self.domain[index], need.aggregate)
                     ranked = Ranking(totals, rank, contenders)
             else:
                 self._credit_plain(index, need)
@@ -693,6 +698,25 @@ class _Phase1:
             else:
                 side[value] = b.kept(need.aggregate)
         return side
+
+    def _short_choice_stands(self, need: Need, step: Step) -> bool:
+        """A co-location step that reserved (its credit fell short), whose credit and
+        reserving stand, would choose the same domain against today's reservations.
+
+        Reservations made before it this cycle differ from last cycle's, which
+        changes what it could acquire per domain: ranked again from its kept credit
+        side, the same choice means the same step.
+        """
+        if not step.short or step.credit_side is None:
+            return False
+        buckets = {value: b.copy() for value, b in step.credit_side.items()}
+        self._add_acquirable_side(self._acquirable_totals_of(need), buckets)
+        best = choose_same_bucket(buckets, need.aggregate)
+        if best is None:
+            return step.domain is None
+        return best.value == step.domain and rv.covers(best.total, need.aggregate) == (
+            step.satisfiable
+        )
 
     def _same_choice_stands(
         self,
