@@ -261,12 +261,20 @@ def best_domains(
 ) -> tuple[DomainCoverage, ...]:
     """The chosen domain, then the best-covering others: what a verdict shows of the choice."""
 
-    def entry(b: Bucket) -> DomainCoverage:
-        return DomainCoverage(b.value, _per_mille(b.total, want), rv.covers(b.total, want))
+    def entry(b: Bucket, per_mille: int) -> DomainCoverage:
+        return DomainCoverage(b.value, per_mille, rv.covers(b.total, want))
 
-    others = heapq.nsmallest(
-        TOP_DOMAINS - (chosen is not None),
-        (entry(b) for b in buckets.values() if b.count > 0 and b is not chosen),
-        key=lambda d: (-d.per_mille, d.domain),
-    )
-    return (entry(chosen), *others) if chosen is not None else tuple(others)
+    # Scored first, described only for the few shown (values are unique: no tie reaches
+    # the bucket).
+    scored = [
+        (-_per_mille(b.total, want), b.value, b)
+        for b in buckets.values()
+        if b.count > 0 and b is not chosen
+    ]
+    others = [
+        entry(b, -score)
+        for score, _, b in heapq.nsmallest(TOP_DOMAINS - (chosen is not None), scored)
+    ]
+    if chosen is None:
+        return tuple(others)
+    return (entry(chosen, _per_mille(chosen.total, want)), *others)

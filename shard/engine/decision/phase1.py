@@ -30,6 +30,7 @@ from bigfleet.shard.engine.decision.colocation import (
     CreditGroup,
     CreditIndex,
     DomainCoverage,
+    Group,
     SameIndex,
     attribution,
     best_domains,
@@ -141,6 +142,12 @@ class _Phase1:
             tuple[str, tuple[str, ...], bool], tuple[tuple[object, object], object]
         ] = {}
         self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
+        # Per (grouping, requirements, unit): its groups the need admits, per value, and
+        # the totals at the last reservations view they were worked out for.
+        self._eligible_groups: dict[tuple[object, ...], dict[str, list[Group]]] = {}
+        self._last_totals: dict[
+            tuple[object, ...], tuple[frozenset[tuple[tuple[str, int], int]], PerValue]
+        ] = {}
         self._credit_values_of: dict[tuple[object, ...], tuple[int, set[str]]] = {}
         # How the last seeding chose its domain: the totals it ranked against, the rank.
         self._ranked_now: tuple[AcquirableTotals, tuple[object, ...]] | None = None
@@ -562,24 +569,57 @@ class _Phase1:
             return found[1]
         out = []
         for grouping in self._groupings(need):
-            key = (grouping, requirements, unit, self.reservations.view(grouping))
+            view = self.reservations.view(grouping)
+            key = (grouping, requirements, unit, view)
             per_value = self._acquirable_totals.get(key)
             if per_value is None:
-                per_value = self._acquirable_totals[key] = {}
-                # Seeding runs before any acquisition, so free machines are unclaimed here.
-                for value, groups in self._same_index(*grouping).by_value.items():
-                    count, total = 0, dict[str, int]()
-                    for group in groups:
-                        free = len(group.machines) - group.reserved
-                        if free > 0 and self._eligible(need, group.sample):
-                            count += free
-                            rv.add_scaled(total, group.sample.alloc, free)
-                    if count:
-                        per_value[value] = (count, total)
+                shape = (grouping, requirements, unit)
+                per_value = self._acquirable_totals[key] = self._totals_at(
+                    need, grouping, shape, view
+                )
             out.append(per_value)
         totals = tuple(out)
         self._totals_of[shared] = (self.reservations.made, totals)
         return totals
+
+    def _totals_at(
+        self,
+        need: Need,
+        grouping: GroupingKey,
+        shape: tuple[object, ...],
+        view: frozenset[tuple[tuple[str, int], int]],
+    ) -> PerValue:
+        """Per domain value of a grouping, the unreserved machines the need's requirements
+        and unit (with the grouping, its `shape`) admit, as of reservations `view`: worked
+        out from the last view of the same shape for the values reserved in since."""
+        eligible = self._eligible_groups.get(shape)
+        if eligible is None:
+            eligible = self._eligible_groups[shape] = {
+                value: kept
+                for value, groups in self._same_index(*grouping).by_value.items()
+                if (kept := [g for g in groups if self._eligible(need, g.sample)])
+            }
+        last = self._last_totals.get(shape)
+        if last is None:
+            per_value: PerValue = {}
+            values: Iterable[str] = eligible
+        else:
+            per_value = dict(last[1])
+            values = {value for (value, _), _ in last[0] ^ view}
+        for value in values:
+            count, total = 0, dict[str, int]()
+            # Seeding runs before any acquisition, so free machines are unclaimed here.
+            for group in eligible.get(value, ()):
+                free = len(group.machines) - group.reserved
+                if free > 0:
+                    count += free
+                    rv.add_scaled(total, group.sample.alloc, free)
+            if count:
+                per_value[value] = (count, total)
+            else:
+                per_value.pop(value, None)
+        self._last_totals[shape] = (view, per_value)
+        return per_value
 
     def _add_acquirable_side(self, totals: AcquirableTotals, buckets: dict[str, Bucket]) -> None:
         for per_value in totals:
