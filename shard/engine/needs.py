@@ -8,6 +8,7 @@ contribution atomically and never merges.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bigfleet.shard.engine import resources as rv
@@ -57,9 +58,8 @@ def credit(need: Need, machine: Machine) -> Vector:
     return machine.alloc
 
 
-def demand_order(need: Need) -> tuple[int, int, str]:
-    """Priority desc, arrival asc, cluster asc."""
-    return (-need.priority, need.arrival, need.cluster)
+# A need's place in the snapshot: demand order, then its row within its cluster.
+_Place = tuple[int, int, str, int]
 
 
 class NeedsTable:
@@ -67,6 +67,10 @@ class NeedsTable:
         self._by_cluster: dict[str, tuple[Need, ...]] = {}
         self._size = 0  # rows of every cluster
         self.version = next(_VERSIONS)  # changes with every replacement that changes rows
+        # The last snapshot with each need's place, and the clusters replaced since:
+        # a roll-up replaces one cluster, so the next snapshot merges only its rows in.
+        self._placed: list[tuple[_Place, Need]] | None = None
+        self._replaced: set[str] = set()
 
     def __len__(self) -> int:
         return self._size
@@ -79,6 +83,7 @@ class NeedsTable:
         if rows == self._by_cluster.get(cluster, ()):
             return  # the same demand again: steady state
         self.version = next(_VERSIONS)
+        self._replaced.add(cluster)
         self._size += len(rows) - len(self._by_cluster.get(cluster, ()))
         if rows:
             self._by_cluster[cluster] = rows
@@ -93,6 +98,20 @@ class NeedsTable:
 
     def snapshot(self) -> list[Need]:
         """Every need, ordered priority desc, arrival asc, cluster asc (stable otherwise)."""
-        return sorted(
-            (n for c in sorted(self._by_cluster) for n in self._by_cluster[c]), key=demand_order
-        )
+        placed, replaced = self._placed, self._replaced
+        if placed is None or 2 * len(replaced) > len(self._by_cluster):
+            placed = sorted(self._placements(self._by_cluster))
+        elif replaced:
+            # Two sorted runs, which the sort merges in one pass.
+            kept = [entry for entry in placed if entry[1].cluster not in replaced]
+            placed = sorted(kept + sorted(self._placements(replaced)))
+        self._placed, self._replaced = placed, set()
+        return [need for _, need in placed]
+
+    def _placements(self, clusters: Iterable[str]) -> list[tuple[_Place, Need]]:
+        # (cluster, row) makes every place unique: needs themselves are never compared.
+        return [
+            ((-need.priority, need.arrival, cluster, row), need)
+            for cluster in clusters
+            for row, need in enumerate(self._by_cluster.get(cluster, ()))
+        ]

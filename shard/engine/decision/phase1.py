@@ -157,7 +157,8 @@ class _Phase1:
         # (both stay referenced for the phase: one by a step, one in _acquirable_totals).
         self._moved_values: dict[tuple[int, int], set[str]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
-        self.remaining = [dict(n.aggregate) for n in demand]
+        # Never changed in place (each credit makes a new vector), so shared, not copied.
+        self.remaining = [n.aggregate for n in demand]
         self.claimed: dict[str, int] = {}
         self.consumed: set[str] = set()  # acquirables reserved by Same seeding
         self.domain: dict[int, str] = {}

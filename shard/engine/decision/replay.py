@@ -32,7 +32,7 @@ from typing import Any
 from bigfleet.shard.engine.decision.colocation import Bucket
 from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import Need
-from bigfleet.shard.engine.resources import is_zero
+from bigfleet.shard.engine.resources import Vector, is_zero
 
 PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
 GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key
@@ -78,7 +78,7 @@ class Step:
     stamp: Stamp  # its cluster's bound machines of its types, its in-flight machines
     acquirable: Stamp  # the acquirable machines a co-location need weighs
     credited: tuple[str, ...]
-    remaining: dict[str, int]
+    remaining: Vector
     domain: str | None
     satisfiable: bool | None
     reservations: tuple[Reservation, ...]
