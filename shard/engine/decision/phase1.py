@@ -169,9 +169,10 @@ class _Phase1:
         self.actions: list[Action] = []
         self._pools: dict[PoolKey, list[Machine]] = {}
         self._same_indexes: dict[tuple[PoolKey, str], SameIndex] = {}
-        # Cursors and credit indexes are keyed by the identity of pool lists, so every
-        # pool list stays referenced (here, in _pools or _creating) for the whole
-        # phase: an identity is never reused by another list while it runs.
+        # Cursors and credit indexes are keyed by the identity of pool lists (and of a
+        # grouping's per-value lists), so every such list stays referenced (here, in
+        # _pools, _creating or _same_indexes) for the whole phase: an identity is never
+        # reused by another list while it runs.
         self._bound_pools: dict[tuple[str, MachineState, tuple[str, ...]], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
         self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
@@ -888,10 +889,20 @@ class _Phase1:
         same = need.profile.same
         if domain is None or same is None:
             return  # no domain had any supply when the need was seeded
-        for m in self._same_index(pool, same.key).in_order.get(domain, ()):
+        machines = self._same_index(pool, same.key).in_order.get(domain)
+        if machines is None:
+            return
+        # Gangs of a domain acquire its machines in order: skip the claimed head for good
+        # (the list stays referenced by its grouping for the whole phase).
+        claimed, start = self.claimed, self._cursor.get(id(machines), 0)
+        while start < len(machines) and machines[start].id in claimed:
+            start += 1
+        self._cursor[id(machines)] = start
+        for at in range(start, len(machines)):
             if rv.is_zero(self.remaining[index]):
                 return
-            if m.id not in self.claimed and self._eligible(need, m):
+            m = machines[at]
+            if m.id not in claimed and self._eligible(need, m):
                 self._acquire(index, m)
 
     def _take_spread(self, index: int, need: Need, pool: list[Machine], spread: Spread) -> None:
