@@ -329,8 +329,8 @@ class _Phase1:
             stamp, acquirable = self._stamp(need)
             types = need.profile.pinned_types
             step = lane.match(need)
-            # A covered gang's kept credit side as it is now, when it can be had from
-            # last cycle's: seeding it again then starts from there.
+            # A co-location step's kept credit side as it is now, when it can be had from
+            # last cycle's: seeding the need again then starts from there.
             credit_side: dict[str, Bucket] | None = None
             if step is not None and step.stamp == stamp:
                 again: Step | None = None

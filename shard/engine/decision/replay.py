@@ -17,8 +17,11 @@ types was replayed in the same order or recomputed to the same credits, and
 look as they did last cycle; a step that reserved machines itself also needs
 the ones it took to be free and the ones it passed over to be taken still.
 A co-location step that credit covered and whose only change is in
-acquirable supply is ranked again rather than seeded again: if it would
-choose the same domain, it is replayed. Needs of disjoint instance types
+acquirable supply, or in its cluster's claims outside its domain, is ranked
+again rather than seeded again (against the domains that could still
+outrank it): if it would choose the same domain, it is replayed; so is a
+step that reserved and would choose the same domain against today's
+reservations (ADR 0025). Needs of disjoint instance types
 touch disjoint machines, which is what lets the rest of a cluster replay
 when one need changes. A replayed cycle decides exactly what a fresh one
 would; the engine's property tests compare the two after random changes.
@@ -204,8 +207,8 @@ class Lane:
         self._next = 0
         self._changed: set[str] | None = set() if previous is not None else None
         # Machines whose claim by this cluster's needs so far may differ from last cycle's
-        # at the same point, in the order found (repeats allowed): a covered co-location
-        # need is told apart by where they lie.
+        # at the same point, in the order found (repeats allowed): a co-location need's
+        # kept credit side differs only where they lie.
         self.moved: list[str] = []
 
     def match(self, need: Need) -> Step | None:
