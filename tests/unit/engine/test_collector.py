@@ -1,4 +1,4 @@
-"""A cycle runs with the cyclic collector paused and collects once, at its end."""
+"""A cycle runs with the cyclic collector paused and collects once, before resuming it."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from tests.unit.engine.builders import S, inventory, machine, need, table
 
 
 @pytest.fixture
-def collections() -> Iterator[list[int]]:
-    """The generation of every collection started while the test runs."""
-    started: list[int] = []
+def collections() -> Iterator[list[tuple[int, bool]]]:
+    """Every collection started while the test runs: its generation, and whether the
+    collector was on (a collection it started by itself, or one asked for with it on)."""
+    started: list[tuple[int, bool]] = []
 
     def note(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started.append(info["generation"])
+            started.append((info["generation"], gc.isenabled()))
 
     was_enabled = gc.isenabled()
     gc.enable()
@@ -31,19 +32,23 @@ def collections() -> Iterator[list[int]]:
             gc.disable()
 
 
-def test_a_changed_cycle_collects_once_and_leaves_nothing_for_the_collector_to_start(
-    collections: list[int],
+def test_a_changed_cycle_collects_its_young_generations_before_resuming_the_collector(
+    collections: list[tuple[int, bool]],
 ) -> None:
     # Enough machines and needs that the cycle allocates far more containers than the
     # collector's first threshold.
     inv = inventory(*(machine(f"idle-{i}", S.IDLE) for i in range(400)))
     demand = table(*(need(f"c{i % 4}", i % 7, 1 + i % 3) for i in range(200)))
+    engine, reported = Engine(), {f"c{i}" for i in range(4)}
+    gc.collect()
     collections.clear()
 
-    Engine().cycle(inv, demand, {f"c{i}" for i in range(4)}, now=0.0)
+    engine.cycle(inv, demand, reported, now=0.0)
 
-    # Only the collection the cycle asks for: none started by the allocations it made,
-    # during the cycle or at the first allocation after the collector came back on.
-    assert collections == [1]
+    # Its own collection ran while the collector was still paused. Resumed first, the
+    # collector started one of its own at its first allocation over everything the
+    # cycle had allocated, then the cycle's walked it all again. Other threads of the
+    # test process may start collections of their own, so only the cycle's is asserted.
+    assert (1, False) in collections
+    assert (1, True) not in collections
     assert gc.isenabled()
-    assert gc.get_count()[0] < gc.get_threshold()[0]
