@@ -148,6 +148,8 @@ class _Phase1:
         self._last_totals: dict[
             tuple[object, ...], tuple[frozenset[tuple[tuple[str, int], int]], PerValue]
         ] = {}
+        # Per (cluster, profile, unit): how many of its lane's moved machines were read,
+        # and their domain values (see _credit_values).
         self._credit_values_of: dict[tuple[object, ...], tuple[int, set[str]]] = {}
         # How the last seeding chose its domain: the totals it ranked against, the rank.
         self._ranked_now: tuple[AcquirableTotals, tuple[object, ...]] | None = None
@@ -333,39 +335,7 @@ class _Phase1:
             # last cycle's: seeding the need again then starts from there.
             credit_side: dict[str, Bucket] | None = None
             if step is not None and step.stamp == stamp:
-                again: Step | None = None
-                if lane.untouched(types):
-                    credit_side = step.credit_side  # no claim on its machines moved
-                    if step.acquirable == acquirable and self._reserving_stands(step):
-                        if self.reservations.as_seen(step):
-                            again = (
-                                step
-                                if step.source is need
-                                else step.again(
-                                    need, step.acquirable, step.seen, step.ranked, credit_side
-                                )
-                            )
-                        elif self._short_choice_stands(need, step):
-                            seen = self.reservations.seen(self._groupings(need))
-                            again = step.again(need, acquirable, seen, None, credit_side)
-                    if (
-                        again is None
-                        and (ranked := self._same_choice_stands(need, step, set())) is not None
-                    ):
-                        seen = self.reservations.seen(self._groupings(need))
-                        again = step.again(need, acquirable, seen, ranked, step.credit_side)
-                elif step.credit_side is not None:
-                    # Earlier needs of the cluster claim other machines of its types than
-                    # last cycle. None in its domain: ranked again, it may be replayed.
-                    moved = self._credit_values(need, lane.moved)
-                    credit_side = self._credit_side_now(need, step.credit_side, moved)
-                    if (
-                        step.domain not in moved
-                        and (ranked := self._same_choice_stands(need, step, moved, credit_side))
-                        is not None
-                    ):
-                        seen = self.reservations.seen(self._groupings(need))
-                        again = step.again(need, acquirable, seen, ranked, credit_side)
+                again, credit_side = self._step_again(need, step, lane, acquirable)
                 if again is not None:
                     self._replay(index, again)
                     lane.steps.append(again)
@@ -414,6 +384,51 @@ class _Phase1:
         memo.replayed = replayed
         if any(key[0] not in lanes for key in memo.credit_indexes):  # clusters gone
             memo.credit_indexes = {k: v for k, v in memo.credit_indexes.items() if k[0] in lanes}
+
+    def _step_again(
+        self, need: Need, step: Step, lane: Lane, acquirable: object
+    ) -> tuple[Step | None, dict[str, Bucket] | None]:
+        """Last cycle's step of the need, whose bound machines' stamp stands, as it would
+        be computed now (None when it must be computed), and its kept credit side as it
+        is now, if it can be had from the step's."""
+        types = need.profile.pinned_types
+        if lane.untouched(types):
+            side = step.credit_side  # no claim on its machines moved
+            if step.acquirable == acquirable and self._reserving_stands(step):
+                if self.reservations.as_seen(step):
+                    if step.source is need:
+                        return step, side
+                    return step.again(need, step.acquirable, step.seen, step.ranked, side), side
+                if self._short_choice_stands(need, step):
+                    return self._again_now(need, step, acquirable, None, side), side
+            ranked = self._same_choice_stands(need, step, set())
+            if ranked is not None:
+                return self._again_now(need, step, acquirable, ranked, side), side
+            return None, side
+        if step.credit_side is None:
+            return None, None
+        # Earlier needs of the cluster claim other machines of its types than last cycle.
+        # None in its domain: ranked again, it may be replayed.
+        moved = self._credit_values(need, lane.moved)
+        side = self._credit_side_now(need, step.credit_side, moved)
+        if step.domain not in moved:
+            ranked = self._same_choice_stands(need, step, moved, side)
+            if ranked is not None:
+                return self._again_now(need, step, acquirable, ranked, side), side
+        return None, side
+
+    def _again_now(
+        self,
+        need: Need,
+        step: Step,
+        acquirable: object,
+        ranked: Ranking | None,
+        side: dict[str, Bucket] | None,
+    ) -> Step:
+        """The step replayed with what it reads of supply and reservations now."""
+        return step.again(
+            need, acquirable, self.reservations.seen(self._groupings(need)), ranked, side
+        )
 
     def _credit_plain(self, index: int, need: Need) -> None:
         for pool in self._creditable_pools(need):
@@ -623,6 +638,14 @@ class _Phase1:
         self._last_totals[shape] = (view, per_value)
         return per_value
 
+    def _with_acquirable(
+        self, kept: dict[str, Bucket], totals: AcquirableTotals
+    ) -> dict[str, Bucket]:
+        """A kept credit side's buckets (copied) with what could be acquired added."""
+        buckets = {value: b.copy() for value, b in kept.items()}
+        self._add_acquirable_side(totals, buckets)
+        return buckets
+
     def _add_acquirable_side(self, totals: AcquirableTotals, buckets: dict[str, Bucket]) -> None:
         for per_value in totals:
             for value, (count, total) in per_value.items():
@@ -643,6 +666,7 @@ class _Phase1:
         assert same is not None
         own_key = (need.group, need.fingerprint)
         credit_indexes = self._grouped_pools(need)
+        totals = self._acquirable_totals_of(need)
         if kept is None:
             buckets = self._credit_side(need)
             kept = {value: b.kept(need.aggregate) for value, b in buckets.items()}
@@ -650,10 +674,9 @@ class _Phase1:
                 # Ranked below by the same credit coverages, which the acquirable side
                 # leaves as they are: computed once.
                 b.coverages = kept[value].coverages
+            self._add_acquirable_side(totals, buckets)
         else:
-            buckets = {value: b.copy() for value, b in kept.items()}
-        totals = self._acquirable_totals_of(need)
-        self._add_acquirable_side(totals, buckets)
+            buckets = self._with_acquirable(kept, totals)
         best = choose_same_bucket(buckets, need.aggregate)
         if self.memo.rank_domains:
             self.memo.candidates[candidates_key(need)] = best_domains(buckets, best, need.aggregate)
@@ -751,8 +774,7 @@ class _Phase1:
         """
         if not step.short or step.credit_side is None:
             return False
-        buckets = {value: b.copy() for value, b in step.credit_side.items()}
-        self._add_acquirable_side(self._acquirable_totals_of(need), buckets)
+        buckets = self._with_acquirable(step.credit_side, self._acquirable_totals_of(need))
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
             return step.domain is None
