@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.machine import Machine
@@ -58,8 +59,10 @@ def credit(need: Need, machine: Machine) -> Vector:
     return machine.alloc
 
 
-# A need's place in the snapshot: demand order, then its row within its cluster.
-_Place = tuple[int, int, str, int]
+# A need's place in the snapshot, then the need: ((-priority, arrival, cluster, row), need).
+# Typed as any tuple, which compiled code keeps as the object it is: under a fixed-length
+# type it would unpack every kept entry and build it anew on each merge.
+_Placed = tuple[Any, ...]
 
 
 class NeedsTable:
@@ -69,7 +72,7 @@ class NeedsTable:
         self.version = next(_VERSIONS)  # changes with every replacement that changes rows
         # The last snapshot with each need's place, and the clusters replaced since:
         # a roll-up replaces one cluster, so the next snapshot merges only its rows in.
-        self._placed: list[tuple[_Place, Need]] | None = None
+        self._placed: list[_Placed] | None = None
         self._replaced: set[str] = set()
 
     def __len__(self) -> int:
@@ -108,7 +111,7 @@ class NeedsTable:
         self._placed, self._replaced = placed, set()
         return [need for _, need in placed]
 
-    def _placements(self, clusters: Iterable[str]) -> list[tuple[_Place, Need]]:
+    def _placements(self, clusters: Iterable[str]) -> list[_Placed]:
         # (cluster, row) makes every place unique: needs themselves are never compared.
         return [
             ((-need.priority, need.arrival, cluster, row), need)

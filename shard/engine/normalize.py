@@ -9,6 +9,7 @@ per cycle before every phase (engine.md §1.7).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.inventory import Inventory
@@ -67,18 +68,22 @@ class FoldMemo:
     machines and stands while the stamp does. Most needs are the very objects
     of last cycle (a roll-up replaces one cluster's rows), so answers are also
     kept per need object, which is cheaper to look up than its shape.
+
+    Entries are typed as any tuple so that compiled code carries a standing
+    entry over as it is rather than building it anew every cycle.
     """
 
-    by_shape: dict[tuple[object, ...], tuple[object, bool]] = field(default_factory=dict)
+    # shape -> (stamp, answer)
+    by_shape: dict[tuple[object, ...], tuple[Any, ...]] = field(default_factory=dict)
     # id(need) -> (the need, kept alive so its id is not reused, stamp, answer)
-    by_need: dict[int, tuple[Need, object, bool]] = field(default_factory=dict)
+    by_need: dict[int, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
     stamps: dict[str, dict[tuple[str, ...], object]] = {}
-    by_shape: dict[tuple[object, ...], tuple[object, bool]] = {}
-    by_need: dict[int, tuple[Need, object, bool]] = {}
+    by_shape: dict[tuple[object, ...], tuple[Any, ...]] = {}
+    by_need: dict[int, tuple[Any, ...]] = {}
     flags = []
     for need in demand:
         if need.profile.same is None:
@@ -98,6 +103,7 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
         known = memo.by_need.get(id(need))
         if known is not None and known[0] is need and known[1] == stamp:
             whole = known[2]
+            by_need[id(need)] = known
         else:
             shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
             answer = by_shape.get(shape) or memo.by_shape.get(shape)
@@ -105,7 +111,7 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
                 answer = (stamp, _hosted_whole(inventory, need))
             by_shape[shape] = answer
             whole = answer[1]
-        by_need[id(need)] = (need, stamp, whole)
+            by_need[id(need)] = (need, stamp, whole)
         flags.append(whole)
     memo.by_need = by_need
     # Shapes answered by object identity were not looked up: older answers stay (a

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.decision.actions import Action, ActionKind, Unsatisfied
@@ -70,7 +71,7 @@ class Phase1Result:
     # (bound and acquired), and for co-location needs the chosen domain and whether it
     # can hold the whole need.
     remaining: Sequence[rv.Vector] = field(default_factory=list)
-    credited: list[list[str]] = field(default_factory=list)
+    credited: Sequence[Sequence[str]] = field(default_factory=list)
     domains: dict[int, str] = field(default_factory=dict)
     satisfiable: dict[int, bool] = field(default_factory=dict)
     # Strict-spread needs whose acquisition stopped at max skew with matching supply left.
@@ -134,7 +135,9 @@ class _Phase1:
         self.inv = inventory
         self.demand = demand
         self.memo = memo
-        self.credited: list[list[str]] = [[] for _ in demand]
+        # A replayed need's credited machines are its step's tuple, shared; a need
+        # credited afresh gets its own list at its first claim.
+        self.credited: list[Sequence[str]] = [()] * len(demand)
         self.reservations = ReservationLog()
         self._reserved_now: list[Reservation] = []  # by the need being credited
         self._skipped_now: list[str] = []  # taken machines it passed over while reserving
@@ -250,7 +253,11 @@ class _Phase1:
 
     def _claim(self, index: int, machine_id: str) -> None:
         self.claimed[machine_id] = index
-        self.credited[index].append(machine_id)
+        credited = self.credited[index]
+        if isinstance(credited, list):
+            credited.append(machine_id)
+        else:
+            self.credited[index] = [*credited, machine_id]
         self._count_claim(self.demand[index].cluster, machine_id)
 
     def _count_claim(self, cluster: str, machine_id: str) -> None:
@@ -426,9 +433,11 @@ class _Phase1:
         side: dict[str, Bucket] | None,
     ) -> Step:
         """The step replayed with what it reads of supply and reservations now."""
-        return step.again(
-            need, acquirable, self.reservations.seen(self._groupings(need)), ranked, side
-        )
+        log = self.reservations
+        # The same need weighs the same groupings: when they look as they did, the
+        # step's view stands (and no new one is kept).
+        seen = step.seen if log.as_seen(step) else log.seen(self._groupings(need))
+        return step.again(need, acquirable, seen, ranked, side)
 
     def _credit_plain(self, index: int, need: Need) -> None:
         for pool in self._creditable_pools(need):
@@ -504,9 +513,10 @@ class _Phase1:
 
     def _replay(self, index: int, step: Step) -> None:
         claimed = self.claimed
+        boxed: Any = index  # compiled code would box an int once per store
         for machine_id in step.credited:
-            claimed[machine_id] = index
-        self.credited[index] = list(step.credited)
+            claimed[machine_id] = boxed
+        self.credited[index] = step.credited
         cluster = self.demand[index].cluster
         # A recomputed co-location need of this cluster grouped its bound machines. Only
         # its own cluster's steps can credit them: pools are per cluster, and clusters

@@ -29,16 +29,19 @@ would; the engine's property tests compare the two after random changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bigfleet.shard.engine.decision.colocation import Bucket
-from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import Need
 from bigfleet.shard.engine.resources import Vector, is_zero
 
-PoolKey = tuple[MachineState, tuple[str, ...], int]  # (state, pinned types, interruption bucket)
-GroupingKey = tuple[PoolKey, str]  # an acquirable pool grouped by one Same topology key
+# Keys that travel between containers are typed as any tuple: compiled code keeps such a
+# tuple as the object it is, where a fixed-length type would unpack it and build a new
+# one each time it is stored, hashed as a key or put in another tuple.
+PoolKey = tuple[Any, ...]  # (state, pinned types, interruption bucket)
+GroupingKey = tuple[Any, ...]  # (pool key, Same topology key): a pool grouped by one key
 NeedKey = tuple[object, ...]
 # Per Same domain value, the acquirable machines a need could take there: (count, total).
 PerValue = dict[str, tuple[int, dict[str, int]]]
@@ -247,7 +250,9 @@ class Lane:
             return False
         return changed.isdisjoint(types) if types else not changed
 
-    def recomputed(self, before: Step | None, types: tuple[str, ...], credited: list[str]) -> None:
+    def recomputed(
+        self, before: Step | None, types: tuple[str, ...], credited: Sequence[str]
+    ) -> None:
         """A need was computed rather than replayed, in the place of `before` (last
         cycle's step there, if any): later needs see other claims where they differ."""
         if before is None:
