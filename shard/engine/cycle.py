@@ -80,6 +80,8 @@ class Engine:
         self._fold_memo = FoldMemo()
         self._last: _Decisions | None = None
         self.phase1_memo = phase1.Phase1Memo(rank_domains=verdicts)
+        # Updated with every Phase 1 run, as Phase1Result.same_claims compares with it.
+        self._reclaim_memo = phase3.ReclaimMemo()
 
     def set_rails(self, settings: RailSettings) -> None:
         """Replace the rails from the next cycle on; the decisions' settings stay."""
@@ -132,6 +134,8 @@ class Engine:
                 reported,
                 settings.reclaim_grace_s,
                 first.configured_claims,
+                first.same_claims,
+                self._reclaim_memo,
             )
             seconds["phase3"] = clock() - mark
             self._last = _Decisions(key, first, second, reclaims)

@@ -79,6 +79,10 @@ class Phase1Result:
     # Per cluster, how many of its Configured machines Phase 1 claimed (only credit does):
     # where that is all of them, Phase 3 has nothing to reclaim there and need not look.
     configured_claims: dict[str, int] = field(default_factory=dict)
+    # Clusters whose needs credited exactly the machines they credited last cycle
+    # (acquiring claims only Idle and Speculative ones): Phase 3 may keep what it
+    # found there while their bound machines stand.
+    same_claims: set[str] = field(default_factory=set)
 
 
 _NO_MACHINES: list[Machine] = []
@@ -164,6 +168,9 @@ class _Phase1:
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         # Never changed in place (each credit makes a new vector), so shared, not copied.
         self.remaining = [n.aggregate for n in demand]
+        # Needs still short after the credit pass, in demand order: only they acquire.
+        self._short: list[int] = []
+        self._same_claims: set[str] = set()  # see Phase1Result.same_claims
         self.claimed: dict[str, int] = {}
         self.consumed: set[str] = set()  # acquirables reserved by Same seeding
         self.domain: dict[int, str] = {}
@@ -346,6 +353,8 @@ class _Phase1:
                 if again is not None:
                     self._replay(index, again)
                     lane.steps.append(again)
+                    if again.short:
+                        self._short.append(index)
                     replayed += 1
                     continue
             # Last cycle's step for this need, or for the one it replaces in place.
@@ -368,25 +377,28 @@ class _Phase1:
                 self._credit_plain(index, need)
             lane.recomputed(before, types, self.credited[index])
             configured = self.configured_claims[need.cluster] - configured_before
-            lane.steps.append(
-                Step(
-                    need_key(need),
-                    need,
-                    types,
-                    stamp,
-                    acquirable,
-                    tuple(self.credited[index]),
-                    self.remaining[index],
-                    self.domain.get(index),
-                    self.satisfiable.get(index),
-                    tuple(self._reserved_now),
-                    seen,
-                    tuple(self._skipped_now),
-                    kept_side,
-                    ranked,
-                    configured,
-                )
+            made = Step(
+                need_key(need),
+                need,
+                types,
+                stamp,
+                acquirable,
+                tuple(self.credited[index]),
+                self.remaining[index],
+                self.domain.get(index),
+                self.satisfiable.get(index),
+                tuple(self._reserved_now),
+                seen,
+                tuple(self._skipped_now),
+                kept_side,
+                ranked,
+                configured,
             )
+            lane.steps.append(made)
+            if made.short:
+                self._short.append(index)
+        self._short.sort()  # demand order
+        self._same_claims = {c for c, lane in lanes.items() if lane.claims_as_before()}
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.replayed = replayed
         if any(key[0] not in lanes for key in memo.credit_indexes):  # clusters gone
@@ -890,7 +902,7 @@ class _Phase1:
     # -- (b) acquisition ----------------------------------------------------------------------
 
     def acquire(self) -> None:
-        residual = [i for i, r in enumerate(self.remaining) if not rv.is_zero(r)]
+        residual = list(self._short)
         residual.sort(key=lambda i: tuple(-x for x in self.demand[i].profile.precedence))
         for index in residual:
             need = self.demand[index]
@@ -965,13 +977,13 @@ class _Phase1:
     def result(self) -> Phase1Result:
         unsatisfied = [
             Unsatisfied(
-                need=need,
+                need=self.demand[i],
                 deficit=self.remaining[i],
                 same_domain=self.domain.get(i, ""),
                 same_satisfiable=self.satisfiable.get(i, False),
                 acquired=self.acquired.get(i, 0),
             )
-            for i, need in enumerate(self.demand)
+            for i in self._short  # only these can still be short
             if not rv.is_zero(self.remaining[i])
         ]
         claimed = _Claims(self.claimed, self.demand)
@@ -990,6 +1002,7 @@ class _Phase1:
             self.satisfiable,
             self.skew_bound,
             {cluster: n for cluster, n in self.configured_claims.items() if n},
+            self._same_claims,
         )
 
 

@@ -264,6 +264,15 @@ class Lane:
             self.changed(types)
             self.moved.extend(differ)
 
+    def claims_as_before(self) -> bool:
+        """At the end of the pass: the cluster's needs claimed the very machines they
+        claimed last cycle (every step matched one with equal claims, and last cycle's
+        steps left over claimed nothing)."""
+        previous = self._previous
+        if previous is None or self.moved:
+            return False
+        return not any(step.credited for step in previous.steps[self._next :])
+
     def changed(self, types: tuple[str, ...]) -> None:
         if self._changed is None:
             return

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bigfleet import penalty
 from bigfleet.shard.engine.cycle import CycleResult, Engine
 from bigfleet.shard.engine.decision import phase1, phase3
+from bigfleet.shard.engine.decision.actions import ActionKind
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
@@ -25,6 +26,7 @@ from bigfleet.shard.engine.settings import EngineSettings, RailSettings
 from tests.unit.engine.builders import CLUSTERS, RACKS, SIZE, TYPES, machine, profile
 
 S = MachineState
+_SMALL: dict[str, Any] = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -148,6 +150,7 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
     for cluster in CLUSTERS:
         table.replace(cluster, data.draw(demand_of(cluster)))
     engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    reclaim_memo = phase3.ReclaimMemo()
     for step, change in enumerate([("none",), *changes]):
         match change:
             case ("demand", str(cluster), list(rows)):
@@ -174,10 +177,7 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
         # Phase 3 passes over clusters by these counts: they must be exact, replayed or not.
         counted = _configured_claims(inv, result.phase1)
         assert result.phase1.configured_claims == counted == afresh.configured_claims
-        claimed = result.phase1.claimed.keys()
-        scanned = phase3.reclaims(inv, claimed, CLUSTERS)
-        assert phase3.reclaims(inv, claimed, CLUSTERS, configured_claims=counted) == scanned
-        event(f"reclaims: {'some' if scanned else 'none'}")
+        _reclaims_as_scanned(inv, result, set(CLUSTERS), reclaim_memo)
 
 
 def _cycle_as_afresh(
@@ -196,6 +196,28 @@ def _cycle_as_afresh(
     return result, afresh
 
 
+def _reclaims_as_scanned(
+    inv: Inventory, result: CycleResult, reported: set[str], memo: phase3.ReclaimMemo
+) -> None:
+    """Phase 3's shortcuts find what scanning every Configured machine finds: by claim
+    counts, and by the clusters Phase 1 says claim what they claimed last cycle."""
+    claimed = result.phase1.claimed.keys()
+    scanned = phase3.reclaims(inv, claimed, reported)
+    counts = result.phase1.configured_claims
+    assert phase3.reclaims(inv, claimed, reported, configured_claims=counts) == scanned
+    same = result.phase1.same_claims
+    kept = phase3.reclaims(
+        inv, claimed, reported, configured_claims=counts, same_claims=same, memo=memo
+    )
+    assert kept == scanned
+    # The engine's own (kept) reclaims, less machines an earlier phase acts on.
+    earlier = {a.machine_id for a in result.decided if a.kind != ActionKind.RECLAIM}
+    decided = [a for a in result.decided if a.kind == ActionKind.RECLAIM]
+    assert decided == [a for a in scanned if a.machine_id not in earlier]
+    event(f"reclaims: {'some' if scanned else 'none'}")
+    event(f"clusters claiming as before: {'some' if same else 'none'}")
+
+
 def _configured_claims(inv: Inventory, result: phase1.Phase1Result) -> dict[str, int]:
     """Per cluster, its claimed Configured machines, counted one by one."""
     counts: dict[str, int] = {}
@@ -209,12 +231,11 @@ def _configured_claims(inv: Inventory, result: phase1.Phase1Result) -> dict[str,
 def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> None:
     # The gang picks its rack by where acquirable supply is; the plain need after it
     # (lower priority, same type) takes what the gang left of the cluster's machines.
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     inv = Inventory()
     for m in (
-        machine("bound-r1", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **small),
-        machine("bound-r2", S.CONFIGURED, cluster="c1", labels={"rack": "r2"}, **small),
-        machine("idle-a", S.IDLE, labels={"rack": "r1"}, **small),
+        machine("bound-r1", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **_SMALL),
+        machine("bound-r2", S.CONFIGURED, cluster="c1", labels={"rack": "r2"}, **_SMALL),
+        machine("idle-a", S.IDLE, labels={"rack": "r1"}, **_SMALL),
     ):
         inv.upsert(m, now=0.0)
     gang = Need(
@@ -232,7 +253,7 @@ def test_a_recomputed_gang_makes_later_needs_on_its_types_recompute_too() -> Non
     assert first.claimed["bound-r1"] == gang and first.claimed["bound-r2"] == plain
 
     # The Idle machine moves to rack r2: the gang now assembles there.
-    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **small), now=1.0)
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **_SMALL), now=1.0)
     second = engine.cycle(inv, table, {"c1"}, now=1.0).phase1
     assert second.claimed["bound-r2"] == gang and second.claimed["bound-r1"] == plain
     assert engine.phase1_memo.replayed == 0
@@ -272,7 +293,6 @@ def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[obje
     changes to the acquirable supply and to one gang's size: the cases where a
     covered gang is ranked again instead of seeded again, and only the racks whose
     supply moved, or whose machines earlier gangs now claim otherwise, are ranked."""
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     gangs = []
     for i in range(draw(st.integers(1, 6))):
         prio = draw(st.sampled_from([100, 200]))
@@ -299,14 +319,14 @@ def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[obje
                     priority=100,
                     group=owner.group if owner else "",
                     fingerprint=owner.profile.fingerprint if owner else "",
-                    **small,
+                    **_SMALL,
                 )
             )
     free_ids = [f"free-{i}" for i in range(8)]
     for machine_id in draw(st.lists(st.sampled_from(free_ids), unique=True, max_size=6)):
         state = draw(st.sampled_from([S.IDLE, S.IDLE, S.SPECULATIVE]))
         rack = draw(st.sampled_from(GANG_RACKS))
-        fleet.append(machine(machine_id, state, labels={"rack": rack}, **small))
+        fleet.append(machine(machine_id, state, labels={"rack": rack}, **_SMALL))
     changes: list[object] = []
     for _ in range(draw(st.integers(1, 8))):
         machine_id = draw(st.sampled_from(free_ids))
@@ -319,7 +339,7 @@ def covered_gangs(draw: st.DrawFn) -> tuple[list[Machine], list[Need], list[obje
         else:
             state = draw(st.sampled_from([S.IDLE, S.IDLE, S.SPECULATIVE]))
             rack = draw(st.sampled_from(GANG_RACKS))
-            changes.append(("machine", machine(machine_id, state, labels={"rack": rack}, **small)))
+            changes.append(("machine", machine(machine_id, state, labels={"rack": rack}, **_SMALL)))
     return fleet, gangs, changes
 
 
@@ -335,6 +355,7 @@ def test_covered_gangs_ranked_again_against_moved_supply_decide_as_afresh(
     table = NeedsTable()
     table.replace("c1", gangs)
     engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    reclaim_memo = phase3.ReclaimMemo()
     for step, change in enumerate([("none",), *changes]):
         match change:
             case ("machine", Machine() as m):
@@ -346,7 +367,8 @@ def test_covered_gangs_ranked_again_against_moved_supply_decide_as_afresh(
                 cpu = max(4000, rows[at].aggregate["cpu"] + 4000 * units)
                 rows[at] = replace(rows[at], aggregate={"cpu": cpu})
                 table.replace("c1", rows)
-        _cycle_as_afresh(engine, inv, table, {"c1"}, step)
+        result, _ = _cycle_as_afresh(engine, inv, table, {"c1"}, step)
+        _reclaims_as_scanned(inv, result, {"c1"}, reclaim_memo)
         event(f"needs replayed: {'some' if engine.phase1_memo.replayed else 'none'}")
 
 
@@ -418,13 +440,12 @@ def test_one_changed_need_recomputes_only_needs_on_its_instance_types() -> None:
 def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
     # Both racks can credit the two-machine gang; the rack with less spare
     # acquirable supply wins (least over-commitment). Moving Idle supply flips it.
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     inv = Inventory()
     for rack in ("r1", "r2"):
         for i in range(2):
-            m = machine(f"{rack}-{i}", S.CONFIGURED, cluster="c1", labels={"rack": rack}, **small)
+            m = machine(f"{rack}-{i}", S.CONFIGURED, cluster="c1", labels={"rack": rack}, **_SMALL)
             inv.upsert(m, now=0.0)
-    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r1"}, **small), now=0.0)
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r1"}, **_SMALL), now=0.0)
     gang = Need(
         cluster="c1",
         profile=_profile("t-small", True, 200),
@@ -438,12 +459,12 @@ def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
     assert sorted(engine.cycle(inv, table, {"c1"}, now=0.0).phase1.claimed) == ["r2-0", "r2-1"]
 
     # Supply lands in a third rack: the choice stands and the step is replayed.
-    inv.upsert(machine("idle-b", S.IDLE, labels={"rack": "r3"}, **small), now=1.0)
+    inv.upsert(machine("idle-b", S.IDLE, labels={"rack": "r3"}, **_SMALL), now=1.0)
     assert sorted(engine.cycle(inv, table, {"c1"}, now=1.0).phase1.claimed) == ["r2-0", "r2-1"]
     assert engine.phase1_memo.replayed == 1
 
     # Supply moves from rack r1 to rack r2: the gang now credits rack r1.
-    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **small), now=2.0)
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r2"}, **_SMALL), now=2.0)
     assert sorted(engine.cycle(inv, table, {"c1"}, now=2.0).phase1.claimed) == ["r1-0", "r1-1"]
 
 
@@ -451,12 +472,11 @@ def test_a_replayed_need_counts_its_claims_in_groupings_built_this_cycle() -> No
     # The first gang is recomputed (acquirable supply changed) and groups the bound
     # machines; the plain need is replayed after it and claims the one bound machine;
     # the second gang must see it claimed, as a fresh cycle would.
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     inv = Inventory()
     for i in range(18):
-        inv.upsert(machine(f"m-{i:02d}", S.SPECULATIVE, labels={"rack": "r1"}, **small), now=0)
-    inv.upsert(machine("m-18", S.SPECULATIVE, labels={"rack": "r3"}, **small), now=0)
-    inv.upsert(machine("m-19", S.CONFIGURED, cluster="c1", labels={"rack": "r3"}, **small), now=0)
+        inv.upsert(machine(f"m-{i:02d}", S.SPECULATIVE, labels={"rack": "r1"}, **_SMALL), now=0)
+    inv.upsert(machine("m-18", S.SPECULATIVE, labels={"rack": "r3"}, **_SMALL), now=0)
+    inv.upsert(machine("m-19", S.CONFIGURED, cluster="c1", labels={"rack": "r3"}, **_SMALL), now=0)
     unit = {"cpu": 4000}
     table = NeedsTable()
     table.replace(
@@ -494,9 +514,8 @@ def test_a_phase_hands_out_one_list_per_pool() -> None:
     # built afresh per call (several pinned types) could die and lend its identity
     # to another list, whose head a stale cursor would then skip. The property
     # test above found that; this pins the invariant the fix rests on.
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     inv = Inventory()
-    inv.upsert(machine("m-01", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **small), 0)
+    inv.upsert(machine("m-01", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **_SMALL), 0)
     need = Need(cluster="c1", profile=_profile(TYPES, False, 100), aggregate={"cpu": 4000})
     phase = phase1._Phase1(inv, [need], phase1.Phase1Memo())
     first, again = phase._creditable_pools(need), phase._creditable_pools(need)
@@ -506,10 +525,9 @@ def test_a_phase_hands_out_one_list_per_pool() -> None:
 def test_a_reserving_gang_reserves_again_when_machines_it_passed_over_come_free() -> None:
     # Two gangs weigh the same Speculative machines through pools of different
     # interruption buckets; the second passed over the first's reservations.
-    small = {"instance_type": "t-small", "alloc": SIZE["t-small"]}
     inv = Inventory()
     for i in range(4):
-        inv.upsert(machine(f"m-{i}", S.SPECULATIVE, labels={"rack": "r1"}, **small), now=0)
+        inv.upsert(machine(f"m-{i}", S.SPECULATIVE, labels={"rack": "r1"}, **_SMALL), now=0)
     unit = {"cpu": 4000}
 
     def gang(cluster: str, priority: int, bucket: int) -> Need:
@@ -536,3 +554,46 @@ def test_a_reserving_gang_reserves_again_when_machines_it_passed_over_come_free(
     engine.cycle(inv, table, {"c1", "c2"}, now=1)
     again = engine.phase1_memo.clusters["c2"].steps[0]
     assert [r.machine_id for r in again.reservations] == ["m-0", "m-1"]
+
+
+def _reclaimed(result: CycleResult) -> list[str]:
+    return sorted(a.machine_id for a in result.decided if a.kind == ActionKind.RECLAIM)
+
+
+def test_a_cluster_whose_last_need_went_reclaims_what_that_need_held() -> None:
+    # Its other need replays, but the step left over at the end had claimed a machine:
+    # the cluster's claims moved, so Phase 3 must look again.
+    inv = Inventory()
+    for i in range(3):
+        inv.upsert(machine(f"m-{i}", S.CONFIGURED, cluster="c1", **_SMALL), now=0.0)
+    first, second = (
+        Need(cluster="c1", profile=_profile("t-small", False, p), aggregate={"cpu": 4000})
+        for p in (200, 100)
+    )
+    table = NeedsTable()
+    table.replace("c1", [first, second])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    before = engine.cycle(inv, table, {"c1"}, now=0.0)
+    assert len(_reclaimed(before)) == 1  # the spare machine: Phase 3 kept what it found
+    table.replace("c1", [first])
+    result = engine.cycle(inv, table, {"c1"}, now=1.0)
+    assert engine.phase1_memo.replayed == 1
+    assert "c1" not in result.phase1.same_claims
+    assert _reclaimed(result) == sorted(
+        set(_reclaimed(before)) | {*before.phase1.claimed} - {*result.phase1.claimed}
+    )
+
+
+def test_a_machine_joining_a_cluster_that_claims_as_before_is_reclaimed() -> None:
+    inv = Inventory()
+    for i in range(2):
+        inv.upsert(machine(f"m-{i}", S.CONFIGURED, cluster="c1", **_SMALL), now=0.0)
+    need = Need(cluster="c1", profile=_profile("t-small", False, 100), aggregate={"cpu": 4000})
+    table = NeedsTable()
+    table.replace("c1", [need])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    assert _reclaimed(engine.cycle(inv, table, {"c1"}, now=0.0)) == ["m-1"]
+    inv.upsert(machine("m-2", S.CONFIGURED, cluster="c1", **_SMALL), now=1.0)
+    result = engine.cycle(inv, table, {"c1"}, now=1.0)
+    assert result.phase1.same_claims == {"c1"}  # credited m-0 again
+    assert _reclaimed(result) == ["m-1", "m-2"]
