@@ -17,20 +17,38 @@ from bigfleet.shard.engine.machine import Machine
 Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # its own __init__: compiled code builds it natively
 class Bucket:
     """Supply of one Same domain value for one need."""
 
     value: str
-    count: int = 0
-    total: dict[str, int] = field(default_factory=dict)
-    creditable_total: dict[str, int] = field(default_factory=dict)
-    own_total: dict[str, int] = field(default_factory=dict)
+    count: int
+    total: dict[str, int]
+    creditable_total: dict[str, int]
+    own_total: dict[str, int]
     # Creditable machines no other gang was given: unstamped ones and the need's own.
-    unheld_total: dict[str, int] = field(default_factory=dict)
+    unheld_total: dict[str, int]
     # A bucket kept to be ranked again carries its credit coverages of the need
     # (they cannot change while it is kept) instead of the vectors.
-    coverages: tuple[float, float, float] | None = None
+    coverages: tuple[float, float, float] | None
+
+    def __init__(
+        self,
+        value: str,
+        count: int = 0,
+        total: dict[str, int] | None = None,
+        creditable_total: dict[str, int] | None = None,
+        own_total: dict[str, int] | None = None,
+        unheld_total: dict[str, int] | None = None,
+        coverages: tuple[float, float, float] | None = None,
+    ) -> None:
+        self.value = value
+        self.count = count
+        self.total = {} if total is None else total
+        self.creditable_total = {} if creditable_total is None else creditable_total
+        self.own_total = {} if own_total is None else own_total
+        self.unheld_total = {} if unheld_total is None else unheld_total
+        self.coverages = coverages
 
     def copy(self) -> Bucket:
         return Bucket(
