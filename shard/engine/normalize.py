@@ -77,11 +77,14 @@ class FoldMemo:
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = field(default_factory=dict)
     # id(need) -> (the need, kept alive so its id is not reused, stamp, answer)
     by_need: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    # The last call's stamps per cluster and pinned types: an equal stamp is taken
+    # from here, so that a standing answer's stamp compares by identity.
+    stamps: dict[str, dict[tuple[str, ...], Any]] = field(default_factory=dict)
 
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
-    stamps: dict[str, dict[tuple[str, ...], object]] = {}
+    stamps: dict[str, dict[tuple[str, ...], Any]] = {}
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = {}
     by_need: dict[int, tuple[Any, ...]] = {}
     flags = []
@@ -95,15 +98,18 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
             of_cluster = stamps[need.cluster] = {}
         stamp = of_cluster.get(types)
         if stamp is None:
-            stamp = of_cluster[types] = (
+            stamp = (
                 inventory.bound_stamp(need.cluster, types),
                 inventory.acquirable_stamp(S.IDLE, types),
                 inventory.acquirable_stamp(S.SPECULATIVE, types),
             )
-        known = memo.by_need.get(id(need))
-        if known is not None and known[0] is need and known[1] == stamp:
+            kept = memo.stamps.get(need.cluster, {}).get(types)
+            of_cluster[types] = stamp = kept if kept == stamp else stamp
+        at: Any = id(need)  # boxed once: compiled code would box it at each use
+        known = memo.by_need.get(at)
+        if known is not None and known[0] is need and (known[1] is stamp or known[1] == stamp):
             whole = known[2]
-            by_need[id(need)] = known
+            by_need[at] = known
         else:
             shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
             answer = by_shape.get(shape) or memo.by_shape.get(shape)
@@ -111,9 +117,10 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
                 answer = (stamp, _hosted_whole(inventory, need))
             by_shape[shape] = answer
             whole = answer[1]
-            by_need[id(need)] = (need, stamp, whole)
+            by_need[at] = (need, stamp, whole)
         flags.append(whole)
     memo.by_need = by_need
+    memo.stamps = stamps
     # Shapes answered by object identity were not looked up: older answers stay (a
     # stale one is told by its stamp) until they outnumber the needs.
     if len(memo.by_shape) > 2 * len(demand):

@@ -132,6 +132,8 @@ class Phase1Memo:
     # seeded, by `candidates_key`: replays keep them (verdicts read them, no decision does).
     candidates: dict[tuple[object, ...], tuple[DomainCoverage, ...]] = field(default_factory=dict)
     rank_domains: bool = True  # keep `candidates` (an engine without verdicts does not)
+    # The stamp pairs `_Phase1._stamp` handed out in the last run.
+    stamps: dict[tuple[object, ...], tuple[Any, ...]] = field(default_factory=dict)
 
 
 class _Phase1:
@@ -145,9 +147,9 @@ class _Phase1:
         self.reservations = ReservationLog()
         self._reserved_now: list[Reservation] = []  # by the need being credited
         self._skipped_now: list[str] = []  # taken machines it passed over while reserving
-        self._stamps: dict[
-            tuple[str, tuple[str, ...], bool], tuple[tuple[object, object], object]
-        ] = {}
+        # (cluster, pinned types, seeds) -> ((bound stamp, ()), acquirable stamp): any
+        # tuple, so that compiled code hands out the very objects (see ADR 0026).
+        self._stamps: dict[tuple[object, ...], tuple[Any, ...]] = {}
         self._acquirable_totals: dict[tuple[object, ...], PerValue] = {}
         # Per (grouping, requirements, unit): its groups the need admits, per value, and
         # the totals at the last reservations view they were worked out for.
@@ -348,7 +350,7 @@ class _Phase1:
             # A co-location step's kept credit side as it is now, when it can be had from
             # last cycle's: seeding the need again then starts from there.
             credit_side: dict[str, Bucket] | None = None
-            if step is not None and step.stamp == stamp:
+            if step is not None and (step.stamp is stamp or step.stamp == stamp):
                 again, credit_side = self._step_again(need, step, lane, acquirable)
                 if again is not None:
                     self._replay(index, again)
@@ -399,6 +401,7 @@ class _Phase1:
                 self._short.append(index)
         self._short.sort()  # demand order
         self._same_claims = {c for c, lane in lanes.items() if lane.claims_as_before()}
+        memo.stamps = self._stamps
         memo.clusters = {c: ClusterSteps(lane.steps) for c, lane in lanes.items()}
         memo.replayed = replayed
         if any(key[0] not in lanes for key in memo.credit_indexes):  # clusters gone
@@ -413,7 +416,8 @@ class _Phase1:
         types = need.profile.pinned_types
         if lane.untouched(types):
             side = step.credit_side  # no claim on its machines moved
-            if step.acquirable == acquirable and self._reserving_stands(step):
+            same_supply = step.acquirable is acquirable or step.acquirable == acquirable
+            if same_supply and self._reserving_stands(step):
                 if self.reservations.as_seen(step):
                     if step.source is need:
                         return step, side
@@ -490,7 +494,8 @@ class _Phase1:
         bound and in-flight machines, and (co-location) acquirable machines."""
         types = need.profile.pinned_types
         seeds = need.profile.same is not None and not need.parked
-        shared = self._stamps.get((need.cluster, types, seeds))
+        key: tuple[object, ...] = (need.cluster, types, seeds)
+        shared = self._stamps.get(key)
         if shared is None:  # many needs share a cluster and instance types
             bound = self.inv.bound_stamp(need.cluster, types)
             acquirable = (
@@ -502,7 +507,12 @@ class _Phase1:
                 else None
             )
             # The pair most needs return (nothing in flight), made once.
-            shared = self._stamps[(need.cluster, types, seeds)] = ((bound, ()), acquirable)
+            shared = ((bound, ()), acquirable)
+            # Last cycle's pair when equal: steps made with it then compare by identity.
+            kept = self.memo.stamps.get(key)
+            if kept is not None and kept == shared:
+                shared = kept
+            self._stamps[key] = shared
         if not self._creating:  # nothing in flight: most cycles
             return shared
         creating = self._creating.get((need.group, need.fingerprint))
@@ -525,7 +535,7 @@ class _Phase1:
 
     def _replay(self, index: int, step: Step) -> None:
         claimed = self.claimed
-        boxed: Any = index  # compiled code would box an int once per store
+        boxed: Any = index  # compiled code would box an int at every store or key use
         for machine_id in step.credited:
             claimed[machine_id] = boxed
         self.credited[index] = step.credited
@@ -540,9 +550,9 @@ class _Phase1:
         # Its bound machines' stamp stood, so their states did too.
         self.configured_claims[cluster] += step.configured
         if step.domain is not None:
-            self.domain[index] = step.domain
+            self.domain[boxed] = step.domain
         if step.satisfiable is not None:
-            self.satisfiable[index] = step.satisfiable
+            self.satisfiable[boxed] = step.satisfiable
         for r in step.reservations:
             self._reserve(r)
 
