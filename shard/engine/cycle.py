@@ -78,6 +78,7 @@ class Engine:
         self.verdicts = VerdictBook() if verdicts else None
         self._normalized: _Normalized | None = None
         self._fold_memo = FoldMemo()
+        self._phase2_memo = phase2.Phase2Memo()
         self._last: _Decisions | None = None
         self.phase1_memo = phase1.Phase1Memo(rank_domains=verdicts)
         # Updated with every Phase 1 run, as Phase1Result.same_claims compares with it.
@@ -125,7 +126,7 @@ class Engine:
             first = phase1.run(inventory, demand, self.phase1_memo)
             seconds["phase1"] = clock() - mark
             mark = clock()
-            second = phase2.run(inventory, first.unsatisfied, settings)
+            second = phase2.run(inventory, first.unsatisfied, settings, self._phase2_memo)
             seconds["phase2"] = clock() - mark
             mark = clock()
             reclaims = phase3.reclaims(

@@ -198,7 +198,7 @@ class Inventory:
         if m.cluster:
             stamps[("cluster", m.cluster)] = version
             stamps[("cluster", m.cluster, m.instance_type)] = version
-        if m.state in (S.IDLE, S.SPECULATIVE):
+        if m.state in (S.IDLE, S.SPECULATIVE, S.CONFIGURED):
             stamps[("state", m.state)] = version
             stamps[("state", m.state, m.instance_type)] = version
 
@@ -210,8 +210,8 @@ class Inventory:
         return tuple(self._stamps.get(("cluster", cluster, t), 0) for t in types)
 
     def acquirable_stamp(self, state: MachineState, types: tuple[str, ...] = ()) -> object:
-        """Changes whenever an Idle or Speculative machine of `types` entering, in or
-        leaving `state` changes."""
+        """Changes whenever a machine of `types` entering, in or leaving `state` (Idle,
+        Speculative, or Configured: Phase 2's victims) changes."""
         if not types:
             return self._stamps.get(("state", state), 0)
         return tuple(self._stamps.get(("state", state, t), 0) for t in types)

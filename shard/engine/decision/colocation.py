@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from bigfleet.shard.engine import resources as rv
 from bigfleet.shard.engine.machine import Machine
 
-Attribution = tuple[str, str]  # (assigned_group, assigned_need_fingerprint)
+# (assigned_group, assigned_need_fingerprint). Typed as any length so that compiled code
+# keeps it as one object rather than building it anew for every dict it is a key of.
+Attribution = tuple[str, ...]
 
 
 @dataclass(slots=True, init=False)  # its own __init__: compiled code builds it natively

@@ -195,7 +195,7 @@ class _Phase1:
         self._grouped: dict[str, list[CreditIndex]] = {}
         self._credit_groups_of: dict[str, list[tuple[CreditGroup, Attribution]]] = {}
         # In-flight Creating machines by attribution (assigned group, need fingerprint).
-        self._creating: dict[tuple[str, str], list[Machine]] = {}
+        self._creating: dict[Attribution, list[Machine]] = {}
 
     # -- supply views -------------------------------------------------------------------------
 
@@ -477,7 +477,7 @@ class _Phase1:
         owners: dict[Attribution, set[str]] = {}  # of the attributions in flight only
         if creating:
             for need in self.demand:
-                own = (need.group, need.fingerprint)
+                own: Attribution = (need.group, need.fingerprint)
                 if own in creating:
                     owners.setdefault(own, set()).add(need.cluster)
         previous = self.memo.creating_owners

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bigfleet import penalty
 from bigfleet.shard.engine.cycle import CycleResult, Engine
-from bigfleet.shard.engine.decision import phase1, phase3
+from bigfleet.shard.engine.decision import phase1, phase2, phase3
 from bigfleet.shard.engine.decision.actions import ActionKind
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import Machine, MachineState
@@ -178,6 +178,9 @@ def test_a_remembering_engine_decides_as_one_starting_afresh(
         counted = _configured_claims(inv, result.phase1)
         assert result.phase1.configured_claims == counted == afresh.configured_claims
         _reclaims_as_scanned(inv, result, set(CLUSTERS), reclaim_memo)
+        # Phase 2 keeps its victims' priority floor while their stamp stands.
+        assert result.phase2 == phase2.run(inv, result.phase1.unsatisfied, engine.settings)
+        event(f"preemptions: {'some' if result.phase2.actions else 'none'}")
 
 
 def _cycle_as_afresh(
