@@ -151,7 +151,7 @@ class CreditGroup:
 
 
 class CreditIndex:
-    """One creditable pool grouped for co-location seeding, with positions for keep order.
+    """One creditable pool grouped for co-location seeding, each value's machines in keep order.
 
     Its grouping holds while the pool does; the claims it counts are one cycle's
     (`clear_claims` before another cycle counts again).
@@ -159,11 +159,11 @@ class CreditIndex:
 
     def __init__(self, pool: list[Machine], key: str) -> None:
         self.by_value: dict[str, list[CreditGroup]] = {}
-        self.position: dict[str, int] = {}
+        self.in_order: dict[str, list[Machine]] = {}  # each value's machines in pool order
         # Each grouped machine's group and attribution: what counting its claim reads.
         self.group_of: dict[str, tuple[CreditGroup, Attribution]] = {}
         groups: dict[tuple[object, ...], CreditGroup] = {}
-        for position, m in enumerate(pool):
+        for m in pool:
             value = m.attribute(key)
             if value is None:
                 continue
@@ -175,7 +175,7 @@ class CreditIndex:
             own = attribution(m)
             group.by_own[own] = group.by_own.get(own, 0) + 1
             group.loose += not own[0]
-            self.position[m.id] = position
+            self.in_order.setdefault(value, []).append(m)
             self.group_of[m.id] = (group, own)
 
     def clear_claims(self) -> None:

@@ -246,7 +246,8 @@ class _Phase1:
         while start < len(pool) and pool[start].id in self.claimed:
             start += 1
         self._cursor[id(pool)] = start
-        for m in pool[start:]:
+        for at in range(start, len(pool)):  # not a slice: that copied the pool's tail
+            m = pool[at]
             if m.id not in self.claimed:
                 yield m
 
@@ -696,7 +697,6 @@ class _Phase1:
         """
         same = need.profile.same
         assert same is not None
-        own_key = (need.group, need.fingerprint)
         credit_indexes = self._grouped_pools(need)
         totals = self._acquirable_totals_of(need)
         if kept is None:
@@ -717,19 +717,7 @@ class _Phase1:
         self._ranked_now = (totals, same_bucket_rank(best, need.aggregate))
         self.domain[index] = best.value
         self.satisfiable[index] = rv.covers(best.total, need.aggregate)
-        members = [
-            (attribution(m) != own_key, pool_order, credit_index.position[m.id], m)
-            for pool_order, credit_index in enumerate(credit_indexes)
-            for cg in credit_index.by_value.get(best.value, ())
-            if self._eligible(need, cg.sample)
-            for m in cg.machines
-            if m.id not in self.claimed
-        ]
-        members.sort(key=lambda entry: entry[:3])  # own gang first, then keep order
-        for *_, m in members:
-            if rv.is_zero(self.remaining[index]):
-                break
-            self._credit(index, m)
+        self._credit_in_domain(index, need, credit_indexes, best.value)
         reserve = self.remaining[index]
         for pool_key, key in self._groupings(need):
             for position, group in enumerate(
@@ -746,6 +734,31 @@ class _Phase1:
                         self._reserve(Reservation(pool_key, key, best.value, position, m.id))
                         reserve = rv.sub(reserve, m.alloc)
         return kept
+
+    def _credit_in_domain(
+        self, index: int, need: Need, credit_indexes: list[CreditIndex], value: str
+    ) -> None:
+        """Credit the need in its chosen domain until it is covered: its own gang's
+        machines first, then the rest, each in pool order and keep order within a pool.
+        A walk that stops once covered, rather than sorting every member."""
+        own_key: Attribution = (need.group, need.fingerprint)
+        has_own = any(
+            own_key in cg.by_own for ci in credit_indexes for cg in ci.by_value.get(value, ())
+        )
+        claimed = self.claimed
+        for own_only in (True, False) if has_own else (False,):
+            for credit_index in credit_indexes:
+                group_of = credit_index.group_of
+                for m in credit_index.in_order.get(value, ()):
+                    if rv.is_zero(self.remaining[index]):
+                        return
+                    if m.id in claimed:
+                        continue
+                    group, own = group_of[m.id]
+                    if own_only and own != own_key:
+                        continue
+                    if self._eligible(need, group.sample):
+                        self._credit(index, m)
 
     def _reserving_stands(self, step: Step) -> bool:
         """Reserving again would take the same machines: the ones the step took are
