@@ -749,9 +749,17 @@ class _Phase1:
         for own_only in (True, False) if has_own else (False,):
             for credit_index in credit_indexes:
                 group_of = credit_index.group_of
-                for m in credit_index.in_order.get(value, ()):
+                machines = credit_index.in_order.get(value, _NO_MACHINES)
+                # Claims only grow within a phase: skip the claimed head for good (the
+                # list stays referenced by its credit index for the whole phase).
+                start = self._cursor.get(id(machines), 0)
+                while start < len(machines) and machines[start].id in claimed:
+                    start += 1
+                self._cursor[id(machines)] = start
+                for at in range(start, len(machines)):
                     if rv.is_zero(self.remaining[index]):
                         return
+                    m = machines[at]
                     if m.id in claimed:
                         continue
                     group, own = group_of[m.id]
