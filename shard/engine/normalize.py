@@ -80,17 +80,27 @@ class FoldMemo:
     # The last call's stamps per cluster and pinned types: an equal stamp is taken
     # from here, so that a standing answer's stamp compares by identity.
     stamps: dict[str, dict[tuple[str, ...], Any]] = field(default_factory=dict)
+    version: int = 0  # the inventory's at the last call: while it holds, so do the stamps
 
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
-    stamps: dict[str, dict[tuple[str, ...], Any]] = {}
+    # An unchanged inventory leaves every stamp as it was: a need seen last call keeps
+    # its answer without its stamp being looked at.
+    unchanged = memo.version == inventory.version
+    stamps: dict[str, dict[tuple[str, ...], Any]] = memo.stamps if unchanged else {}
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = {}
     by_need: dict[int, tuple[Any, ...]] = {}
     flags = []
     for need in demand:
         if need.profile.same is None:
             flags.append(False)
+            continue
+        at: Any = id(need)  # boxed once: compiled code would box it at each use
+        known = memo.by_need.get(at)
+        if unchanged and known is not None and known[0] is need:
+            by_need[at] = known
+            flags.append(known[2])
             continue
         types = need.profile.pinned_types
         of_cluster = stamps.get(need.cluster)
@@ -105,8 +115,6 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
             )
             kept = memo.stamps.get(need.cluster, {}).get(types)
             of_cluster[types] = stamp = kept if kept == stamp else stamp
-        at: Any = id(need)  # boxed once: compiled code would box it at each use
-        known = memo.by_need.get(at)
         if known is not None and known[0] is need and (known[1] is stamp or known[1] == stamp):
             whole = known[2]
             by_need[at] = known
@@ -121,6 +129,7 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
         flags.append(whole)
     memo.by_need = by_need
     memo.stamps = stamps
+    memo.version = inventory.version
     # Shapes answered by object identity were not looked up: older answers stay (a
     # stale one is told by its stamp) until they outnumber the needs.
     if len(memo.by_shape) > 2 * len(demand):
@@ -144,6 +153,8 @@ def normalize_traced(
     if not any(n.profile.same is not None for n in demand):
         return demand, None
     hosted = _hosted_flags(inventory, demand, memo if memo is not None else FoldMemo())
+    if not any(hosted):  # no gang folds: the usual case at scale
+        return demand, None
     out: list[Need] = []
     origins: list[int] = []
     folds: dict[tuple[str, str, str], _Fold] = {}

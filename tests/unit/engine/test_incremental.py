@@ -600,3 +600,35 @@ def test_a_machine_joining_a_cluster_that_claims_as_before_is_reclaimed() -> Non
     result = engine.cycle(inv, table, {"c1"}, now=1.0)
     assert result.phase1.same_claims == {"c1"}  # credited m-0 again
     assert _reclaimed(result) == ["m-1", "m-2"]
+
+
+def test_a_kept_fold_answer_follows_the_machines_it_read() -> None:
+    # The same gang object, cycle after cycle: it folds only while a machine that
+    # hosts it whole is there to be used.
+    inv = Inventory()
+    inv.upsert(machine("small", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **_SMALL), 0)
+    gang = Need(
+        cluster="c1", profile=_profile(TYPES, True, 100), aggregate={"cpu": 16000}, group="g"
+    )
+    table = NeedsTable()
+    table.replace("c1", [gang])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+
+    def folded(now: float) -> bool:
+        engine.cycle(inv, table, {"c1"}, now=now)
+        afresh = normalize(inv, table.snapshot())
+        assert _demand(engine) == afresh
+        return afresh[0].profile.same is None
+
+    assert not folded(0.0)
+    big = machine("big", S.IDLE, labels={"rack": "r2"}, instance_type="t-big", alloc=SIZE["t-big"])
+    inv.upsert(big, now=1.0)
+    assert folded(1.0)
+    inv.remove("big")
+    assert not folded(2.0)
+
+
+def _demand(engine: Engine) -> list[Need]:
+    normalized = engine._normalized
+    assert normalized is not None
+    return normalized.demand
