@@ -184,9 +184,9 @@ class _Phase1:
         self._pools: dict[PoolKey, list[Machine]] = {}
         self._same_indexes: dict[tuple[PoolKey, str], SameIndex] = {}
         # Cursors and credit indexes are keyed by the identity of pool lists (and of a
-        # grouping's per-value lists), so every such list stays referenced (here, in
-        # _pools, _creating or _same_indexes) for the whole phase: an identity is never
-        # reused by another list while it runs.
+        # grouping's or credit index's per-value lists), so every such list stays
+        # referenced (here, in _pools, _creating, _same_indexes or _credit_indexes) for
+        # the whole phase: an identity is never reused by another list while it runs.
         self._bound_pools: dict[tuple[str, MachineState, tuple[str, ...]], list[Machine]] = {}
         self._cursor: dict[int, int] = {}
         self._credit_indexes: dict[tuple[int, str], CreditIndex] = {}
@@ -242,14 +242,20 @@ class _Phase1:
 
     def _unclaimed(self, pool: list[Machine]) -> Iterator[Machine]:
         """The pool from its first unclaimed machine; the claimed head is skipped for good."""
-        start = self._cursor.get(id(pool), 0)
-        while start < len(pool) and pool[start].id in self.claimed:
-            start += 1
-        self._cursor[id(pool)] = start
-        for at in range(start, len(pool)):  # not a slice: that copied the pool's tail
+        for at in range(self._past_claimed_head(pool), len(pool)):  # a slice copied the tail
             m = pool[at]
             if m.id not in self.claimed:
                 yield m
+
+    def _past_claimed_head(self, machines: list[Machine]) -> int:
+        """Where the list's unclaimed part starts. Claims only grow within a phase, so its
+        claimed head is skipped once for good (the list is keyed by identity, so it must
+        stay referenced for the whole phase: see `__init__`)."""
+        start = self._cursor.get(id(machines), 0)
+        while start < len(machines) and machines[start].id in self.claimed:
+            start += 1
+        self._cursor[id(machines)] = start
+        return start
 
     _eligible = staticmethod(fits)
 
@@ -749,14 +755,8 @@ class _Phase1:
         for own_only in (True, False) if has_own else (False,):
             for credit_index in credit_indexes:
                 group_of = credit_index.group_of
-                machines = credit_index.in_order.get(value, _NO_MACHINES)
-                # Claims only grow within a phase: skip the claimed head for good (the
-                # list stays referenced by its credit index for the whole phase).
-                start = self._cursor.get(id(machines), 0)
-                while start < len(machines) and machines[start].id in claimed:
-                    start += 1
-                self._cursor[id(machines)] = start
-                for at in range(start, len(machines)):
+                machines = credit_index.in_order.get(value, _NO_MACHINES)  # held by its index
+                for at in range(self._past_claimed_head(machines), len(machines)):
                     if rv.is_zero(self.remaining[index]):
                         return
                     m = machines[at]
@@ -967,13 +967,9 @@ class _Phase1:
         machines = self._same_index(pool, same.key).in_order.get(domain)
         if machines is None:
             return
-        # Gangs of a domain acquire its machines in order: skip the claimed head for good
-        # (the list stays referenced by its grouping for the whole phase).
-        claimed, start = self.claimed, self._cursor.get(id(machines), 0)
-        while start < len(machines) and machines[start].id in claimed:
-            start += 1
-        self._cursor[id(machines)] = start
-        for at in range(start, len(machines)):
+        # Gangs of a domain acquire its machines in order (the list is held by its grouping).
+        claimed = self.claimed
+        for at in range(self._past_claimed_head(machines), len(machines)):
             if rv.is_zero(self.remaining[index]):
                 return
             m = machines[at]
