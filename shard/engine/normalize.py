@@ -69,14 +69,21 @@ class FoldMemo:
     of last cycle (a roll-up replaces one cluster's rows), so answers are also
     kept per need object, which is cheaper to look up than its shape.
 
+    A "no" because no machine the gang could use is large enough in every
+    dimension (no pool's ceiling covers it: most gangs) depends only on those
+    ceilings, which rarely move when supply does; it is kept against them.
+
     Entries are typed as any tuple so that compiled code carries a standing
     entry over as it is rather than building it anew every cycle.
     """
 
     # shape -> (stamp, answer)
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = field(default_factory=dict)
-    # id(need) -> (the need, kept alive so its id is not reused, stamp, answer)
+    # id(need) -> (the need, kept alive so its id is not reused; whether the answer is a
+    # "no" by ceilings; the stamp or the ceilings it stands on; the answer)
     by_need: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    # The last call's ceilings per (cluster, pinned types), as `stamps` below.
+    ceilings: dict[tuple[object, ...], Any] = field(default_factory=dict)
     # The last call's stamps per cluster and pinned types: an equal stamp is taken
     # from here, so that a standing answer's stamp compares by identity.
     stamps: dict[str, dict[tuple[str, ...], Any]] = field(default_factory=dict)
@@ -91,6 +98,7 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
     stamps: dict[str, dict[tuple[str, ...], Any]] = memo.stamps if unchanged else {}
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = {}
     by_need: dict[int, tuple[Any, ...]] = {}
+    ceilings_now: dict[tuple[object, ...], Any] = {}
     flags = []
     for need in demand:
         if need.profile.same is None:
@@ -98,11 +106,19 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
             continue
         at: Any = id(need)  # boxed once: compiled code would box it at each use
         known = memo.by_need.get(at)
-        if unchanged and known is not None and known[0] is need:
+        if known is not None and known[0] is not need:
+            known = None
+        if unchanged and known is not None:
             by_need[at] = known
-            flags.append(known[2])
+            flags.append(known[3])
             continue
         types = need.profile.pinned_types
+        if known is not None and known[1]:  # a "no" by ceilings
+            ceilings = _ceilings(inventory, need.cluster, types, ceilings_now, memo)
+            if known[2] is ceilings or known[2] == ceilings:
+                by_need[at] = known
+                flags.append(False)
+                continue
         of_cluster = stamps.get(need.cluster)
         if of_cluster is None:
             of_cluster = stamps[need.cluster] = {}
@@ -115,20 +131,30 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
             )
             kept = memo.stamps.get(need.cluster, {}).get(types)
             of_cluster[types] = stamp = kept if kept == stamp else stamp
-        if known is not None and known[0] is need and (known[1] is stamp or known[1] == stamp):
-            whole = known[2]
+        if known is not None and not known[1] and (known[2] is stamp or known[2] == stamp):
+            whole = known[3]
             by_need[at] = known
         else:
+            ceilings = _ceilings(inventory, need.cluster, types, ceilings_now, memo)
+            want = _positive(need.aggregate)
+            if not any(rv.covers(ceiling, want) for ceiling in ceilings):
+                by_need[at] = (need, True, ceilings, False)
+                flags.append(False)
+                continue
             shape = (need.cluster, need.profile.fingerprint, tuple(need.aggregate.items()))
             answer = by_shape.get(shape) or memo.by_shape.get(shape)
             if answer is None or answer[0] != stamp:
                 answer = (stamp, _hosted_whole(inventory, need))
             by_shape[shape] = answer
             whole = answer[1]
-            by_need[at] = (need, stamp, whole)
+            by_need[at] = (need, False, stamp, whole)
         flags.append(whole)
     memo.by_need = by_need
     memo.stamps = stamps
+    if unchanged:  # what was worked out still holds, and a new key may have come
+        memo.ceilings.update(ceilings_now)
+    else:
+        memo.ceilings = ceilings_now
     memo.version = inventory.version
     # Shapes answered by object identity were not looked up: older answers stay (a
     # stale one is told by its stamp) until they outnumber the needs.
@@ -137,6 +163,29 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
     else:
         memo.by_shape.update(by_shape)
     return flags
+
+
+def _ceilings(
+    inventory: Inventory,
+    cluster: str,
+    types: tuple[str, ...],
+    now: dict[tuple[object, ...], Any],
+    memo: FoldMemo,
+) -> Any:
+    """The ceilings of the four pools a gang of the cluster and types could use (as
+    `_pool` reads them), once per call; last call's object when equal."""
+    key: tuple[object, ...] = (cluster, types)
+    found = now.get(key)
+    if found is None:
+        found = (
+            inventory.cluster_ceiling(cluster, S.CONFIGURED, types),
+            inventory.cluster_ceiling(cluster, S.CONFIGURING, types),
+            inventory.ceiling(S.IDLE, types),
+            inventory.ceiling(S.SPECULATIVE, types),
+        )
+        kept = memo.ceilings.get(key)
+        now[key] = found = kept if kept == found else found
+    return found
 
 
 def normalize(inventory: Inventory, demand: list[Need], memo: FoldMemo | None = None) -> list[Need]:
