@@ -92,13 +92,13 @@ class FoldMemo:
 
 def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> list[bool]:
     """For each need, whether it is a Same need one machine hosts whole."""
-    # An unchanged inventory leaves every stamp as it was: a need seen last call keeps
-    # its answer without its stamp being looked at.
+    # An unchanged inventory leaves every stamp and ceiling as it was: a need seen last
+    # call keeps its answer without either being looked at, and both tables carry on.
     unchanged = memo.version == inventory.version
     stamps: dict[str, dict[tuple[str, ...], Any]] = memo.stamps if unchanged else {}
     by_shape: dict[tuple[object, ...], tuple[Any, ...]] = {}
     by_need: dict[int, tuple[Any, ...]] = {}
-    ceilings_now: dict[tuple[object, ...], Any] = {}
+    ceilings_now: dict[tuple[object, ...], Any] = memo.ceilings if unchanged else {}
     flags = []
     for need in demand:
         if need.profile.same is None:
@@ -151,10 +151,7 @@ def _hosted_flags(inventory: Inventory, demand: list[Need], memo: FoldMemo) -> l
         flags.append(whole)
     memo.by_need = by_need
     memo.stamps = stamps
-    if unchanged:  # what was worked out still holds, and a new key may have come
-        memo.ceilings.update(ceilings_now)
-    else:
-        memo.ceilings = ceilings_now
+    memo.ceilings = ceilings_now
     memo.version = inventory.version
     # Shapes answered by object identity were not looked up: older answers stay (a
     # stale one is told by its stamp) until they outnumber the needs.
