@@ -41,6 +41,12 @@ def test_a_started_process_is_terminated_when_its_starter_is_killed(tmp_path: Pa
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     assert _alive(child)
+    # The signal is set by the launcher just before it execs the command: kill the
+    # starter only once the command runs, or the kill can win that race.
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}/comm").read_text().strip() != "sleep":
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
     parent.send_signal(signal.SIGKILL)  # no teardown runs
     parent.wait()
     deadline = time.monotonic() + 30
