@@ -110,6 +110,12 @@ class SameIndex:
             group.machines.append(m)
             self.in_order.setdefault(value, []).append(m)
 
+    def moved_since(self, before: SameIndex) -> set[str]:
+        """The domain values whose machines (in pool order) differ from `before`'s: only
+        there do this grouping's groups, and a reservation's position among them, differ."""
+        old, new = before.in_order, self.in_order
+        return {value for value in old.keys() | new.keys() if old.get(value) != new.get(value)}
+
     def clear_reservations(self) -> None:
         for groups in self.by_value.values():
             for group in groups:

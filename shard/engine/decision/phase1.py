@@ -168,6 +168,9 @@ class _Phase1:
         # (both stay referenced for the phase: one by a step, one in _acquirable_totals).
         self._moved_values: dict[tuple[int, int], set[str]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
+        # Per grouping rebuilt this phase: the stamp of the one it replaced and the domain
+        # values whose machines differ between the two (see _domain_supply_stands).
+        self._same_moved: dict[tuple[PoolKey, str], tuple[object, set[str]]] = {}
         # Never changed in place (each credit makes a new vector), so shared, not copied.
         self.remaining = [n.aggregate for n in demand]
         # Needs still short after the credit pass, in demand order: only they acquire.
@@ -429,8 +432,10 @@ class _Phase1:
                     if step.source is need:
                         return step, side
                     return step.again(need, step.acquirable, step.seen, step.ranked, side), side
-                if self._short_choice_stands(need, step):
+                if self._short_choice_stands(need, step, side):
                     return self._again_now(need, step, acquirable, None, side), side
+            elif self._short_again(need, step, side):
+                return self._again_now(need, step, acquirable, None, side), side
             ranked = self._same_choice_stands(need, step, set())
             if ranked is not None:
                 return self._again_now(need, step, acquirable, ranked, side), side
@@ -442,6 +447,8 @@ class _Phase1:
         moved = self._credit_values(need, lane.moved)
         side = self._credit_side_now(need, step.credit_side, moved)
         if step.domain not in moved:
+            if self._short_again(need, step, side):
+                return self._again_now(need, step, acquirable, None, side), side
             ranked = self._same_choice_stands(need, step, moved, side)
             if ranked is not None:
                 return self._again_now(need, step, acquirable, ranked, side), side
@@ -817,17 +824,50 @@ class _Phase1:
                 side[value] = b.kept(need.aggregate)
         return side
 
-    def _short_choice_stands(self, need: Need, step: Step) -> bool:
-        """A co-location step that reserved (its credit fell short), whose credit and
-        reserving stand, would choose the same domain against today's reservations.
+    def _short_again(self, need: Need, step: Step, side: dict[str, Bucket] | None) -> bool:
+        """A co-location step that reserved, whose credit stands (its credit side is `side`
+        now), may be replayed although acquirable supply moved: where no machine of
+        its domain moved, its reserving goes the same way as long as it chooses the
+        same domain."""
+        return (
+            step.short
+            and self._reserving_stands(step)
+            and self._domain_supply_stands(need, step)
+            and self._short_choice_stands(need, step, side)
+        )
 
-        Reservations made before it this cycle differ from last cycle's, which
-        changes what it could acquire per domain: ranked again from its kept credit
-        side, the same choice means the same step.
-        """
-        if not step.short or step.credit_side is None:
+    def _domain_supply_stands(self, need: Need, step: Step) -> bool:
+        """The acquirable machines of the step's domain, in each grouping it weighs, are
+        the ones it was made with, in the same order (other domains' may differ)."""
+        domain, before = step.domain, step.acquirable
+        if domain is None or before is None:
             return False
-        buckets = self._with_acquirable(step.credit_side, self._acquirable_totals_of(need))
+        for grouping, stamp in zip(self._groupings(need), before, strict=True):
+            pool_key, key = grouping
+            if self.inv.acquirable_stamp(pool_key[0], pool_key[1]) == stamp:
+                continue
+            self._same_index(pool_key, key)  # rebuilt now, noting which values moved
+            moved = self._same_moved.get((pool_key, key))
+            # The grouping it replaced is the one the step was made with: a step takes a
+            # new stamp only where its groupings are built. Checked all the same, as the
+            # moved values mean nothing against another grouping.
+            if moved is None or moved[0] != stamp or domain in moved[1]:
+                return False
+        return True
+
+    def _short_choice_stands(self, need: Need, step: Step, side: dict[str, Bucket] | None) -> bool:
+        """A co-location step that reserved (its credit fell short), whose credit and
+        reserving stand, would choose the same domain against today's reservations
+        and acquirable supply.
+
+        Reservations made before it this cycle may differ from last cycle's, and
+        acquirable supply may have moved, which changes what it could acquire per
+        domain: ranked again from its credit side as it is now (`side`), the same
+        choice means the same step.
+        """
+        if not step.short or side is None:
+            return False
+        buckets = self._with_acquirable(side, self._acquirable_totals_of(need))
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
             return step.domain is None
@@ -925,6 +965,8 @@ class _Phase1:
             else:
                 index = SameIndex(self._pool(pool), key)
                 self.memo.same_indexes[(pool, key)] = (stamp, index)
+                if kept is not None:
+                    self._same_moved[(pool, key)] = (kept[0], index.moved_since(kept[1]))
             self._same_indexes[(pool, key)] = index
             for r in self._pending.pop((pool, key), ()):
                 index.by_value[r.value][r.group].reserved += 1

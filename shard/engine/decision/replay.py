@@ -21,7 +21,8 @@ acquirable supply, or in its cluster's claims outside its domain, is ranked
 again rather than seeded again (against the domains that could still
 outrank it): if it would choose the same domain, it is replayed; so is a
 step that reserved and would choose the same domain against today's
-reservations (ADR 0025). Needs of disjoint instance types
+reservations (ADR 0025) and today's acquirable supply, as long as no
+acquirable machine of its own domain moved (ADR 0028). Needs of disjoint instance types
 touch disjoint machines, which is what lets the rest of a cluster replay
 when one need changes. A replayed cycle decides exactly what a fresh one
 would; the engine's property tests compare the two after random changes.
