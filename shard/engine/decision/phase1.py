@@ -134,6 +134,9 @@ class Phase1Memo:
     rank_domains: bool = True  # keep `candidates` (an engine without verdicts does not)
     # The stamp pairs `_Phase1._stamp` handed out in the last run.
     stamps: dict[tuple[object, ...], tuple[Any, ...]] = field(default_factory=dict)
+    # One object per totals key (`_Phase1._totals_key`) across runs: steps carry theirs, and
+    # an identical key is found without comparing its strings.
+    totals_keys: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
 
 
 class _Phase1:
@@ -164,9 +167,6 @@ class _Phase1:
         self._ranked_now: tuple[AcquirableTotals, tuple[object, ...]] | None = None
         self._groupings_of: dict[tuple[str, bool], tuple[GroupingKey, ...]] = {}
         self._totals_of: dict[tuple[object, ...], tuple[int, AcquirableTotals]] = {}
-        # Domain values whose acquirable totals differ between two maps, by their ids
-        # (both stay referenced for the phase: one by a step, one in _acquirable_totals).
-        self._moved_values: dict[tuple[int, int], set[str]] = {}
         self._pending: dict[tuple[PoolKey, str], list[Reservation]] = defaultdict(list)
         # Per grouping rebuilt this phase: the stamp of the one it replaced and the domain
         # values whose machines differ between the two (see _domain_supply_stands).
@@ -405,6 +405,7 @@ class _Phase1:
                 kept_side,
                 ranked,
                 configured,
+                self._totals_key(need) if need.profile.same is not None else None,
             )
             lane.steps.append(made)
             if made.short:
@@ -617,16 +618,24 @@ class _Phase1:
                         rv.add_scaled(b.unheld_total, alloc, unheld_free)
         return buckets
 
-    def _acquirable_totals_of(self, need: Need) -> AcquirableTotals:
+    def _totals_key(self, need: Need) -> tuple[Any, ...]:
+        """What a co-location need's acquirable totals read besides reservations: its
+        profile (which decides its groupings and requirements), parking and unit."""
+        key = (need.profile.fingerprint, need.parked, tuple(need.min_unit.items()))
+        return self.memo.totals_keys.setdefault(key, key)
+
+    def _acquirable_totals_of(
+        self, need: Need, shared: tuple[Any, ...] | None = None
+    ) -> AcquirableTotals:
         """What the need could acquire per domain value (Idle, Speculative, unreserved),
-        one map per grouping it weighs.
+        one map per grouping it weighs; `shared` is its totals key, when known.
 
         Needs with the same requirements and unit see the same per-value totals
         while the grouping's reservations stand, so the totals are shared.
         """
-        requirements, unit = need.profile.requirements, tuple(need.min_unit.items())
-        # The profile decides the groupings and requirements; reservations, the views.
-        shared = (need.profile.fingerprint, need.parked, unit)
+        if shared is None:
+            shared = self._totals_key(need)
+        requirements, unit = need.profile.requirements, shared[2]
         found = self._totals_of.get(shared)
         if found is not None and found[0] == self.reservations.made:
             return found[1]
@@ -781,9 +790,14 @@ class _Phase1:
         if not step.reservations and not step.skipped:
             return True  # most steps: they reserved nothing
         consumed = self.consumed
-        return all(r.machine_id not in consumed for r in step.reservations) and all(
-            machine_id in consumed for machine_id in step.skipped
-        )
+        # Loops, not `all` over generators, which compiled code builds as objects.
+        for r in step.reservations:
+            if r.machine_id in consumed:
+                return False
+        for machine_id in step.skipped:  # noqa: SIM110
+            if machine_id not in consumed:
+                return False
+        return True
 
     def _credit_values(self, need: Need, machines: list[str]) -> set[str]:
         """The domain values of those of the machines the (co-location) need could credit.
@@ -867,7 +881,7 @@ class _Phase1:
         """
         if not step.short or side is None:
             return False
-        buckets = self._with_acquirable(side, self._acquirable_totals_of(need))
+        buckets = self._with_acquirable(side, self._acquirable_totals_of(need, step.totals_key))
         best = choose_same_bucket(buckets, need.aggregate)
         if best is None:
             return step.domain is None
@@ -898,22 +912,17 @@ class _Phase1:
             credit_side = step.credit_side
         elif credit_moved:  # other values' credit moved: they may contend now, or no longer
             contenders = credit_contenders(credit_side, domain, need.aggregate)
-        totals = self._acquirable_totals_of(need)
-        if not any(
-            old is not new and old.get(domain) != new.get(domain)
-            for old, new in zip(ranked.against, totals, strict=True)
-        ):
+        totals = self._acquirable_totals_of(need, step.totals_key)
+        if not _moved_at(ranked.against, totals, domain):
             # The domain's bucket is what it was, rank and all, and every other value's is
             # what it was when the domain beat it except where its acquirable totals or
             # its credit moved: only those can beat it now, and of those only contenders
             # (ranks never tie: the last key is the value).
-            if contenders:
-                moved = self._values_moved(ranked.against, totals)
-                for value in contenders:
-                    if value in moved or value in credit_moved:
-                        rival = self._bucket(credit_side, totals, value)
-                        if same_bucket_rank(rival, need.aggregate) < ranked.rank:
-                            return None
+            for value in contenders:
+                if value in credit_moved or _moved_at(ranked.against, totals, value):
+                    rival = self._bucket(credit_side, totals, value)
+                    if same_bucket_rank(rival, need.aggregate) < ranked.rank:
+                        return None
             return Ranking(totals, ranked.rank, contenders)
         # The domain's acquirable supply moved: it stays satisfiable (its credit covers the
         # need), and only contenders can outrank it.
@@ -938,21 +947,6 @@ class _Phase1:
                 b.count += found[0]
                 rv.add_scaled(b.total, found[1], 1)
         return b
-
-    def _values_moved(self, before: AcquirableTotals, now: AcquirableTotals) -> set[str]:
-        """The domain values whose acquirable totals differ between two rankings."""
-        moved: set[str] = set()
-        for old, new in zip(before, now, strict=True):
-            if old is new:
-                continue
-            key = (id(old), id(new))
-            found = self._moved_values.get(key)
-            if found is None:
-                found = self._moved_values[key] = {
-                    value for value in old.keys() | new.keys() if old.get(value) != new.get(value)
-                }
-            moved |= found
-        return moved
 
     def _same_index(self, pool: PoolKey, key: str) -> SameIndex:
         index = self._same_indexes.get((pool, key))
@@ -1060,6 +1054,8 @@ class _Phase1:
         if len(candidates) > 2 * len(self.demand):  # forget needs long gone, now and then
             keys = {candidates_key(n) for n in self.demand}
             self.memo.candidates = {k: v for k, v in candidates.items() if k in keys}
+        if len(self.memo.totals_keys) > 2 * len(self.demand):  # the same, for totals keys
+            self.memo.totals_keys = {k: k for k in self.memo.totals_keys if k in self._totals_of}
         return Phase1Result(
             self.actions,
             unsatisfied,
@@ -1073,6 +1069,16 @@ class _Phase1:
             {cluster: n for cluster, n in self.configured_claims.items() if n},
             self._same_claims,
         )
+
+
+def _moved_at(before: AcquirableTotals, now: AcquirableTotals, value: str) -> bool:
+    """Whether a domain value's acquirable totals differ between two rankings' totals
+    (a loop, not `any` over a generator, which compiled code builds as an object)."""
+    for at in range(len(before)):
+        old, new = before[at], now[at]
+        if old is not new and old.get(value) != new.get(value):
+            return True
+    return False
 
 
 def candidates_key(need: Need) -> tuple[object, ...]:

@@ -101,6 +101,9 @@ class Step:
         credit_side: dict[str, Bucket] | None,
         ranked: Ranking | None,
         configured: int,
+        totals_key: tuple[Any, ...] | None,
+        short: bool | None = None,
+        saw_reservations: bool | None = None,
     ) -> None:
         self.need: Final = need
         self.source: Final = source  # the need object it was taken for: the same needs no key
@@ -119,9 +122,14 @@ class Step:
         self.credit_side: Final = credit_side  # co-location: what it could credit, per value
         self.ranked: Final = ranked  # co-location covered by credit: how its domain last won
         self.configured: Final = configured  # how many of `credited` are Configured (Phase 3)
-        self.short: Final = not is_zero(remaining)  # still short after crediting: it reserved
-        # `seen` holds some reservations: read once per cycle.
-        self.saw_reservations: Final = any(view for _, view in seen)
+        # Co-location: what its acquirable totals are shared by (see phase1._totals_key).
+        self.totals_key: Final = totals_key
+        # Still short after crediting: it reserved. (Given when replayed: the same.)
+        self.short: Final = not is_zero(remaining) if short is None else short
+        # `seen` holds some reservations: read once per cycle, or given with the same `seen`.
+        self.saw_reservations: Final = (
+            any(view for _, view in seen) if saw_reservations is None else saw_reservations
+        )
 
     def again(
         self,
@@ -148,6 +156,9 @@ class Step:
             credit_side,
             ranked,
             self.configured,
+            self.totals_key,
+            self.short,
+            self.saw_reservations if seen is self.seen else None,
         )
 
 
@@ -199,7 +210,11 @@ class ReservationLog:
             return True  # it weighed no acquirable machines
         if not self._counts:  # nothing reserved yet this cycle
             return not step.saw_reservations
-        return all(self.view(g) == view for g, view in step.seen)
+        # A loop, not `all` over a generator, which compiled code builds as an object.
+        for grouping, view in step.seen:  # noqa: SIM110
+            if self.view(grouping) != view:
+                return False
+        return True
 
 
 class ClusterSteps:
