@@ -559,6 +559,41 @@ def test_a_reserving_gang_reserves_again_when_machines_it_passed_over_come_free(
     assert [r.machine_id for r in again.reservations] == ["m-0", "m-1"]
 
 
+def test_a_reserving_gang_is_replayed_while_no_machine_of_its_rack_moves() -> None:
+    # The gang credits its one machine in rack r1 and reserves the Idle one there.
+    inv = Inventory()
+    inv.upsert(machine("r1-0", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **_SMALL), 0.0)
+    inv.upsert(machine("idle-a", S.IDLE, price=1.0, labels={"rack": "r1"}, **_SMALL), now=0.0)
+    gang = Need(
+        cluster="c1",
+        profile=_profile("t-small", True, 200),
+        aggregate={"cpu": 8000},
+        min_unit={"cpu": 4000},
+        group="c1-gang",
+    )
+    table = NeedsTable()
+    table.replace("c1", [gang])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+
+    def reserved() -> list[str]:
+        return [r.machine_id for r in engine.phase1_memo.clusters["c1"].steps[0].reservations]
+
+    engine.cycle(inv, table, {"c1"}, now=0.0)
+    assert reserved() == ["idle-a"]
+
+    # Idle supply lands in another rack: the step is ranked again and replayed.
+    inv.upsert(machine("idle-b", S.IDLE, labels={"rack": "r2"}, **_SMALL), now=1.0)
+    bootstrapped = [a.machine_id for a in engine.cycle(inv, table, {"c1"}, now=1.0).decided]
+    assert engine.phase1_memo.replayed == 1
+    assert (reserved(), bootstrapped) == (["idle-a"], ["idle-a"])
+
+    # A cheaper machine lands in its own rack, ahead of the one it reserved: seeded again.
+    inv.upsert(machine("idle-c", S.IDLE, price=0.5, labels={"rack": "r1"}, **_SMALL), now=2.0)
+    bootstrapped = [a.machine_id for a in engine.cycle(inv, table, {"c1"}, now=2.0).decided]
+    assert engine.phase1_memo.replayed == 0
+    assert (reserved(), bootstrapped) == (["idle-c"], ["idle-c"])
+
+
 def _reclaimed(result: CycleResult) -> list[str]:
     return sorted(a.machine_id for a in result.decided if a.kind == ActionKind.RECLAIM)
 
