@@ -440,15 +440,8 @@ def test_one_changed_need_recomputes_only_needs_on_its_instance_types() -> None:
     assert sorted(result.phase1.claimed) == ["m-0", "m-1", "m-2"]
 
 
-def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
-    # Both racks can credit the two-machine gang; the rack with less spare
-    # acquirable supply wins (least over-commitment). Moving Idle supply flips it.
-    inv = Inventory()
-    for rack in ("r1", "r2"):
-        for i in range(2):
-            m = machine(f"{rack}-{i}", S.CONFIGURED, cluster="c1", labels={"rack": rack}, **_SMALL)
-            inv.upsert(m, now=0.0)
-    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r1"}, **_SMALL), now=0.0)
+def _two_machine_gang() -> tuple[NeedsTable, Engine]:
+    """Cluster c1 wants one gang of two small machines in one rack; a fresh engine."""
     gang = Need(
         cluster="c1",
         profile=_profile("t-small", True, 200),
@@ -458,7 +451,19 @@ def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
     )
     table = NeedsTable()
     table.replace("c1", [gang])
-    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    return table, Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+
+
+def test_a_covered_gang_is_ranked_again_when_acquirable_supply_moves() -> None:
+    # Both racks can credit the two-machine gang; the rack with less spare
+    # acquirable supply wins (least over-commitment). Moving Idle supply flips it.
+    inv = Inventory()
+    for rack in ("r1", "r2"):
+        for i in range(2):
+            m = machine(f"{rack}-{i}", S.CONFIGURED, cluster="c1", labels={"rack": rack}, **_SMALL)
+            inv.upsert(m, now=0.0)
+    inv.upsert(machine("idle-a", S.IDLE, labels={"rack": "r1"}, **_SMALL), now=0.0)
+    table, engine = _two_machine_gang()
     assert sorted(engine.cycle(inv, table, {"c1"}, now=0.0).phase1.claimed) == ["r2-0", "r2-1"]
 
     # Supply lands in a third rack: the choice stands and the step is replayed.
@@ -564,16 +569,7 @@ def test_a_reserving_gang_is_replayed_while_no_machine_of_its_rack_moves() -> No
     inv = Inventory()
     inv.upsert(machine("r1-0", S.CONFIGURED, cluster="c1", labels={"rack": "r1"}, **_SMALL), 0.0)
     inv.upsert(machine("idle-a", S.IDLE, price=1.0, labels={"rack": "r1"}, **_SMALL), now=0.0)
-    gang = Need(
-        cluster="c1",
-        profile=_profile("t-small", True, 200),
-        aggregate={"cpu": 8000},
-        min_unit={"cpu": 4000},
-        group="c1-gang",
-    )
-    table = NeedsTable()
-    table.replace("c1", [gang])
-    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    table, engine = _two_machine_gang()
 
     def reserved() -> list[str]:
         return [r.machine_id for r in engine.phase1_memo.clusters["c1"].steps[0].reservations]
