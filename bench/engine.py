@@ -5,7 +5,8 @@ Configured machines of a few instance types spread over racks; the shard also
 holds Idle machines and Speculative slots; a fraction of the needs are
 co-location gangs pinned to one rack (Same), the rest plain demand. Demand
 roughly matches bound supply; the decided actions are applied at once until
-the fleet converges (the steady regime). Measured cycles then rotate through
+a round decides nothing (`settle`: the steady regime; the bench fails when
+the fleet does not settle). Measured cycles then rotate through
 three kinds: one after a cluster's roll-up changed (one need grew by a
 unit), one with nothing changed (decisions reused), and one after an Idle
 machine left the fleet and the previous leaver came back (acquirable supply
@@ -24,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bigfleet import penalty
+from bigfleet.bench.settle import settle
 from bigfleet.shard.engine import BUILD as ENGINE_BUILD
 from bigfleet.shard.engine.cycle import Engine
-from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.inventory import Inventory
 from bigfleet.shard.engine.machine import INSTANCE_TYPE_KEY, CapacityType, Machine, MachineState
 from bigfleet.shard.engine.needs import Need, NeedsTable
@@ -56,6 +57,7 @@ class BenchResult:
     clusters: int
     colocated: float
     cycles: int
+    settled_rounds: int  # rounds that acted before one decided nothing
     cycle_ms: dict[str, float]  # cycles after one cluster's roll-up changed
     phases_ms: dict[str, dict[str, float]]
     steady_cycle_ms: dict[str, float]  # cycles with nothing changed
@@ -75,6 +77,7 @@ class BenchResult:
             "clusters": self.clusters,
             "colocated": self.colocated,
             "cycles": self.cycles,
+            "settled_rounds": self.settled_rounds,
             "cycle_ms": self.cycle_ms,
             "phases_ms": self.phases_ms,
             "steady_cycle_ms": self.steady_cycle_ms,
@@ -169,53 +172,6 @@ def build_demand(
     return table
 
 
-def apply(inv: Inventory, action: Action, now: float) -> None:
-    """Carry an action out at once, as if the provider answered instantly."""
-    m = inv.get(action.machine_id)
-    if m is None:
-        return
-    if action.kind in (ActionKind.BOOTSTRAP, ActionKind.PROVISION):
-        assert action.need is not None
-        profile = action.need.profile
-        moved = replace(
-            m,
-            state=S.CONFIGURED,
-            cluster=action.cluster,
-            host=m.host or f"bench/{m.id}",
-            assigned_priority=profile.priority,
-            assigned_interruption_penalty=penalty.upper_bound(profile.interruption_bucket),
-            assigned_need_fingerprint=profile.fingerprint,
-            assigned_group=action.need.group,
-        )
-    elif action.kind in (ActionKind.RECLAIM, ActionKind.PREEMPT):
-        moved = replace(
-            m,
-            state=S.IDLE,
-            cluster="",
-            assigned_priority=0,
-            assigned_need_fingerprint="",
-            assigned_group="",
-        )
-    else:
-        moved = replace(m, state=S.SPECULATIVE, host="")
-    inv.upsert(moved, now)
-
-
-def converge(
-    engine: Engine, inv: Inventory, table: NeedsTable, reported: set[str], rounds: int = 40
-) -> float:
-    """Run and apply cycles until nothing is left to do (or `rounds` ran); returns the clock."""
-    now = 0.0
-    for _ in range(rounds):
-        result = engine.cycle(inv, table, reported, now)
-        now += 1
-        if not result.rails.execute:
-            break
-        for action in result.rails.execute:
-            apply(inv, action, now)
-    return now
-
-
 @dataclass
 class Measured:
     samples: dict[str, list[float]]  # per timing key, after a roll-up change
@@ -280,7 +236,10 @@ def run(
     seed: int = 1,
     progress: Callable[[int], None] = lambda done: None,
     verdicts: bool = True,
+    settle_bound: int = 60,
+    on_settled: Callable[[int], None] = lambda rounds: None,
 ) -> BenchResult:
+    """Raises `settle.NotSettled` when the fleet still acts after `settle_bound` rounds."""
     rng = random.Random(seed)
     gc.collect()
     before = rss_bytes()
@@ -296,7 +255,8 @@ def run(
     gc.collect()
     gc.freeze()
     first = engine.cycle(inv, table, reported, now=0.0).seconds["cycle"]
-    clock = converge(engine, inv, table, reported)
+    settled = settle(engine, inv, table, reported, settle_bound)
+    on_settled(settled.rounds)
     gc.collect()
     gc.freeze()
     measured = measure_cycles(
@@ -307,7 +267,7 @@ def run(
         [f"cluster-{c:03d}" for c in range(clusters)],
         rng,
         cycles,
-        clock,
+        settled.clock,
         ("cycle", "phase1", "phase2", "phase3"),
         progress,
     )
@@ -318,6 +278,7 @@ def run(
         clusters=clusters,
         colocated=colocated,
         cycles=cycles,
+        settled_rounds=settled.rounds,
         cycle_ms=percentiles(measured.samples["cycle"], 1000),
         phases_ms={k: percentiles(v, 1000) for k, v in measured.samples.items() if k != "cycle"},
         steady_cycle_ms=percentiles(measured.steady, 1000),

@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bigfleet.bench.engine import apply
+from bigfleet import penalty
 from bigfleet.shard.engine.cycle import Engine
+from bigfleet.shard.engine.decision.actions import Action, ActionKind
 from bigfleet.shard.engine.inventory import Inventory
+from bigfleet.shard.engine.machine import MachineState
 from bigfleet.shard.engine.needs import NeedsTable
+
+S = MachineState
+
+
+def apply(inv: Inventory, action: Action, now: float) -> None:
+    """Carry an action out at once, as if the provider answered instantly."""
+    m = inv.get(action.machine_id)
+    if m is None:
+        return
+    if action.kind in (ActionKind.BOOTSTRAP, ActionKind.PROVISION):
+        assert action.need is not None
+        profile = action.need.profile
+        moved = replace(
+            m,
+            state=S.CONFIGURED,
+            cluster=action.cluster,
+            host=m.host or f"bench/{m.id}",
+            assigned_priority=profile.priority,
+            assigned_interruption_penalty=penalty.upper_bound(profile.interruption_bucket),
+            assigned_need_fingerprint=profile.fingerprint,
+            assigned_group=action.need.group,
+        )
+    elif action.kind in (ActionKind.RECLAIM, ActionKind.PREEMPT):
+        moved = replace(
+            m,
+            state=S.IDLE,
+            cluster="",
+            assigned_priority=0,
+            assigned_need_fingerprint="",
+            assigned_group="",
+        )
+    else:
+        moved = replace(m, state=S.SPECULATIVE, host="")
+    inv.upsert(moved, now)
 
 
 class NotSettled(RuntimeError):

@@ -53,7 +53,8 @@ FIXED = ("machines", "needs", "colocated", "clusters", "verdicts")
     default=60,
     show_default=True,
     type=click.IntRange(min=1),
-    help="bench-hot: rounds allowed to settle the fleet before the bench fails.",
+    help="Rounds allowed to settle the fleet (decide and apply under constant demand until a "
+    "round decides nothing) before the bench fails.",
 )
 @click.option(
     "--verdicts/--no-verdicts",
@@ -103,6 +104,7 @@ def engine(
         clusters,
         cycles or (20 if shape == "default" else 200),
         seed,
+        settle_rounds,
         verdicts,
         json_path,
     )
@@ -116,6 +118,7 @@ def _default_shape(
     clusters: int,
     cycles: int,
     seed: int,
+    settle_rounds: int,
     verdicts: bool,
     json_path: Path | None,
 ) -> None:
@@ -124,23 +127,30 @@ def _default_shape(
     from rich.table import Table
 
     from bigfleet.bench import engine as bench_engine
+    from bigfleet.bench.settle import NotSettled
 
     console = Console()
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("cycles", total=cycles)
-        result = bench_engine.run(
-            machines,
-            needs,
-            clusters,
-            colocated,
-            cycles,
-            seed,
-            progress=lambda done: bar.update(task, completed=done),
-            verdicts=verdicts,
-        )
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("settling the fleet", total=cycles)
+            result = bench_engine.run(
+                machines,
+                needs,
+                clusters,
+                colocated,
+                cycles,
+                seed,
+                progress=lambda done: bar.update(task, completed=done),
+                verdicts=verdicts,
+                settle_bound=settle_rounds,
+                on_settled=lambda rounds: bar.update(task, description="cycles"),
+            )
+    except NotSettled as err:
+        raise click.ClickException(str(err)) from err
     table = Table(
         title=f"engine: {result.machines:,} machines, {result.needs:,} needs, "
-        f"{result.clusters} clusters, {result.colocated:.0%} co-located"
+        f"{result.clusters} clusters, {result.colocated:.0%} co-located; "
+        f"settled after {result.settled_rounds} rounds"
     )
     for column in ("", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if column else "left")

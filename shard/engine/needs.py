@@ -74,6 +74,12 @@ class NeedsTable:
         # a roll-up replaces one cluster, so the next snapshot merges only its rows in.
         self._placed: list[_Placed] | None = None
         self._replaced: set[str] = set()
+        # The last snapshot's needs; rows per cluster when it was taken; and (built when
+        # first needed) each (cluster, row)'s place in it. A roll-up that changes only
+        # amounts keeps every row's place, so its needs are swapped in where they stand.
+        self._needs: list[Need] = []
+        self._rows_placed: dict[str, int] = {}
+        self._at: dict[tuple[str, int], int] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -102,14 +108,44 @@ class NeedsTable:
     def snapshot(self) -> list[Need]:
         """Every need, ordered priority desc, arrival asc, cluster asc (stable otherwise)."""
         placed, replaced = self._placed, self._replaced
+        if placed is not None and replaced and self._swap_in_place(placed, replaced):
+            self._replaced = set()
+            return list(self._needs)
         if placed is None or 2 * len(replaced) > len(self._by_cluster):
             placed = sorted(self._placements(self._by_cluster))
         elif replaced:
             # Two sorted runs, which the sort merges in one pass.
             kept = [entry for entry in placed if entry[1].cluster not in replaced]
             placed = sorted(kept + sorted(self._placements(replaced)))
+        if placed is not self._placed:
+            self._needs = [need for _, need in placed]
+            self._rows_placed = {c: len(rows) for c, rows in self._by_cluster.items()}
+            self._at = None
         self._placed, self._replaced = placed, set()
-        return [need for _, need in placed]
+        return list(self._needs)
+
+    def _swap_in_place(self, placed: list[_Placed], replaced: set[str]) -> bool:
+        """Where every replaced cluster kept its row count and each row its priority and
+        arrival, the rows keep their places: put the new needs there. False otherwise,
+        having changed nothing."""
+        by_cluster, counted = self._by_cluster, self._rows_placed
+        if any(len(by_cluster.get(c, ())) != counted.get(c, 0) for c in replaced):
+            return False
+        at = self._at
+        if at is None:
+            at = self._at = {(key[2], key[3]): i for i, (key, _) in enumerate(placed)}
+        for cluster in replaced:
+            for row, need in enumerate(by_cluster.get(cluster, ())):
+                key = placed[at[(cluster, row)]][0]
+                if key[0] != -need.priority or key[1] != need.arrival:
+                    return False
+        needs = self._needs
+        for cluster in replaced:
+            for row, need in enumerate(by_cluster.get(cluster, ())):
+                i = at[(cluster, row)]
+                placed[i] = (placed[i][0], need)
+                needs[i] = need
+        return True
 
     def _placements(self, clusters: Iterable[str]) -> list[_Placed]:
         # (cluster, row) makes every place unique: needs themselves are never compared.

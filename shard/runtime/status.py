@@ -32,7 +32,7 @@ def shard_status(service: ShardService) -> dict[str, object]:
                 if s != MachineState.UNSPECIFIED
             },
         },
-        "demand": {"needs": len(table.snapshot()), "clusters": len(table.clusters())},
+        "demand": {"needs": len(table), "clusters": len(table.clusters())},
         "shortfallCount": len(ledger),
         "shortfalls": [
             {

@@ -93,3 +93,14 @@ def test_the_default_shape_writes_its_name_and_engine_into_the_json(tmp_path: Pa
     assert written["shape"] == "default"
     assert written["engine_build"] == engine.BUILD
     assert f"decision engine: {engine.BUILD}" in result.output
+    assert f"settled after {written['settled_rounds']} rounds" in result.output
+
+
+def test_the_default_shape_fails_loudly_when_its_fleet_does_not_settle() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["bench", "engine", "--machines", "2000", "--needs", "200", "--clusters", "4",
+         "--colocated", "0.5", "--cycles", "2", "--settle-rounds", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "did not settle under constant demand within 1 rounds" in result.output

@@ -471,12 +471,18 @@ class _Phase1:
         return step.again(need, acquirable, seen, ranked, side)
 
     def _credit_plain(self, index: int, need: Need) -> None:
+        """Credit in keep order, each pool's machines that another gang was given last:
+        taking one would leave that gang short in its domain, to acquire a machine there
+        while a machine this need left is reclaimed, again every cycle (ADR 0029)."""
+        group = need.group
         for pool in self._creditable_pools(need):
-            for m in self._unclaimed(pool):
-                if rv.is_zero(self.remaining[index]):
-                    return
-                if self._eligible(need, m):
-                    self._credit(index, m)
+            for held in (False, True):
+                for m in self._unclaimed(pool):
+                    if rv.is_zero(self.remaining[index]):
+                        return
+                    given = m.assigned_group
+                    if (given != "" and given != group) == held and self._eligible(need, m):
+                        self._credit(index, m)
 
     def _contested_clusters(self) -> set[str]:
         """Clusters never to replay this cycle; also groups in-flight machines by attribution.

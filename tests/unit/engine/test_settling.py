@@ -118,3 +118,47 @@ def test_a_gang_served_by_unstamped_machines_does_not_take_another_gangs_rack() 
             _carry_out(inv, action, float(now + 1))
     assert decided[0]  # the gangs gather
     assert decided[1:] == [[]] * 5, decided
+
+
+def test_a_plain_need_leaves_a_gang_the_machines_it_was_given() -> None:
+    # c1's plain need holds its one machine (m5, the dearer); its gang gathers
+    # in rack r1 on two cheap Idle machines. Then those sort first in keep
+    # order: a plain need that credited them took one from the gang, which
+    # acquired the third Idle machine in r1 while m5 was reclaimed, and the
+    # next machine the gang was given sorted first again.
+    inv = Inventory()
+    for machine_id, state, cluster, rack, price in (
+        ("m1", S.IDLE, "", "r1", 1.0),
+        ("m2", S.IDLE, "", "r1", 1.0),
+        ("m3", S.IDLE, "", "r1", 1.0),
+        ("m5", S.CONFIGURED, "c1", "r2", 2.0),
+    ):
+        m = machine(
+            machine_id,
+            state,
+            cluster=cluster,
+            price=price,
+            capacity_type=CapacityType.ON_DEMAND,
+            alloc={"cpu": 1000},
+            instance_type="t",
+            labels={"rack": rack},
+            priority=1000 if cluster else 0,
+        )
+        inv.upsert(m, now=0.0)
+    plain = Need(
+        cluster="c1",
+        profile=profile(1000, instance_type="t"),
+        aggregate={"cpu": 1000},
+        min_unit={"cpu": 1000},
+    )
+    table = NeedsTable()
+    table.replace("c1", [plain, _gang("c1", "c1-g0", 100, penalty.bucket_for_dollars(1), 2)])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    decided: list[list[tuple[str, str]]] = []
+    for now in range(4):
+        actions = engine.cycle(inv, table, {"c1"}, float(now)).rails.execute
+        decided.append(sorted((a.kind.name, a.machine_id) for a in actions))
+        for action in actions:
+            _carry_out(inv, action, float(now + 1))
+    assert decided[0] == [("BOOTSTRAP", "m1"), ("BOOTSTRAP", "m2")]
+    assert decided[1:] == [[]] * 3, decided
