@@ -123,30 +123,28 @@ def _default_shape(
     json_path: Path | None,
 ) -> None:
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
     from bigfleet.bench import engine as bench_engine
-    from bigfleet.bench.settle import NotSettled
+    from bigfleet.cli.bench_hot import run_settled
 
     console = Console()
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("settling the fleet", total=cycles)
-            result = bench_engine.run(
-                machines,
-                needs,
-                clusters,
-                colocated,
-                cycles,
-                seed,
-                progress=lambda done: bar.update(task, completed=done),
-                verdicts=verdicts,
-                settle_bound=settle_rounds,
-                on_settled=lambda rounds: bar.update(task, description="cycles"),
-            )
-    except NotSettled as err:
-        raise click.ClickException(str(err)) from err
+    result = run_settled(
+        console,
+        cycles,
+        lambda progress, on_settled: bench_engine.run(
+            machines,
+            needs,
+            clusters,
+            colocated,
+            cycles,
+            seed,
+            progress=progress,
+            verdicts=verdicts,
+            settle_bound=settle_rounds,
+            on_settled=on_settled,
+        ),
+    )
     table = Table(
         title=f"engine: {result.machines:,} machines, {result.needs:,} needs, "
         f"{result.clusters} clusters, {result.colocated:.0%} co-located; "

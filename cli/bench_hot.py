@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from bigfleet.cli.options import write_json
 
-
-def hot(cycles: int, seed: int, settle_rounds: int, json_path: Path | None) -> None:
+if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
 
-    from bigfleet.bench import hot
+T = TypeVar("T")
+
+
+def run_settled(
+    console: Console,
+    cycles: int,
+    run: Callable[[Callable[[int], None], Callable[[int], None]], T],
+) -> T:
+    """Run an engine bench, which settles its fleet before it measures `cycles`, under a
+    progress bar; a fleet that does not settle fails the command, saying what still acted.
+    `run` is given the bench's `progress` and `on_settled` callbacks."""
+    from rich.progress import Progress
+
     from bigfleet.bench.settle import NotSettled
 
-    console = Console()
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("settling the fleet", total=cycles)
-            result = hot.run(
-                cycles,
-                seed,
-                settle_rounds,
-                progress=lambda done: bar.update(task, completed=done),
-                on_settled=lambda rounds: bar.update(task, description="cycles"),
+            return run(
+                lambda done: bar.update(task, completed=done),
+                lambda rounds: bar.update(task, description="cycles"),
             )
     except NotSettled as err:
         raise click.ClickException(str(err)) from err
+
+
+def hot(cycles: int, seed: int, settle_rounds: int, json_path: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bigfleet.bench import hot
+
+    console = Console()
+    result = run_settled(
+        console,
+        cycles,
+        lambda progress, on_settled: hot.run(
+            cycles, seed, settle_rounds, progress=progress, on_settled=on_settled
+        ),
+    )
     console.print(
         f"bench-hot: {result.machines:,} machines, {result.needs:,} needs "
         f"({result.colocated_needs:,} co-located), {result.clusters} clusters; "

@@ -131,7 +131,7 @@ class Engine:
             mark = clock()
             reclaims = phase3.reclaims(
                 inventory,
-                first.claimed.keys(),
+                first.claimed,  # the mapping: its own membership test stores late claims
                 reported,
                 settings.reclaim_grace_s,
                 first.configured_claims,
@@ -160,7 +160,7 @@ class Engine:
                 self.verdicts.failed(err)  # the shard logs and counts it
 
         mark = clock()
-        releases = phase3.releases(inventory, last.first.claimed.keys(), now, settings.idle_hold_s)
+        releases = phase3.releases(inventory, last.first.claimed, now, settings.idle_hold_s)
         seconds["phase3"] += clock() - mark
 
         decided, deduped = _one_action_per_machine(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import grpc
@@ -238,11 +240,17 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
             await eventually(lambda: shard.reconciler.ready, what="first reconcile")
             async with http.get(f"{base}/readyz") as response:
                 assert response.status == 200
-            async with http.get(f"{base}/metrics") as response:
-                body = await response.text()
-        assert 'bigfleet_shard_inventory_machines{capacity_type="on_demand",state="Idle"} 2.0' in (
-            body
-        )
+            # The inventory gauges are set after each cycle, and the first cycle after the
+            # reconcile may not have ended yet: read until one has.
+            idle = 'bigfleet_shard_inventory_machines{capacity_type="on_demand",state="Idle"} 2.0'
+            deadline = time.monotonic() + 15
+            while True:
+                async with http.get(f"{base}/metrics") as response:
+                    body = await response.text()
+                if idle in body or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        assert idle in body
         assert "bigfleet_shard_cycle_duration_seconds_bucket" in body
 
 

@@ -13,7 +13,8 @@ so a later need never outranks an earlier claim and nothing is displaced.
 
 Given the previous cycle's memo, the credit pass replays each need's step
 whose inputs did not change instead of computing it again (see `replay`);
-acquisition is always computed.
+acquisition is always computed. A replayed cluster's claims are stored only
+once something reads its bound machines, or asks the result (ADR 0030).
 """
 
 from __future__ import annotations
@@ -90,26 +91,77 @@ BoundPoolKey = tuple[str, MachineState, tuple[str, ...], str]
 
 
 class _Claims(Mapping[str, Need]):
-    """Machine id -> need, read through the demand list instead of copied into a dict."""
+    """Machine id -> need, read through the demand list instead of copied into a dict.
 
-    def __init__(self, by_index: dict[str, int], demand: list[Need]) -> None:
+    The claims of clusters whose bound pools nothing read during the phase (`unread`:
+    demand indexes of their replayed steps) are stored here only when asked about: a
+    machine of such a cluster, found through the inventory while it is as the phase
+    saw it, stores its cluster's; anything else (iterating, or a changed inventory)
+    stores them all."""
+
+    def __init__(
+        self,
+        by_index: dict[str, int],
+        demand: list[Need],
+        unread: dict[str, list[int]],
+        credited: Sequence[Sequence[str]],
+        inventory: Inventory,
+    ) -> None:
         self._by_index = by_index
         self._demand = demand
+        self._unread = unread
+        self._credited = credited
+        self._inventory = inventory
+        self._version = inventory.version
+
+    def _store(self, cluster: str) -> None:
+        by_index, credited = self._by_index, self._credited
+        for index in self._unread.pop(cluster, ()):
+            boxed: Any = index  # see _Phase1._replay
+            for machine_id in credited[index]:
+                by_index[machine_id] = boxed
+
+    def _store_all(self) -> None:
+        for cluster in list(self._unread):
+            self._store(cluster)
+
+    def _holds(self, machine_id: str) -> bool:
+        if machine_id in self._by_index:
+            return True
+        if not self._unread:
+            return False
+        if self._inventory.version != self._version:
+            self._store_all()
+            return machine_id in self._by_index
+        m = self._inventory.get(machine_id)
+        if m is None or m.state in (S.IDLE, S.SPECULATIVE):
+            return False  # unread claims are credits: bound machines only
+        if m.state in (S.CONFIGURED, S.CONFIGURING):
+            if m.cluster not in self._unread:
+                return False
+            self._store(m.cluster)
+        else:  # in flight: credited by attribution, whatever cluster it names
+            self._store_all()
+        return machine_id in self._by_index
 
     def __getitem__(self, machine_id: str) -> Need:
+        if not self._holds(machine_id):
+            raise KeyError(machine_id)
         return self._demand[self._by_index[machine_id]]
 
     def __iter__(self) -> Iterator[str]:
+        self._store_all()
         return iter(self._by_index)
 
     def __len__(self) -> int:
+        self._store_all()
         return len(self._by_index)
 
     def __contains__(self, machine_id: object) -> bool:
-        return machine_id in self._by_index
+        return isinstance(machine_id, str) and self._holds(machine_id)
 
     def keys(self) -> KeysView[str]:
-        return self._by_index.keys()  # the dict's own view: membership at C speed
+        return KeysView(self)
 
 
 @dataclass(slots=True)
@@ -177,6 +229,14 @@ class _Phase1:
         self._short: list[int] = []
         self._same_claims: set[str] = set()  # see Phase1Result.same_claims
         self.claimed: dict[str, int] = {}
+        # Per cluster whose bound pools nothing has read yet this phase, its replayed
+        # steps (demand indexes), whose claims are not stored in `claimed` until something
+        # reads those pools (_creditable_pools) or the result is asked (_Claims). A cluster
+        # whose needs all replay is never read: storing its claims was most of a large
+        # shard's replay. Only its own needs read its bound pools (in-flight machines that
+        # several clusters' needs credit make those clusters contested: never replayed).
+        self._unread: dict[str, list[int]] = {}
+        self._read: set[str] = set()
         self.consumed: set[str] = set()  # acquirables reserved by Same seeding
         self.domain: dict[int, str] = {}
         self.satisfiable: dict[int, bool] = {}
@@ -204,6 +264,8 @@ class _Phase1:
 
     def _creditable_pools(self, need: Need) -> list[list[Machine]]:
         """Bound supply in keep order: Configured, Configuring, then own in-flight Creating."""
+        if need.cluster not in self._read:
+            self._read_cluster(need.cluster)
         types = need.profile.pinned_types
         pools = []
         for state in (S.CONFIGURED, S.CONFIGURING):
@@ -554,13 +616,29 @@ class _Phase1:
             )
         return found
 
+    def _read_cluster(self, cluster: str) -> None:
+        """The cluster's bound pools are about to be read: store its replayed claims so far,
+        and from now on store them as they are made."""
+        self._read.add(cluster)
+        claimed, credited = self.claimed, self.credited
+        for index in self._unread.pop(cluster, ()):
+            boxed: Any = index
+            for machine_id in credited[index]:
+                claimed[machine_id] = boxed
+
     def _replay(self, index: int, step: Step) -> None:
-        claimed = self.claimed
         boxed: Any = index  # compiled code would box an int at every store or key use
-        for machine_id in step.credited:
-            claimed[machine_id] = boxed
         self.credited[index] = step.credited
         cluster = self.demand[index].cluster
+        if cluster not in self._read:
+            unread = self._unread.get(cluster)
+            if unread is None:
+                unread = self._unread[cluster] = []
+            unread.append(boxed)
+        else:
+            claimed = self.claimed
+            for machine_id in step.credited:
+                claimed[machine_id] = boxed
         # A recomputed co-location need of this cluster grouped its bound machines. Only
         # its own cluster's steps can credit them: pools are per cluster, and clusters
         # sharing in-flight machines are contested, never replayed.
@@ -1055,7 +1133,7 @@ class _Phase1:
             for i in self._short  # only these can still be short
             if not rv.is_zero(self.remaining[i])
         ]
-        claimed = _Claims(self.claimed, self.demand)
+        claimed = _Claims(self.claimed, self.demand, self._unread, self.credited, self.inv)
         candidates = self.memo.candidates
         if len(candidates) > 2 * len(self.demand):  # forget needs long gone, now and then
             keys = {candidates_key(n) for n in self.demand}

@@ -663,3 +663,25 @@ def _demand(engine: Engine) -> list[Need]:
     normalized = engine._normalized
     assert normalized is not None
     return normalized.demand
+
+
+def test_claims_stored_late_answer_for_the_inventory_the_phase_saw() -> None:
+    # c1 replays whole while c2 changes, so c1's claims are stored only when asked.
+    inv = Inventory()
+    for name, cluster in (("m-0", "c1"), ("m-1", "c2")):
+        inv.upsert(machine(name, S.CONFIGURED, cluster=cluster, **_SMALL), now=0.0)
+    plain = _profile("t-small", False, 100)
+    needs = {c: Need(cluster=c, profile=plain, aggregate={"cpu": 4000}) for c in ("c1", "c2")}
+    table = NeedsTable()
+    for cluster, need in needs.items():
+        table.replace(cluster, [need])
+    engine = Engine(EngineSettings(rails=RailSettings(reclaim_cap_fraction=0)))
+    engine.cycle(inv, table, {"c1", "c2"}, now=0.0)
+    table.replace("c2", [replace(needs["c2"], aggregate={"cpu": 8000})])
+    result = engine.cycle(inv, table, {"c1", "c2"}, now=1.0).phase1
+    assert engine.phase1_memo.replayed == 1
+
+    # The machine goes back to Idle after the phase: the result still says what it saw.
+    inv.upsert(machine("m-0", S.IDLE, **_SMALL), now=2.0)
+    assert "m-0" in result.claimed and result.claimed["m-0"] == needs["c1"]
+    assert sorted(result.claimed) == ["m-0", "m-1"]

@@ -37,9 +37,9 @@ FLEET = (
 )
 
 
-def _fleet() -> Inventory:
+def _fleet(rows: tuple[tuple[str, MachineState, str, str, float], ...] = FLEET) -> Inventory:
     inv = Inventory()
-    for machine_id, state, cluster, rack, price in FLEET:
+    for machine_id, state, cluster, rack, price in rows:
         m = machine(
             machine_id,
             state,
@@ -126,25 +126,14 @@ def test_a_plain_need_leaves_a_gang_the_machines_it_was_given() -> None:
     # order: a plain need that credited them took one from the gang, which
     # acquired the third Idle machine in r1 while m5 was reclaimed, and the
     # next machine the gang was given sorted first again.
-    inv = Inventory()
-    for machine_id, state, cluster, rack, price in (
-        ("m1", S.IDLE, "", "r1", 1.0),
-        ("m2", S.IDLE, "", "r1", 1.0),
-        ("m3", S.IDLE, "", "r1", 1.0),
-        ("m5", S.CONFIGURED, "c1", "r2", 2.0),
-    ):
-        m = machine(
-            machine_id,
-            state,
-            cluster=cluster,
-            price=price,
-            capacity_type=CapacityType.ON_DEMAND,
-            alloc={"cpu": 1000},
-            instance_type="t",
-            labels={"rack": rack},
-            priority=1000 if cluster else 0,
+    inv = _fleet(
+        (
+            ("m1", S.IDLE, "", "r1", 1.0),
+            ("m2", S.IDLE, "", "r1", 1.0),
+            ("m3", S.IDLE, "", "r1", 1.0),
+            ("m5", S.CONFIGURED, "c1", "r2", 2.0),
         )
-        inv.upsert(m, now=0.0)
+    )
     plain = Need(
         cluster="c1",
         profile=profile(1000, instance_type="t"),
