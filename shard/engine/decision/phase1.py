@@ -115,11 +115,7 @@ class _Claims(Mapping[str, Need]):
         self._version = inventory.version
 
     def _store(self, cluster: str) -> None:
-        by_index, credited = self._by_index, self._credited
-        for index in self._unread.pop(cluster, ()):
-            boxed: Any = index  # see _Phase1._replay
-            for machine_id in credited[index]:
-                by_index[machine_id] = boxed
+        _store_claims(self._by_index, self._credited, self._unread.pop(cluster, ()))
 
     def _store_all(self) -> None:
         for cluster in list(self._unread):
@@ -481,7 +477,7 @@ class _Phase1:
             memo.credit_indexes = {k: v for k, v in memo.credit_indexes.items() if k[0] in lanes}
 
     def _step_again(
-        self, need: Need, step: Step, lane: Lane, acquirable: object
+        self, need: Need, step: Step, lane: Lane, acquirable: Any
     ) -> tuple[Step | None, dict[str, Bucket] | None]:
         """Last cycle's step of the need, whose bound machines' stamp stands, as it would
         be computed now (None when it must be computed), and its kept credit side as it
@@ -490,15 +486,16 @@ class _Phase1:
         if lane.untouched(types):
             side = step.credit_side  # no claim on its machines moved
             same_supply = step.acquirable is acquirable or step.acquirable == acquirable
-            if same_supply and self._reserving_stands(step):
-                if self.reservations.as_seen(step):
+            if self._reserving_stands(step):
+                if not same_supply:
+                    if self._short_again(need, step, side, acquirable):
+                        return self._again_now(need, step, acquirable, None, side), side
+                elif self.reservations.as_seen(step):
                     if step.source is need:
                         return step, side
                     return step.again(need, step.acquirable, step.seen, step.ranked, side), side
-                if self._short_choice_stands(need, step, side):
+                elif self._short_choice_stands(need, step, side):
                     return self._again_now(need, step, acquirable, None, side), side
-            elif self._short_again(need, step, side):
-                return self._again_now(need, step, acquirable, None, side), side
             ranked = self._same_choice_stands(need, step, set())
             if ranked is not None:
                 return self._again_now(need, step, acquirable, ranked, side), side
@@ -510,7 +507,7 @@ class _Phase1:
         moved = self._credit_values(need, lane.moved)
         side = self._credit_side_now(need, step.credit_side, moved)
         if step.domain not in moved:
-            if self._short_again(need, step, side):
+            if self._reserving_stands(step) and self._short_again(need, step, side, acquirable):
                 return self._again_now(need, step, acquirable, None, side), side
             ranked = self._same_choice_stands(need, step, moved, side)
             if ranked is not None:
@@ -620,11 +617,7 @@ class _Phase1:
         """The cluster's bound pools are about to be read: store its replayed claims so far,
         and from now on store them as they are made."""
         self._read.add(cluster)
-        claimed, credited = self.claimed, self.credited
-        for index in self._unread.pop(cluster, ()):
-            boxed: Any = index
-            for machine_id in credited[index]:
-                claimed[machine_id] = boxed
+        _store_claims(self.claimed, self.credited, self._unread.pop(cluster, ()))
 
     def _replay(self, index: int, step: Step) -> None:
         boxed: Any = index  # compiled code would box an int at every store or key use
@@ -922,27 +915,28 @@ class _Phase1:
                 side[value] = b.kept(need.aggregate)
         return side
 
-    def _short_again(self, need: Need, step: Step, side: dict[str, Bucket] | None) -> bool:
-        """A co-location step that reserved, whose credit stands (its credit side is `side`
-        now), may be replayed although acquirable supply moved: where no machine of
-        its domain moved, its reserving goes the same way as long as it chooses the
-        same domain."""
+    def _short_again(
+        self, need: Need, step: Step, side: dict[str, Bucket] | None, acquirable: Any
+    ) -> bool:
+        """A co-location step that reserved, whose credit and reserving stand (its credit
+        side is `side` now), may be replayed against today's acquirable supply (stamped
+        `acquirable`) as long as no machine of its domain moved: its reserving goes the
+        same way if it chooses the same domain."""
         return (
             step.short
-            and self._reserving_stands(step)
-            and self._domain_supply_stands(need, step)
+            and self._domain_supply_stands(need, step, acquirable)
             and self._short_choice_stands(need, step, side)
         )
 
-    def _domain_supply_stands(self, need: Need, step: Step) -> bool:
+    def _domain_supply_stands(self, need: Need, step: Step, acquirable: Any) -> bool:
         """The acquirable machines of the step's domain, in each grouping it weighs, are
         the ones it was made with, in the same order (other domains' may differ)."""
         domain, before = step.domain, step.acquirable
-        if domain is None or before is None:
+        if domain is None or before is None or acquirable is None:
             return False
-        for grouping, stamp in zip(self._groupings(need), before, strict=True):
+        for grouping, stamp, now in zip(self._groupings(need), before, acquirable, strict=True):
             pool_key, key = grouping
-            if self.inv.acquirable_stamp(pool_key[0], pool_key[1]) == stamp:
+            if now == stamp:
                 continue
             self._same_index(pool_key, key)  # rebuilt now, noting which values moved
             moved = self._same_moved.get((pool_key, key))
@@ -1153,6 +1147,16 @@ class _Phase1:
             {cluster: n for cluster, n in self.configured_claims.items() if n},
             self._same_claims,
         )
+
+
+def _store_claims(
+    claimed: dict[str, int], credited: Sequence[Sequence[str]], indexes: Iterable[int]
+) -> None:
+    """Store the claims of replayed steps (demand indexes) kept unstored (ADR 0030)."""
+    for index in indexes:
+        boxed: Any = index  # boxed once per step, as in _Phase1._replay
+        for machine_id in credited[index]:
+            claimed[machine_id] = boxed
 
 
 def _moved_at(before: AcquirableTotals, now: AcquirableTotals, value: str) -> bool:
